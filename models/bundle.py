@@ -1,0 +1,152 @@
+"""The model bundle: everything a run needs to predict, in one directory (local or gs://).
+
+    BUNDLE/
+      saved_model/      a TensorFlow SavedModel; its signature takes one float32
+                        matrix whose columns are the feature spec's outputs
+      features.json     the fitted feature spec (columns, types, fill values,
+                        statistics, vocabularies, feature order)
+      outputs.json      what the model returns: class names, or a score
+      metadata.json     name, version, created, training metrics
+
+Serving reads the artifacts that training wrote, so features match by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.features import FeatureSpec
+
+SAVED_MODEL = 'saved_model'
+FEATURES = 'features.json'
+OUTPUTS = 'outputs.json'
+METADATA = 'metadata.json'
+
+
+class BundleError(ValueError):
+  """A bundle is missing a part or its parts disagree."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+  """What the model's output tensor means.
+
+  A classifier returns one probability per class, in `classes` order; a
+  regressor (or a binary scorer) returns a single `score` column.
+  """
+  kind: str  # 'classification' | 'regression'
+  classes: tuple[str, ...] = ()
+  signature: str = 'serving_default'
+  output_key: Optional[str] = None
+
+  def __post_init__(self):
+    object.__setattr__(self, 'classes', tuple(self.classes))
+    if self.kind not in ('classification', 'regression'):
+      raise BundleError(f"{OUTPUTS}: kind must be 'classification' or 'regression', got {self.kind!r}")
+    if self.kind == 'classification' and len(set(self.classes)) != len(self.classes) or (
+        self.kind == 'classification' and len(self.classes) < 2):
+      raise BundleError(f'{OUTPUTS}: a classifier needs two or more distinct class names, got {list(self.classes)}')
+
+  @property
+  def width(self) -> int:
+    """Number of values the model returns per row."""
+    return len(self.classes) if self.kind == 'classification' else 1
+
+  def to_dict(self) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelBundle:
+  """A loaded, validated bundle. `path` is where the SavedModel lives."""
+  path: str
+  features: FeatureSpec
+  outputs: Outputs
+  metadata: dict[str, Any]
+
+  @property
+  def name(self) -> str:
+    return str(self.metadata['name'])
+
+  @property
+  def version(self) -> str:
+    return str(self.metadata['version'])
+
+  @property
+  def saved_model_path(self) -> str:
+    return FileSystems.join(self.path, SAVED_MODEL)
+
+  @classmethod
+  def load(cls, path: str) -> 'ModelBundle':
+    """Reads and validates a bundle; raises `BundleError` naming what is wrong."""
+    path = path.rstrip('/')
+    missing = [part for part in (FEATURES, OUTPUTS, METADATA, f'{SAVED_MODEL}/saved_model.pb')
+               if not FileSystems.exists(FileSystems.join(path, part))]
+    if missing:
+      raise BundleError(f'model bundle {path} is missing {", ".join(missing)}; a bundle holds '
+                        f'{SAVED_MODEL}/, {FEATURES}, {OUTPUTS} and {METADATA}')
+    try:
+      features = FeatureSpec.from_dict(_read_json(path, FEATURES))
+    except (ValueError, KeyError, TypeError) as e:
+      raise BundleError(f'{path}/{FEATURES}: {e}') from None
+    if not features.is_fitted:
+      unfitted = [f.name for f in features.features if not f.is_fitted]
+      raise BundleError(f'{path}/{FEATURES}: features {unfitted} have no fitted statistics')
+    try:
+      outputs = Outputs(**_read_json(path, OUTPUTS))
+    except TypeError as e:
+      raise BundleError(f'{path}/{OUTPUTS}: {e}') from None
+    metadata = _read_json(path, METADATA)
+    absent = [k for k in ('name', 'version') if k not in metadata]
+    if absent:
+      raise BundleError(f'{path}/{METADATA}: missing {absent}')
+    return cls(path, features, outputs, metadata)
+
+  def check_signature(self) -> None:
+    """Loads the SavedModel and checks its signature against the spec and outputs.
+
+    Costs a model load, so preflight calls it once on the launcher, not per worker.
+    """
+    from models.handler import SavedModelPredictor  # TensorFlow import is heavy; only here.
+    try:
+      predictor = SavedModelPredictor(self.saved_model_path, self.outputs.signature, self.outputs.output_key)
+    except Exception as e:  # TF raises many types for a corrupt or foreign model.
+      raise BundleError(f'{self.saved_model_path}: cannot load the SavedModel: {e}') from None
+    width_in, width_out = predictor.input_width, predictor.output_width
+    expected_in = len(self.features.output_names)
+    if width_in not in (None, expected_in):
+      raise BundleError(f'{self.path}: the SavedModel takes {width_in} inputs but {FEATURES} produces '
+                        f'{expected_in} ({", ".join(self.features.output_names)})')
+    if width_out not in (None, self.outputs.width):
+      raise BundleError(f'{self.path}: the SavedModel returns {width_out} values per row but {OUTPUTS} '
+                        f'describes {self.outputs.width}')
+
+
+def _read_json(path: str, name: str) -> dict[str, Any]:
+  with FileSystems.open(FileSystems.join(path, name)) as f:
+    try:
+      return json.loads(f.read().decode('utf-8'))
+    except ValueError as e:
+      raise BundleError(f'{path}/{name} is not valid JSON: {e}') from None
+
+
+def _write_json(path: str, name: str, data: dict[str, Any]) -> None:
+  with FileSystems.create(FileSystems.join(path, name)) as f:
+    f.write(json.dumps(data, indent=2, sort_keys=False).encode('utf-8'))
+
+
+def write_bundle(path: str, *, features: FeatureSpec, outputs: Outputs, name: str, version: str,
+                 training_metrics: Optional[dict[str, Any]] = None, **extra: Any) -> ModelBundle:
+  """Writes the JSON parts of a bundle beside a SavedModel already exported to `path/saved_model`."""
+  metadata = {'name': name, 'version': version,
+              'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+              'training_metrics': training_metrics or {}, **extra}
+  _write_json(path, FEATURES, features.to_dict())
+  _write_json(path, OUTPUTS, outputs.to_dict())
+  _write_json(path, METADATA, metadata)
+  return ModelBundle.load(path)

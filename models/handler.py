@@ -1,0 +1,133 @@
+"""A Beam `ModelHandler` for TensorFlow SavedModels that takes whole feature matrices.
+
+Beam's `TFModelHandlerNumpy` loads through `keras.models.load_model`, which
+Keras 3 refuses for SavedModels, and batches one example per row. This handler
+loads with `tf.saved_model.load`, calls the serving signature, and treats each
+element as a matrix of many rows, so `RunInference` batches by rows, not
+elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+
+class SavedModelPredictor:
+  """A loaded SavedModel behind one `predict` method.
+
+  When the model is shared across processes, callers hold a proxy that
+  forwards method calls only, so everything goes through methods.
+  """
+
+  def __init__(self, path: str, signature: str = 'serving_default', output_key: Optional[str] = None):
+    import tensorflow as tf
+    self._tf = tf
+    self._model = tf.saved_model.load(path)
+    if signature not in self._model.signatures:
+      raise ValueError(f'SavedModel {path} has no signature {signature!r}; '
+                       f'it has {sorted(self._model.signatures)}')
+    self._fn = self._model.signatures[signature]
+    inputs = self._fn.structured_input_signature[1]
+    if len(inputs) != 1:
+      raise ValueError(f'signature {signature!r} of {path} takes {sorted(inputs)}; '
+                       'expected one float32 matrix of features')
+    (self._input_name, spec), = inputs.items()
+    self._input_width = spec.shape[-1] if spec.shape.rank == 2 else None
+    outputs = self._fn.structured_outputs
+    if output_key is None:
+      if len(outputs) != 1:
+        raise ValueError(f'signature {signature!r} of {path} returns {sorted(outputs)}; '
+                         'name the one to use as output_key in outputs.json')
+      output_key = next(iter(outputs))
+    if output_key not in outputs:
+      raise ValueError(f'signature {signature!r} of {path} has no output {output_key!r}; it has {sorted(outputs)}')
+    self._output_key = output_key
+    shape = outputs[output_key].shape
+    self._output_width = (shape[-1] if shape.rank == 2 else 1) if shape.rank is not None else None
+
+  @property
+  def input_width(self) -> Optional[int]:
+    return self._input_width
+
+  @property
+  def output_width(self) -> Optional[int]:
+    return self._output_width
+
+  def predict(self, features: np.ndarray) -> np.ndarray:
+    """Returns the model output for a (rows, features) float32 matrix as (rows, outputs)."""
+    result = self._fn(**{self._input_name: self._tf.constant(features, dtype=self._tf.float32)})
+    out = result[self._output_key].numpy()
+    return out.reshape(features.shape[0], -1)
+
+
+def num_rows(element: Any) -> int:
+  """Rows in a feature matrix, or in a keyed `(key, matrix)` element."""
+  matrix = element[1] if isinstance(element, tuple) else element
+  return matrix.shape[0]
+
+
+class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPredictor]):
+  """Runs a SavedModel's signature over feature matrices of many rows each.
+
+  Args:
+    model_uri: the SavedModel directory, local or gs://.
+    signature: the signature to call.
+    output_key: which output of the signature to return; None when it has one.
+    min_batch_rows, max_batch_rows: bounds on rows per model call. Elements
+      are whole matrices, so `RunInference` packs them up to these row counts.
+    share_across_processes: load one copy per worker machine, shared by all
+      its SDK processes (one copy per GPU), instead of one per process.
+  """
+
+  def __init__(self, model_uri: str, *, signature: str = 'serving_default', output_key: Optional[str] = None,
+               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True):
+    super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
+    self._model_uri = model_uri
+    self._signature = signature
+    self._output_key = output_key
+    self._share_across_processes = share_across_processes
+
+  @property
+  def model_uri(self) -> str:
+    return self._model_uri
+
+  def row_by_row(self) -> 'SavedModelHandler':
+    """A copy that calls the model one row at a time, to isolate rows it fails on."""
+    return SavedModelHandler(self._model_uri, signature=self._signature, output_key=self._output_key,
+                             min_batch_rows=1, max_batch_rows=1,
+                             share_across_processes=self._share_across_processes)
+
+  def load_model(self) -> SavedModelPredictor:
+    return SavedModelPredictor(self._model_uri, self._signature, self._output_key)
+
+  def run_inference(self, batch: Sequence[np.ndarray], model: SavedModelPredictor,
+                    inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+    """Runs the model once over all matrices in `batch` and splits the result back.
+
+    Args:
+      batch: feature matrices, one per element.
+      model: the loaded predictor (or its cross-process proxy).
+      inference_args: unused; the signature takes only the features.
+
+    Returns:
+      One `PredictionResult` per matrix, whose `inference` has a row per input row.
+    """
+    del inference_args
+    features = batch[0] if len(batch) == 1 else np.concatenate(batch)
+    outputs = model.predict(features)
+    splits = np.cumsum([m.shape[0] for m in batch])[:-1]
+    return [PredictionResult(m, out, self._model_uri) for m, out in zip(batch, np.split(outputs, splits))]
+
+  def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+    # The default pickles the whole batch just to measure it.
+    return sum(m.nbytes for m in batch)
+
+  def get_metrics_namespace(self) -> str:
+    return 'batch_inference'
+
+  def share_model_across_processes(self) -> bool:
+    return self._share_across_processes
+

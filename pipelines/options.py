@@ -1,0 +1,104 @@
+"""Every flag of the batch-inference job, declared once.
+
+Standard Beam flags (`--runner`, `--direct_num_workers`, `--project`, ...)
+work alongside; `python -m pipelines.run --help` lists ours.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.sinks import OUTPUT_FORMATS
+from transforms.sources import FORMATS
+
+# Rows per RecordBatch read from files. Large enough that per-batch overhead
+# (one Python call per step) vanishes, small enough to keep memory flat.
+DEFAULT_READ_BATCH_SIZE = 8192
+# Rows per model call. The example MLP's throughput flattens past a few
+# thousand rows; larger batches only cost memory (see benchmarks/).
+DEFAULT_MAX_BATCH_ROWS = 16384
+
+
+def _bool(value: str) -> bool:
+  if value.lower() in ('true', '1', 'yes'):
+    return True
+  if value.lower() in ('false', '0', 'no'):
+    return False
+  raise ValueError(f'expected true or false, got {value!r}')
+
+
+def new_run_id() -> str:
+  """A sortable, unique run id: UTC time plus a short random suffix."""
+  now = datetime.datetime.now(datetime.timezone.utc)
+  return f'{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}'
+
+
+class BatchInferenceOptions(PipelineOptions):
+  """Options of the batch-inference job."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        '--input', default=None,
+        help='Observations to predict: a file path or glob, local or gs:// '
+        '(e.g. gs://bucket/observations/*.parquet).')
+    parser.add_argument(
+        '--input_format', default=None, choices=FORMATS,
+        help='Format of the input files. Default: inferred from each file extension.')
+    parser.add_argument(
+        '--model', default=None,
+        help='Model bundle directory, local or gs:// (SavedModel, features.json, outputs.json, metadata.json).')
+    parser.add_argument(
+        '--output', default=None,
+        help='Output directory, local or gs://. Predictions go to OUTPUT/RUN_ID/, '
+        'with run_summary.json beside them.')
+    parser.add_argument(
+        '--output_format', default='parquet', choices=OUTPUT_FORMATS,
+        help='Format of the prediction files. Default: parquet.')
+    parser.add_argument(
+        '--dead_letter', default=None,
+        help='Directory for rejected rows (JSON Lines, one reason each), written under '
+        'DEAD_LETTER/RUN_ID/. Default: the --output directory.')
+    parser.add_argument(
+        '--key_column', default=None,
+        help='Input column that identifies a row; copied to the output as the key. '
+        'Default: a generated row_id, "SOURCE_FILE:LINE".')
+    parser.add_argument(
+        '--passthrough_columns', default='',
+        help='Comma-separated input columns copied unchanged to each prediction row.')
+    parser.add_argument(
+        '--run_id', default=None,
+        help='Identifies this run in every output row and path. Re-running with the same id '
+        'replaces that run\'s output. Default: a new UTC-time-based id.')
+    parser.add_argument(
+        '--read_batch_size', type=int, default=DEFAULT_READ_BATCH_SIZE,
+        help=f'Rows per Arrow RecordBatch read from the input. Default: {DEFAULT_READ_BATCH_SIZE}.')
+    parser.add_argument(
+        '--min_batch_rows', type=int, default=1,
+        help='Fewest rows RunInference packs into one model call. Default: 1.')
+    parser.add_argument(
+        '--max_batch_rows', type=int, default=DEFAULT_MAX_BATCH_ROWS,
+        help=f'Most rows RunInference packs into one model call. Default: {DEFAULT_MAX_BATCH_ROWS}.')
+    parser.add_argument(
+        '--share_model_across_processes', type=_bool, default=True,
+        help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
+        'instead of one per process. Default: true.')
+
+  @property
+  def passthrough(self) -> list[str]:
+    return [c.strip() for c in (self.passthrough_columns or '').split(',') if c.strip()]
+
+  def validate_flags(self) -> None:
+    """Raises ValueError naming every missing or inconsistent flag of ours."""
+    problems = [f'--{name} is required' for name in ('input', 'model', 'output') if not getattr(self, name)]
+    if self.read_batch_size < 1:
+      problems.append('--read_batch_size must be at least 1')
+    if not 1 <= self.min_batch_rows <= self.max_batch_rows:
+      problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
+    if self.key_column and self.key_column in self.passthrough:
+      problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
+    if problems:
+      raise ValueError('; '.join(problems))

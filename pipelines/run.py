@@ -1,0 +1,89 @@
+"""Run the batch-inference job: `python -m pipelines.run --input ... --model ... --output ...`.
+
+Parses flags, checks the model bundle before any worker starts, builds and runs
+the pipeline, then prints the run summary and writes it as run_summary.json
+beside the predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+import time
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models.bundle import BundleError, ModelBundle
+from pipelines.batch_inference import build_pipeline, run_directory
+from pipelines.options import BatchInferenceOptions
+from pipelines.summary import RunSummary, counters
+
+SUMMARY_FILE = 'run_summary.json'
+
+
+def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
+  """Runs the job to completion and returns its summary."""
+  options = PipelineOptions(argv)
+  opts = options.view_as(BatchInferenceOptions)
+  opts.validate_flags()
+  bundle = ModelBundle.load(opts.model)
+  bundle.check_signature()
+
+  started = datetime.datetime.now(datetime.timezone.utc)
+  clock = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build_pipeline(pipeline, opts, bundle)
+  logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
+  result = pipeline.run()
+  state = result.wait_until_finish()
+  totals = counters(result)
+
+  out_dir = run_directory(opts.output, opts.run_id)
+  summary = RunSummary(
+      run_id=opts.run_id,
+      model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
+      input=opts.input,
+      output=out_dir,
+      dead_letter=run_directory(opts.dead_letter or opts.output, opts.run_id),
+      runner=str(options.view_as(StandardOptions).runner or 'DirectRunner'),
+      state=str(state),
+      started_at=started.isoformat(timespec='seconds'),
+      wall_seconds=round(time.monotonic() - clock, 3),
+      rows_read=totals.get('rows_read', 0),
+      rows_predicted=totals.get('rows_predicted', 0),
+      rows_rejected=totals.get('rows_rejected', 0),
+      rejected_by_reason={name[len('rejected_'):]: n for name, n in totals.items() if name.startswith('rejected_')},
+      files_read=totals.get('files_read', 0),
+  )
+  summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
+  return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  logging.getLogger('apache_beam').setLevel(logging.WARNING)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if '--help' in argv or '-h' in argv:
+    parser = argparse.ArgumentParser(
+        prog='python -m pipelines.run', description=__doc__,
+        epilog='Standard Beam options (--runner, --direct_num_workers, --project, --region, ...) also apply.')
+    BatchInferenceOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    parser.print_help()
+    return 0
+  try:
+    summary = run(argv)
+  except (ValueError, BundleError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(summary.render())
+  print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
+  return 0 if summary.reconciled else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,79 @@
+"""The run summary: what was read, predicted and rejected, read from Beam metrics.
+
+Counters live in the `batch_inference` namespace, so on Dataflow they show in
+the job page under the same names: rows_read, rows_predicted, rows_rejected,
+rejected_<reason_code>, files_read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from transforms.validation import METRICS_NAMESPACE
+
+
+def counters(result) -> dict[str, int]:
+  """Committed counter values of our namespace, summed over steps."""
+  totals: dict[str, int] = {}
+  query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+  for counter in query['counters']:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+  return totals
+
+
+@dataclasses.dataclass
+class RunSummary:
+  run_id: str
+  model: dict[str, str]
+  input: str
+  output: str
+  dead_letter: str
+  runner: str
+  state: str
+  started_at: str
+  wall_seconds: float
+  rows_read: int
+  rows_predicted: int
+  rows_rejected: int
+  rejected_by_reason: dict[str, int]
+  files_read: int
+
+  @property
+  def reconciled(self) -> bool:
+    return self.rows_read == self.rows_predicted + self.rows_rejected
+
+  @property
+  def rows_per_second(self) -> float:
+    return self.rows_read / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+  def to_dict(self) -> dict[str, Any]:
+    return {**dataclasses.asdict(self), 'reconciled': self.reconciled,
+            'rows_per_second': round(self.rows_per_second, 1)}
+
+  def write(self, path: str) -> None:
+    with FileSystems.create(path) as f:
+      f.write(json.dumps(self.to_dict(), indent=2).encode('utf-8'))
+
+  def render(self) -> str:
+    """A one-screen, human-first summary."""
+    check = 'yes' if self.reconciled else 'NO: some rows are unaccounted for'
+    lines = [
+        f'Run {self.run_id}: {self.state} on {self.runner} in {self.wall_seconds:.1f}s',
+        f'  model      {self.model["name"]} v{self.model["version"]} ({self.model["path"]})',
+        f'  input      {self.input} ({self.files_read} files)',
+        f'  output     {self.output}',
+        f'  rejected   {self.dead_letter}',
+        f'  rows read       {self.rows_read:>12,}',
+        f'  rows predicted  {self.rows_predicted:>12,}',
+        f'  rows rejected   {self.rows_rejected:>12,}',
+    ]
+    lines += [f'    {code:<20} {count:>9,}' for code, count in sorted(self.rejected_by_reason.items())]
+    lines += [f'  read = predicted + rejected: {check}',
+              f'  throughput      {self.rows_per_second:>12,.0f} rows/s']
+    return '\n'.join(lines)

@@ -1,0 +1,16 @@
+"""Shared fixtures: a real trained example bundle, built once per test session."""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+from models.bundle import ModelBundle  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def penguin_bundle(tmp_path_factory) -> ModelBundle:
+  """The example penguin classifier, trained for real (a few seconds)."""
+  from models.penguins import train
+  return train.train(str(tmp_path_factory.mktemp('bundle') / 'penguins'), epochs=30)

@@ -1,0 +1,377 @@
+"""Read files of any supported format as Arrow RecordBatches, through Beam's FileSystems.
+
+Every batch carries `__source` (the file) and `__row` (the record's 1-based
+position in it: the line number for CSV and JSONL files without blank lines),
+so each prediction and dead letter can be traced to its input. Records that
+cannot be parsed become dead letters; the rest of their file carries on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import dead_letters as dl
+from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
+
+FORMATS = ('parquet', 'csv', 'jsonl', 'tfrecord', 'avro')
+_EXTENSIONS = {
+    'parquet': 'parquet', 'pq': 'parquet', 'csv': 'csv', 'jsonl': 'jsonl', 'json': 'jsonl',
+    'ndjson': 'jsonl', 'tfrecord': 'tfrecord', 'tfrecords': 'tfrecord', 'avro': 'avro',
+}
+
+
+class Rejected:
+  """Dead letters produced while reading, yielded among the row batches."""
+
+  def __init__(self, letters: pa.RecordBatch):
+    self.letters = letters
+
+
+def infer_format(path: str) -> str:
+  """The format named by a path's extension (compression suffixes ignored)."""
+  name = path.rsplit('/', 1)[-1].lower()
+  parts = name.split('.')
+  while len(parts) > 1 and parts[-1] in ('gz', 'bz2', 'zst', 'deflate', 'snappy', 'lz4'):
+    parts.pop()
+  ext = parts[-1] if len(parts) > 1 else ''
+  if ext not in _EXTENSIONS:
+    raise ValueError(f'cannot tell the format of {path!r} from its extension; pass --input_format, '
+                     f'one of {", ".join(FORMATS)}')
+  return _EXTENSIONS[ext]
+
+
+def _with_position(batch: pa.RecordBatch, source: str, rows: np.ndarray,
+                   columns: Optional[Sequence[str]]) -> pa.RecordBatch:
+  names = [c for c in columns if c in batch.schema.names] if columns is not None else batch.schema.names
+  arrays = [batch.column(c) for c in names]
+  return pa.RecordBatch.from_arrays(
+      arrays + [pa.array(np.full(len(rows), source, dtype=object), pa.string()), pa.array(rows, pa.int64())],
+      names=list(names) + [dl.SOURCE, dl.ROW])
+
+
+def _rows(start: int, n: int) -> np.ndarray:
+  return np.arange(start, start + n, dtype=np.int64)
+
+
+def read_parquet(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
+  import pyarrow.parquet as pq
+  parquet = pq.ParquetFile(f)
+  wanted = [c for c in columns if c in parquet.schema_arrow.names] if columns is not None else None
+  start = 1
+  for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False):
+    yield _with_position(batch, source, _rows(start, batch.num_rows), columns)
+    start += batch.num_rows
+
+
+def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+  """CSV, streamed, with every column read as text: typing happens in validation,
+  per row, so one bad value cannot fail a whole block."""
+  import pyarrow.csv as pcsv
+  head = f.read(1 << 16)
+  while b'\n' not in head:
+    more = f.read(1 << 16)
+    if not more:
+      break
+    head += more
+  if not head.strip():
+    return
+  first_newline = head.find(b'\n')
+  try:
+    header = pcsv.read_csv(io.BytesIO(head[:first_newline + 1] if first_newline >= 0 else head)).column_names
+  except pa.ArrowInvalid as e:
+    raise ValueError(f'cannot read the CSV header: {e}') from None
+  bad: list[tuple[int, str, str]] = []
+
+  def on_invalid(row) -> str:
+    bad.append((row.number, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
+    return 'skip'
+
+  second_newline = head.find(b'\n', first_newline + 1)
+  line_width = max(1, second_newline - first_newline) if second_newline > 0 else 64
+  reader = pcsv.open_csv(
+      io.BufferedReader(_Chained(head, f), buffer_size=1 << 20),
+      read_options=pcsv.ReadOptions(use_threads=False, block_size=max(1 << 16, line_width * batch_size)),
+      parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+      convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True))
+  skipped: set[int] = set()
+  line = 1  # the header
+  for batch in reader:
+    if bad:
+      yield _malformed_csv(bad, source)
+      skipped.update(n for n, _, _ in bad)
+      bad.clear()
+    if not skipped or max(skipped) <= line:
+      rows = _rows(line + 1, batch.num_rows)
+      line += batch.num_rows
+    else:  # the line numbers of parsed rows step over the skipped ones
+      rows = np.empty(batch.num_rows, np.int64)
+      for i in range(batch.num_rows):
+        line += 1
+        while line in skipped:
+          line += 1
+        rows[i] = line
+    yield _with_position(batch, source, rows, columns)
+  if bad:
+    yield _malformed_csv(bad, source)
+
+
+class _Chained(io.RawIOBase):
+  """Bytes already read from a stream, then the rest of the stream."""
+
+  def __init__(self, head: bytes, rest: BinaryIO):
+    self._head = memoryview(head)
+    self._rest = rest
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, buffer) -> int:
+    if self._head:
+      n = min(len(buffer), len(self._head))
+      buffer[:n] = self._head[:n]
+      self._head = self._head[n:]
+      return n
+    data = self._rest.read(len(buffer))
+    buffer[:len(data)] = data
+    return len(data)
+
+
+def _malformed_csv(bad: list[tuple[int, str, str]], source: str) -> Rejected:
+  return Rejected(dl.from_records([t for _, t, _ in bad], source=source, rows=[n for n, _, _ in bad],
+                                  code=dl.UNPARSABLE, reasons=[f'malformed CSV line {n}: {why}' for n, _, why in bad]))
+
+
+def _line_chunks(f: BinaryIO, block_size: int) -> Iterator[bytes]:
+  """Whole lines, about `block_size` bytes at a time."""
+  rest = b''
+  while True:
+    block = f.read(block_size)
+    if not block:
+      if rest:
+        yield rest
+      return
+    block = rest + block
+    cut = block.rfind(b'\n') + 1
+    if cut:
+      yield block[:cut]
+    rest = block[cut:]
+
+
+def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int):
+  """Parses lines one by one, so a malformed line rejects only itself."""
+  good, good_rows, bad, bad_rows, reasons = [], [], [], [], []
+  for offset, line in enumerate(lines):
+    text = line.strip()
+    if not text:
+      continue
+    try:
+      record = json.loads(text)
+      if not isinstance(record, dict):
+        raise ValueError(f'expected a JSON object, got {type(record).__name__}')
+      good.append(record)
+      good_rows.append(first_line + offset)
+    except ValueError as e:
+      bad.append(text.decode('utf-8', 'replace'))
+      bad_rows.append(first_line + offset)
+      reasons.append(f'malformed JSON on line {first_line + offset}: {e}')
+  if bad:
+    yield Rejected(dl.from_records(bad, source=source, rows=bad_rows, code=dl.UNPARSABLE, reasons=reasons))
+  if good:
+    names = list(dict.fromkeys(k for r in good for k in r))
+    arrays = []
+    for name in names:
+      values = [r.get(name) for r in good]
+      try:
+        arrays.append(pa.array(values))
+      except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep text, validation types it
+        arrays.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values]))
+    yield pa.RecordBatch.from_arrays(arrays, names=names), np.array(good_rows, np.int64)
+
+
+def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+  """JSON Lines, parsed by pyarrow a chunk of lines at a time; a chunk that fails
+  (a malformed line, mixed types, blank lines) is re-parsed line by line."""
+  import pyarrow.json as pjson
+  first_line = 1
+  for chunk in _line_chunks(f, max(1 << 20, batch_size * 256)):
+    lines = chunk.splitlines()
+    try:
+      table = pjson.read_json(io.BytesIO(chunk), read_options=pjson.ReadOptions(use_threads=False,
+                                                                                 block_size=len(chunk) + 1))
+      if table.num_rows != len(lines):
+        raise pa.ArrowInvalid('blank lines: positions would drift')
+      for batch in table.to_batches(max_chunksize=batch_size):
+        yield _with_position(batch, source, _rows(first_line, batch.num_rows), columns)
+        first_line += batch.num_rows
+      continue
+    except pa.ArrowInvalid:
+      pass
+    for item in _jsonl_lines_slow(lines, source, first_line):
+      if isinstance(item, Rejected):
+        yield item
+      else:
+        batch, rows = item
+        yield _with_position(batch, source, rows, columns)
+    first_line += len(lines)
+
+
+def read_avro(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
+  import fastavro
+  records, start = [], 1
+  for record in fastavro.reader(f):
+    records.append(record)
+    if len(records) == batch_size:
+      yield _with_position(pa.RecordBatch.from_pylist(records), source, _rows(start, len(records)), columns)
+      start += len(records)
+      records = []
+  if records:
+    yield _with_position(pa.RecordBatch.from_pylist(records), source, _rows(start, len(records)), columns)
+
+
+def _first_values(values: pa.Array) -> pa.Array:
+  """Single-valued tf.Example features as a flat column; empty lists become nulls."""
+  if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
+    return values
+  lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+  starts = values.offsets.to_numpy()[:-1]
+  firsts = values.values.take(pa.array(np.where(lengths > 0, starts, 0)))
+  firsts = pc.if_else(pa.array(lengths > 0), firsts, pa.scalar(None, firsts.type))
+  if pa.types.is_binary(firsts.type) or pa.types.is_large_binary(firsts.type):
+    firsts = firsts.cast(pa.string())
+  return firsts
+
+
+def read_tfrecord(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+  """TFRecord files of tf.Example protos, decoded a batch at a time by tfx-bsl."""
+  from apache_beam.io.tfrecordio import _TFRecordUtil  # Beam's own record framing and CRC checks
+  from tfx_bsl.coders import example_coder
+  decoder = example_coder.ExamplesToRecordBatchDecoder()
+  start = 1
+  while True:
+    records = []
+    while len(records) < batch_size:
+      record = _TFRecordUtil.read_record(f)
+      if record is None:
+        break
+      records.append(record)
+    if not records:
+      return
+    try:
+      decoded = [decoder.DecodeBatch(records)]
+      rows = [_rows(start, len(records))]
+    except Exception:  # one bad proto fails the batch: decode one by one to find it.
+      decoded, rows, bad = [], [], []
+      for i, record in enumerate(records):
+        try:
+          decoded.append(decoder.DecodeBatch([record]))
+          rows.append(_rows(start + i, 1))
+        except Exception as e:
+          bad.append((start + i, record, e))
+      if bad:
+        yield Rejected(dl.from_records([r.hex() for _, r, _ in bad], source=source, rows=[n for n, _, _ in bad],
+                                       code=dl.UNPARSABLE,
+                                       reasons=[f'record {n} is not a tf.Example: {e}' for n, _, e in bad]))
+    for batch, positions in zip(decoded, rows):
+      flat = pa.RecordBatch.from_arrays([_first_values(c) for c in batch.columns], names=batch.schema.names)
+      yield _with_position(flat, source, positions, columns)
+    start += len(records)
+
+
+READERS = {'parquet': read_parquet, 'csv': read_csv, 'jsonl': read_jsonl, 'avro': read_avro, 'tfrecord': read_tfrecord}
+
+
+def read_file(f: BinaryIO, source: str, file_format: str, *, batch_size: int,
+              columns: Optional[Sequence[str]] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+  """Row batches (and `Rejected` dead letters) from one open file."""
+  return READERS[file_format](f, source, batch_size, columns)
+
+
+def _open(path: str, file_format: str):
+  """Opens a file for reading; Parquet and Avro compress inside the file, not around it."""
+  compression = CompressionTypes.UNCOMPRESSED if file_format in ('parquet', 'avro') else CompressionTypes.AUTO
+  return FileSystems.open(path, compression_type=compression)
+
+
+def peek_schema(file_pattern: str, *, file_format: Optional[str] = None,
+                columns: Optional[Sequence[str]] = None) -> pa.Schema:
+  """The schema of the first rows of the first file matching a pattern."""
+  matches = FileSystems.match([file_pattern])[0].metadata_list
+  if not matches:
+    raise ValueError(f'no files match {file_pattern}')
+  path = min(m.path for m in matches)
+  file_format = file_format or infer_format(path)
+  with _open(path, file_format) as f:
+    for item in read_file(f, path, file_format, batch_size=1024, columns=columns):
+      if not isinstance(item, Rejected):
+        return item.schema
+  raise ValueError(f'{path} has no readable rows to take column types from')
+
+
+class _ReadFileFn(beam.DoFn):
+
+  def __init__(self, file_format: Optional[str], batch_size: int, columns: Optional[Sequence[str]]):
+    self._format = file_format
+    self._batch_size = batch_size
+    self._columns = columns
+    self._rows_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_read')
+    self._files_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'files_read')
+
+  def process(self, metadata: FileMetadata):
+    path = metadata.path
+    file_format = self._format or infer_format(path)
+    with _open(path, file_format) as f:
+      try:
+        for item in read_file(f, path, file_format, batch_size=self._batch_size, columns=self._columns):
+          if isinstance(item, Rejected):
+            self._rows_read.inc(item.letters.num_rows)
+            count_rejections(item.letters)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item.letters)
+          else:
+            self._rows_read.inc(item.num_rows)
+            yield item
+      except (OSError, ValueError, pa.ArrowException) as e:
+        raise ValueError(f'cannot read {path} as {file_format}: {e}') from e
+    self._files_read.inc()
+
+
+class ReadRecordBatches(beam.PTransform):
+  """Reads every file matching a pattern (local or gs://) as RecordBatches.
+
+  Returns a tagged result: the main output holds row batches of at most
+  `batch_size` rows, `dead_letters` holds unparsable records. Files are read
+  in parallel; a file is read by one worker.
+
+  Args:
+    file_pattern: a path or glob, e.g. gs://bucket/observations/*.parquet.
+    file_format: one of FORMATS; None infers it from each file's extension.
+    batch_size: rows per RecordBatch.
+    columns: the columns to keep (others are dropped early); None keeps all.
+  """
+
+  def __init__(self, file_pattern: str, *, file_format: Optional[str] = None, batch_size: int = 4096,
+               columns: Optional[Sequence[str]] = None):
+    super().__init__()
+    if file_format is not None and file_format not in FORMATS:
+      raise ValueError(f'unknown input format {file_format!r}; expected one of {", ".join(FORMATS)}')
+    self._pattern = file_pattern
+    self._format = file_format
+    self._batch_size = batch_size
+    self._columns = list(columns) if columns is not None else None
+
+  def expand(self, pbegin):
+    return (
+        pbegin
+        | 'Match' >> fileio.MatchFiles(self._pattern)
+        | 'Spread' >> beam.Reshuffle()
+        | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns)).with_outputs(
+            DEAD_LETTERS, main='batches'))

@@ -1,0 +1,173 @@
+"""Row validation: coerce each feature column to its declared type, reject what cannot be used.
+
+Checks run per column over the whole batch (pyarrow compute and numpy); only
+rejected rows, which are rare, cost Python work to describe. A rejected row
+goes to the dead letters with its first problem; its neighbours carry on.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import dead_letters as dl
+from transforms.features import Feature, FeatureSpec
+
+DEAD_LETTERS = 'dead_letters'
+METRICS_NAMESPACE = 'batch_inference'
+
+_NUMBER = r'(?i)^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$'
+
+
+def _as_array(values) -> pa.Array:
+  if isinstance(values, pa.ChunkedArray):
+    values = values.combine_chunks()
+  if pa.types.is_dictionary(values.type):
+    values = values.cast(values.type.value_type)
+  if pa.types.is_large_string(values.type):
+    values = values.cast(pa.string())
+  return values
+
+
+def _blank_to_null(strings: pa.Array) -> pa.Array:
+  trimmed = pc.utf8_trim_whitespace(strings)
+  return pc.if_else(pc.equal(trimmed, ''), pa.scalar(None, pa.string()), trimmed)
+
+
+def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+  """Casts values to `dtype` ('float' or 'string').
+
+  Returns:
+    The typed column (nulls where missing or invalid), a mask of values of the
+    wrong type, and a mask of non-finite numbers. Blank strings and NaN count
+    as missing, not invalid.
+  """
+  values = _as_array(values)
+  n = len(values)
+  no = np.zeros(n, dtype=bool)
+  kind = values.type
+  if pa.types.is_null(kind):
+    return pa.nulls(n, pa.float64() if dtype == 'float' else pa.string()), no, no
+  if dtype == 'string':
+    if pa.types.is_string(kind):
+      return _blank_to_null(values), no, no
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_floating(kind):
+      return values.cast(pa.string()), no, no
+    return pa.nulls(n, pa.string()), values.is_valid().to_numpy(zero_copy_only=False), no
+  # dtype == 'float'
+  invalid = no
+  if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind):
+    numbers = values.cast(pa.float64())
+  elif pa.types.is_string(kind):
+    text = _blank_to_null(values)
+    parsable = pc.fill_null(pc.match_substring_regex(text, _NUMBER), True)
+    invalid = ~parsable.to_numpy(zero_copy_only=False)
+    numbers = pc.if_else(parsable, text, pa.scalar(None, pa.string())).cast(pa.float64())
+  else:
+    return pa.nulls(n, pa.float64()), values.is_valid().to_numpy(zero_copy_only=False), no
+  x = numbers.to_numpy(zero_copy_only=False)
+  non_finite = np.isinf(x)
+  x = np.where(non_finite, np.nan, x)
+  return pa.array(x, pa.float64(), from_pandas=True), invalid, non_finite
+
+
+def _problem(feature: Feature, code: str, raw) -> str:
+  if code == dl.MISSING_VALUE:
+    return f'{feature.name}: missing required value (the model has no fill value for it)'
+  if code == dl.NON_FINITE:
+    return f'{feature.name}: {raw!r} is not a finite number'
+  return f'{feature.name}: {raw!r} is not a valid {feature.dtype}'
+
+
+def validate(batch: pa.RecordBatch, spec: FeatureSpec, *,
+             key_column: Optional[str] = None) -> tuple[pa.RecordBatch, Optional[pa.RecordBatch]]:
+  """Splits a raw batch into typed valid rows and dead letters.
+
+  The valid batch holds every input column, with feature columns replaced by
+  their typed values, plus the row key in `KEY` (the key column as text, or
+  `source:row` when there is none).
+  """
+  n = batch.num_rows
+  names = batch.schema.names
+  codes = np.full(n, '', dtype=object)
+  reasons = np.full(n, '', dtype=object)
+
+  def reject(mask: np.ndarray, code: str, describe) -> None:
+    fresh = mask & (codes == '')
+    for i in np.flatnonzero(fresh):
+      codes[i], reasons[i] = code, describe(i)
+
+  if key_column:
+    keys = _as_array(batch.column(key_column)) if key_column in names else pa.nulls(n, pa.string())
+    keys = keys.cast(pa.string())
+    reject(keys.is_null().to_numpy(zero_copy_only=False), dl.MISSING_KEY,
+           lambda i: f'{key_column}: missing key value')
+  else:
+    keys = pc.binary_join_element_wise(batch.column(dl.SOURCE).cast(pa.string()),
+                                       batch.column(dl.ROW).cast(pa.string()), ':')
+
+  columns = {name: batch.column(name) for name in names}
+  for feature in spec.features:
+    raw = _as_array(columns[feature.name]) if feature.name in columns else pa.nulls(n)
+    typed, invalid, non_finite = coerce_column(raw, feature.dtype)
+    reject(invalid, dl.INVALID_TYPE, lambda i, f=feature, r=raw: _problem(f, dl.INVALID_TYPE, r[i].as_py()))
+    reject(non_finite, dl.NON_FINITE, lambda i, f=feature, r=raw: _problem(f, dl.NON_FINITE, r[i].as_py()))
+    if feature.required:
+      reject(typed.is_null().to_numpy(zero_copy_only=False), dl.MISSING_VALUE,
+             lambda i, f=feature: _problem(f, dl.MISSING_VALUE, None))
+    columns[feature.name] = typed
+  columns[dl.KEY] = keys
+
+  typed_batch = pa.RecordBatch.from_pydict(columns)
+  rejected = codes != ''
+  if not rejected.any():
+    return typed_batch, None
+  # Dead letters keep the record as it arrived, not the coerced values.
+  original = pa.RecordBatch.from_pydict({**{name: batch.column(name) for name in names}, dl.KEY: keys})
+  letters = dl.from_batch(original, rejected, stage='validate', codes=codes[rejected], reasons=reasons[rejected])
+  return typed_batch.filter(pa.array(~rejected)), letters
+
+
+class ValidateRows(beam.PTransform):
+  """Validates raw RecordBatches against a feature spec.
+
+  Returns a tuple-tagged result: the main output holds typed valid batches,
+  `dead_letters` holds rejected rows. Counts rejections by reason code.
+  """
+
+  def __init__(self, spec: FeatureSpec, *, key_column: Optional[str] = None):
+    super().__init__()
+    self._spec = spec
+    self._key_column = key_column
+
+  def expand(self, batches):
+    return batches | 'Validate' >> beam.ParDo(_ValidateFn(self._spec, self._key_column)).with_outputs(
+        DEAD_LETTERS, main='valid')
+
+
+class _ValidateFn(beam.DoFn):
+
+  def __init__(self, spec: FeatureSpec, key_column: Optional[str]):
+    self._spec = spec
+    self._key_column = key_column
+
+  def process(self, batch: pa.RecordBatch):
+    valid, letters = validate(batch, self._spec, key_column=self._key_column)
+    if valid.num_rows:
+      yield valid
+    if letters is not None:
+      count_rejections(letters)
+      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letters)
+
+
+def count_rejections(letters: pa.RecordBatch) -> None:
+  """Adds dead letters to the `rows_rejected` and `rejected_<code>` counters."""
+  beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_rejected').inc(letters.num_rows)
+  counts = pc.value_counts(letters.column('reason_code'))
+  for code, count in zip(counts.field('values').to_pylist(), counts.field('counts').to_pylist()):
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, f'rejected_{code}').inc(count)
+
