@@ -126,9 +126,9 @@ class FeatureSpec:
     """The model input for a validated batch: a (rows, len(output_names)) float32 matrix."""
     if not self.is_fitted:
       raise ValueError('feature spec is not fitted; fit it on training data first')
-    blocks = [np.asarray(f.apply(batch.column(f.name)), dtype=np.float32).reshape(batch.num_rows, -1)
-              for f in self.features]
-    return np.concatenate(blocks, axis=1)
+    blocks = [np.asarray(f.apply(batch.column(f.name)), dtype=np.float32) for f in self.features]
+    # reshape(-1, 1), not reshape(rows, -1): the latter cannot size a 0-row block.
+    return np.concatenate([b if b.ndim == 2 else b.reshape(-1, 1) for b in blocks], axis=1)
 
   def to_dict(self) -> dict[str, Any]:
     return {'features': [f.to_dict() for f in self.features]}
