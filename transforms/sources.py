@@ -292,8 +292,13 @@ READERS = {'parquet': read_parquet, 'csv': read_csv, 'jsonl': read_jsonl, 'avro'
 
 def read_file(f: BinaryIO, source: str, file_format: str, *, batch_size: int,
               columns: Optional[Sequence[str]] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
-  """Row batches (and `Rejected` dead letters) from one open file."""
-  return READERS[file_format](f, source, batch_size, columns)
+  """Row batches of at most `batch_size` rows (and `Rejected` dead letters) from one open file."""
+  for item in READERS[file_format](f, source, batch_size, columns):
+    if isinstance(item, Rejected) or item.num_rows <= batch_size:
+      yield item
+    else:  # the CSV and JSON readers parse whole blocks, which can hold more rows
+      for start in range(0, item.num_rows, batch_size):
+        yield item.slice(start, batch_size)
 
 
 def _open(path: str, file_format: str):
