@@ -243,9 +243,12 @@ def _first_values(values: pa.Array) -> pa.Array:
   if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
     return values
   lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
-  starts = values.offsets.to_numpy()[:-1]
-  firsts = values.values.take(pa.array(np.where(lengths > 0, starts, 0)))
-  firsts = pc.if_else(pa.array(lengths > 0), firsts, pa.scalar(None, firsts.type))
+  if not len(values.values):  # every list is empty: there is no first value to take
+    firsts = pa.nulls(len(values), values.type.value_type)
+  else:
+    starts = values.offsets.to_numpy()[:-1]
+    firsts = values.values.take(pa.array(np.where(lengths > 0, starts, 0)))
+    firsts = pc.if_else(pa.array(lengths > 0), firsts, pa.scalar(None, firsts.type))
   if pa.types.is_binary(firsts.type) or pa.types.is_large_binary(firsts.type):
     firsts = firsts.cast(pa.string())
   return firsts
