@@ -60,7 +60,8 @@ class SavedModelPredictor:
     """Returns the model output for a (rows, features) float32 matrix as (rows, outputs)."""
     result = self._fn(**{self._input_name: self._tf.constant(features, dtype=self._tf.float32)})
     out = result[self._output_key].numpy()
-    return out.reshape(features.shape[0], -1)
+    # An explicit width: reshape(rows, -1) cannot size a 0-row result.
+    return out.reshape(len(out), int(np.prod(out.shape[1:])))
 
 
 def num_rows(element: Any) -> int:
