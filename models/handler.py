@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
 
 
 class SavedModelPredictor:
@@ -117,6 +117,8 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
       One `PredictionResult` per matrix, whose `inference` has a row per input row.
     """
     del inference_args
+    if not batch:  # Beam's BatchElements can emit one; see KeyedRowsHandler
+      return []
     features = batch[0] if len(batch) == 1 else np.concatenate(batch)
     outputs = model.predict(features)
     splits = np.cumsum([m.shape[0] for m in batch])[:-1]
@@ -132,3 +134,18 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
   def share_model_across_processes(self) -> bool:
     return self._share_across_processes
 
+
+class KeyedRowsHandler(KeyedModelHandler):
+  """A `KeyedModelHandler` that accepts the empty batches Beam's batching emits.
+
+  `BatchElements` (Beam 2.77) flushes its current batch before adding an
+  element that would overflow the target size, even when that batch is empty,
+  so an element holding more rows than the target arrives after an empty
+  batch. `KeyedModelHandler` cannot unzip an empty batch and fails it.
+  """
+
+  def run_inference(self, batch, model, inference_args=None):
+    return super().run_inference(batch, model, inference_args) if batch else []
+
+  def get_num_bytes(self, batch) -> int:
+    return super().get_num_bytes(batch) if batch else 0

@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
-from models.handler import SavedModelHandler
+from models.handler import KeyedRowsHandler, SavedModelHandler
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
@@ -127,11 +127,11 @@ class Predict(beam.PTransform):
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
-        KeyedModelHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
+        KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
     repredicted, refailed = (
         failed.failed_inferences
         | 'SplitFailedBatches' >> beam.FlatMap(_single_rows)
-        | 'RetryRowByRow' >> RunInference(KeyedModelHandler(self._handler.row_by_row()),
+        | 'RetryRowByRow' >> RunInference(KeyedRowsHandler(self._handler.row_by_row()),
                                           model_identifier=self._model_identifier).with_exception_handling())
     letters = refailed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters)
     formatted = ((predicted, repredicted) | 'AllPredictions' >> beam.Flatten()
