@@ -130,7 +130,8 @@ def test_outputs__width_and_dict_round_trip():
 # check_signature, against a real SavedModel
 
 def test_check_signature__model_inputs_must_match_the_feature_columns(bundle_copy):
-  wider = FeatureSpec(SPEC.features + (Feature('colour', 'string', (Vocabulary(vocabulary=('red',)), OneHot(depth=2))),))
+  colour = Feature('colour', 'string', (Vocabulary(vocabulary=('red',)), OneHot(depth=2)))
+  wider = FeatureSpec(SPEC.features + (colour,))
   _write(bundle_copy, 'features.json', wider.to_dict())
   with pytest.raises(BundleError, match=r'the SavedModel takes 2 inputs but features.json produces 4 '
                                         r'\(width, height, colour=red, colour=<oov0>\)'):
