@@ -54,6 +54,7 @@ class Feature:
     if isinstance(last, OneHot):
       vocab = next(s for s in self.steps if isinstance(s, Vocabulary))
       tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+      tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
       return [f'{self.name}={t}' for t in tokens[:last.depth]]
     return [self.name]
 
