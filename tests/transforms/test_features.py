@@ -101,6 +101,15 @@ def test_spec__output_names_follow_feature_order_and_one_hot_columns():
       'size', 'weight', 'colour=red', 'colour=blue', 'colour=none', 'colour=<oov0>', 'colour=<oov1>', 'shape']
 
 
+@pytest.mark.parametrize('one_hot', [OneHot(), OneHot(depth=2), OneHot(depth=6)])
+def test_spec__output_names_name_every_column_of_the_matrix(one_hot):
+  spec = FeatureSpec((Feature('colour', 'string', (Vocabulary(vocabulary=('red', 'blue')), one_hot)),
+                      Feature('size', 'float', (ZScore(mean=0.0, std=1.0),))))
+  fitted = fit_in_memory(spec, BATCHES)
+  assert fitted.transform(BATCHES[0]).shape == (3, len(fitted.output_names))
+  assert fitted.output_names[-1] == 'size'
+
+
 # Fitting
 
 def test_fit_in_memory__later_steps_see_the_column_after_earlier_steps():
