@@ -52,9 +52,12 @@ class Feature:
     """Names of the model-input columns this feature produces, in order."""
     last = self.steps[-1] if self.steps else None
     if isinstance(last, OneHot):
-      vocab = next(s for s in self.steps if isinstance(s, Vocabulary))
-      tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
-      tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
+      vocab = next((s for s in self.steps if isinstance(s, Vocabulary)), None)
+      if vocab is None:  # integer codes, one-hot encoded as they are
+        tokens = [str(i) for i in range(last.depth)]
+      else:
+        tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+        tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
       return [f'{self.name}={t}' for t in tokens[:last.depth]]
     return [self.name]
 
