@@ -110,6 +110,13 @@ def test_spec__output_names_name_every_column_of_the_matrix(one_hot):
   assert fitted.output_names[-1] == 'size'
 
 
+def test_spec__one_hot_of_integer_codes_names_a_column_per_code():
+  spec = FeatureSpec((Feature('code', 'float', (OneHot(depth=3),)),))
+  batch = pa.RecordBatch.from_pydict({'code': [2.0, 0.0]})
+  assert spec.output_names == ['code=0', 'code=1', 'code=2']
+  np.testing.assert_array_equal(spec.transform(batch), [[0, 0, 1], [1, 0, 0]])
+
+
 # Fitting
 
 def test_fit_in_memory__later_steps_see_the_column_after_earlier_steps():
