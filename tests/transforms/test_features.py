@@ -146,6 +146,12 @@ def test_fit_features__in_a_pipeline_equals_fit_in_memory():
     assert_that(fitted, equal_to([expected], equals_fn=_same_spec))
 
 
+def test_fit_features__no_rows_at_all_fails_naming_the_feature():
+  with pytest.raises(Exception, match="fitting feature 'size': no non-missing values"):
+    with test_pipeline.TestPipeline() as p:
+      _ = p | beam.Create(BATCHES[2:]) | FitFeatures(SPEC)
+
+
 # Applying
 
 def test_transform__gives_one_float32_row_per_input_row():
