@@ -102,6 +102,8 @@ class ModelBundle:
     except TypeError as e:
       raise BundleError(f'{path}/{OUTPUTS}: {e}') from None
     metadata = _read_json(path, METADATA)
+    if not isinstance(metadata, dict):
+      raise BundleError(f'{path}/{METADATA}: expected a JSON object with name and version, got {metadata!r}')
     absent = [k for k in ('name', 'version') if k not in metadata]
     if absent:
       raise BundleError(f'{path}/{METADATA}: missing {absent}')

@@ -52,8 +52,12 @@ class Feature:
     """Names of the model-input columns this feature produces, in order."""
     last = self.steps[-1] if self.steps else None
     if isinstance(last, OneHot):
-      vocab = next(s for s in self.steps if isinstance(s, Vocabulary))
-      tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+      vocab = next((s for s in self.steps if isinstance(s, Vocabulary)), None)
+      if vocab is None:  # integer codes, one-hot encoded as they are
+        tokens = [str(i) for i in range(last.depth)]
+      else:
+        tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+        tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
       return [f'{self.name}={t}' for t in tokens[:last.depth]]
     return [self.name]
 
@@ -126,9 +130,9 @@ class FeatureSpec:
     """The model input for a validated batch: a (rows, len(output_names)) float32 matrix."""
     if not self.is_fitted:
       raise ValueError('feature spec is not fitted; fit it on training data first')
-    blocks = [np.asarray(f.apply(batch.column(f.name)), dtype=np.float32).reshape(batch.num_rows, -1)
-              for f in self.features]
-    return np.concatenate(blocks, axis=1)
+    blocks = [np.asarray(f.apply(batch.column(f.name)), dtype=np.float32) for f in self.features]
+    # reshape(-1, 1), not reshape(rows, -1): the latter cannot size a 0-row block.
+    return np.concatenate([b if b.ndim == 2 else b.reshape(-1, 1) for b in blocks], axis=1)
 
   def to_dict(self) -> dict[str, Any]:
     return {'features': [f.to_dict() for f in self.features]}

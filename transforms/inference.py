@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
-from models.handler import SavedModelHandler
+from models.handler import KeyedRowsHandler, SavedModelHandler
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
@@ -86,9 +86,19 @@ def _single_rows(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exce
       yield rows.slice(i, 1), features[i:i + 1]
 
 
+def _error_text(error) -> str:
+  """`with_exception_handling` reports an error as (type, repr, traceback lines), not the exception;
+  the last traceback line holds the message (TensorFlow errors' repr is empty)."""
+  if isinstance(error, BaseException):
+    return f'{type(error).__name__}: {error}'
+  exc_type, exc_repr, lines = error
+  message = lines[-1].split(':', 1)[-1] if lines else exc_repr
+  return f'{exc_type.__name__}: {message.strip()}'
+
+
 def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
   elements, error = failed
-  message = f'model failed on this row: {type(error).__name__}: {str(error).strip()[:500]}'
+  message = f'model failed on this row: {_error_text(error)[:500]}'
   for rows, _ in elements:
     letters = dl.from_batch(rows, np.ones(rows.num_rows, dtype=bool), stage='predict',
                             codes=[dl.MODEL_ERROR] * rows.num_rows, reasons=[message] * rows.num_rows)
@@ -127,11 +137,11 @@ class Predict(beam.PTransform):
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
-        KeyedModelHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
+        KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
     repredicted, refailed = (
         failed.failed_inferences
         | 'SplitFailedBatches' >> beam.FlatMap(_single_rows)
-        | 'RetryRowByRow' >> RunInference(KeyedModelHandler(self._handler.row_by_row()),
+        | 'RetryRowByRow' >> RunInference(KeyedRowsHandler(self._handler.row_by_row()),
                                           model_identifier=self._model_identifier).with_exception_handling())
     letters = refailed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters)
     formatted = ((predicted, repredicted) | 'AllPredictions' >> beam.Flatten()

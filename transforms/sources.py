@@ -243,9 +243,12 @@ def _first_values(values: pa.Array) -> pa.Array:
   if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
     return values
   lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
-  starts = values.offsets.to_numpy()[:-1]
-  firsts = values.values.take(pa.array(np.where(lengths > 0, starts, 0)))
-  firsts = pc.if_else(pa.array(lengths > 0), firsts, pa.scalar(None, firsts.type))
+  if not len(values.values):  # every list is empty: there is no first value to take
+    firsts = pa.nulls(len(values), values.type.value_type)
+  else:
+    starts = values.offsets.to_numpy()[:-1]
+    firsts = values.values.take(pa.array(np.where(lengths > 0, starts, 0)))
+    firsts = pc.if_else(pa.array(lengths > 0), firsts, pa.scalar(None, firsts.type))
   if pa.types.is_binary(firsts.type) or pa.types.is_large_binary(firsts.type):
     firsts = firsts.cast(pa.string())
   return firsts
@@ -292,8 +295,13 @@ READERS = {'parquet': read_parquet, 'csv': read_csv, 'jsonl': read_jsonl, 'avro'
 
 def read_file(f: BinaryIO, source: str, file_format: str, *, batch_size: int,
               columns: Optional[Sequence[str]] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
-  """Row batches (and `Rejected` dead letters) from one open file."""
-  return READERS[file_format](f, source, batch_size, columns)
+  """Row batches of at most `batch_size` rows (and `Rejected` dead letters) from one open file."""
+  for item in READERS[file_format](f, source, batch_size, columns):
+    if isinstance(item, Rejected) or item.num_rows <= batch_size:
+      yield item
+    else:  # the CSV and JSON readers parse whole blocks, which can hold more rows
+      for start in range(0, item.num_rows, batch_size):
+        yield item.slice(start, batch_size)
 
 
 def _open(path: str, file_format: str):

@@ -55,6 +55,8 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   if dtype == 'string':
     if pa.types.is_string(kind):
       return _blank_to_null(values), no, no
+    if pa.types.is_floating(kind):  # NaN is missing here too, not the text 'nan'
+      values = pc.if_else(pc.is_nan(values), pa.scalar(None, kind), values)
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_floating(kind):
       return values.cast(pa.string()), no, no
     return pa.nulls(n, pa.string()), values.is_valid().to_numpy(zero_copy_only=False), no
