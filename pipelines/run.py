@@ -1,14 +1,18 @@
 """Run the batch-inference job: `python -m pipelines.run --input ... --model ... --output ...`.
 
 Parses flags, checks the model bundle before any worker starts, builds and runs
-the pipeline, then prints the run summary and writes it as run_summary.json
-beside the predictions.
+the pipeline (drawing a live progress line on a terminal), then prints the run
+summary and writes it as run_summary.json beside the predictions, with the run
+report (report.html). With --watch it keeps running and does this for each new
+input file (pipelines.watch).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import json
 import logging
 import sys
 import time
@@ -16,18 +20,40 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from models.bundle import BundleError, ModelBundle
-from pipelines.batch_inference import build_pipeline, run_directory
+from pipelines.batch_inference import PROFILE_FILE, build_pipeline, run_directory
 from pipelines.options import BatchInferenceOptions
+from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
+from pipelines.report import REPORT_FILE, write_report
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
 
 
+def _is_direct(options: PipelineOptions) -> bool:
+  runner = options.view_as(StandardOptions).runner
+  return runner is None or str(runner) in ('DirectRunner', 'SwitchingDirectRunner')
+
+
+def _progress(options: PipelineOptions, argv: Sequence[str]):
+  """The live progress line, when stdout is a terminal on the DirectRunner and not --quiet."""
+  if options.view_as(BatchInferenceOptions).quiet or not sys.stdout.isatty() or not _is_direct(options):
+    return contextlib.nullcontext()
+  if not any(a.startswith('--direct_running_mode') for a in argv):
+    # Only a worker that runs bundles asynchronously answers progress requests (pipelines.progress).
+    options.view_as(DirectOptions).direct_running_mode = 'multi_threading'
+  live = LiveCounters()
+  stack = contextlib.ExitStack()
+  stack.enter_context(direct_runner_progress(live))
+  stack.enter_context(ProgressLine(live.totals))
+  return stack
+
+
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   """Runs the job to completion and returns its summary."""
+  argv = list(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
   opts.validate_flags()
@@ -39,8 +65,9 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, opts, bundle)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
-  result = pipeline.run()
-  state = result.wait_until_finish()
+  with _progress(options, argv):
+    result = pipeline.run()
+    state = result.wait_until_finish()
   totals = counters(result)
 
   out_dir = run_directory(opts.output, opts.run_id)
@@ -61,6 +88,12 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
       files_read=totals.get('files_read', 0),
   )
   summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
+  if opts.report:
+    with FileSystems.open(FileSystems.join(out_dir, PROFILE_FILE)) as f:
+      profile = json.loads(f.read().decode('utf-8'))
+    path = write_report(out_dir, summary, profile, training_statistics=bundle.training_statistics,
+                        model=bundle.metadata)
+    logging.info('run %s: report %s', opts.run_id, path)
   return summary
 
 
@@ -82,6 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
+  if PipelineOptions(argv).view_as(BatchInferenceOptions).report:
+    print(f'  report          {FileSystems.join(summary.output, REPORT_FILE)}')
   return 0 if summary.reconciled else 1
 
 
