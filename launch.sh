@@ -37,6 +37,21 @@ install() {
   fi
 }
 
+# The report test renders a run report in headless Chromium (Debian package `chromium`).
+# Installed when missing and we are root; otherwise that test skips and says why.
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the report rendering test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >/dev/null || echo "could not install chromium: the report rendering test will skip" >&2
+  else
+    echo "chromium not found and not root: the report rendering test will skip" >&2
+  fi
+}
+
 quiet_tf() {
   export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 }
@@ -59,6 +74,7 @@ case "$verb" in
     ;;
   test)
     install
+    ensure_browser
     quiet_tf
     "$PYTHON" -m pytest "$@"
     ;;

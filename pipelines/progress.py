@@ -85,6 +85,8 @@ def direct_runner_progress(counters: LiveCounters, interval: float = 0.5) -> Ite
 
 def progress_line(totals: dict[str, int], elapsed: float) -> str:
   """`rows read 12,345 | predicted 12,300 | rejected 45 | 6,172 rows/s | 2.0s`."""
+  if not totals:
+    return f'starting: workers, model and first bundle | {elapsed:.1f}s'
   read = totals.get('rows_read', 0)
   rate = read / elapsed if elapsed > 0 else 0.0
   return (f'rows read {read:,} | predicted {totals.get("rows_predicted", 0):,} | '

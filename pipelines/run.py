@@ -37,13 +37,23 @@ def _is_direct(options: PipelineOptions) -> bool:
   return runner is None or str(runner) in ('DirectRunner', 'SwitchingDirectRunner')
 
 
-def _progress(options: PipelineOptions, argv: Sequence[str]):
-  """The live progress line, when stdout is a terminal on the DirectRunner and not --quiet."""
+def _shows_progress(options: PipelineOptions, argv: Sequence[str]) -> bool:
+  """Whether to draw the live progress line: a terminal, the DirectRunner, not --quiet.
+
+  Sets the DirectRunner to run bundles on a worker thread when the user chose no
+  running mode: only such a worker answers progress requests (pipelines.progress).
+  Call before the Pipeline is created: it copies the options.
+  """
   if options.view_as(BatchInferenceOptions).quiet or not sys.stdout.isatty() or not _is_direct(options):
-    return contextlib.nullcontext()
+    return False
   if not any(a.startswith('--direct_running_mode') for a in argv):
-    # Only a worker that runs bundles asynchronously answers progress requests (pipelines.progress).
     options.view_as(DirectOptions).direct_running_mode = 'multi_threading'
+  return True
+
+
+def _progress(show: bool) -> contextlib.AbstractContextManager:
+  if not show:
+    return contextlib.nullcontext()
   live = LiveCounters()
   stack = contextlib.ExitStack()
   stack.enter_context(direct_runner_progress(live))
@@ -62,10 +72,11 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
+  show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, opts, bundle)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
-  with _progress(options, argv):
+  with _progress(show_progress):
     result = pipeline.run()
     state = result.wait_until_finish()
   totals = counters(result)

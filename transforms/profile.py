@@ -128,7 +128,7 @@ class PredictionProfileFn(beam.CombineFn):
     names = batch.schema.names
     if 'predicted_class' in names:
       acc['classes'].update(_counts(batch.column('predicted_class')))
-      confidence = np.round(batch.column('predicted_probability').to_numpy(zero_copy_only=False), 2)
+      confidence = np.round(batch.column('predicted_probability').to_numpy(zero_copy_only=False).astype(np.float64), 2)
       acc['confidence'].update(_unique_counts(confidence))
     if 'score' in names:
       acc['scores'].update(_unique_counts(_significant(batch.column('score').to_numpy(zero_copy_only=False))))
