@@ -120,6 +120,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.print_help()
     return 0
   try:
+    if PipelineOptions(argv).view_as(BatchInferenceOptions).watch:
+      from pipelines.watch import watch
+      summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
+      return 0 if all(s.reconciled for s in summaries) else 1
     summary = run(argv)
   except (ValueError, BundleError) as e:
     print(f'error: {e}', file=sys.stderr)
