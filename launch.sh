@@ -17,6 +17,9 @@ Usage: ./launch.sh VERB [ARGS...]
   test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest).
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
+                With --watch it keeps running and predicts each new input file once.
+  import [ARGS] Bring your own SavedModel: make a checked bundle of it
+                (python -m models.import_savedmodel, see ./launch.sh import --help).
   help          This text.
 USAGE
 }
@@ -87,6 +90,11 @@ case "$verb" in
     install
     quiet_tf
     "$PYTHON" -m pipelines.run "$@"
+    ;;
+  import)
+    install
+    quiet_tf
+    "$PYTHON" -m models.import_savedmodel "$@"
     ;;
   help|-h|--help)
     usage
