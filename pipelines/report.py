@@ -182,7 +182,8 @@ def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border-bottom:1px solid #ddd;padding:.25em .8em;text-align:right}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border-bottom:1px solid #ddd;padding:.25em .8em;text-align:right}
 td:first-child,th:first-child{text-align:left}.flag{color:#c0504d;font-weight:600}img{max-width:100%}
 .ok{color:#4f8a2d}table.info td{text-align:left}"""
 
@@ -194,7 +195,8 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
                            f'src="data:image/png;base64,{base64.b64encode(charts[name]).decode("ascii")}">')
   check = ('<span class="ok">yes</span>' if summary.reconciled
            else '<span class="flag">NO: some rows are unaccounted for</span>')
-  reasons = ''.join(f'<tr><td>&nbsp;&nbsp;rejected: {e(code)}</td><td>{n:,}</td></tr>' for code, n in sorted(summary.rejected_by_reason.items()))
+  reasons = ''.join(f'<tr><td>&nbsp;&nbsp;rejected: {e(code)}</td><td>{n:,}</td></tr>'
+                    for code, n in sorted(summary.rejected_by_reason.items()))
   flagged = [r for r in drift if r['flags']]
   if training is None:
     verdict = 'The model bundle holds no training statistics, so this run cannot be compared with training.'
@@ -218,7 +220,8 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
     categories += (f'<h3>{e(name)}</h3><table><tr><th>category</th><th>this run</th><th>training</th></tr>'
                    + ''.join(f'<tr><td>{e(t)}</td><td>{_pct(stats["frequencies"].get(t, 0.0))}</td>'
                              f'<td>{_pct(trained.get(t)) if training else "–"}</td></tr>' for t in tokens)
-                   + f'<tr><td><i>unseen in training</i></td><td>{_pct(stats.get("oov_rate"))}</td><td></td></tr></table>')
+                   + f'<tr><td><i>unseen in training</i></td><td>{_pct(stats.get("oov_rate"))}</td><td></td></tr>'
+                   + '</table>')
   metrics = ', '.join(f'{e(str(k))} {e(str(v))}' for k, v in (model.get('training_metrics') or {}).items())
   made = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
   return f"""<!DOCTYPE html>
@@ -235,7 +238,8 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
 <tr><td>dead letters</td><td>{e(summary.dead_letter)}</td></tr>
 </table>
 <h2>Counts</h2>
-<table><tr><td>rows read</td><td>{summary.rows_read:,}</td></tr><tr><td>rows predicted</td><td>{summary.rows_predicted:,}</td></tr>
+<table><tr><td>rows read</td><td>{summary.rows_read:,}</td></tr>
+<tr><td>rows predicted</td><td>{summary.rows_predicted:,}</td></tr>
 <tr><td>rows rejected</td><td>{summary.rows_rejected:,}</td></tr>{reasons}
 <tr><td>read = predicted + rejected</td><td>{check}</td></tr></table>
 {img('outcome', 'rows predicted and rejected by reason')}

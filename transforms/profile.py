@@ -128,7 +128,8 @@ class PredictionProfileFn(beam.CombineFn):
     names = batch.schema.names
     if 'predicted_class' in names:
       acc['classes'].update(_counts(batch.column('predicted_class')))
-      confidence = np.round(batch.column('predicted_probability').to_numpy(zero_copy_only=False).astype(np.float64), 2)
+      probability = batch.column('predicted_probability').to_numpy(zero_copy_only=False)
+      confidence = np.round(probability.astype(np.float64), 2)
       acc['confidence'].update(_unique_counts(confidence))
     if 'score' in names:
       acc['scores'].update(_unique_counts(_significant(batch.column('score').to_numpy(zero_copy_only=False))))
@@ -145,8 +146,7 @@ class PredictionProfileFn(beam.CombineFn):
 
   def extract_output(self, acc) -> dict[str, Any]:
     """Sorted `[value, count]` pairs, JSON-ready."""
-    return {key: sorted([[k, v] for k, v in counter.items()], key=lambda kv: (str(kv[0]) if key == 'classes' else kv[0]))
-            for key, counter in acc.items()}
+    return {key: sorted([[k, v] for k, v in counter.items()], key=lambda kv: kv[0]) for key, counter in acc.items()}
 
 
 def _significant(x: np.ndarray, digits: int = 3) -> np.ndarray:

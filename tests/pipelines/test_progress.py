@@ -1,8 +1,15 @@
 """The live progress line: counters from the DirectRunner's progress reports, drawn on a terminal."""
 
 import io
+import os
+import pty
+import re
+import subprocess
+import sys
 import threading
 import time
+
+import pytest
 
 import apache_beam as beam
 from apache_beam.metrics import monitoring_infos
@@ -10,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
+from models.penguins import train
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress, progress_line
 
 
@@ -70,3 +78,37 @@ def test_progress_line__redraws_one_line_and_clears_it():
 def test_progress_line__says_starting_before_the_first_counter():
   assert progress_line({}, 2.0).startswith('starting')
   assert progress_line({'rows_read': 500}, 2.0) == 'rows read 500 | predicted 0 | rejected 0 | 250 rows/s | 2.0s'
+
+
+def _read_all(fd: int) -> bytes:
+  chunks = []
+  while True:
+    try:
+      chunk = os.read(fd, 65536)
+    except OSError:  # the terminal closed with the process
+      break
+    if not chunk:
+      break
+    chunks.append(chunk)
+  return b''.join(chunks)
+
+
+@pytest.mark.slow
+def test_run_on_a_terminal__draws_live_counters_then_the_summary(tmp_path, penguin_bundle):
+  lines = open(train.EXAMPLE_DATA, encoding='utf-8').read().splitlines()
+  big = tmp_path / 'big.csv'
+  big.write_text('\n'.join([lines[0]] + lines[1:] * 600) + '\n', encoding='utf-8')  # 206,400 rows
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  controller, terminal = pty.openpty()
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'pipelines.run', f'--input={big}', f'--model={penguin_bundle.path}',
+       f'--output={tmp_path / "out"}', '--run_id=tty', '--report=false'],
+      cwd=root, stdout=terminal, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+      env={**os.environ, 'PYTHONPATH': root})
+  os.close(terminal)
+  text = _read_all(controller).decode('utf-8', 'replace')
+  os.close(controller)
+  assert process.wait(timeout=300) == 0
+  counts = [int(m.replace(',', '')) for m in re.findall(r'\rrows read ([\d,]+) \|', text)]
+  assert any(n > 0 for n in counts), f'no live counts on the terminal: {text[:2000]!r}'
+  assert 'Run tty: DONE' in text and 'rows read            206,400' in text
