@@ -5,7 +5,7 @@ import datetime
 import apache_beam as beam
 import pyarrow as pa
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.features import Feature, FeatureSpec
@@ -59,7 +59,7 @@ def _predictions(classes, probabilities, second: int) -> pa.RecordBatch:
 
 def test_profile_run__through_a_pipeline():
   epoch = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     raw = p | 'Raw' >> beam.Create([_raw(['red', 'blue'], ['1', '3']), _raw(['red'], [None])])
     predictions = p | 'Predictions' >> beam.Create([_predictions(['a', 'b'], [0.9, 0.61], 0),
                                                     _predictions(['a'], [0.904], 2)])
