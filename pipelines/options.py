@@ -87,7 +87,7 @@ class BatchInferenceOptions(PipelineOptions):
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
         'instead of one per process. Default: true.')
     parser.add_argument(
-        '--quiet', action='store_true', default=False,
+        '--quiet', type=_bool, nargs='?', const=True, default=False,
         help='No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
         'DirectRunner; on Dataflow the same counters show on the job page.)')
     parser.add_argument(
@@ -96,7 +96,7 @@ class BatchInferenceOptions(PipelineOptions):
         '(counts, rejection reasons, throughput, predictions, drift against the training statistics). '
         'Default: true.')
     parser.add_argument(
-        '--watch', action='store_true', default=False,
+        '--watch', type=_bool, nargs='?', const=True, default=False,
         help='Keep running: predict each new file that lands under --input (a glob, local or gs://), '
         'exactly once per file, as its own run; processed files are remembered in '
         'OUTPUT/_watch/processed.jsonl.')

@@ -122,10 +122,13 @@ def watch(argv: Sequence[str], *, on_run: Callable[[RunSummary], None] = lambda 
         logging.error('run %s on %s failed: %s', run_id, path, e)
         entry.update(state='FAILED', error=f'{type(e).__name__}: {e}'[:1000])
       else:
-        entry.update(state=summary.state, rows_read=summary.rows_read, rows_predicted=summary.rows_predicted,
-                     rows_rejected=summary.rows_rejected, output=summary.output)
-        summaries.append(summary)
-        on_run(summary)
+        if summary is None:  # submitted without waiting for it (e.g. --wait_for_job=false): no counts yet
+          entry.update(state='SUBMITTED')
+        else:
+          entry.update(state=summary.state, rows_read=summary.rows_read, rows_predicted=summary.rows_predicted,
+                       rows_rejected=summary.rows_rejected, output=summary.output)
+          summaries.append(summary)
+          on_run(summary)
       entry['processed_at'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
       done[path] = entry
       write_manifest(manifest, done)

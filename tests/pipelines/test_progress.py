@@ -112,3 +112,11 @@ def test_run_on_a_terminal__draws_live_counters_then_the_summary(tmp_path, pengu
   counts = [int(m.replace(',', '')) for m in re.findall(r'\rrows read ([\d,]+) \|', text)]
   assert any(n > 0 for n in counts), f'no live counts on the terminal: {text[:2000]!r}'
   assert 'Run tty: DONE' in text and 'rows read            206,400' in text
+
+
+@pytest.mark.parametrize('argv, quiet', [([], False), (['--quiet'], True), (['--quiet=true'], True),
+                                         (['--quiet=false'], False)])
+def test_quiet_flag__bare_or_with_a_value_as_flex_template_parameters_pass_it(argv, quiet):
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipelines.options import BatchInferenceOptions
+  assert PipelineOptions(argv).view_as(BatchInferenceOptions).quiet is quiet
