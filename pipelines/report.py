@@ -100,6 +100,7 @@ def rate_chart(title: str, names: list[str], run: list[Optional[float]], trainin
   as_percent = lambda values: [100 * (v or 0.0) for v in values]
   ax.barh(y + 0.2, as_percent(run), height=0.4, label='this run', color='#4f81bd')
   ax.barh(y - 0.2, as_percent(training), height=0.4, label='training', color='#9bbb59')
+  ax.set_xlim(0, max([1.0] + as_percent(run) + as_percent(training)) * 1.1)
   ax.set_yticks(y, names)
   ax.invert_yaxis()
   ax.set_xlabel('% of rows')
