@@ -17,6 +17,9 @@ Usage: ./launch.sh VERB [ARGS...]
   test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest).
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
+                With --watch it keeps running and predicts each new input file once.
+  import [ARGS] Bring your own SavedModel: make a checked bundle of it
+                (python -m models.import_savedmodel, see ./launch.sh import --help).
   help          This text.
 USAGE
 }
@@ -34,6 +37,21 @@ install() {
     "$PYTHON" -m pip install --quiet -r requirements.txt -r requirements-dev.txt
     "$PYTHON" -m pip install --quiet --no-deps -e .
     echo "$want" > "$stamp"
+  fi
+}
+
+# The report test renders a run report in headless Chromium (Debian package `chromium`).
+# Installed when missing and we are root; otherwise that test skips and says why.
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the report rendering test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >/dev/null || echo "could not install chromium: the report rendering test will skip" >&2
+  else
+    echo "chromium not found and not root: the report rendering test will skip" >&2
   fi
 }
 
@@ -59,6 +77,7 @@ case "$verb" in
     ;;
   test)
     install
+    ensure_browser
     quiet_tf
     "$PYTHON" -m pytest "$@"
     ;;
@@ -71,6 +90,11 @@ case "$verb" in
     install
     quiet_tf
     "$PYTHON" -m pipelines.run "$@"
+    ;;
+  import)
+    install
+    quiet_tf
+    "$PYTHON" -m models.import_savedmodel "$@"
     ;;
   help|-h|--help)
     usage

@@ -6,7 +6,8 @@
       features.json     the fitted feature spec (columns, types, fill values,
                         statistics, vocabularies, feature order)
       outputs.json      what the model returns: class names, or a score
-      metadata.json     name, version, created, training metrics
+      metadata.json     name, version, created, training metrics, and (optional)
+                        training statistics that run reports compare against
 
 Serving reads the artifacts that training wrote, so features match by construction.
 """
@@ -78,6 +79,11 @@ class ModelBundle:
     return str(self.metadata['version'])
 
   @property
+  def training_statistics(self) -> Optional[dict[str, Any]]:
+    """The training data's profile (`transforms.profile.InputProfileFn`); None in older bundles."""
+    return self.metadata.get('training_statistics')
+
+  @property
   def saved_model_path(self) -> str:
     return FileSystems.join(self.path, SAVED_MODEL)
 
@@ -143,11 +149,18 @@ def _write_json(path: str, name: str, data: dict[str, Any]) -> None:
 
 
 def write_bundle(path: str, *, features: FeatureSpec, outputs: Outputs, name: str, version: str,
-                 training_metrics: Optional[dict[str, Any]] = None, **extra: Any) -> ModelBundle:
-  """Writes the JSON parts of a bundle beside a SavedModel already exported to `path/saved_model`."""
+                 training_metrics: Optional[dict[str, Any]] = None,
+                 training_statistics: Optional[dict[str, Any]] = None, **extra: Any) -> ModelBundle:
+  """Writes the JSON parts of a bundle beside a SavedModel already exported to `path/saved_model`.
+
+  `training_statistics` is the profile of the training data (missing rates,
+  category frequencies, means) that run reports compare each run against.
+  """
   metadata = {'name': name, 'version': version,
               'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'training_metrics': training_metrics or {}, **extra}
+  if training_statistics is not None:
+    metadata['training_statistics'] = training_statistics
   _write_json(path, FEATURES, features.to_dict())
   _write_json(path, OUTPUTS, outputs.to_dict())
   _write_json(path, METADATA, metadata)

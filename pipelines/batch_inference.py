@@ -7,6 +7,7 @@ graph and assert on the PCollections it returns.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Optional
 
 import apache_beam as beam
@@ -19,12 +20,15 @@ from pipelines.options import BatchInferenceOptions, new_run_id
 from transforms import dead_letters as dl
 from transforms.features import ApplyFeatures
 from transforms.inference import Predict, PredictionColumns
+from transforms.profile import ProfileRun
 from transforms.sinks import WriteBatches
 from transforms.sources import ReadRecordBatches, peek_schema
 from transforms.validation import DEAD_LETTERS, ValidateRows
 
 DEFAULT_KEY = 'row_id'
 DEAD_LETTER_SCHEMA = dl.SCHEMA.append(pa.field('run_id', pa.string()))
+# The run's input and prediction statistics, beside the predictions; the report is drawn from it.
+PROFILE_FILE = 'profile.json'
 
 
 @dataclasses.dataclass
@@ -35,6 +39,7 @@ class PipelineOutputs:
   prediction_files: beam.PCollection  # final file names
   dead_letter_files: beam.PCollection
   columns: PredictionColumns
+  profile: Optional[beam.PCollection] = None  # one dict (transforms.profile.ProfileRun), when --report
 
 
 def run_directory(base: str, run_id: str) -> str:
@@ -90,4 +95,12 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
       FileSystems.join(out_dir, 'predictions'), columns.schema, file_format=opts.output_format)
   dead_letter_files = dead_letters | 'WriteDeadLetters' >> WriteBatches(
       FileSystems.join(dead_dir, 'dead_letters'), DEAD_LETTER_SCHEMA, file_format='jsonl')
-  return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns)
+  profile = None
+  if opts.report:
+    profile = (read.batches, predicted['predictions']) | 'Profile' >> ProfileRun(spec)
+    _ = (profile
+         | 'ProfileToJson' >> beam.Map(json.dumps)
+         | 'WriteProfile' >> beam.io.WriteToText(FileSystems.join(out_dir, PROFILE_FILE), num_shards=1,
+                                                 shard_name_template=''))
+  return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
+                         profile)

@@ -86,6 +86,30 @@ class BatchInferenceOptions(PipelineOptions):
         '--share_model_across_processes', type=_bool, default=True,
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
         'instead of one per process. Default: true.')
+    parser.add_argument(
+        '--quiet', type=_bool, nargs='?', const=True, default=False,
+        help='No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
+        'DirectRunner; on Dataflow the same counters show on the job page.)')
+    parser.add_argument(
+        '--report', type=_bool, default=True,
+        help='Profile the input and the predictions and write OUTPUT/RUN_ID/report.html with PNG charts '
+        '(counts, rejection reasons, throughput, predictions, drift against the training statistics). '
+        'Default: true.')
+    parser.add_argument(
+        '--watch', type=_bool, nargs='?', const=True, default=False,
+        help='Keep running: predict each new file that lands under --input (a glob, local or gs://), '
+        'exactly once per file, as its own run; processed files are remembered in '
+        'OUTPUT/_watch/processed.jsonl.')
+    parser.add_argument(
+        '--watch_interval', type=float, default=10.0,
+        help='With --watch: seconds between looks at --input. A file is taken once its size has not '
+        'changed between two looks. Default: 10.')
+    parser.add_argument(
+        '--watch_max_files', type=int, default=None,
+        help='With --watch: stop after predicting this many files. Default: no limit.')
+    parser.add_argument(
+        '--watch_timeout', type=float, default=None,
+        help='With --watch: stop after this many seconds. Default: no limit.')
 
   @property
   def passthrough(self) -> list[str]:
@@ -100,5 +124,9 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
+    if self.watch_interval <= 0:
+      problems.append('--watch_interval must be positive')
+    if self.watch_max_files is not None and self.watch_max_files < 1:
+      problems.append('--watch_max_files must be at least 1')
     if problems:
       raise ValueError('; '.join(problems))

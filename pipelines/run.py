@@ -1,14 +1,18 @@
 """Run the batch-inference job: `python -m pipelines.run --input ... --model ... --output ...`.
 
 Parses flags, checks the model bundle before any worker starts, builds and runs
-the pipeline, then prints the run summary and writes it as run_summary.json
-beside the predictions.
+the pipeline (drawing a live progress line on a terminal), then prints the run
+summary and writes it as run_summary.json beside the predictions, with the run
+report (report.html). With --watch it keeps running and does this for each new
+input file (pipelines.watch).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import json
 import logging
 import sys
 import time
@@ -16,18 +20,50 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from models.bundle import BundleError, ModelBundle
-from pipelines.batch_inference import build_pipeline, run_directory
+from pipelines.batch_inference import PROFILE_FILE, build_pipeline, run_directory
 from pipelines.options import BatchInferenceOptions
+from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
+from pipelines.report import REPORT_FILE, write_report
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
 
 
+def _is_direct(options: PipelineOptions) -> bool:
+  runner = options.view_as(StandardOptions).runner
+  return runner is None or str(runner) in ('DirectRunner', 'SwitchingDirectRunner')
+
+
+def _shows_progress(options: PipelineOptions, argv: Sequence[str]) -> bool:
+  """Whether to draw the live progress line: a terminal, the DirectRunner, not --quiet.
+
+  Sets the DirectRunner to run bundles on a worker thread when the user chose no
+  running mode: only such a worker answers progress requests (pipelines.progress).
+  Call before the Pipeline is created: it copies the options.
+  """
+  if options.view_as(BatchInferenceOptions).quiet or not sys.stdout.isatty() or not _is_direct(options):
+    return False
+  if not any(a.startswith('--direct_running_mode') for a in argv):
+    options.view_as(DirectOptions).direct_running_mode = 'multi_threading'
+  return True
+
+
+def _progress(show: bool) -> contextlib.AbstractContextManager:
+  if not show:
+    return contextlib.nullcontext()
+  live = LiveCounters()
+  stack = contextlib.ExitStack()
+  stack.enter_context(direct_runner_progress(live))
+  stack.enter_context(ProgressLine(live.totals))
+  return stack
+
+
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   """Runs the job to completion and returns its summary."""
+  argv = list(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
   opts.validate_flags()
@@ -36,11 +72,13 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
+  show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, opts, bundle)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
-  result = pipeline.run()
-  state = result.wait_until_finish()
+  with _progress(show_progress):
+    result = pipeline.run()
+    state = result.wait_until_finish()
   totals = counters(result)
 
   out_dir = run_directory(opts.output, opts.run_id)
@@ -61,6 +99,12 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
       files_read=totals.get('files_read', 0),
   )
   summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
+  if opts.report:
+    with FileSystems.open(FileSystems.join(out_dir, PROFILE_FILE)) as f:
+      profile = json.loads(f.read().decode('utf-8'))
+    path = write_report(out_dir, summary, profile, training_statistics=bundle.training_statistics,
+                        model=bundle.metadata)
+    logging.info('run %s: report %s', opts.run_id, path)
   return summary
 
 
@@ -76,12 +120,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.print_help()
     return 0
   try:
+    if PipelineOptions(argv).view_as(BatchInferenceOptions).watch:
+      from pipelines.watch import watch
+      summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
+      return 0 if all(s.reconciled for s in summaries) else 1
     summary = run(argv)
   except (ValueError, BundleError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
+  if PipelineOptions(argv).view_as(BatchInferenceOptions).report:
+    print(f'  report          {FileSystems.join(summary.output, REPORT_FILE)}')
   return 0 if summary.reconciled else 1
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 from models.bundle import ModelBundle, Outputs, write_bundle
 from transforms.features import Feature, FeatureSpec, fit_in_memory
 from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
+from transforms.profile import profile_in_memory
 from transforms.sources import Rejected, read_file
 from transforms.validation import validate
 
@@ -109,6 +110,7 @@ def train(output: str, *, data: Optional[str] = None, version: str = '1', epochs
       training_metrics={'train_accuracy': round(float(train_accuracy), 4),
                         'test_accuracy': round(float(test_accuracy), 4),
                         'train_rows': len(train_idx), 'test_rows': len(test_idx)},
+      training_statistics=profile_in_memory(spec, [train_rows]),
       training_data=os.path.basename(data), seed=seed)
 
 
