@@ -20,6 +20,10 @@ DEFAULT_READ_BATCH_SIZE = 8192
 # Rows per model call. The example MLP's throughput flattens past a few
 # thousand rows; larger batches only cost memory (see benchmarks/).
 DEFAULT_MAX_BATCH_ROWS = 16384
+# Flags without which the job cannot start; the Flex Template marks the rest optional.
+REQUIRED_FLAGS = ('input', 'model', 'output')
+# Where the model runs. `auto` takes a GPU when TensorFlow sees one.
+DEVICES = ('auto', 'cpu', 'gpu')
 
 
 def _bool(value: str) -> bool:
@@ -86,6 +90,15 @@ class BatchInferenceOptions(PipelineOptions):
         '--share_model_across_processes', type=_bool, default=True,
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
         'instead of one per process. Default: true.')
+    parser.add_argument(
+        '--device', default='auto', choices=DEVICES,
+        help='Where the model runs: gpu fails at model load when TensorFlow sees no GPU, cpu hides '
+        'any GPU, auto uses a GPU when there is one. Default: auto.')
+    parser.add_argument(
+        '--inference_accelerator', default=None,
+        help='Beam accelerator resource hint for the predict step only, e.g. '
+        '"type:nvidia-l4;count:1;install-nvidia-driver", so services that fit workers to steps '
+        'give GPUs to inference alone. Default: none (every worker gets the same machine).')
 
   @property
   def passthrough(self) -> list[str]:
@@ -93,12 +106,14 @@ class BatchInferenceOptions(PipelineOptions):
 
   def validate_flags(self) -> None:
     """Raises ValueError naming every missing or inconsistent flag of ours."""
-    problems = [f'--{name} is required' for name in ('input', 'model', 'output') if not getattr(self, name)]
+    problems = [f'--{name} is required' for name in REQUIRED_FLAGS if not getattr(self, name)]
     if self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
     if not 1 <= self.min_batch_rows <= self.max_batch_rows:
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
+    if self.inference_accelerator and self.device == 'cpu':
+      problems.append('--inference_accelerator asks for a GPU but --device is cpu')
     if problems:
       raise ValueError('; '.join(problems))

@@ -19,20 +19,29 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from models.bundle import BundleError, ModelBundle
+from models.handler import NoGpuError, require_gpu
 from pipelines.batch_inference import build_pipeline, run_directory
 from pipelines.options import BatchInferenceOptions
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
+# Runners that run the model on this machine, so a GPU check here is meaningful.
+LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
 
 
-def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
-  """Runs the job to completion and returns its summary."""
+def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
+  """Runs the job to completion and returns its summary.
+
+  Returns None when it does not wait: Beam's `--no_wait_until_finish`, or a
+  runner that only wrote the job description (a template launch).
+  """
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
   opts.validate_flags()
   bundle = ModelBundle.load(opts.model)
   bundle.check_signature()
+  if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+    require_gpu()  # remote workers check at model load
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
@@ -40,6 +49,9 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   build_pipeline(pipeline, opts, bundle)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
   result = pipeline.run()
+  if options.view_as(StandardOptions).no_wait_until_finish or not getattr(result, 'has_job', True):
+    logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
+    return None
   state = result.wait_until_finish()
   totals = counters(result)
 
@@ -77,9 +89,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   try:
     summary = run(argv)
-  except (ValueError, BundleError) as e:
+  except (ValueError, BundleError, NoGpuError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if summary is None:
+    print('Submitted; the runner reports progress (no run summary when not waiting).')
+    return 0
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
   return 0 if summary.reconciled else 1
