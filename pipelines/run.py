@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import BundleError, ModelBundle
 from models.handler import NoGpuError, require_gpu
@@ -49,6 +49,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   build_pipeline(pipeline, opts, bundle)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
   result = pipeline.run()
+  if getattr(result, 'has_job', False):
+    gcp = options.view_as(GoogleCloudOptions)
+    logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
+                 opts.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
   if options.view_as(StandardOptions).no_wait_until_finish or not getattr(result, 'has_job', True):
     logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
     return None
