@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import template_metadata
 from pipelines.options import DEVICES, REQUIRED_FLAGS, BatchInferenceOptions
-from tests.deploy.conftest import REPO, tool
+from tests.deploy.helpers import REPO, tool
 
 DOCKERFILE = os.path.join(REPO, 'Dockerfile')
 

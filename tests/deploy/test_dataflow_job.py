@@ -12,7 +12,7 @@ import pytest
 from apache_beam.portability import common_urns
 
 from pipelines import dataflow_job
-from tests.deploy.conftest import REPO, SETTINGS, launch, printed_command
+from tests.deploy.helpers import REPO, SETTINGS, launch, printed_command
 
 pytestmark = pytest.mark.slow
 

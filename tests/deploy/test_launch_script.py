@@ -10,7 +10,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import template_metadata
-from tests.deploy.conftest import REPO, SETTINGS, launch, printed_command, tool
+from tests.deploy.helpers import REPO, SETTINGS, launch, printed_command, tool
 
 CLOUD_VERBS = ('dataflow', 'image', 'template', 'run-template', 'schedule', 'k8s')
 # Beam options that launches pass without the template declaring them.
