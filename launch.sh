@@ -190,17 +190,22 @@ template_parameters() {
   done
 }
 
-# The launch environment in the Flex Template launch API's field names.
+# Beam option, then the gcloud flex-template flag and the launch API field that set it.
+ENVIRONMENT_NAMES="temp_location temp-location tempLocation
+staging_location staging-location stagingLocation
+service_account_email service-account-email serviceAccountEmail
+machine_type worker-machine-type machineType
+max_num_workers max-workers maxWorkers"
+
+# The launch environment as gcloud flags (gcloud) or launch API fields (api), one a line.
 launch_environment() {
-  local line
+  local line option flag field
   while IFS= read -r line; do
-    case "$line" in
-      temp_location=*) echo "tempLocation=${line#*=}" ;;
-      staging_location=*) echo "stagingLocation=${line#*=}" ;;
-      service_account_email=*) echo "serviceAccountEmail=${line#*=}" ;;
-      machine_type=*) echo "machineType=${line#*=}" ;;
-      max_num_workers=*) echo "maxWorkers=${line#*=}" ;;
-    esac
+    while read -r option flag field; do
+      if [ "${line%%=*}" = "$option" ]; then
+        if [ "$1" = gcloud ]; then echo "--$flag=${line#*=}"; else echo "$field=${line#*=}"; fi
+      fi
+    done <<< "$ENVIRONMENT_NAMES"
   done < <(worker_environment)
 }
 
@@ -210,7 +215,7 @@ verb_usage() {
 Usage: ./launch.sh dataflow --input=gs://... --model=gs://... --output=gs://... [FLAGS...]
 Submits the job to Dataflow from this machine (python -m pipelines.run --runner=DataflowRunner),
 with the settings' project, region, bucket, image, device and workers, and waits for the summary
-(add --no_wait_until_finish to return once it is submitted). Needs PROJECT and BUCKET; IMAGE for
+(add --wait_for_job=false to return once it is submitted). Needs PROJECT and BUCKET; IMAGE for
 DEVICE=gpu. Check a job without submitting it:
   python -m pipelines.dataflow_job FLAGS... --dataflow_job_file=job.json
 USAGE
@@ -308,17 +313,10 @@ case "$verb" in
   run-template)
     require_cloud_settings
     require IMAGE
-    params=$(worker_settings; template_parameters "$@")
+    # The launcher returns once the job is submitted instead of staying up until it ends.
+    params=$(worker_settings; echo wait_for_job=false; template_parameters "$@")
     env_flags=()
-    while IFS= read -r line; do
-      case "$line" in
-        temp_location=*) env_flags+=("--temp-location=${line#*=}") ;;
-        staging_location=*) env_flags+=("--staging-location=${line#*=}") ;;
-        service_account_email=*) env_flags+=("--service-account-email=${line#*=}") ;;
-        machine_type=*) env_flags+=("--worker-machine-type=${line#*=}") ;;
-        max_num_workers=*) env_flags+=("--max-workers=${line#*=}") ;;
-      esac
-    done < <(worker_environment)
+    while IFS= read -r line; do env_flags+=("$line"); done < <(launch_environment gcloud)
     # ^~^ makes ~ the separator, since values hold commas and semicolons.
     cloud gcloud dataflow flex-template run "$(job_name)" --project="$PROJECT" --region="$REGION" \
       --template-file-gcs-location="$TEMPLATE" "${env_flags[@]}" \
@@ -339,10 +337,10 @@ case "$verb" in
     body=build/scheduler/$name.json
     mkdir -p build/scheduler
     render=(python3 deploy/render.py launch-request --job_name="$name" --template="$TEMPLATE")
-    while IFS= read -r line; do render+=("--environment=$line"); done < <(launch_environment)
+    while IFS= read -r line; do render+=("--environment=$line"); done < <(launch_environment api)
     while IFS= read -r line; do
       render+=("--parameter=$line")
-    done < <(worker_settings; template_parameters "${passthrough[@]+"${passthrough[@]}"}")
+    done < <(worker_settings; echo wait_for_job=false; template_parameters "${passthrough[@]+"${passthrough[@]}"}")
     "${render[@]}" > "$body"
     echo "launch request: $body" >&2
     cloud gcloud scheduler jobs create http "$name" --project="$PROJECT" --location="$REGION" \

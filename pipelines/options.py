@@ -99,6 +99,11 @@ class BatchInferenceOptions(PipelineOptions):
         help='Beam accelerator resource hint for the predict step only, e.g. '
         '"type:nvidia-l4;count:1;install-nvidia-driver", so services that fit workers to steps '
         'give GPUs to inference alone. Default: none (every worker gets the same machine).')
+    parser.add_argument(
+        '--wait_for_job', type=_bool, default=True,
+        help='Wait for the job to end and write the run summary (true), or return once the runner '
+        'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
+        'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
 
   @property
   def passthrough(self) -> list[str]:

@@ -32,8 +32,8 @@ LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDire
 def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   """Runs the job to completion and returns its summary.
 
-  Returns None when it does not wait: Beam's `--no_wait_until_finish`, or a
-  runner that only wrote the job description (a template launch).
+  Returns None when it does not wait: `--wait_for_job=false`, Beam's
+  `--no_wait_until_finish`, or a runner that only wrote the job description.
   """
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
@@ -53,7 +53,8 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
     gcp = options.view_as(GoogleCloudOptions)
     logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
                  opts.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
-  if options.view_as(StandardOptions).no_wait_until_finish or not getattr(result, 'has_job', True):
+  waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
+  if not waits or not getattr(result, 'has_job', True):
     logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
     return None
   state = result.wait_until_finish()

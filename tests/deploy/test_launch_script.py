@@ -81,6 +81,7 @@ def test_run_template__passes_settings_as_launch_flags_and_parameters():
   assert params['sdk_container_image'] == SETTINGS['IMAGE']
   assert params['passthrough_columns'] == 'species,year'
   assert params['device'] == 'gpu'
+  assert params['wait_for_job'] == 'false'  # the launcher returns once the job is submitted
   declared = {p['name'] for p in template_metadata.parameters()}
   assert set(params) <= declared | BEAM_PARAMETERS
   # Every parameter is an option the launcher's Beam parser knows.
@@ -111,6 +112,7 @@ def test_schedule__creates_a_scheduler_job_that_posts_the_launch_request():
       'serviceAccountEmail': SETTINGS['SERVICE_ACCOUNT'], 'machineType': 'g2-standard-4', 'maxWorkers': 4}
   params = launch_parameter['parameters']
   assert params['input'] == 'gs://in/*.csv' and params['device'] == 'gpu'
+  assert params['wait_for_job'] == 'false'
   assert params['dataflow_service_options'].startswith('worker_accelerator=type:nvidia-l4;count:1')
   assert 'run_id' not in params  # each scheduled run makes its own
 
