@@ -17,6 +17,7 @@ Usage: ./launch.sh VERB [ARGS...]
   test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest).
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
+  help          This text.
 
  On Google Cloud (settings below; VERB --help for each):
   dataflow      Submit the job to Dataflow with DataflowRunner from this machine.
@@ -25,7 +26,6 @@ Usage: ./launch.sh VERB [ARGS...]
   run-template  Launch a Dataflow job from the Flex Template; flags pass through.
   schedule      Create a Cloud Scheduler job that launches the template on a cron.
   k8s           Print a Kubernetes Job or CronJob that runs the image on GKE.
-  help          This text.
 
  Settings come from the environment or a .env file (NAME=VALUE lines; the environment wins):
   PROJECT, REGION (us-central1), BUCKET, IMAGE, SERVICE_ACCOUNT; and DEVICE (cpu|gpu, cpu),

@@ -80,11 +80,14 @@ def describe_job(argv: Sequence[str], bundle: Optional[ModelBundle] = None) -> a
 def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.WARNING)
   argv = list(sys.argv[1:] if argv is None else argv)
+  if '--help' in argv or '-h' in argv:
+    print(__doc__)
+    return 0
   options = PipelineOptions(argv)
   job_file = options.view_as(DebugOptions).dataflow_job_file
-  if not job_file or '--help' in argv or '-h' in argv:
-    print(__doc__)
-    return 0 if job_file else 2
+  if not job_file:
+    print(f'error: name the file to write with --dataflow_job_file\n{__doc__}', file=sys.stderr)
+    return 2
   try:
     job = describe_job(argv)
   except (ValueError, BundleError) as e:

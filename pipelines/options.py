@@ -92,8 +92,8 @@ class BatchInferenceOptions(PipelineOptions):
         'instead of one per process. Default: true.')
     parser.add_argument(
         '--device', default='auto', choices=DEVICES,
-        help='Where the model runs: gpu fails at model load when TensorFlow sees no GPU, cpu hides '
-        'any GPU, auto uses a GPU when there is one. Default: auto.')
+        help='Where the model runs: gpu fails at model load when TensorFlow sees no GPU, cpu keeps '
+        'the model on the CPU, auto uses a GPU when there is one. Default: auto.')
     parser.add_argument(
         '--inference_accelerator', default=None,
         help='Beam accelerator resource hint for the predict step only, e.g. '

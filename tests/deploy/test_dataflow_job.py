@@ -115,3 +115,8 @@ def test_main__writes_the_job_file(penguin_bundle, tmp_path, monkeypatch, offlin
   body = json.loads(job_file.read_text())
   assert body['name'] == 'nightly'
   assert 'not submitted' in capsys.readouterr().out
+
+
+def test_main__without_a_job_file__says_which_flag_is_missing(capsys):
+  assert dataflow_job.main(['--input=x']) == 2
+  assert '--dataflow_job_file' in capsys.readouterr().err
