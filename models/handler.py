@@ -9,10 +9,44 @@ elements.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
+
+
+NO_GPU_HELP = (
+    'On Dataflow, give the workers a GPU: --dataflow_service_options='
+    '"worker_accelerator=type:GPU_TYPE;count:1;install-nvidia-driver", a machine type that takes '
+    'that GPU, and the project image as --sdk_container_image (./launch.sh dataflow does all three). '
+    'Elsewhere, run on a machine with an NVIDIA driver or pass --device=auto or --device=cpu.')
+
+
+class NoGpuError(RuntimeError):
+  """GPU inference was asked for where TensorFlow sees no GPU."""
+
+
+def require_gpu() -> None:
+  """Raises NoGpuError, saying what to do, when TensorFlow sees no GPU here.
+
+  Runs where the model loads, so a GPU job on a worker without a GPU fails at
+  start-up with this message instead of silently predicting on the CPU.
+  """
+  import tensorflow as tf
+  if not tf.config.list_physical_devices('GPU'):
+    cuda = 'with' if tf.test.is_built_with_cuda() else 'without'
+    raise NoGpuError(f'--device=gpu, but TensorFlow {tf.__version__} (built {cuda} CUDA) sees no GPU on '
+                       f'this machine. {NO_GPU_HELP}')
+
+
+# TensorFlow device scopes per --device value; `auto` lets TensorFlow place ops.
+_DEVICE_SCOPES = {'cpu': '/CPU:0', 'gpu': '/GPU:0'}
+
+
+def _device_scope(tf, device: str):
+  scope = _DEVICE_SCOPES.get(device)
+  return tf.device(scope) if scope else contextlib.nullcontext()
 
 
 class SavedModelPredictor:
@@ -22,10 +56,15 @@ class SavedModelPredictor:
   forwards method calls only, so everything goes through methods.
   """
 
-  def __init__(self, path: str, signature: str = 'serving_default', output_key: Optional[str] = None):
+  def __init__(self, path: str, signature: str = 'serving_default', output_key: Optional[str] = None,
+               device: str = 'auto'):
     import tensorflow as tf
     self._tf = tf
-    self._model = tf.saved_model.load(path)
+    self._device = device
+    if device == 'gpu':
+      require_gpu()
+    with _device_scope(tf, device):
+      self._model = tf.saved_model.load(path)
     if signature not in self._model.signatures:
       raise ValueError(f'SavedModel {path} has no signature {signature!r}; '
                        f'it has {sorted(self._model.signatures)}')
@@ -58,7 +97,8 @@ class SavedModelPredictor:
 
   def predict(self, features: np.ndarray) -> np.ndarray:
     """Returns the model output for a (rows, features) float32 matrix as (rows, outputs)."""
-    result = self._fn(**{self._input_name: self._tf.constant(features, dtype=self._tf.float32)})
+    with _device_scope(self._tf, self._device):
+      result = self._fn(**{self._input_name: self._tf.constant(features, dtype=self._tf.float32)})
     out = result[self._output_key].numpy()
     # An explicit width: reshape(rows, -1) cannot size a 0-row result.
     return out.reshape(len(out), int(np.prod(out.shape[1:])))
@@ -81,15 +121,19 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
       are whole matrices, so `RunInference` packs them up to these row counts.
     share_across_processes: load one copy per worker machine, shared by all
       its SDK processes (one copy per GPU), instead of one per process.
+    device: 'gpu' fails at load when TensorFlow sees no GPU, 'cpu' keeps the
+      model off any GPU, 'auto' lets TensorFlow place it.
   """
 
   def __init__(self, model_uri: str, *, signature: str = 'serving_default', output_key: Optional[str] = None,
-               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True):
+               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True,
+               device: str = 'auto'):
     super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
     self._model_uri = model_uri
     self._signature = signature
     self._output_key = output_key
     self._share_across_processes = share_across_processes
+    self._device = device
 
   @property
   def model_uri(self) -> str:
@@ -99,10 +143,10 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
     """A copy that calls the model one row at a time, to isolate rows it fails on."""
     return SavedModelHandler(self._model_uri, signature=self._signature, output_key=self._output_key,
                              min_batch_rows=1, max_batch_rows=1,
-                             share_across_processes=self._share_across_processes)
+                             share_across_processes=self._share_across_processes, device=self._device)
 
   def load_model(self) -> SavedModelPredictor:
-    return SavedModelPredictor(self._model_uri, self._signature, self._output_key)
+    return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)
 
   def run_inference(self, batch: Sequence[np.ndarray], model: SavedModelPredictor,
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:

@@ -82,8 +82,13 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
   handler = SavedModelHandler(
       bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
       min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
-      share_across_processes=opts.share_model_across_processes)
-  predicted = pairs | 'Predict' >> Predict(handler, columns)
+      share_across_processes=opts.share_model_across_processes, device=opts.device)
+  predict = Predict(handler, columns)
+  if opts.inference_accelerator:
+    # Only the predict step asks for the GPU; reading and features stay on plain workers
+    # where the runner fits machines to steps (Dataflow right fitting).
+    predict = predict.with_resource_hints(accelerator=opts.inference_accelerator)
+  predicted = pairs | 'Predict' >> predict
 
   dead_letters = (
       (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])

@@ -20,9 +20,13 @@ DEFAULT_READ_BATCH_SIZE = 8192
 # Rows per model call. The example MLP's throughput flattens past a few
 # thousand rows; larger batches only cost memory (see benchmarks/).
 DEFAULT_MAX_BATCH_ROWS = 16384
+# Flags without which the job cannot start; the Flex Template marks the rest optional.
+REQUIRED_FLAGS = ('input', 'model', 'output')
+# Where the model runs. `auto` takes a GPU when TensorFlow sees one.
+DEVICES = ('auto', 'cpu', 'gpu')
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
   if value.lower() in ('true', '1', 'yes'):
     return True
   if value.lower() in ('false', '0', 'no'):
@@ -83,20 +87,20 @@ class BatchInferenceOptions(PipelineOptions):
         '--max_batch_rows', type=int, default=DEFAULT_MAX_BATCH_ROWS,
         help=f'Most rows RunInference packs into one model call. Default: {DEFAULT_MAX_BATCH_ROWS}.')
     parser.add_argument(
-        '--share_model_across_processes', type=_bool, default=True,
+        '--share_model_across_processes', type=parse_bool, default=True,
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
         'instead of one per process. Default: true.')
     parser.add_argument(
-        '--quiet', type=_bool, nargs='?', const=True, default=False,
+        '--quiet', type=parse_bool, nargs='?', const=True, default=False,
         help='No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
         'DirectRunner; on Dataflow the same counters show on the job page.)')
     parser.add_argument(
-        '--report', type=_bool, default=True,
+        '--report', type=parse_bool, default=True,
         help='Profile the input and the predictions and write OUTPUT/RUN_ID/report.html with PNG charts '
         '(counts, rejection reasons, throughput, predictions, drift against the training statistics). '
         'Default: true.')
     parser.add_argument(
-        '--watch', type=_bool, nargs='?', const=True, default=False,
+        '--watch', type=parse_bool, nargs='?', const=True, default=False,
         help='Keep running: predict each new file that lands under --input (a glob, local or gs://), '
         'exactly once per file, as its own run; processed files are remembered in '
         'OUTPUT/_watch/processed.jsonl.')
@@ -110,6 +114,20 @@ class BatchInferenceOptions(PipelineOptions):
     parser.add_argument(
         '--watch_timeout', type=float, default=None,
         help='With --watch: stop after this many seconds. Default: no limit.')
+    parser.add_argument(
+        '--device', default='auto', choices=DEVICES,
+        help='Where the model runs: gpu fails at model load when TensorFlow sees no GPU, cpu keeps '
+        'the model on the CPU, auto uses a GPU when there is one. Default: auto.')
+    parser.add_argument(
+        '--inference_accelerator', default=None,
+        help='Beam accelerator resource hint for the predict step only, e.g. '
+        '"type:nvidia-l4;count:1;install-nvidia-driver", so services that fit workers to steps '
+        'give GPUs to inference alone. Default: none (every worker gets the same machine).')
+    parser.add_argument(
+        '--wait_for_job', type=parse_bool, default=True,
+        help='Wait for the job to end and write the run summary (true), or return once the runner '
+        'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
+        'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
 
   @property
   def passthrough(self) -> list[str]:
@@ -117,7 +135,7 @@ class BatchInferenceOptions(PipelineOptions):
 
   def validate_flags(self) -> None:
     """Raises ValueError naming every missing or inconsistent flag of ours."""
-    problems = [f'--{name} is required' for name in ('input', 'model', 'output') if not getattr(self, name)]
+    problems = [f'--{name} is required' for name in REQUIRED_FLAGS if not getattr(self, name)]
     if self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
     if not 1 <= self.min_batch_rows <= self.max_batch_rows:
@@ -128,5 +146,7 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--watch_interval must be positive')
     if self.watch_max_files is not None and self.watch_max_files < 1:
       problems.append('--watch_max_files must be at least 1')
+    if self.inference_accelerator and self.device == 'cpu':
+      problems.append('--inference_accelerator asks for a GPU but --device is cpu')
     if problems:
       raise ValueError('; '.join(problems))

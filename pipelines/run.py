@@ -20,9 +20,10 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import BundleError, ModelBundle
+from models.handler import NoGpuError, require_gpu
 from pipelines.batch_inference import PROFILE_FILE, build_pipeline, run_directory
 from pipelines.options import BatchInferenceOptions
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
@@ -30,6 +31,8 @@ from pipelines.report import REPORT_FILE, write_report
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
+# Runners that run the model on this machine, so a GPU check here is meaningful.
+LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
 
 
 def _is_direct(options: PipelineOptions) -> bool:
@@ -61,14 +64,20 @@ def _progress(show: bool) -> contextlib.AbstractContextManager:
   return stack
 
 
-def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
-  """Runs the job to completion and returns its summary."""
+def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
+  """Runs the job to completion and returns its summary.
+
+  Returns None when it does not wait: `--wait_for_job=false`, Beam's
+  `--no_wait_until_finish`, or a runner that only wrote the job description.
+  """
   argv = list(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
   opts.validate_flags()
   bundle = ModelBundle.load(opts.model)
   bundle.check_signature()
+  if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+    require_gpu()  # remote workers check at model load
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
@@ -78,6 +87,14 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
   with _progress(show_progress):
     result = pipeline.run()
+    if getattr(result, 'has_job', False):
+      gcp = options.view_as(GoogleCloudOptions)
+      logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
+                   opts.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
+    waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
+    if not waits or not getattr(result, 'has_job', True):
+      logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
+      return None
     state = result.wait_until_finish()
   totals = counters(result)
 
@@ -125,9 +142,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
       return 0 if all(s.reconciled for s in summaries) else 1
     summary = run(argv)
-  except (ValueError, BundleError) as e:
+  except (ValueError, BundleError, NoGpuError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if summary is None:
+    print('Submitted; the runner reports progress (no run summary when not waiting).')
+    return 0
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
   if PipelineOptions(argv).view_as(BatchInferenceOptions).report:

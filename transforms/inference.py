@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -133,7 +134,9 @@ class Predict(beam.PTransform):
     super().__init__()
     self._handler = handler
     self._columns = columns
-    self._model_identifier = model_identifier or f'batch-inference:{handler.model_uri}'
+    # One tag per pipeline: its processes share one model copy, and Beam's files that
+    # locate the shared-model server (named by the tag) never collide across runs.
+    self._model_identifier = model_identifier or f'batch-inference-{uuid.uuid4().hex}'
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
