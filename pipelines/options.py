@@ -86,6 +86,10 @@ class BatchInferenceOptions(PipelineOptions):
         '--share_model_across_processes', type=_bool, default=True,
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
         'instead of one per process. Default: true.')
+    parser.add_argument(
+        '--preflight_only', type=_bool, nargs='?', const=True, default=False,
+        help='Only check that the run can succeed (the model loads and matches its feature spec, the input '
+        'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
 
   @property
   def passthrough(self) -> list[str]:

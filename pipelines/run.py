@@ -1,8 +1,9 @@
 """Run the batch-inference job: `python -m pipelines.run --input ... --model ... --output ...`.
 
-Parses flags, checks the model bundle before any worker starts, builds and runs
-the pipeline, then prints the run summary and writes it as run_summary.json
-beside the predictions.
+Parses flags, runs the preflight checks before any worker starts (alone with
+`--preflight_only`), builds and runs the pipeline into staging folders,
+publishes them as the run's output, then prints the run summary and writes it
+as run_summary.json beside the predictions.
 """
 
 from __future__ import annotations
@@ -12,38 +13,69 @@ import datetime
 import logging
 import sys
 import time
+import traceback
 from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
-from models.bundle import BundleError, ModelBundle
+from models.bundle import BundleError
+from pipelines import preflight
 from pipelines.batch_inference import build_pipeline, run_directory
-from pipelines.options import BatchInferenceOptions
+from pipelines.options import BatchInferenceOptions, new_run_id
+from pipelines.staging import StagedRun
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
+
+
+class RunError(RuntimeError):
+  """The job failed after preflight; nothing of this attempt was published."""
+
+
+def _first_line(error: BaseException) -> str:
+  """The error without the worker traceback that runners append to its message."""
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0][:1000]
 
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   """Runs the job to completion and returns its summary."""
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
-  opts.validate_flags()
-  bundle = ModelBundle.load(opts.model)
-  bundle.check_signature()
+  opts.run_id = opts.run_id or new_run_id()
+  bundle = preflight.check(opts).bundle
+  out_dir = run_directory(opts.output, opts.run_id)
+  staged = StagedRun([opts.output, opts.dead_letter or opts.output], opts.run_id)
+  staged.discard_stale()
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, bundle)
+  build_pipeline(pipeline, opts, bundle, output_dir=staged.staging(opts.output),
+                 dead_letter_dir=staged.staging(opts.dead_letter or opts.output))
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
-  result = pipeline.run()
-  state = result.wait_until_finish()
+  retry = f'nothing was published to {out_dir}; fix the cause and re-run with --run_id {opts.run_id}'
+  try:
+    result = pipeline.run()
+    state = result.wait_until_finish()
+  except BaseException as e:
+    staged.discard()
+    if not isinstance(e, Exception):
+      raise
+    raise RunError(f'run {opts.run_id} failed: {_first_line(e)}\n  {retry}') from e
+  if state != PipelineState.DONE:
+    staged.discard()
+    raise RunError(f'run {opts.run_id} ended {state}; {retry}')
   totals = counters(result)
+  try:
+    staged.publish(SUMMARY_FILE)
+  except Exception as e:
+    raise RunError(f'run {opts.run_id} could not publish its output to {out_dir}: {_first_line(e)}\n  '
+                   f're-run with --run_id {opts.run_id} to replace it') from e
 
-  out_dir = run_directory(opts.output, opts.run_id)
   summary = RunSummary(
       run_id=opts.run_id,
       model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
@@ -76,10 +108,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.print_help()
     return 0
   try:
+    opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
+    if opts.preflight_only:
+      print(preflight.check(opts).render())
+      return 0
     summary = run(argv)
   except (ValueError, BundleError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except RunError as e:
+    logging.error('the job failed:\n%s', ''.join(traceback.format_exception(e.__cause__ or e)))
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
   return 0 if summary.reconciled else 1
