@@ -75,11 +75,12 @@ def schema_problems(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optiona
 
 def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tuple[list[str], list[str], int, int]:
   try:
-    paths = sorted(m.path for m in FileSystems.match([opts.input])[0].metadata_list)
+    files = sorted((m.path, m.size_in_bytes) for m in FileSystems.match([opts.input])[0].metadata_list)
   except Exception as e:  # pylint: disable=broad-except  (each file system raises its own types)
     return [f'--input {opts.input}: cannot list files: {e}'], [], 0, 0
-  if not paths:
+  if not files:
     return [f'--input {opts.input} matches no files'], [], 0, 0
+  paths = [path for path, _ in files]
   problems, notes, peeked = [], [], 0
   if not opts.input_format:
     for path in paths:
@@ -87,7 +88,7 @@ def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tu
         infer_format(path)
       except ValueError as e:
         problems.append(str(e))
-  for path in paths[:MAX_FILES_PEEKED]:
+  for path in [path for path, size in files if size][:MAX_FILES_PEEKED]:  # 0 bytes: an empty file, no rows
     try:
       schema = peek_schema(path, file_format=opts.input_format)
     except ValueError as e:
