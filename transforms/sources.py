@@ -384,6 +384,9 @@ class _ReadFileFn(beam.DoFn):
           else:
             self._rows_read.inc(item.num_rows)
             yield item
+    except FileNotFoundError as e:
+      raise ValueError(f'cannot read {path} as {file_format}: {e}; it was listed when the job started and is gone '
+                       'now: re-run once the input stops changing') from e
     except (OSError, ValueError, EOFError, pa.ArrowException) as e:
       raise ValueError(f'cannot read {path} as {file_format}: {str(e).rstrip(".")}; move the file aside or repair it, '
                        'then re-run') from e
