@@ -233,7 +233,7 @@ def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int):
       values = [r.get(name) for r in good]
       try:
         arrays.append(pa.array(values))
-      except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep text, validation types it
+      except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types, huge ints: keep text
         arrays.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values]))
     yield pa.RecordBatch.from_arrays(arrays, names=names), np.array(good_rows, np.int64)
 

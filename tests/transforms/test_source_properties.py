@@ -252,3 +252,10 @@ def test_csv_record_longer_than_a_block__reads():
   data = f'a,b\n1,"{long}"\n2,3\n'.encode()
   batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=1))
   assert not letters and [b.column('b').to_pylist() for b in batches] == [[long], ['3']]
+
+
+def test_jsonl_integers_beyond_64_bits__are_kept_as_text_not_a_failed_file():
+  data = b'[]\n{"id": [9223372036854775808]}\n{}'  # the array line sends the chunk to the line-by-line parser
+  batches, letters = _collect(read_file(io.BytesIO(data), 'f.jsonl', 'jsonl', batch_size=4))
+  assert _positions(batches, letters) == ([2, 3], [1])
+  assert batches[0].column('id').to_pylist()[0] == '[9223372036854775808]'
