@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from models.handler import SavedModelPredictor
@@ -86,6 +86,7 @@ def test_read_validate_predict__rows_read_equal_predicted_plus_rejected(
         assert scores.shape == (valid.num_rows, 3) and np.isfinite(scores).all()
         np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-4)
         predicted += valid.num_rows
+  event(f"some rows predicted: {predicted > 0}, some rejected: {rejected > 0}")
   assert read == len(rows)
   assert read == predicted + rejected
 
