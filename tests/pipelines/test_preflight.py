@@ -118,7 +118,8 @@ def test_preflight_only__exits_0_and_writes_no_run(tmp_path, penguin_bundle, cap
 
 @pytest.mark.slow
 def test_preflight_only__as_a_command_exits_2_with_the_problems_and_no_traceback(tmp_path, penguin_bundle):
-  env = {**os.environ, 'PYTHONPATH': os.getcwd(), 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {**os.environ, 'PYTHONPATH': root, 'TF_CPP_MIN_LOG_LEVEL': '3'}
   done = subprocess.run(
       [sys.executable, '-m', 'pipelines.run', f'--input={tmp_path}/missing/*.csv', f'--model={penguin_bundle.path}',
        f'--output={tmp_path}/out', '--preflight_only'], capture_output=True, text=True, env=env, timeout=120)
