@@ -4,7 +4,7 @@ the poisonous rows are rejected, with the model's own error text."""
 import numpy as np
 import pyarrow as pa
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 import apache_beam as beam
@@ -56,7 +56,7 @@ def test_poisonous_rows_are_rejected_alone_and_their_neighbours_predicted(touchy
       _element(['k4', 'k5'], [[0, 0], [5, 5]]),  # an all-good element that may share the failing call
       _element(['k6'], [[POISON * 2, 1]]),
   ]
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     result = p | beam.Create(elements) | Predict(handler, columns)
     predicted = result['predictions'] | 'Keys' >> beam.FlatMap(lambda b: b.column('row_id').to_pylist())
     letters = result[DEAD_LETTERS] | 'Letters' >> beam.FlatMap(lambda b: [
