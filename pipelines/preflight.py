@@ -142,6 +142,9 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None) -> 
   except BundleError as e:
     problems.append(str(e))
     bundle = None
+  except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
+    problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
+    bundle = None
   found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
   problems += found
   for directory in dict.fromkeys([opts.output, opts.dead_letter or opts.output]):

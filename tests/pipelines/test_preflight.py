@@ -9,6 +9,8 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.penguins import train
@@ -126,3 +128,26 @@ def test_preflight_only__as_a_command_exits_2_with_the_problems_and_no_traceback
   assert done.returncode == 2
   assert f'error: preflight failed:\n  - --input {tmp_path}/missing/*.csv matches no files' in done.stderr
   assert 'Traceback' not in done.stderr + done.stdout
+
+
+TYPES = {'float': pa.float64(), 'int': pa.int32(), 'text': pa.string(), 'big_text': pa.large_string(),
+         'dict': pa.dictionary(pa.int8(), pa.string()), 'bool': pa.bool_(), 'list': pa.list_(pa.float64()),
+         'bytes': pa.binary(), 'time': pa.timestamp('s'), 'struct': pa.struct([('a', pa.int8())])}
+READABLE = {'float': {'float', 'int', 'text', 'big_text', 'dict', 'bool'},
+            'string': {'float', 'int', 'text', 'big_text', 'dict', 'bool'}}
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.sampled_from(train.FEATURES.columns + ['extra', 'ü']), st.sampled_from(sorted(TYPES))))
+def test_schema_problems__name_each_missing_or_unreadable_column_once(columns):
+  schema = pa.schema([(name, TYPES[kind]) for name, kind in columns.items()])
+  problems, notes = preflight.schema_problems(schema, train.FEATURES)
+  want = []
+  for feature in train.FEATURES.features:
+    kind = columns.get(feature.name)
+    if kind is None and feature.required:
+      want.append(f'missing required feature column {feature.name!r} (the model has no fill value for it)')
+    elif kind is not None and kind not in READABLE[feature.dtype]:
+      want.append(f'column {feature.name!r} is {TYPES[kind]}, which cannot be read as {feature.dtype}')
+  assert problems == want
+  assert len(notes) == sum(1 for f in train.FEATURES.features if not f.required and f.name not in columns)
