@@ -120,6 +120,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.error('the job failed:\n%s', ''.join(traceback.format_exception(e.__cause__ or e)))
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except Exception as e:  # pylint: disable=broad-except  (the traceback goes to the log, the gist last)
+    logging.exception('unexpected failure')
+    print(f'error: unexpected {type(e).__name__}: {_first_line(e)}', file=sys.stderr)
+    return 1
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
   return 0 if summary.reconciled else 1
