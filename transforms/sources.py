@@ -8,6 +8,7 @@ cannot be parsed become dead letters; the rest of their file carries on.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from typing import BinaryIO, Iterator, Optional, Sequence, Union
@@ -104,10 +105,11 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
     bad.append((row.number + first_line, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
     return 'skip'
 
+  stream = _RepairedUtf8(head, f)
   second_newline = head.find(b'\n', first_newline + 1)
   line_width = max(1, second_newline - first_newline) if second_newline > 0 else 64
   reader = pcsv.open_csv(
-      io.BufferedReader(_Chained(head, f), buffer_size=1 << 20),
+      io.BufferedReader(stream, buffer_size=1 << 20),
       read_options=pcsv.ReadOptions(use_threads=False, block_size=max(CSV_MIN_BLOCK_BYTES, line_width * batch_size)),
       parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
       convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True))
@@ -130,19 +132,33 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
           line += 1
         rows[i] = line
         line += int(spans[i])
-    if spans.any():  # an unclosed quote runs on over the next lines: reject the record, keeping their text
-      multiline = spans > 0
+    garbled = _holds_replacements(batch) if stream.repaired else np.zeros(batch.num_rows, bool)
+    rejected = (spans > 0) | garbled
+    if rejected.any():  # reject the record, keeping its text
       yield Rejected(dl.from_batch(
-          _with_position(batch, source, rows, None), multiline, stage='read',
-          codes=[dl.UNPARSABLE] * int(multiline.sum()),
-          reasons=[f'malformed CSV line {r}: a quoted value runs over the next {n} line(s) (a quote that is '
-                   'never closed, or line breaks inside a value, which this reader does not accept)'
-                   for r, n in zip(rows[multiline], spans[multiline])]))
-      batch, rows = batch.filter(pa.array(~multiline)), rows[~multiline]
+          _with_position(batch, source, rows, None), rejected, stage='read',
+          codes=[dl.UNPARSABLE] * int(rejected.sum()),
+          reasons=[_csv_problem(r, n) for r, n in zip(rows[rejected], spans[rejected])]))
+      batch, rows = batch.filter(pa.array(~rejected)), rows[~rejected]
     for start in range(0, batch.num_rows, batch_size):  # a block may hold more rows than a batch
       yield _with_position(batch.slice(start, batch_size), source, rows[start:start + batch_size], columns)
   if bad:
     yield _malformed_csv(bad, source)
+
+
+def _csv_problem(line: int, extra_lines: int) -> str:
+  if extra_lines:  # an unclosed quote runs on over the next lines
+    return (f'malformed CSV line {line}: a quoted value runs over the next {extra_lines} line(s) (a quote that '
+            'is never closed, or line breaks inside a value, which this reader does not accept)')
+  return f'malformed CSV line {line}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
+
+
+def _holds_replacements(batch: pa.RecordBatch) -> np.ndarray:
+  """Per row, whether a value holds U+FFFD, which stands for bytes that were not UTF-8."""
+  found = np.zeros(batch.num_rows, bool)
+  for column in batch.columns:
+    found |= pc.fill_null(pc.match_substring(column, '\ufffd'), False).to_numpy(zero_copy_only=False)
+  return found
 
 
 def _extra_lines(batch: pa.RecordBatch) -> np.ndarray:
@@ -165,25 +181,46 @@ def _csv_blocks(reader, source: str) -> Iterator[pa.RecordBatch]:
                      'is never closed') from None
 
 
-class _Chained(io.RawIOBase):
-  """Bytes already read from a stream, then the rest of the stream."""
+def _is_utf8(chunk: bytes) -> bool:
+  if chunk.isascii():
+    return True
+  try:
+    chunk.decode('utf-8')
+    return True
+  except UnicodeDecodeError:  # bad bytes, or a character cut at the end of the chunk
+    return False
+
+
+class _RepairedUtf8(io.RawIOBase):
+  """Bytes already read from a stream, then the rest of it, with bytes that are not
+  UTF-8 replaced by U+FFFD: pyarrow fails a whole CSV file on one such byte."""
 
   def __init__(self, head: bytes, rest: BinaryIO):
-    self._head = memoryview(head)
+    self._pending = head
     self._rest = rest
+    self._decoder = codecs.getincrementaldecoder('utf-8')('replace')
+    self._out = memoryview(b'')
+    self._eof = False
+    self.repaired = False  # whether any byte was replaced
 
   def readable(self) -> bool:
     return True
 
   def readinto(self, buffer) -> int:
-    if self._head:
-      n = min(len(buffer), len(self._head))
-      buffer[:n] = self._head[:n]
-      self._head = self._head[n:]
-      return n
-    data = self._rest.read(len(buffer))
-    buffer[:len(data)] = data
-    return len(data)
+    while not self._out and not self._eof:
+      chunk = self._pending or self._rest.read(max(len(buffer), 1 << 16))
+      self._pending = b''
+      self._eof = not chunk
+      if not self._decoder.getstate()[0] and _is_utf8(chunk):
+        self._out = memoryview(chunk)  # the common case: nothing to repair, no copy
+      else:
+        text = self._decoder.decode(chunk, self._eof)
+        self.repaired = self.repaired or text.count('\ufffd') > chunk.count(b'\xef\xbf\xbd')
+        self._out = memoryview(text.encode('utf-8'))
+    n = min(len(buffer), len(self._out))
+    buffer[:n] = self._out[:n]
+    self._out = self._out[n:]
+    return n
 
 
 def _malformed_csv(bad: list[tuple[int, str, str]], source: str) -> Rejected:
@@ -390,6 +427,9 @@ class _ReadFileFn(beam.DoFn):
     except (OSError, ValueError, EOFError, pa.ArrowException) as e:
       raise ValueError(f'cannot read {path} as {file_format}: {str(e).rstrip(".")}; move the file aside or repair it, '
                        'then re-run') from e
+    except Exception as e:  # pylint: disable=broad-except  (decoders of damaged files raise anything: KeyError, ...)
+      raise ValueError(f'cannot read {path} as {file_format}: {type(e).__name__}: {e}; move the file aside or '
+                       'repair it, then re-run') from e
     self._files_read.inc()
 
 

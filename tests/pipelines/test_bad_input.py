@@ -121,6 +121,9 @@ def test_job_over_a_folder_of_bad_files__accounts_for_every_row(tmp_path, pengui
   (data / 'e_empty.csv').write_text('')
   (data / 'f_empty.parquet').write_bytes(b'')
   pq.write_table(pa.table({'island': pa.array([], pa.string())}), data / 'g_no_rows.parquet')
+  (data / 'h_latin1.csv').write_bytes(
+      f'{header}\nAdelie,Dream,40,18.7,181,3750,male,2007\n'.encode() +
+      'Adelie,Dréam,40,18.7,181,3750,male,2007\n'.encode('latin-1'))    # 3: not UTF-8
 
   summary = run_job.run([f'--input={data}/*', f'--model={penguin_bundle.path}', f'--output={tmp_path / "out"}',
                          '--run_id=bad-files', '--read_batch_size=3'])
@@ -128,8 +131,8 @@ def test_job_over_a_folder_of_bad_files__accounts_for_every_row(tmp_path, pengui
   letters = [json.loads(line) for p in glob.glob(os.path.join(summary.dead_letter, 'dead_letters-*'))
              for line in open(p, encoding='utf-8') if line.strip()]
   predictions = pa.concat_tables(pq.read_table(p) for p in glob.glob(os.path.join(summary.output, 'predictions-*')))
-  assert summary.files_read == 7
-  assert summary.rows_read == 344 + 6 + 5 + 4
+  assert summary.files_read == 8
+  assert summary.rows_read == 344 + 6 + 5 + 4 + 2
   assert summary.reconciled and summary.rows_rejected == len(letters)
   assert summary.rows_predicted == predictions.num_rows == len(set(predictions.column('row_id').to_pylist()))
   by_position = {(os.path.basename(d['source']), d['row']): d['reason_code'] for d in letters}
@@ -137,5 +140,5 @@ def test_job_over_a_folder_of_bad_files__accounts_for_every_row(tmp_path, pengui
       ('b_bad.csv', 3): dl.UNPARSABLE, ('b_bad.csv', 5): dl.MISSING_VALUE, ('b_bad.csv', 6): dl.NON_FINITE,
       ('b_bad.csv', 7): dl.UNPARSABLE, ('c.jsonl', 3): dl.INVALID_TYPE, ('c.jsonl', 4): dl.UNPARSABLE,
       ('c.jsonl', 6): dl.UNPARSABLE, ('d.parquet', 2): dl.MISSING_VALUE, ('d.parquet', 3): dl.NON_FINITE,
-      ('d.parquet', 4): dl.MISSING_VALUE}
+      ('d.parquet', 4): dl.MISSING_VALUE, ('h_latin1.csv', 3): dl.UNPARSABLE}
   assert all(d['reason'] and d['run_id'] == 'bad-files' for d in letters)

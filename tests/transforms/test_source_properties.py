@@ -307,3 +307,14 @@ def test_damaged_file_of_any_format__rows_or_dead_letters_or_an_error_naming_it(
   else:
     if file_format != 'avro':  # a damaged byte can split a line in two, no more; frames cannot multiply
       assert got + rejected <= len(rows) + changes
+
+
+def test_csv_bytes_that_are_not_utf8__reject_their_line_only():
+  data = b'a,b\n1,\xc3\xa9\n3,\x91x\n4,\xe9t\xe9,extra\n5,6\n7,\xc3'  # Latin-1 bytes, a cut multi-byte character
+  batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=4))
+  assert _positions(batches, letters) == ([2, 5], [4, 3, 6])
+  reasons = {r['row']: r['reason'] for b in letters for r in b.to_pylist()}
+  for line in (3, 6):
+    assert reasons[line] == f'malformed CSV line {line}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
+  assert reasons[4] == 'malformed CSV line 4: expected 2 columns, got 3'
+  assert batches[0].column('b').to_pylist() == ['é', '6']
