@@ -146,7 +146,12 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
                              share_across_processes=self._share_across_processes, device=self._device)
 
   def load_model(self) -> SavedModelPredictor:
-    return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)
+    try:
+      return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)
+    except NoGpuError:
+      raise  # already says what to fix
+    except Exception as e:  # TF raises many types for a corrupt or changed model; say which model.
+      raise RuntimeError(f'cannot load the SavedModel {self._model_uri} on a worker: {e}') from e
 
   def run_inference(self, batch: Sequence[np.ndarray], model: SavedModelPredictor,
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:

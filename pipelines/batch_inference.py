@@ -64,8 +64,13 @@ def _stamp_run_id(letters: pa.RecordBatch, run_id: str) -> pa.RecordBatch:
 
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
-                   bundle: Optional[ModelBundle] = None) -> PipelineOutputs:
-  """Adds the job to `pipeline`. Sets `opts.run_id` when it is empty."""
+                   bundle: Optional[ModelBundle] = None, *, output_dir: Optional[str] = None,
+                   dead_letter_dir: Optional[str] = None) -> PipelineOutputs:
+  """Adds the job to `pipeline`. Sets `opts.run_id` when it is empty.
+
+  `output_dir` and `dead_letter_dir` replace the run's folders (OUTPUT/RUN_ID,
+  DEAD_LETTER/RUN_ID), e.g. with the staging folders that `pipelines.run` publishes.
+  """
   opts.validate_flags()
   opts.run_id = opts.run_id or new_run_id()
   bundle = bundle or ModelBundle.load(opts.model)
@@ -94,8 +99,8 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
       (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])
       | 'AllDeadLetters' >> beam.Flatten()
       | 'StampRunId' >> beam.Map(_stamp_run_id, opts.run_id))
-  out_dir = run_directory(opts.output, opts.run_id)
-  dead_dir = run_directory(opts.dead_letter or opts.output, opts.run_id)
+  out_dir = output_dir or run_directory(opts.output, opts.run_id)
+  dead_dir = dead_letter_dir or run_directory(opts.dead_letter or opts.output, opts.run_id)
   prediction_files = predicted['predictions'] | 'WritePredictions' >> WriteBatches(
       FileSystems.join(out_dir, 'predictions'), columns.schema, file_format=opts.output_format)
   dead_letter_files = dead_letters | 'WriteDeadLetters' >> WriteBatches(

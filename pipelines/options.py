@@ -128,6 +128,10 @@ class BatchInferenceOptions(PipelineOptions):
         help='Wait for the job to end and write the run summary (true), or return once the runner '
         'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
         'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
+    parser.add_argument(
+        '--preflight_only', type=parse_bool, nargs='?', const=True, default=False,
+        help='Only check that the run can succeed (the model loads and matches its feature spec, the input '
+        'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
 
   @property
   def passthrough(self) -> list[str]:

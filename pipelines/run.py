@@ -1,10 +1,11 @@
 """Run the batch-inference job: `python -m pipelines.run --input ... --model ... --output ...`.
 
-Parses flags, checks the model bundle before any worker starts, builds and runs
-the pipeline (drawing a live progress line on a terminal), then prints the run
-summary and writes it as run_summary.json beside the predictions, with the run
-report (report.html). With --watch it keeps running and does this for each new
-input file (pipelines.watch).
+Parses flags, runs the preflight checks before any worker starts (alone with
+`--preflight_only`), builds and runs the pipeline into staging folders (with a
+live progress line on a terminal), publishes them as the run's output, then
+prints the run summary and writes it as run_summary.json beside the
+predictions, with the run report (report.html). With --watch it keeps running
+and does this for each new input file (pipelines.watch).
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
-from models.bundle import BundleError, ModelBundle
+from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
+from pipelines import preflight
 from pipelines.batch_inference import PROFILE_FILE, build_pipeline, run_directory
-from pipelines.options import BatchInferenceOptions
+from pipelines.options import BatchInferenceOptions, new_run_id
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.report import REPORT_FILE, write_report
+from pipelines.staging import StagedRun
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
@@ -64,41 +69,67 @@ def _progress(show: bool) -> contextlib.AbstractContextManager:
   return stack
 
 
+class RunError(RuntimeError):
+  """The job failed after preflight; nothing of this attempt was published."""
+
+
+def _first_line(error: BaseException) -> str:
+  """The error without the worker traceback that runners append to its message."""
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0][:1000]
+
+
 def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   """Runs the job to completion and returns its summary.
 
-  Returns None when it does not wait: `--wait_for_job=false`, Beam's
-  `--no_wait_until_finish`, or a runner that only wrote the job description.
+  Returns None when it does not wait (`--wait_for_job=false`, Beam's
+  `--no_wait_until_finish`, or a runner that only wrote the job description).
+  Such a run writes straight into its final folders: nothing stays behind to
+  publish staged files.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
-  opts.validate_flags()
-  bundle = ModelBundle.load(opts.model)
-  bundle.check_signature()
+  opts.run_id = opts.run_id or new_run_id()
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
-    require_gpu()  # remote workers check at model load
+    require_gpu()  # before preflight touches anything; remote workers check at model load
+  bundle = preflight.check(opts).bundle
+  out_dir = run_directory(opts.output, opts.run_id)
+  waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
+  staged = StagedRun([opts.output, opts.dead_letter or opts.output], opts.run_id)
+  if waits:
+    staged.discard_stale()
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
   show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, bundle)
+  staging_dir = staged.staging(opts.output) if waits else out_dir
+  build_pipeline(pipeline, opts, bundle, output_dir=staging_dir,
+                 dead_letter_dir=staged.staging(opts.dead_letter or opts.output) if waits else None)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
-  with _progress(show_progress):
-    result = pipeline.run()
-    if getattr(result, 'has_job', False):
-      gcp = options.view_as(GoogleCloudOptions)
-      logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
-                   opts.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
-    waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
-    if not waits or not getattr(result, 'has_job', True):
-      logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
-      return None
-    state = result.wait_until_finish()
+  retry = f'nothing was published to {out_dir}; fix the cause and re-run with --run_id {opts.run_id}'
+  try:
+    with _progress(show_progress):
+      result = pipeline.run()
+      if getattr(result, 'has_job', False):
+        gcp = options.view_as(GoogleCloudOptions)
+        logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
+                     opts.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
+      if not waits or not getattr(result, 'has_job', True):
+        logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
+        return None
+      state = result.wait_until_finish()
+  except BaseException as e:
+    staged.discard()
+    if not isinstance(e, Exception):
+      raise
+    raise RunError(f'run {opts.run_id} failed: {_first_line(e)}\n  {retry}') from e
+  if state != PipelineState.DONE:
+    staged.discard()
+    raise RunError(f'run {opts.run_id} ended {state}; {retry}')
   totals = counters(result)
 
-  out_dir = run_directory(opts.output, opts.run_id)
   summary = RunSummary(
       run_id=opts.run_id,
       model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
@@ -115,13 +146,18 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
       rejected_by_reason={name[len('rejected_'):]: n for name, n in totals.items() if name.startswith('rejected_')},
       files_read=totals.get('files_read', 0),
   )
+  try:
+    if opts.report:  # staged with the rest, so a published folder has its report
+      with FileSystems.open(FileSystems.join(staging_dir, PROFILE_FILE)) as f:
+        profile = json.loads(f.read().decode('utf-8'))
+      write_report(staging_dir, summary, profile, training_statistics=bundle.training_statistics,
+                   model=bundle.metadata)
+    staged.publish(SUMMARY_FILE)
+  except Exception as e:
+    staged.discard()
+    raise RunError(f'run {opts.run_id} could not publish its output to {out_dir}: {_first_line(e)}\n  '
+                   f're-run with --run_id {opts.run_id} to replace it') from e
   summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
-  if opts.report:
-    with FileSystems.open(FileSystems.join(out_dir, PROFILE_FILE)) as f:
-      profile = json.loads(f.read().decode('utf-8'))
-    path = write_report(out_dir, summary, profile, training_statistics=bundle.training_statistics,
-                        model=bundle.metadata)
-    logging.info('run %s: report %s', opts.run_id, path)
   return summary
 
 
@@ -137,7 +173,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.print_help()
     return 0
   try:
-    if PipelineOptions(argv).view_as(BatchInferenceOptions).watch:
+    opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
+    if opts.preflight_only:
+      print(preflight.check(opts).render())
+      return 0
+    if opts.watch:
       from pipelines.watch import watch
       summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
       return 0 if all(s.reconciled for s in summaries) else 1
@@ -145,12 +185,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, BundleError, NoGpuError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except RunError as e:
+    logging.error('the job failed:\n%s', ''.join(traceback.format_exception(e.__cause__ or e)))
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  except Exception as e:  # pylint: disable=broad-except  (the traceback goes to the log, the gist last)
+    logging.exception('unexpected failure')
+    print(f'error: unexpected {type(e).__name__}: {_first_line(e)}', file=sys.stderr)
+    return 1
   if summary is None:
     print('Submitted; the runner reports progress (no run summary when not waiting).')
     return 0
   print(summary.render())
   print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
-  if PipelineOptions(argv).view_as(BatchInferenceOptions).report:
+  if opts.report:
     print(f'  report          {FileSystems.join(summary.output, REPORT_FILE)}')
   return 0 if summary.reconciled else 1
 

@@ -88,18 +88,24 @@ def _single_rows(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exce
 
 
 def _error_text(error) -> str:
-  """`with_exception_handling` reports an error as (type, repr, traceback lines), not the exception;
-  the last traceback line holds the message (TensorFlow errors' repr is empty)."""
+  """`Type: message` of a failure, without stack frames (which name machine paths).
+
+  Beam's exception handling passes `(type, repr, formatted traceback lines)`,
+  whose last line holds the message; TensorFlow messages also list frames.
+  """
   if isinstance(error, BaseException):
-    return f'{type(error).__name__}: {error}'
-  exc_type, exc_repr, lines = error
-  message = lines[-1].split(':', 1)[-1] if lines else exc_repr
-  return f'{exc_type.__name__}: {message.strip()}'
+    name, text = type(error).__name__, str(error)
+  else:
+    exc_type, exc_repr, lines = error
+    name = getattr(exc_type, '__name__', str(exc_type))
+    text = lines[-1].split(': ', 1)[-1] if lines else exc_repr
+  kept = [line.strip() for line in text.splitlines() if line.strip() and not line[:1].isspace()]
+  return f'{name}: {" ".join(kept)}'[:500]
 
 
 def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
   elements, error = failed
-  message = f'model failed on this row: {_error_text(error)[:500]}'
+  message = f'model failed on this row: {_error_text(error)}'
   for rows, _ in elements:
     letters = dl.from_batch(rows, np.ones(rows.num_rows, dtype=bool), stage='predict',
                             codes=[dl.MODEL_ERROR] * rows.num_rows, reasons=[message] * rows.num_rows)

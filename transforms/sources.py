@@ -8,6 +8,7 @@ cannot be parsed become dead letters; the rest of their file carries on.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from typing import BinaryIO, Iterator, Optional, Sequence, Union
@@ -23,6 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
+# Bytes of CSV parsed at a time: the longest record (line) that can be read.
+CSV_MIN_BLOCK_BYTES = 8 << 20
 FORMATS = ('parquet', 'csv', 'jsonl', 'tfrecord', 'avro')
 _EXTENSIONS = {
     'parquet': 'parquet', 'pq': 'parquet', 'csv': 'csv', 'jsonl': 'jsonl', 'json': 'jsonl',
@@ -85,34 +88,42 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
     head += more
   if not head.strip():
     return
+  # Leading blank lines are skipped, but still counted, so positions stay line numbers.
+  body = head.lstrip(b'\r\n')
+  first_line = head[:len(head) - len(body)].count(b'\n')
+  head = body
   first_newline = head.find(b'\n')
   try:
-    header = pcsv.read_csv(io.BytesIO(head[:first_newline + 1] if first_newline >= 0 else head)).column_names
+    header = pcsv.read_csv(io.BytesIO(head[:first_newline + 1] if first_newline >= 0 else head + b'\n')).column_names
   except pa.ArrowInvalid as e:
     raise ValueError(f'cannot read the CSV header: {e}') from None
+  if first_newline < 0:  # the whole file is a header
+    return
   bad: list[tuple[int, str, str]] = []
 
   def on_invalid(row) -> str:
-    bad.append((row.number, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
+    bad.append((row.number + first_line, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
     return 'skip'
 
+  stream = _RepairedUtf8(head, f)
   second_newline = head.find(b'\n', first_newline + 1)
   line_width = max(1, second_newline - first_newline) if second_newline > 0 else 64
   reader = pcsv.open_csv(
-      io.BufferedReader(_Chained(head, f), buffer_size=1 << 20),
-      read_options=pcsv.ReadOptions(use_threads=False, block_size=max(1 << 16, line_width * batch_size)),
+      io.BufferedReader(stream, buffer_size=1 << 20),
+      read_options=pcsv.ReadOptions(use_threads=False, block_size=max(CSV_MIN_BLOCK_BYTES, line_width * batch_size)),
       parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
       convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True))
   skipped: set[int] = set()
-  line = 1  # the header
-  for batch in reader:
+  line = first_line + 1  # the header
+  for batch in _csv_blocks(reader, source):
     if bad:
       yield _malformed_csv(bad, source)
       skipped.update(n for n, _, _ in bad)
       bad.clear()
+    spans = _extra_lines(batch)  # a quoted value can hold line breaks: the next row starts further on
     if not skipped or max(skipped) <= line:
-      rows = _rows(line + 1, batch.num_rows)
-      line += batch.num_rows
+      rows = _rows(line + 1, batch.num_rows) + np.cumsum(spans) - spans
+      line += batch.num_rows + int(spans.sum())
     else:  # the line numbers of parsed rows step over the skipped ones
       rows = np.empty(batch.num_rows, np.int64)
       for i in range(batch.num_rows):
@@ -120,30 +131,96 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
         while line in skipped:
           line += 1
         rows[i] = line
-    yield _with_position(batch, source, rows, columns)
+        line += int(spans[i])
+    garbled = _holds_replacements(batch) if stream.repaired else np.zeros(batch.num_rows, bool)
+    rejected = (spans > 0) | garbled
+    if rejected.any():  # reject the record, keeping its text
+      yield Rejected(dl.from_batch(
+          _with_position(batch, source, rows, None), rejected, stage='read',
+          codes=[dl.UNPARSABLE] * int(rejected.sum()),
+          reasons=[_csv_problem(r, n) for r, n in zip(rows[rejected], spans[rejected])]))
+      batch, rows = batch.filter(pa.array(~rejected)), rows[~rejected]
+    for start in range(0, batch.num_rows, batch_size):  # a block may hold more rows than a batch
+      yield _with_position(batch.slice(start, batch_size), source, rows[start:start + batch_size], columns)
   if bad:
     yield _malformed_csv(bad, source)
 
 
-class _Chained(io.RawIOBase):
-  """Bytes already read from a stream, then the rest of the stream."""
+def _csv_problem(line: int, extra_lines: int) -> str:
+  if extra_lines:  # an unclosed quote runs on over the next lines
+    return (f'malformed CSV line {line}: a quoted value runs over the next {extra_lines} line(s) (a quote that '
+            'is never closed, or line breaks inside a value, which this reader does not accept)')
+  return f'malformed CSV line {line}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
+
+
+def _holds_replacements(batch: pa.RecordBatch) -> np.ndarray:
+  """Per row, whether a value holds U+FFFD, which stands for bytes that were not UTF-8."""
+  found = np.zeros(batch.num_rows, bool)
+  for column in batch.columns:
+    found |= pc.fill_null(pc.match_substring(column, '\ufffd'), False).to_numpy(zero_copy_only=False)
+  return found
+
+
+def _extra_lines(batch: pa.RecordBatch) -> np.ndarray:
+  """Per row, how many more lines of the file its values hold."""
+  extra = np.zeros(batch.num_rows, np.int64)
+  for column in batch.columns:
+    counts = pc.count_substring(pc.utf8_rtrim(column, characters='\r\n'), '\n')
+    extra += pc.fill_null(counts, 0).to_numpy(zero_copy_only=False)
+  return extra
+
+
+def _csv_blocks(reader, source: str) -> Iterator[pa.RecordBatch]:
+  """The reader's blocks, with its error for a too-long record made actionable."""
+  try:
+    yield from reader
+  except pa.ArrowInvalid as e:
+    if 'straddling' not in str(e):
+      raise
+    raise ValueError(f'{source} has a CSV record longer than {CSV_MIN_BLOCK_BYTES >> 20} MiB, or a quote that '
+                     'is never closed') from None
+
+
+def _is_utf8(chunk: bytes) -> bool:
+  if chunk.isascii():
+    return True
+  try:
+    chunk.decode('utf-8')
+    return True
+  except UnicodeDecodeError:  # bad bytes, or a character cut at the end of the chunk
+    return False
+
+
+class _RepairedUtf8(io.RawIOBase):
+  """Bytes already read from a stream, then the rest of it, with bytes that are not
+  UTF-8 replaced by U+FFFD: pyarrow fails a whole CSV file on one such byte."""
 
   def __init__(self, head: bytes, rest: BinaryIO):
-    self._head = memoryview(head)
+    self._pending = head
     self._rest = rest
+    self._decoder = codecs.getincrementaldecoder('utf-8')('replace')
+    self._out = memoryview(b'')
+    self._eof = False
+    self.repaired = False  # whether any byte was replaced
 
   def readable(self) -> bool:
     return True
 
   def readinto(self, buffer) -> int:
-    if self._head:
-      n = min(len(buffer), len(self._head))
-      buffer[:n] = self._head[:n]
-      self._head = self._head[n:]
-      return n
-    data = self._rest.read(len(buffer))
-    buffer[:len(data)] = data
-    return len(data)
+    while not self._out and not self._eof:
+      chunk = self._pending or self._rest.read(max(len(buffer), 1 << 16))
+      self._pending = b''
+      self._eof = not chunk
+      if not self._decoder.getstate()[0] and _is_utf8(chunk):
+        self._out = memoryview(chunk)  # the common case: nothing to repair, no copy
+      else:
+        text = self._decoder.decode(chunk, self._eof)
+        self.repaired = self.repaired or text.count('\ufffd') > chunk.count(b'\xef\xbf\xbd')
+        self._out = memoryview(text.encode('utf-8'))
+    n = min(len(buffer), len(self._out))
+    buffer[:n] = self._out[:n]
+    self._out = self._out[n:]
+    return n
 
 
 def _malformed_csv(bad: list[tuple[int, str, str]], source: str) -> Rejected:
@@ -193,7 +270,7 @@ def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int):
       values = [r.get(name) for r in good]
       try:
         arrays.append(pa.array(values))
-      except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep text, validation types it
+      except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types, huge ints: keep text
         arrays.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values]))
     yield pa.RecordBatch.from_arrays(arrays, names=names), np.array(good_rows, np.int64)
 
@@ -337,8 +414,13 @@ class _ReadFileFn(beam.DoFn):
   def process(self, metadata: FileMetadata):
     path = metadata.path
     file_format = self._format or infer_format(path)
-    with _open(path, file_format) as f:
-      try:
+    if metadata.size_in_bytes == 0:  # no rows, and not even a valid empty Parquet or Avro file
+      self._files_read.inc()
+      return
+    # A file that cannot be read fails the job, naming the file: its rows cannot
+    # be counted, so skipping it would lose them silently.
+    try:
+      with _open(path, file_format) as f:
         for item in read_file(f, path, file_format, batch_size=self._batch_size, columns=self._columns):
           if isinstance(item, Rejected):
             self._rows_read.inc(item.letters.num_rows)
@@ -347,8 +429,15 @@ class _ReadFileFn(beam.DoFn):
           else:
             self._rows_read.inc(item.num_rows)
             yield item
-      except (OSError, ValueError, pa.ArrowException) as e:
-        raise ValueError(f'cannot read {path} as {file_format}: {e}') from e
+    except FileNotFoundError as e:
+      raise ValueError(f'cannot read {path} as {file_format}: {e}; it was listed when the job started and is gone '
+                       'now: re-run once the input stops changing') from e
+    except (OSError, ValueError, EOFError, pa.ArrowException) as e:
+      raise ValueError(f'cannot read {path} as {file_format}: {str(e).rstrip(".")}; move the file aside or repair it, '
+                       'then re-run') from e
+    except Exception as e:  # pylint: disable=broad-except  (decoders of damaged files raise anything: KeyError, ...)
+      raise ValueError(f'cannot read {path} as {file_format}: {type(e).__name__}: {e}; move the file aside or '
+                       'repair it, then re-run') from e
     self._files_read.inc()
 
 

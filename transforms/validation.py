@@ -77,6 +77,16 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   return pa.array(x, pa.float64(), from_pandas=True), invalid, non_finite
 
 
+def accepts(kind: pa.DataType, dtype: str) -> bool:
+  """Whether `coerce_column` can turn values of arrow type `kind` into `dtype`
+  (per value: a string column may still hold text that is not a number)."""
+  if pa.types.is_dictionary(kind):
+    kind = kind.value_type
+  common = (pa.types.is_null(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind))
+  return common or (dtype == 'float' and pa.types.is_decimal(kind))
+
+
 def _problem(feature: Feature, code: str, raw) -> str:
   if code == dl.MISSING_VALUE:
     return f'{feature.name}: missing required value (the model has no fill value for it)'

@@ -1,0 +1,158 @@
+"""Checks that a run can succeed, on the launcher, before any worker starts.
+
+A job that cannot finish should cost a second and say why, not an hour of
+workers and a stack trace. `check` collects every problem it finds (a bundle
+that does not load or disagrees with its spec, input that is missing or lacks
+the features, schemas the model cannot read, an output that cannot be
+written) and raises them together, column by column and file by file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from typing import Optional
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from models.bundle import BundleError, ModelBundle
+from pipelines.options import BatchInferenceOptions
+from pipelines.staging import check_run_id
+from transforms.features import FeatureSpec
+from transforms.sources import infer_format, peek_schema
+from transforms.validation import accepts
+
+# Files whose schema preflight reads. Each costs one small read; the rest of a
+# large input is checked as it is read.
+MAX_FILES_PEEKED = 20
+
+
+class PreflightError(ValueError):
+  """The run cannot succeed; `problems` says why, one line each."""
+
+  def __init__(self, problems: list[str]):
+    super().__init__('preflight failed:\n' + '\n'.join(f'  - {p}' for p in problems))
+    self.problems = problems
+
+
+@dataclasses.dataclass
+class PreflightReport:
+  """What preflight checked, for the `--preflight_only` message."""
+  bundle: ModelBundle
+  files: int
+  files_peeked: int
+  notes: list[str]
+
+  def render(self) -> str:
+    lines = [f'preflight passed: model {self.bundle.name} v{self.bundle.version} loads and takes '
+             f'{len(self.bundle.features.output_names)} feature values',
+             f'  input      {self.files} files; schema checked on {self.files_peeked}',
+             '  output     writable']
+    return '\n'.join(lines + [f'  note: {n}' for n in self.notes])
+
+
+def schema_problems(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optional[str] = None,
+                    passthrough: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+  """Problems (and notes) of one input schema against a feature spec, column by column."""
+  problems, notes = [], []
+  names = set(schema.names)
+  for feature in spec.features:
+    if feature.name not in names:
+      if feature.required:
+        problems.append(f'missing required feature column {feature.name!r} (the model has no fill value for it)')
+      else:
+        notes.append(f'no column {feature.name!r}: every row gets its fill value')
+    elif not accepts(schema.field(feature.name).type, feature.dtype):
+      problems.append(f'column {feature.name!r} is {schema.field(feature.name).type}, '
+                      f'which cannot be read as {feature.dtype}')
+  for flag, column in [('--key_column', key_column)] + [('--passthrough_columns', c) for c in passthrough]:
+    if column and column not in names:
+      problems.append(f'{flag} {column!r} is not a column')
+  return problems, notes
+
+
+def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tuple[list[str], list[str], int, int]:
+  try:
+    files = sorted((m.path, m.size_in_bytes) for m in FileSystems.match([opts.input])[0].metadata_list)
+  except Exception as e:  # pylint: disable=broad-except  (each file system raises its own types)
+    return [f'--input {opts.input}: cannot list files: {e}'], [], 0, 0
+  if not files:
+    return [f'--input {opts.input} matches no files'], [], 0, 0
+  paths = [path for path, _ in files]
+  problems, notes, peeked = [], [], 0
+  if not opts.input_format:
+    for path in paths:
+      try:
+        infer_format(path)
+      except ValueError as e:
+        problems.append(str(e))
+  for path in [path for path, size in files if size][:MAX_FILES_PEEKED]:  # 0 bytes: an empty file, no rows
+    try:
+      schema = peek_schema(path, file_format=opts.input_format)
+    except ValueError as e:
+      if 'no readable rows' in str(e):
+        continue  # an empty file: nothing to check, nothing to predict
+      problems.append(f'cannot read {path}: {e}')
+      continue
+    except Exception as e:  # pylint: disable=broad-except  (a corrupt file raises anything)
+      problems.append(f'cannot read {path}: {type(e).__name__}: {e}')
+      continue
+    peeked += 1
+    if spec is not None:
+      found, fills = schema_problems(schema, spec, key_column=opts.key_column, passthrough=tuple(opts.passthrough))
+      problems += [f'{path}: {p}' for p in found]
+      notes += [f'{path}: {n}' for n in fills]
+  return problems, notes, len(paths), peeked
+
+
+def check_writable(directory: str) -> Optional[str]:
+  """Writes and deletes a probe file in `directory`; returns the problem, or None."""
+  probe = FileSystems.join(directory.rstrip('/'), f'.preflight-{uuid.uuid4().hex}')
+  try:
+    with FileSystems.create(probe) as f:
+      f.write(b'preflight')
+    FileSystems.delete([probe])
+  except Exception as e:  # pylint: disable=broad-except
+    return f'cannot write to {directory}: {type(e).__name__}: {e}'
+  return None
+
+
+def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None) -> PreflightReport:
+  """Runs every check; raises `PreflightError` listing all problems found.
+
+  Args:
+    opts: the job's options.
+    bundle: an already loaded bundle; loaded from `opts.model` when None.
+
+  Returns:
+    The report, holding the loaded and signature-checked bundle.
+  """
+  try:
+    opts.validate_flags()
+    if opts.run_id:
+      check_run_id(opts.run_id)
+  except ValueError as e:
+    raise PreflightError(str(e).split('; ')) from None
+  problems: list[str] = []
+  try:
+    bundle = bundle or ModelBundle.load(opts.model)
+    bundle.check_signature()
+  except BundleError as e:
+    problems.append(str(e))
+    bundle = None
+  except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
+    problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
+    bundle = None
+  found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
+  problems += found
+  for directory in dict.fromkeys([opts.output, opts.dead_letter or opts.output]):
+    problem = check_writable(directory)
+    if problem:
+      problems.append(problem)
+  if problems:
+    raise PreflightError(problems)
+  for note in notes:
+    logging.info('preflight: %s', note)
+  return PreflightReport(bundle, files, peeked, notes)
