@@ -7,16 +7,20 @@ graph and assert on the PCollections it returns.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Optional
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from models.bundle import ModelBundle
 from models.handler import SavedModelHandler
+from pipelines import preflight_bigquery as bqp
 from pipelines.options import BatchInferenceOptions, new_run_id
 from transforms import dead_letters as dl
+from transforms.bigquery import ReadBigQueryBatches, TableRef, WriteBigQueryBatches, is_table, table_schema
 from transforms.features import ApplyFeatures
 from transforms.inference import Predict, PredictionColumns
 from transforms.sinks import WriteBatches
@@ -25,6 +29,9 @@ from transforms.validation import DEAD_LETTERS, ValidateRows
 
 DEFAULT_KEY = 'row_id'
 DEAD_LETTER_SCHEMA = dl.SCHEMA.append(pa.field('run_id', pa.string()))
+# In BigQuery, dead letters also carry when they were written: the table is
+# partitioned by it, and a re-run replaces rows written before it started.
+BIGQUERY_DEAD_LETTER_SCHEMA = DEAD_LETTER_SCHEMA.append(pa.field('rejected_at', pa.timestamp('us', tz='UTC')))
 
 
 @dataclasses.dataclass
@@ -32,9 +39,10 @@ class PipelineOutputs:
   """The job's PCollections, for tests and callers that extend the graph."""
   predictions: beam.PCollection  # RecordBatches of `columns.schema`
   dead_letters: beam.PCollection  # RecordBatches of DEAD_LETTER_SCHEMA
-  prediction_files: beam.PCollection  # final file names
+  prediction_files: beam.PCollection  # final file names, or Beam's BigQuery WriteResult
   dead_letter_files: beam.PCollection
   columns: PredictionColumns
+  bigquery_input: Optional[bqp.BigQueryInput] = None
 
 
 def run_directory(base: str, run_id: str) -> str:
@@ -43,10 +51,13 @@ def run_directory(base: str, run_id: str) -> str:
   return FileSystems.join(base.rstrip('/'), run_id)
 
 
-def _passthrough_fields(opts: BatchInferenceOptions) -> tuple[pa.Field, ...]:
-  """Passthrough columns keep the type they have in the first input file."""
+def _passthrough_fields(opts: BatchInferenceOptions,
+                        bq_input: Optional[bqp.BigQueryInput] = None) -> tuple[pa.Field, ...]:
+  """Passthrough columns keep the type they have in the input table or the first input file."""
   if not opts.passthrough:
     return ()
+  if bq_input is not None:
+    return tuple(bq_input.schema.field(c).with_nullable(True) for c in opts.passthrough)
   schema = peek_schema(opts.input, file_format=opts.input_format, columns=opts.passthrough)
   missing = [c for c in opts.passthrough if c not in schema.names]
   if missing:
@@ -58,21 +69,76 @@ def _stamp_run_id(letters: pa.RecordBatch, run_id: str) -> pa.RecordBatch:
   return letters.append_column('run_id', pa.array([run_id] * letters.num_rows, pa.string()))
 
 
+def bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str]) -> bqp.BigQueryInput:
+  """Checks a BigQuery input (saving a query's result first) and returns what to read."""
+  home = TableRef.parse(opts.input).project if opts.input else (opts.bq_temp_dataset.split('.')[0]
+                                                              if '.' in opts.bq_temp_dataset else None)
+  bq = bqp.client(project or home)
+  bytes_processed = None
+  if opts.input_query:
+    parameters = [bqp.parse_parameter(p) for p in opts.query_parameter or ()]
+    table, bytes_processed = bqp.materialize_query(bq, opts.input_query, parameters,
+                                                   temp_dataset=opts.bq_temp_dataset, run_id=opts.run_id)
+  else:
+    table = TableRef.parse(opts.input)
+  schema = bqp.check_input_table(bq, table, bundle.features, key_column=opts.key_column, passthrough=opts.passthrough)
+  return bqp.BigQueryInput(table, schema, bytes_processed)
+
+
+def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, bq_input: Optional[bqp.BigQueryInput],
+          needed: list[str]):
+  if bq_input is not None:
+    return pipeline | 'Read' >> ReadBigQueryBatches(
+        bq_input.table, bq_input.schema, row_restriction=opts.input_filter, batch_size=opts.read_batch_size,
+        temp_dataset=opts.bq_temp_dataset)
+  return pipeline | 'Read' >> ReadRecordBatches(
+      opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed)
+
+
+def _stamp_rejected_at(letters: pa.RecordBatch) -> pa.RecordBatch:
+  now = datetime.datetime.now(datetime.timezone.utc)
+  return letters.append_column('rejected_at', pa.array([now] * letters.num_rows, pa.timestamp('us', tz='UTC')))
+
+
+def bigquery_outputs(opts: BatchInferenceOptions, columns: PredictionColumns) -> list[tuple[TableRef, dict, str]]:
+  """The bq:// outputs of the job: (table, BigQuery schema, the timestamp column it is partitioned by)."""
+  targets = [(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at'),
+             (opts.dead_letter_target, BIGQUERY_DEAD_LETTER_SCHEMA, bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at')]
+  return [(TableRef.parse(t), table_schema(s, d), c) for t, s, d, c in targets if is_table(t)]
+
+
+def _write(batches: beam.PCollection, label: str, target: str, base_name: str, schema: pa.Schema, *,
+           opts: BatchInferenceOptions, file_format: str, descriptions: Optional[dict[str, str]] = None, partition_field: Optional[str] = None):
+  """Writes to a bq:// table or to files under TARGET/RUN_ID/BASE_NAME-*."""
+  if is_table(target):
+    table = TableRef.parse(target)
+    return batches | label >> WriteBigQueryBatches(table, table_schema(schema, descriptions), partition_field=partition_field,
+                                          method=opts.bq_write_method)
+  return batches | label >> WriteBatches(FileSystems.join(run_directory(target, opts.run_id), base_name), schema,
+                                file_format=file_format)
+
+
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
-                   bundle: Optional[ModelBundle] = None) -> PipelineOutputs:
-  """Adds the job to `pipeline`. Sets `opts.run_id` when it is empty."""
+                   bundle: Optional[ModelBundle] = None, bq_input: Optional[bqp.BigQueryInput] = None
+                   ) -> PipelineOutputs:
+  """Adds the job to `pipeline`. Sets `opts.run_id` when it is empty.
+
+  A BigQuery input is checked (and a query's result saved) here unless the
+  caller did it already and passes `bq_input`.
+  """
   opts.validate_flags()
   opts.run_id = opts.run_id or new_run_id()
   bundle = bundle or ModelBundle.load(opts.model)
   spec = bundle.features
+  if opts.reads_bigquery and bq_input is None:
+    bq_input = bigquery_input(opts, bundle, pipeline.options.view_as(GoogleCloudOptions).project)
   key_name = opts.key_column or DEFAULT_KEY
-  columns = PredictionColumns(bundle.outputs, key_name, _passthrough_fields(opts), bundle.name, bundle.version,
-                              opts.run_id)
+  columns = PredictionColumns(bundle.outputs, key_name, _passthrough_fields(opts, bq_input), bundle.name,
+                              bundle.version, opts.run_id)
   needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough))
 
-  read = pipeline | 'Read' >> ReadRecordBatches(
-      opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed)
-  validated = read.batches | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
+  read = _read(pipeline, opts, bq_input, needed)
+  validated = read['batches'] | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
   pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
   handler = SavedModelHandler(
       bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
@@ -84,10 +150,14 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
       (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])
       | 'AllDeadLetters' >> beam.Flatten()
       | 'StampRunId' >> beam.Map(_stamp_run_id, opts.run_id))
-  out_dir = run_directory(opts.output, opts.run_id)
-  dead_dir = run_directory(opts.dead_letter or opts.output, opts.run_id)
-  prediction_files = predicted['predictions'] | 'WritePredictions' >> WriteBatches(
-      FileSystems.join(out_dir, 'predictions'), columns.schema, file_format=opts.output_format)
-  dead_letter_files = dead_letters | 'WriteDeadLetters' >> WriteBatches(
-      FileSystems.join(dead_dir, 'dead_letters'), DEAD_LETTER_SCHEMA, file_format='jsonl')
-  return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns)
+  prediction_files = _write(predicted['predictions'], 'WritePredictions', opts.output, 'predictions', columns.schema, opts=opts,
+                            file_format=opts.output_format, descriptions=bqp.prediction_descriptions(columns),
+                            partition_field='predicted_at')
+  dead_target, letter_schema = opts.dead_letter_target, DEAD_LETTER_SCHEMA
+  if is_table(dead_target):
+    dead_letters = dead_letters | 'StampRejectedAt' >> beam.Map(_stamp_rejected_at)
+    letter_schema = BIGQUERY_DEAD_LETTER_SCHEMA
+  dead_letter_files = _write(dead_letters, 'WriteDeadLetters', dead_target, 'dead_letters', letter_schema, opts=opts, file_format='jsonl',
+                             descriptions=bqp.DEAD_LETTER_DESCRIPTIONS, partition_field='rejected_at')
+  return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
+                         bq_input)

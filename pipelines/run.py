@@ -16,11 +16,13 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import BundleError, ModelBundle
-from pipelines.batch_inference import build_pipeline, run_directory
-from pipelines.options import BatchInferenceOptions
+from pipelines import preflight_bigquery as bqp
+from pipelines.batch_inference import bigquery_input, bigquery_outputs, build_pipeline, run_directory
+from pipelines.options import BatchInferenceOptions, new_run_id
+from transforms.bigquery import is_table
 from pipelines.summary import RunSummary, counters
 
 SUMMARY_FILE = 'run_summary.json'
@@ -33,23 +35,39 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   opts.validate_flags()
   bundle = ModelBundle.load(opts.model)
   bundle.check_signature()
+  opts.run_id = opts.run_id or new_run_id()
+  project = options.view_as(GoogleCloudOptions).project
+  bq_input = bigquery_input(opts, bundle, project) if opts.reads_bigquery else None
+  if bq_input is not None and bq_input.bytes_processed is not None:
+    logging.info('--input_query processed %s bytes into %s', f'{bq_input.bytes_processed:,}', bq_input.table)
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, bundle)
+  outputs = build_pipeline(pipeline, opts, bundle, bq_input)
+  tables = bigquery_outputs(opts, outputs.columns)
+  for table, schema, time_column in tables:
+    bqp.prepare_output_table(bqp.client(project or table.project), table, schema, partition_field=time_column)
   logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
   result = pipeline.run()
   state = result.wait_until_finish()
   totals = counters(result)
+  rows_written = link = None
+  for table, _, time_column in tables:  # the new rows landed: drop an earlier attempt's
+    bq = bqp.client(project or table.project)
+    replaced = bqp.replace_earlier_rows(bq, table, opts.run_id, time_column=time_column, started=started)
+    logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, opts.run_id, table)
+    if str(table) == opts.output:
+      rows_written, link = bqp.rows_of_run(bq, table, opts.run_id), bqp.console_link(table)
 
-  out_dir = run_directory(opts.output, opts.run_id)
+  out_dir = opts.output if is_table(opts.output) else run_directory(opts.output, opts.run_id)
+  dead_target = opts.dead_letter_target
   summary = RunSummary(
       run_id=opts.run_id,
       model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
-      input=opts.input,
+      input=opts.input or f'query into {bq_input.table}',
       output=out_dir,
-      dead_letter=run_directory(opts.dead_letter or opts.output, opts.run_id),
+      dead_letter=dead_target if is_table(dead_target) else run_directory(dead_target, opts.run_id),
       runner=str(options.view_as(StandardOptions).runner or 'DirectRunner'),
       state=str(state),
       started_at=started.isoformat(timespec='seconds'),
@@ -59,8 +77,11 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
       rows_rejected=totals.get('rows_rejected', 0),
       rejected_by_reason={name[len('rejected_'):]: n for name, n in totals.items() if name.startswith('rejected_')},
       files_read=totals.get('files_read', 0),
+      rows_written=rows_written,
+      output_link=link,
   )
-  summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
+  if not is_table(opts.output):
+    summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
   return summary
 
 
@@ -81,7 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(summary.render())
-  print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
+  if summary.output_link is None:
+    print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
   return 0 if summary.reconciled else 1
 
 
