@@ -193,10 +193,16 @@ def replace_earlier_rows(bq: bigquery.Client, table: TableRef, run_id: str, *, t
     bq.get_table(table.dotted)
   except exceptions.NotFound:
     return 0
-  job = bq.query(f'DELETE FROM {table.sql} WHERE run_id = @run_id AND {time_column} < @started',
-                 job_config=_job_config([bigquery.ScalarQueryParameter('run_id', 'STRING', run_id),
-                                         bigquery.ScalarQueryParameter('started', 'TIMESTAMP', started)]))
-  job.result()
+  delete = f'DELETE FROM {table.sql} WHERE run_id = @run_id AND {time_column} < @started'
+  parameters = [bigquery.ScalarQueryParameter('run_id', 'STRING', run_id),
+                bigquery.ScalarQueryParameter('started', 'TIMESTAMP', started)]
+  try:
+    job = bq.query(delete, job_config=_job_config(parameters))
+    job.result()
+  except exceptions.BadRequest as e:  # e.g. rows still in the streaming buffer (STREAMING_INSERTS)
+    raise ValueError(f'{table}: the new rows of run {run_id} are written, but the earlier attempt\'s rows could '
+                     f'not be deleted yet ({e.message}). Delete them later: DELETE FROM {table.sql} WHERE '
+                     f'run_id = \'{run_id}\' AND {time_column} < TIMESTAMP \'{started.isoformat()}\'') from None
   return int(job.num_dml_affected_rows or 0)
 
 

@@ -69,3 +69,47 @@ def test_table_in_table_out__same_rows_as_the_file_run(tmp_path, bq_client, bq_d
   fields = {f.name: f for f in table.schema}
   assert fields[penguins.KEY].mode == 'REQUIRED' and fields['year'].field_type in ('INT64', 'INTEGER')
   assert 'Gentoo' in fields['probability_Gentoo'].description
+
+
+def test_gs_files_in_table_out__a_rerun_of_the_run_id_replaces_its_rows(gcs_prefix, bq_client, bq_dataset,
+                                                                         penguin_bundle):
+  penguins.write_parquet(f'{gcs_prefix}/in')
+  args = job_args(penguin_bundle, f'--input={gcs_prefix}/in/*.parquet', f'--output=bq://{bq_dataset}.predictions',
+                  f'--dead_letter=bq://{bq_dataset}.rejected', '--run_id=nightly', '--bq_write_method=STREAMING_INSERTS')
+  first = run_job.run(args)
+  second = run_job.run(args)
+  other = run_job.run([*args[:-1], '--run_id=other'])
+
+  assert first.rows_written == second.rows_written == other.rows_written == 342
+  got = table_rows(bq_client, f'{bq_dataset}.predictions')
+  assert got.num_rows == 2 * 342
+  nightly = got.filter(pa.compute.equal(got.column('run_id'), 'nightly'))
+  assert sorted(set(nightly.column(penguins.KEY).to_pylist())) == nightly.column(penguins.KEY).to_pylist()
+  letters = [dict(r) for r in bq_client.list_rows(f'{bq_dataset}.rejected')]
+  assert sorted(r['run_id'] for r in letters) == ['nightly', 'nightly', 'other', 'other']
+  assert all(r['source'].startswith(f'{gcs_prefix}/in/') and r['row'] > 0 for r in letters)
+
+
+def test_query_with_parameters__predicts_exactly_the_rows_it_selects(bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  query = (f'SELECT * FROM `{bq_dataset}.penguins` WHERE island = @island AND body_mass_g >= @min_mass')
+  summary = run_job.run(job_args(penguin_bundle, f'--input_query={query}', '--query_parameter=island=STRING:Biscoe',
+                                 '--query_parameter=min_mass=FLOAT64:5000', f'--bq_temp_dataset={bq_dataset}',
+                                 f'--output=bq://{bq_dataset}.big_biscoe', '--run_id=query-run'))
+
+  data = penguins.table().to_pylist()
+  want = sorted(r[penguins.KEY] for r in data if r['island'] == 'Biscoe' and (r['body_mass_g'] or 0) >= 5000)
+  assert summary.rows_read == summary.rows_predicted == len(want) > 10
+  got = table_rows(bq_client, f'{bq_dataset}.big_biscoe')
+  assert got.column(penguins.KEY).to_pylist() == want
+  assert set(got.column('predicted_class').to_pylist()) == {'Gentoo'}
+
+
+def test_input_filter__reads_only_the_rows_the_server_keeps(tmp_path, bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  summary = run_job.run(job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', "--input_filter=year = 2009",
+                                 f'--output={tmp_path}/out', '--run_id=filtered'))
+  want = sorted(r[penguins.KEY] for r in penguins.table().to_pylist() if r['year'] == 2009)
+  assert summary.rows_read == summary.rows_predicted + summary.rows_rejected == len(want)
+  got = penguins.read_predictions(summary.output)
+  assert set(got.column('year').to_pylist()) == {2009}
