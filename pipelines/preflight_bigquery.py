@@ -93,14 +93,20 @@ def _job_config(parameters: Sequence[bigquery.ScalarQueryParameter], **kwargs) -
   return bigquery.QueryJobConfig(query_parameters=list(parameters), use_legacy_sql=False, **kwargs)
 
 
+def _reason(error: exceptions.GoogleAPICallError) -> str:
+  """BigQuery's own words, without the request URL."""
+  errors = getattr(error, 'errors', None) or []
+  return '; '.join(e.get('message', '') for e in errors if isinstance(e, dict)) or error.message
+
+
 def dry_run(bq: bigquery.Client, query: str, parameters: Sequence[bigquery.ScalarQueryParameter] = ()) -> int:
   """Bytes the query would process; raises ValueError with BigQuery's message for a bad query."""
   try:
     job = bq.query(query, job_config=_job_config(parameters, dry_run=True, use_query_cache=False))
   except exceptions.BadRequest as e:
-    raise ValueError(f'--input_query is not valid: {e.message}') from None
+    raise ValueError(f'--input_query is not valid: {_reason(e)}') from None
   except exceptions.NotFound as e:
-    raise ValueError(f'--input_query reads something that does not exist: {e.message}') from None
+    raise ValueError(f'--input_query reads something that does not exist: {_reason(e)}') from None
   return int(job.total_bytes_processed or 0)
 
 
@@ -121,7 +127,7 @@ def materialize_query(bq: bigquery.Client, query: str, parameters: Sequence[bigq
   try:
     bq.query(ddl, job_config=_job_config(parameters)).result()
   except exceptions.GoogleAPICallError as e:
-    raise ValueError(f'--input_query failed: {getattr(e, "message", e)}') from None
+    raise ValueError(f'--input_query failed: {_reason(e)}') from None
   return table, bytes_processed
 
 
@@ -201,7 +207,7 @@ def replace_earlier_rows(bq: bigquery.Client, table: TableRef, run_id: str, *, t
     job.result()
   except exceptions.BadRequest as e:  # e.g. rows still in the streaming buffer (STREAMING_INSERTS)
     raise ValueError(f'{table}: the new rows of run {run_id} are written, but the earlier attempt\'s rows could '
-                     f'not be deleted yet ({e.message}). Delete them later: DELETE FROM {table.sql} WHERE '
+                     f'not be deleted yet ({_reason(e)}). Delete them later: DELETE FROM {table.sql} WHERE '
                      f'run_id = \'{run_id}\' AND {time_column} < TIMESTAMP \'{started.isoformat()}\'') from None
   return int(job.num_dml_affected_rows or 0)
 
