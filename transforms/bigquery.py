@@ -30,7 +30,7 @@ from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE
 SCHEME = 'bq://'
 WRITE_METHODS = ('FILE_LOADS', 'STREAMING_INSERTS', 'STORAGE_WRITE_API')
 _NAME = r'[A-Za-z0-9_\-]+'
-_TABLE = re.compile(rf'^bq://(?P<project>[a-z][a-z0-9\-.:]*[a-z0-9])\.(?P<dataset>\w+)\.(?P<table>{_NAME})$')
+_TABLE = re.compile(rf'^bq://(?P<project>[a-z](?:[a-z0-9\-.:]*[a-z0-9])?)\.(?P<dataset>\w+)\.(?P<table>{_NAME})$')
 
 # BigQuery column types as Arrow types: what the Storage Read API's Arrow
 # format and Parquet files use for the same data.

@@ -88,13 +88,13 @@ class _Process:
     self.stop()
     raise EmulatorError(f'the {self.name} emulator did not start in {timeout_s}s:\n{self.log()[-3000:]}')
 
-  def stop(self) -> None:
-    """Ends the whole process group: SIGTERM, then SIGKILL after 10 s."""
+  def stop(self, grace_s: float = 10) -> None:
+    """Ends the whole process group: SIGTERM, then SIGKILL after `grace_s`."""
     if self.process.poll() is None:
       with contextlib.suppress(ProcessLookupError):
         os.killpg(self.process.pid, signal.SIGTERM)
       try:
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=grace_s)
       except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
           os.killpg(self.process.pid, signal.SIGKILL)
