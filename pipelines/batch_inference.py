@@ -108,14 +108,14 @@ def bigquery_outputs(opts: BatchInferenceOptions, columns: PredictionColumns) ->
 
 
 def _write(batches: beam.PCollection, label: str, target: str, base_name: str, schema: pa.Schema, *,
-           opts: BatchInferenceOptions, file_format: str, descriptions: Optional[dict[str, str]] = None, partition_field: Optional[str] = None):
+           opts: BatchInferenceOptions, file_format: str, descriptions: dict[str, str], partition_field: str):
   """Writes to a bq:// table or to files under TARGET/RUN_ID/BASE_NAME-*."""
   if is_table(target):
-    table = TableRef.parse(target)
-    return batches | label >> WriteBigQueryBatches(table, table_schema(schema, descriptions), partition_field=partition_field,
-                                          method=opts.bq_write_method)
-  return batches | label >> WriteBatches(FileSystems.join(run_directory(target, opts.run_id), base_name), schema,
-                                file_format=file_format)
+    return batches | label >> WriteBigQueryBatches(
+        TableRef.parse(target), table_schema(schema, descriptions), partition_field=partition_field,
+        method=opts.bq_write_method)
+  return batches | label >> WriteBatches(
+      FileSystems.join(run_directory(target, opts.run_id), base_name), schema, file_format=file_format)
 
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
@@ -150,14 +150,15 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
       (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])
       | 'AllDeadLetters' >> beam.Flatten()
       | 'StampRunId' >> beam.Map(_stamp_run_id, opts.run_id))
-  prediction_files = _write(predicted['predictions'], 'WritePredictions', opts.output, 'predictions', columns.schema, opts=opts,
-                            file_format=opts.output_format, descriptions=bqp.prediction_descriptions(columns),
-                            partition_field='predicted_at')
+  prediction_files = _write(
+      predicted['predictions'], 'WritePredictions', opts.output, 'predictions', columns.schema, opts=opts,
+      file_format=opts.output_format, descriptions=bqp.prediction_descriptions(columns), partition_field='predicted_at')
   dead_target, letter_schema = opts.dead_letter_target, DEAD_LETTER_SCHEMA
   if is_table(dead_target):
     dead_letters = dead_letters | 'StampRejectedAt' >> beam.Map(_stamp_rejected_at)
     letter_schema = BIGQUERY_DEAD_LETTER_SCHEMA
-  dead_letter_files = _write(dead_letters, 'WriteDeadLetters', dead_target, 'dead_letters', letter_schema, opts=opts, file_format='jsonl',
-                             descriptions=bqp.DEAD_LETTER_DESCRIPTIONS, partition_field='rejected_at')
+  dead_letter_files = _write(
+      dead_letters, 'WriteDeadLetters', dead_target, 'dead_letters', letter_schema, opts=opts, file_format='jsonl',
+      descriptions=bqp.DEAD_LETTER_DESCRIPTIONS, partition_field='rejected_at')
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
                          bq_input)

@@ -82,7 +82,8 @@ def parse_parameter(text: str) -> bigquery.ScalarQueryParameter:
   kind, sep2, value = rest.partition(':')
   kind = kind.strip().upper()
   if not (sep and sep2 and name.strip()) or kind not in _PARAMETER_TYPES:
-    raise ValueError(f'--query_parameter {text!r}: write NAME=TYPE:VALUE with TYPE one of {", ".join(_PARAMETER_TYPES)}')
+    raise ValueError(f'--query_parameter {text!r}: write NAME=TYPE:VALUE with TYPE one of '
+                     f'{", ".join(_PARAMETER_TYPES)}')
   try:
     return bigquery.ScalarQueryParameter(name.strip(), kind, _PARAMETER_TYPES[kind](value))
   except (ValueError, decimal.InvalidOperation) as e:

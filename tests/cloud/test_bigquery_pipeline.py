@@ -75,10 +75,10 @@ def test_gs_files_in_table_out__a_rerun_of_the_run_id_replaces_its_rows(gcs_pref
                                                                          penguin_bundle):
   penguins.write_parquet(f'{gcs_prefix}/in')
   args = job_args(penguin_bundle, f'--input={gcs_prefix}/in/*.parquet', f'--output=bq://{bq_dataset}.predictions',
-                  f'--dead_letter=bq://{bq_dataset}.rejected', '--run_id=nightly', '--bq_write_method=STREAMING_INSERTS')
-  first = run_job.run(args)
-  second = run_job.run(args)
-  other = run_job.run([*args[:-1], '--run_id=other'])
+                  f'--dead_letter=bq://{bq_dataset}.rejected', '--bq_write_method=STREAMING_INSERTS')
+  first = run_job.run([*args, '--run_id=nightly'])
+  second = run_job.run([*args, '--run_id=nightly'])
+  other = run_job.run([*args, '--run_id=other'])
 
   assert first.rows_written == second.rows_written == other.rows_written == 342
   got = table_rows(bq_client, f'{bq_dataset}.predictions')
@@ -92,7 +92,7 @@ def test_gs_files_in_table_out__a_rerun_of_the_run_id_replaces_its_rows(gcs_pref
 
 def test_query_with_parameters__predicts_exactly_the_rows_it_selects(bq_client, bq_dataset, penguin_bundle):
   load_penguins(bq_client, f'{bq_dataset}.penguins')
-  query = (f'SELECT * FROM `{bq_dataset}.penguins` WHERE island = @island AND body_mass_g >= @min_mass')
+  query = f'SELECT * FROM `{bq_dataset}.penguins` WHERE island = @island AND body_mass_g >= @min_mass'
   summary = run_job.run(job_args(penguin_bundle, f'--input_query={query}', '--query_parameter=island=STRING:Biscoe',
                                  '--query_parameter=min_mass=FLOAT64:5000', f'--bq_temp_dataset={bq_dataset}',
                                  f'--output=bq://{bq_dataset}.big_biscoe', '--run_id=query-run'))

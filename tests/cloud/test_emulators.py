@@ -26,8 +26,10 @@ def test_gcs_emulator__stops_its_whole_process_group(tmp_path):
 
 
 def test_stop__kills_a_server_that_ignores_sigterm(tmp_path):
-  ignoring = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print("up", flush=True); time.sleep(60)'
-  process = emulators._Process('stubborn', ['python3', '-c', ignoring], dict(os.environ), tmp_path)  # pylint: disable=protected-access
+  ignoring = ('import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+              'print("up", flush=True); time.sleep(60)')
+  process = emulators._Process(  # pylint: disable=protected-access
+      'stubborn', ['python3', '-c', ignoring], dict(os.environ), tmp_path)
   process.wait_until(lambda: 'up' in process.log(), timeout_s=10)
   process.stop(grace_s=0.5)
   assert process.process.returncode == -signal.SIGKILL
