@@ -14,7 +14,6 @@ test asks for them, and stop at its end.
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Iterator
 
@@ -109,7 +108,3 @@ def bq_dataset(bq_client) -> Iterator[str]:
   yield name
   bq_client.delete_dataset(name, delete_contents=True, not_found_ok=True)
 
-
-def real_bigquery_project() -> str | None:
-  """The project of real Google credentials, or None; tests that need real BigQuery skip without it."""
-  return os.environ.get('BATCH_INFERENCE_REAL_BIGQUERY_PROJECT')
