@@ -82,7 +82,8 @@ def test_query_input_and_file_loads__on_real_bigquery(real_client, real_table, p
   output = f'{REAL}.predictions_{uuid.uuid4().hex[:8]}'
   try:
     done = _run_job(f'--input_query=SELECT * FROM `{real_table}` WHERE year = @year',
-                    '--query_parameter=year=INT64:2008', f'--bq_temp_dataset={REAL}', f'--output=bq://{output}', f'--model={penguin_bundle.path}',
+                    '--query_parameter=year=INT64:2008', f'--bq_temp_dataset={REAL}', f'--output=bq://{output}',
+                    f'--model={penguin_bundle.path}',
                     f'--key_column={penguins.KEY}', '--run_id=real-query', f'--temp_location={TEMP_LOCATION}',
                     f'--project={REAL.split(".")[0]}')
     assert done.returncode == 0, done.stderr[-3000:]
