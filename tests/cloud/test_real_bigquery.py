@@ -3,7 +3,8 @@
 Beam's STORAGE_WRITE_API method runs through its Java expansion service, a jar
 fetched from Maven Central at launch, which an offline test run cannot start;
 the BigQuery emulator also loads no Avro files and ignores a query job's
-destination table, which real BigQuery honours. The tests here run the job against a real project instead; they are skipped unless
+destination table, which real BigQuery honours. The tests here run the job
+against a real project; they are skipped unless
 BATCH_INFERENCE_REAL_BIGQUERY=PROJECT.DATASET and
 BATCH_INFERENCE_REAL_TEMP_LOCATION=gs://BUCKET/PREFIX are set and Google
 credentials are available. The job runs in a child process whose environment
