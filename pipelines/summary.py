@@ -69,7 +69,7 @@ class RunSummary:
     lines = [
         f'Run {self.run_id}: {self.state} on {self.runner} in {self.wall_seconds:.1f}s',
         f'  model      {self.model["name"]} v{self.model["version"]} ({self.model["path"]})',
-        f'  input      {self.input} ({self.files_read} files)',
+        f'  input      {self.input}' + (f' ({self.files_read} files)' if self.files_read else ''),
         f'  output     {self.output}',
         *([f'  table      {self.output_link}'] if self.output_link else []),
         f'  rejected   {self.dead_letter}',

@@ -106,5 +106,11 @@ def bq_dataset(bq_client) -> Iterator[str]:
   name = f'{PROJECT}.test_{uuid.uuid4().hex[:8]}'
   bq_client.create_dataset(name)
   yield name
-  bq_client.delete_dataset(name, delete_contents=True, not_found_ok=True)
+  from google.api_core.exceptions import NotFound
+  try:
+    bq_client.get_dataset(name)
+  except NotFound:
+    pytest.fail(f'{name} was deleted during the test: the emulator ignores datasets.list filters, so a read '
+                'without --bq_temp_dataset lets Beam\'s clean-up delete every dataset')
+  bq_client.delete_dataset(name, delete_contents=True)
 

@@ -108,7 +108,7 @@ def test_query_with_parameters__predicts_exactly_the_rows_it_selects(bq_client, 
 def test_input_filter__reads_only_the_rows_the_server_keeps(tmp_path, bq_client, bq_dataset, penguin_bundle):
   load_penguins(bq_client, f'{bq_dataset}.penguins')
   summary = run_job.run(job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', "--input_filter=year = 2009",
-                                 f'--output={tmp_path}/out', '--run_id=filtered'))
+                                 f'--output={tmp_path}/out', '--run_id=filtered', f'--bq_temp_dataset={bq_dataset}'))
   want = sorted(r[penguins.KEY] for r in penguins.table().to_pylist() if r['year'] == 2009)
   assert summary.rows_read == summary.rows_predicted + summary.rows_rejected == len(want)
   got = penguins.read_predictions(summary.output)
