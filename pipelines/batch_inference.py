@@ -20,7 +20,8 @@ from models.handler import SavedModelHandler
 from pipelines import preflight_bigquery as bqp
 from pipelines.options import BatchInferenceOptions, new_run_id
 from transforms import dead_letters as dl
-from transforms.bigquery import ReadBigQueryBatches, TableRef, WriteBigQueryBatches, is_table, table_schema
+from transforms.bigquery import (ReadBigQueryBatches, TableRef, WriteBigQueryBatches, is_table, refused_rows,
+                                 table_schema)
 from transforms.features import ApplyFeatures
 from transforms.inference import Predict, PredictionColumns
 from transforms.sinks import WriteBatches
@@ -153,6 +154,10 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
   prediction_files = _write(
       predicted['predictions'], 'WritePredictions', opts.output, 'predictions', columns.schema, opts=opts,
       file_format=opts.output_format, descriptions=bqp.prediction_descriptions(columns), partition_field='predicted_at')
+  if is_table(opts.output) and opts.bq_write_method != 'FILE_LOADS':  # rows BigQuery refused: dead letters too
+    refused = prediction_files.failed_rows_with_errors | 'RefusedRows' >> beam.Map(
+        refused_rows, key_name=key_name, run_id=opts.run_id)
+    dead_letters = (dead_letters, refused) | 'WithRefusedRows' >> beam.Flatten()
   dead_target, letter_schema = opts.dead_letter_target, DEAD_LETTER_SCHEMA
   if is_table(dead_target):
     dead_letters = dead_letters | 'StampRejectedAt' >> beam.Map(_stamp_rejected_at)

@@ -14,20 +14,25 @@ per-row cost: the batch default), STREAMING_INSERTS, or STORAGE_WRITE_API
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
+import json
 import re
 from typing import Any, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, ReadFromBigQuery, WriteToBigQuery
+from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from apache_beam.io.gcp.internal.clients.bigquery import DatasetReference
 
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE
 
 SCHEME = 'bq://'
+# Reason code of rows BigQuery refused for good (streamed rows only: a failed load job fails the run).
+WRITE_ERROR = 'write_error'
 WRITE_METHODS = ('FILE_LOADS', 'STREAMING_INSERTS', 'STORAGE_WRITE_API')
 _NAME = r'[A-Za-z0-9_\-]+'
 _TABLE = re.compile(rf'^bq://(?P<project>[a-z](?:[a-z0-9\-.:]*[a-z0-9])?)\.(?P<dataset>\w+)\.(?P<table>{_NAME})$')
@@ -188,7 +193,6 @@ def _json_value(value: Any) -> Any:
   if isinstance(value, (datetime.date, datetime.time)):
     return value.isoformat()
   if isinstance(value, bytes):
-    import base64
     return base64.b64encode(value).decode('ascii')
   return value
 
@@ -226,9 +230,28 @@ class WriteBigQueryBatches(beam.PTransform):
       extra['additional_bq_parameters'] = {'timePartitioning': {'type': 'DAY', 'field': self._partition_field}}
     if self._method == 'FILE_LOADS' and self._temp_location:
       extra['custom_gcs_temp_location'] = self._temp_location
+    if self._method == 'STREAMING_INSERTS':  # a row BigQuery refuses for good comes back, not retried forever
+      extra['insert_retry_strategy'] = RetryStrategy.RETRY_ON_TRANSIENT_ERROR
     return (batches
             | 'ToRows' >> beam.FlatMap(to_rows)
             | 'Write' >> WriteToBigQuery(
                 self._table.spec, schema=self._schema, method=self._method,
                 create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
                 write_disposition=BigQueryDisposition.WRITE_APPEND, **extra))
+
+
+def refused_rows(failed: tuple[str, dict, Any], *, key_name: str, run_id: str) -> pa.RecordBatch:
+  """A dead letter for a row BigQuery refused, from WriteResult.failed_rows_with_errors.
+
+  The row was predicted, so it is counted in `rows_not_written`, not as
+  rejected: read = predicted + rejected still holds, and the table holds
+  predicted - not_written rows.
+  """
+  destination, row, errors = failed
+  reason = f'{destination} refused the row: {json.dumps(errors, default=str)[:1000]}'
+  letters = dl.from_records([json.dumps(row, default=str)], source=f'{SCHEME}{destination.replace(":", ".")}',
+                            rows=[None], code=WRITE_ERROR, reasons=[reason], stage='write')
+  key = row.get(key_name)
+  letters = letters.set_column(0, 'key', pa.array([None if key is None else str(key)], pa.string()))
+  beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_not_written').inc()
+  return letters.append_column('run_id', pa.array([run_id], pa.string()))

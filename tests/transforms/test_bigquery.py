@@ -73,3 +73,13 @@ def test_to_record_batch__typed_rows_with_their_table_as_source():
   assert batch.column('x').type == pa.float64() and batch.column('year').to_pylist() == [2007, None]
   assert batch.column(dl.SOURCE).to_pylist() == ['bq://p.d.t'] * 2
   assert batch.column(dl.ROW).null_count == 2
+
+
+def test_refused_rows__a_dead_letter_with_bigquerys_reason():
+  errors = [{'reason': 'invalid', 'message': 'no such field: extra'}]
+  letters = bq.refused_rows(('p:d.predictions', {'id': 7, 'extra': 1}, errors), key_name='id', run_id='r1')
+  [row] = letters.to_pylist()
+  assert row['key'] == '7' and row['source'] == 'bq://p.d.predictions' and row['row'] is None
+  assert row['stage'] == 'write' and row['reason_code'] == bq.WRITE_ERROR and row['run_id'] == 'r1'
+  assert 'no such field: extra' in row['reason'] and json.loads(row['record']) == {'id': 7, 'extra': 1}
+  assert letters.schema.names == [*dl.SCHEMA.names, 'run_id']
