@@ -157,14 +157,19 @@ def check_input_table(bq: bigquery.Client, table: TableRef, spec: FeatureSpec, *
     raise ValueError(f'input table {table}: {e}') from None
 
 
-def prepare_output_table(bq: bigquery.Client, table: TableRef, schema: dict, *, partition_field: str) -> None:
-  """Checks that the output dataset exists and that the table, if present, takes every column the
-  job writes; creates a missing table, partitioned by day of `partition_field`, with descriptions."""
+def check_dataset(bq: bigquery.Client, table: TableRef) -> None:
+  """The dataset of an output table exists: the job creates tables, not datasets."""
   try:
     bq.get_dataset(f'{table.project}.{table.dataset}')
   except exceptions.NotFound:
     raise ValueError(f'output dataset {table.project}.{table.dataset} does not exist; create it first '
                      f'(bq mk --dataset {table.project}:{table.dataset})') from None
+
+
+def prepare_output_table(bq: bigquery.Client, table: TableRef, schema: dict, *, partition_field: str) -> None:
+  """Checks that the output dataset exists and that the table, if present, takes every column the
+  job writes; creates a missing table, partitioned by day of `partition_field`, with descriptions."""
+  check_dataset(bq, table)
   try:
     existing = {f.name: f for f in bq.get_table(table.dotted).schema}
   except exceptions.NotFound:

@@ -22,8 +22,8 @@ from models.bundle import BundleError, ModelBundle
 from pipelines import preflight_bigquery as bqp
 from pipelines.batch_inference import bigquery_input, bigquery_outputs, build_pipeline, run_directory
 from pipelines.options import BatchInferenceOptions, new_run_id
-from transforms.bigquery import is_table
 from pipelines.summary import RunSummary, counters
+from transforms.bigquery import TableRef, is_table
 
 SUMMARY_FILE = 'run_summary.json'
 
@@ -37,6 +37,10 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   bundle.check_signature()
   opts.run_id = opts.run_id or new_run_id()
   project = options.view_as(GoogleCloudOptions).project
+  for target in (opts.output, opts.dead_letter_target):  # before a query input costs anything
+    if is_table(target):
+      table = TableRef.parse(target)
+      bqp.check_dataset(bqp.client(project or table.project), table)
   bq_input = bigquery_input(opts, bundle, project) if opts.reads_bigquery else None
   if bq_input is not None and bq_input.bytes_processed is not None:
     logging.info('--input_query processed %s bytes into %s', f'{bq_input.bytes_processed:,}', bq_input.table)
@@ -48,7 +52,8 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   tables = bigquery_outputs(opts, outputs.columns)
   for table, schema, time_column in tables:
     bqp.prepare_output_table(bqp.client(project or table.project), table, schema, partition_field=time_column)
-  logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
+  source = opts.input or f'query into {bq_input.table}'
+  logging.info('run %s: predicting %s with %s v%s', opts.run_id, source, bundle.name, bundle.version)
   result = pipeline.run()
   state = result.wait_until_finish()
   totals = counters(result)
@@ -65,7 +70,7 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   summary = RunSummary(
       run_id=opts.run_id,
       model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
-      input=opts.input or f'query into {bq_input.table}',
+      input=source,
       output=out_dir,
       dead_letter=dead_target if is_table(dead_target) else run_directory(dead_target, opts.run_id),
       runner=str(options.view_as(StandardOptions).runner or 'DirectRunner'),

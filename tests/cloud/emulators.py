@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from typing import Callable, Optional
@@ -199,7 +198,3 @@ class BigQueryEmulator:
 
   def stop(self) -> None:
     self._process.stop()
-
-
-def scratch_dir() -> pathlib.Path:
-  return pathlib.Path(tempfile.mkdtemp(prefix='emulators-'))

@@ -115,3 +115,11 @@ def test_replace_earlier_rows__deletes_only_that_runs_older_rows(bq_client, bq_d
                                   started=started) == 1
   assert bqp.rows_of_run(bq_client, table, 'a') == 1
   assert [r['run_id'] for r in bq_client.list_rows(table.dotted)] == ['a']
+
+
+def test_output__missing_dataset_fails_the_run_before_the_query_runs(bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  with pytest.raises(ValueError, match='output dataset test-project.absent does not exist'):
+    run_job.run(job_args(penguin_bundle, f'--input_query=SELECT * FROM `{bq_dataset}.penguins`',
+                         f'--bq_temp_dataset={bq_dataset}', '--output=bq://test-project.absent.out'))
+  assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == ['penguins']
