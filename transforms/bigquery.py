@@ -188,9 +188,7 @@ class ReadBigQueryBatches(beam.PTransform):
 
 
 def _json_value(value: Any) -> Any:
-  if isinstance(value, datetime.datetime):
-    return value.isoformat()
-  if isinstance(value, (datetime.date, datetime.time)):
+  if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
     return value.isoformat()
   if isinstance(value, bytes):
     return base64.b64encode(value).decode('ascii')

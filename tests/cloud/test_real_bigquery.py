@@ -30,8 +30,8 @@ _EMULATOR_VARIABLES = ('STORAGE_EMULATOR_HOST', 'BIGQUERY_EMULATOR_HOST')
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (REAL and TEMP_LOCATION), reason=(
-        'needs real BigQuery: STORAGE_WRITE_API needs Beam\'s Java expansion service (fetched from Maven '
-        'Central), beyond an offline emulator run; set '
+        'runs against real BigQuery, which the emulators cannot stand in for here (STORAGE_WRITE_API needs '
+        'Beam\'s Java expansion service from Maven Central; real SQL and load jobs): set '
         'BATCH_INFERENCE_REAL_BIGQUERY=PROJECT.DATASET and BATCH_INFERENCE_REAL_TEMP_LOCATION=gs://... '
         'with Google credentials to run it')),
 ]
