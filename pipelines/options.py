@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.sinks import OUTPUT_FORMATS
@@ -141,6 +141,11 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--query_parameter applies to --input_query only')
     if self.reads_bigquery and not self.key_column:
       problems.append('a BigQuery input needs --key_column: table rows have no position to key them by')
+    writes_tables = is_table(self.output) or is_table(self.dead_letter_target or '')
+    if writes_tables and self.bq_write_method == 'FILE_LOADS' and not (
+        self.view_as(GoogleCloudOptions).temp_location or '').startswith('gs://'):
+      problems.append('--bq_write_method=FILE_LOADS stages files under --temp_location, which must be '
+                      'gs://BUCKET/PREFIX (or pick --bq_write_method=STREAMING_INSERTS)')
     if self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
     if not 1 <= self.min_batch_rows <= self.max_batch_rows:

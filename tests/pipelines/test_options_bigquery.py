@@ -9,7 +9,7 @@ from pipelines.preflight_bigquery import parse_parameter
 
 
 def _options(*argv) -> BatchInferenceOptions:
-  return BatchInferenceOptions(['--model=m', '--output=bq://p.d.out', *argv])
+  return BatchInferenceOptions(['--model=m', '--output=bq://p.d.out', '--temp_location=gs://b/tmp', *argv])
 
 
 def test_flags__table_input_with_filter_and_key_is_valid():
@@ -29,6 +29,15 @@ def test_flags__table_input_with_filter_and_key_is_valid():
 def test_flags__inconsistent_bigquery_flags_are_named(argv, problem):
   with pytest.raises(ValueError, match=problem):
     _options(*argv).validate_flags()
+
+
+def test_flags__file_loads_need_a_gs_temp_location():
+  opts = BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=out', '--dead_letter=bq://p.d.rejected',
+                                '--temp_location=/tmp/local'])
+  with pytest.raises(ValueError, match='FILE_LOADS stages files under --temp_location, which must be gs://'):
+    opts.validate_flags()
+  BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=bq://p.d.t', '--bq_write_method=STREAMING_INSERTS']
+                        ).validate_flags()
 
 
 def test_flags__query_parameters_repeat():
