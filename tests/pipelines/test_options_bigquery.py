@@ -33,7 +33,7 @@ def test_flags__inconsistent_bigquery_flags_are_named(argv, problem):
 
 def test_flags__file_loads_need_a_gs_temp_location():
   opts = BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=out', '--dead_letter=bq://p.d.rejected',
-                                '--temp_location=/tmp/local'])
+                                '--temp_location=build/tmp'])
   with pytest.raises(ValueError, match='FILE_LOADS stages files under --temp_location, which must be gs://'):
     opts.validate_flags()
   BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=bq://p.d.t', '--bq_write_method=STREAMING_INSERTS']
