@@ -14,7 +14,9 @@ Usage: ./launch.sh VERB [ARGS...]
 
   demo          Create the virtualenv if missing, train the example model if its bundle
                 is missing, and predict the bundled example data on the DirectRunner.
-  test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest).
+  test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest). The cloud
+                tests start local GCS and BigQuery emulators themselves (installed once
+                under build/emulators/) and stop them at the end.
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
                 With --watch it keeps running and predicts each new input file once.

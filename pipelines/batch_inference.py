@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import datetime
 from typing import Optional
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from models.bundle import ModelBundle
 from models.handler import SavedModelHandler
+from pipelines import preflight_bigquery as bqp
 from pipelines.options import BatchInferenceOptions, new_run_id
 from transforms import dead_letters as dl
+from transforms.bigquery import (ReadBigQueryBatches, TableRef, WriteBigQueryBatches, is_table, refused_rows,
+                                 table_schema)
 from transforms.features import ApplyFeatures
 from transforms.inference import Predict, PredictionColumns
 from transforms.profile import ProfileRun
@@ -29,6 +34,9 @@ DEFAULT_KEY = 'row_id'
 DEAD_LETTER_SCHEMA = dl.SCHEMA.append(pa.field('run_id', pa.string()))
 # The run's input and prediction statistics, beside the predictions; the report is drawn from it.
 PROFILE_FILE = 'profile.json'
+# In BigQuery, dead letters also carry when they were written: the table is
+# partitioned by it, and a re-run replaces rows written before it started.
+BIGQUERY_DEAD_LETTER_SCHEMA = DEAD_LETTER_SCHEMA.append(pa.field('rejected_at', pa.timestamp('us', tz='UTC')))
 
 
 @dataclasses.dataclass
@@ -36,10 +44,11 @@ class PipelineOutputs:
   """The job's PCollections, for tests and callers that extend the graph."""
   predictions: beam.PCollection  # RecordBatches of `columns.schema`
   dead_letters: beam.PCollection  # RecordBatches of DEAD_LETTER_SCHEMA
-  prediction_files: beam.PCollection  # final file names
+  prediction_files: beam.PCollection  # final file names, or Beam's BigQuery WriteResult
   dead_letter_files: beam.PCollection
   columns: PredictionColumns
   profile: Optional[beam.PCollection] = None  # one dict (transforms.profile.ProfileRun), when --report
+  bigquery_input: Optional[bqp.BigQueryInput] = None
 
 
 def run_directory(base: str, run_id: str) -> str:
@@ -48,10 +57,13 @@ def run_directory(base: str, run_id: str) -> str:
   return FileSystems.join(base.rstrip('/'), run_id)
 
 
-def _passthrough_fields(opts: BatchInferenceOptions) -> tuple[pa.Field, ...]:
-  """Passthrough columns keep the type they have in the first input file."""
+def _passthrough_fields(opts: BatchInferenceOptions,
+                        bq_input: Optional[bqp.BigQueryInput] = None) -> tuple[pa.Field, ...]:
+  """Passthrough columns keep the type they have in the input table or the first input file."""
   if not opts.passthrough:
     return ()
+  if bq_input is not None:
+    return tuple(bq_input.schema.field(c).with_nullable(True) for c in opts.passthrough)
   schema = peek_schema(opts.input, file_format=opts.input_format, columns=opts.passthrough)
   missing = [c for c in opts.passthrough if c not in schema.names]
   if missing:
@@ -63,26 +75,78 @@ def _stamp_run_id(letters: pa.RecordBatch, run_id: str) -> pa.RecordBatch:
   return letters.append_column('run_id', pa.array([run_id] * letters.num_rows, pa.string()))
 
 
+def bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str]) -> bqp.BigQueryInput:
+  """Checks a BigQuery input (saving a query's result first) and returns what to read."""
+  home = TableRef.parse(opts.input).project if opts.input else (opts.bq_temp_dataset.split('.')[0]
+                                                              if '.' in opts.bq_temp_dataset else None)
+  bq = bqp.client(project or home)
+  bytes_processed = None
+  if opts.input_query:
+    parameters = [bqp.parse_parameter(p) for p in opts.query_parameter or ()]
+    table, bytes_processed = bqp.materialize_query(bq, opts.input_query, parameters,
+                                                   temp_dataset=opts.bq_temp_dataset, run_id=opts.run_id)
+  else:
+    table = TableRef.parse(opts.input)
+  schema = bqp.check_input_table(bq, table, bundle.features, key_column=opts.key_column, passthrough=opts.passthrough)
+  return bqp.BigQueryInput(table, schema, bytes_processed)
+
+
+def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, bq_input: Optional[bqp.BigQueryInput],
+          needed: list[str]):
+  if bq_input is not None:
+    return pipeline | 'Read' >> ReadBigQueryBatches(
+        bq_input.table, bq_input.schema, row_restriction=opts.input_filter, batch_size=opts.read_batch_size,
+        temp_dataset=opts.bq_temp_dataset)
+  return pipeline | 'Read' >> ReadRecordBatches(
+      opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed)
+
+
+def _stamp_rejected_at(letters: pa.RecordBatch) -> pa.RecordBatch:
+  now = datetime.datetime.now(datetime.timezone.utc)
+  return letters.append_column('rejected_at', pa.array([now] * letters.num_rows, pa.timestamp('us', tz='UTC')))
+
+
+def bigquery_outputs(opts: BatchInferenceOptions, columns: PredictionColumns) -> list[tuple[TableRef, dict, str]]:
+  """The bq:// outputs of the job: (table, BigQuery schema, the timestamp column it is partitioned by)."""
+  targets = [(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at'),
+             (opts.dead_letter_target, BIGQUERY_DEAD_LETTER_SCHEMA, bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at')]
+  return [(TableRef.parse(t), table_schema(s, d), c) for t, s, d, c in targets if is_table(t)]
+
+
+def _write(batches: beam.PCollection, label: str, target: str, directory: Optional[str], base_name: str,
+           schema: pa.Schema, *, opts: BatchInferenceOptions, file_format: str, descriptions: dict[str, str], partition_field: str):
+  """Writes to a bq:// `target` table, or to files DIRECTORY/BASE_NAME-*."""
+  if is_table(target):
+    return batches | label >> WriteBigQueryBatches(
+        TableRef.parse(target), table_schema(schema, descriptions), partition_field=partition_field,
+        method=opts.bq_write_method)
+  return batches | label >> WriteBatches(FileSystems.join(directory, base_name), schema, file_format=file_format)
+
+
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
-                   bundle: Optional[ModelBundle] = None, *, output_dir: Optional[str] = None,
-                   dead_letter_dir: Optional[str] = None) -> PipelineOutputs:
+                   bundle: Optional[ModelBundle] = None, bq_input: Optional[bqp.BigQueryInput] = None, *,
+                   output_dir: Optional[str] = None, dead_letter_dir: Optional[str] = None) -> PipelineOutputs:
   """Adds the job to `pipeline`. Sets `opts.run_id` when it is empty.
 
-  `output_dir` and `dead_letter_dir` replace the run's folders (OUTPUT/RUN_ID,
-  DEAD_LETTER/RUN_ID), e.g. with the staging folders that `pipelines.run` publishes.
+  A BigQuery input is checked (and a query's result saved) here unless the
+  caller did it already and passes `bq_input`. `output_dir` and
+  `dead_letter_dir` replace the run's file folders (OUTPUT/RUN_ID,
+  DEAD_LETTER/RUN_ID), e.g. with the staging folders that `pipelines.run`
+  publishes; they do not apply to bq:// tables.
   """
   opts.validate_flags()
   opts.run_id = opts.run_id or new_run_id()
   bundle = bundle or ModelBundle.load(opts.model)
   spec = bundle.features
+  if opts.reads_bigquery and bq_input is None:
+    bq_input = bigquery_input(opts, bundle, pipeline.options.view_as(GoogleCloudOptions).project)
   key_name = opts.key_column or DEFAULT_KEY
-  columns = PredictionColumns(bundle.outputs, key_name, _passthrough_fields(opts), bundle.name, bundle.version,
-                              opts.run_id)
+  columns = PredictionColumns(bundle.outputs, key_name, _passthrough_fields(opts, bq_input), bundle.name,
+                              bundle.version, opts.run_id)
   needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough))
 
-  read = pipeline | 'Read' >> ReadRecordBatches(
-      opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed)
-  validated = read.batches | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
+  read = _read(pipeline, opts, bq_input, needed)
+  validated = read['batches'] | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
   pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
   handler = SavedModelHandler(
       bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
@@ -99,18 +163,32 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
       (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])
       | 'AllDeadLetters' >> beam.Flatten()
       | 'StampRunId' >> beam.Map(_stamp_run_id, opts.run_id))
-  out_dir = output_dir or run_directory(opts.output, opts.run_id)
-  dead_dir = dead_letter_dir or run_directory(opts.dead_letter or opts.output, opts.run_id)
-  prediction_files = predicted['predictions'] | 'WritePredictions' >> WriteBatches(
-      FileSystems.join(out_dir, 'predictions'), columns.schema, file_format=opts.output_format)
-  dead_letter_files = dead_letters | 'WriteDeadLetters' >> WriteBatches(
-      FileSystems.join(dead_dir, 'dead_letters'), DEAD_LETTER_SCHEMA, file_format='jsonl')
+  def folder(target: str, override: Optional[str]) -> Optional[str]:
+    return None if is_table(target) else override or run_directory(target, opts.run_id)
+
+  out_dir = folder(opts.output, output_dir)
+  prediction_files = _write(
+      predicted['predictions'], 'WritePredictions', opts.output, out_dir, 'predictions', columns.schema, opts=opts,
+      file_format=opts.output_format, descriptions=bqp.prediction_descriptions(columns), partition_field='predicted_at')
+  if is_table(opts.output) and opts.bq_write_method != 'FILE_LOADS':  # rows BigQuery refused: dead letters too
+    refused = prediction_files.failed_rows_with_errors | 'RefusedRows' >> beam.Map(
+        refused_rows, key_name=key_name, run_id=opts.run_id)
+    dead_letters = (dead_letters, refused) | 'WithRefusedRows' >> beam.Flatten()
+  dead_target, letter_schema = opts.dead_letter_target, DEAD_LETTER_SCHEMA
+  if is_table(dead_target):
+    dead_letters = dead_letters | 'StampRejectedAt' >> beam.Map(_stamp_rejected_at)
+    letter_schema = BIGQUERY_DEAD_LETTER_SCHEMA
+  dead_letter_files = _write(
+      dead_letters, 'WriteDeadLetters', dead_target, folder(dead_target, dead_letter_dir),
+      'dead_letters', letter_schema, opts=opts, file_format='jsonl', descriptions=bqp.DEAD_LETTER_DESCRIPTIONS,
+      partition_field='rejected_at')
   profile = None
   if opts.report:
-    profile = (read.batches, predicted['predictions']) | 'Profile' >> ProfileRun(spec)
-    _ = (profile
-         | 'ProfileToJson' >> beam.Map(json.dumps)
-         | 'WriteProfile' >> beam.io.WriteToText(FileSystems.join(out_dir, PROFILE_FILE), num_shards=1,
-                                                 shard_name_template=''))
+    profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
+    if not is_table(opts.output):  # the report lives beside file outputs
+      _ = (profile
+           | 'ProfileToJson' >> beam.Map(json.dumps)
+           | 'WriteProfile' >> beam.io.WriteToText(FileSystems.join(out_dir, PROFILE_FILE), num_shards=1,
+                                                   shard_name_template=''))
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
-                         profile)
+                         profile, bq_input)

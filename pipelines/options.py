@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.sinks import OUTPUT_FORMATS
 from transforms.sources import FORMATS
 
@@ -21,7 +22,8 @@ DEFAULT_READ_BATCH_SIZE = 8192
 # thousand rows; larger batches only cost memory (see benchmarks/).
 DEFAULT_MAX_BATCH_ROWS = 16384
 # Flags without which the job cannot start; the Flex Template marks the rest optional.
-REQUIRED_FLAGS = ('input', 'model', 'output')
+# Always required; one of --input and --input_query is required too.
+REQUIRED_FLAGS = ('model', 'output')
 # Where the model runs. `auto` takes a GPU when TensorFlow sees one.
 DEVICES = ('auto', 'cpu', 'gpu')
 
@@ -48,7 +50,25 @@ class BatchInferenceOptions(PipelineOptions):
     parser.add_argument(
         '--input', default=None,
         help='Observations to predict: a file path or glob, local or gs:// '
-        '(e.g. gs://bucket/observations/*.parquet).')
+        '(e.g. gs://bucket/observations/*.parquet), or a BigQuery table, bq://PROJECT.DATASET.TABLE '
+        '(read with the Storage Read API, only the needed columns).')
+    parser.add_argument(
+        '--input_filter', default=None,
+        help='With a bq:// --input: a SQL predicate BigQuery applies before sending rows, '
+        'e.g. "region = \'EU\' AND day >= \'2026-11-01\'".')
+    parser.add_argument(
+        '--input_query', default=None,
+        help='Instead of --input: a standard-SQL query whose result rows are predicted. Values come in '
+        'as query parameters (@name, see --query_parameter), never pasted into the text. The result is '
+        'saved to a table in --bq_temp_dataset (expires after a day) and read from there.')
+    parser.add_argument(
+        '--query_parameter', action='append', default=None,
+        help='A parameter of --input_query, NAME=TYPE:VALUE (e.g. day=DATE:2026-11-25, '
+        'min_mass=FLOAT64:3000). Repeat for each parameter.')
+    parser.add_argument(
+        '--bq_temp_dataset', default=None,
+        help='PROJECT.DATASET (or DATASET in --project) for query results and Beam\'s temporary tables. '
+        'Required with --input_query.')
     parser.add_argument(
         '--input_format', default=None, choices=FORMATS,
         help='Format of the input files. Default: inferred from each file extension.')
@@ -57,15 +77,22 @@ class BatchInferenceOptions(PipelineOptions):
         help='Model bundle directory, local or gs:// (SavedModel, features.json, outputs.json, metadata.json).')
     parser.add_argument(
         '--output', default=None,
-        help='Output directory, local or gs://. Predictions go to OUTPUT/RUN_ID/, '
-        'with run_summary.json beside them.')
+        help='Output directory, local or gs://: predictions go to OUTPUT/RUN_ID/, '
+        'with run_summary.json beside them. Or a BigQuery table, bq://PROJECT.DATASET.TABLE: created if '
+        'needed, partitioned by day of predicted_at; a re-run of a --run_id replaces that run\'s rows.')
+    parser.add_argument(
+        '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
+        help='How rows reach a bq:// output: FILE_LOADS (load jobs from files under --temp_location, '
+        'gs://; free of per-row cost, the batch default), STREAMING_INSERTS (rows visible at once, billed '
+        'per byte), STORAGE_WRITE_API (runs through Beam\'s Java expansion service: needs Java).')
     parser.add_argument(
         '--output_format', default='parquet', choices=OUTPUT_FORMATS,
         help='Format of the prediction files. Default: parquet.')
     parser.add_argument(
         '--dead_letter', default=None,
         help='Directory for rejected rows (JSON Lines, one reason each), written under '
-        'DEAD_LETTER/RUN_ID/. Default: the --output directory.')
+        'DEAD_LETTER/RUN_ID/, or a BigQuery table bq://PROJECT.DATASET.TABLE. Default: the --output '
+        'directory, or OUTPUT_TABLE_dead_letters beside a bq:// --output.')
     parser.add_argument(
         '--key_column', default=None,
         help='Input column that identifies a row; copied to the output as the key. '
@@ -137,9 +164,35 @@ class BatchInferenceOptions(PipelineOptions):
   def passthrough(self) -> list[str]:
     return [c.strip() for c in (self.passthrough_columns or '').split(',') if c.strip()]
 
+  @property
+  def reads_bigquery(self) -> bool:
+    return bool(self.input_query) or is_table(self.input)
+
+  @property
+  def dead_letter_target(self) -> str:
+    """Where rejected rows go: --dead_letter, else beside the output."""
+    if self.dead_letter:
+      return self.dead_letter
+    return f'{self.output}_dead_letters' if is_table(self.output) else self.output
+
   def validate_flags(self) -> None:
     """Raises ValueError naming every missing or inconsistent flag of ours."""
     problems = [f'--{name} is required' for name in REQUIRED_FLAGS if not getattr(self, name)]
+    if bool(self.input) == bool(self.input_query):
+      problems.append('give exactly one of --input and --input_query')
+    if self.input_query and not self.bq_temp_dataset:
+      problems.append('--input_query needs --bq_temp_dataset, where its result table is kept')
+    if self.input_filter and not is_table(self.input):
+      problems.append('--input_filter applies to a bq:// --input only; put the condition in the --input_query')
+    if self.query_parameter and not self.input_query:
+      problems.append('--query_parameter applies to --input_query only')
+    if self.reads_bigquery and not self.key_column:
+      problems.append('a BigQuery input needs --key_column: table rows have no position to key them by')
+    writes_tables = is_table(self.output) or is_table(self.dead_letter_target or '')
+    if writes_tables and self.bq_write_method == 'FILE_LOADS' and not (
+        self.view_as(GoogleCloudOptions).temp_location or '').startswith('gs://'):
+      problems.append('--bq_write_method=FILE_LOADS stages files under --temp_location, which must be '
+                      'gs://BUCKET/PREFIX (or pick --bq_write_method=STREAMING_INSERTS)')
     if self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
     if not 1 <= self.min_batch_rows <= self.max_batch_rows:

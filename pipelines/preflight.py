@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
 from pipelines.staging import check_run_id
+from transforms.bigquery import is_table
 from transforms.features import FeatureSpec
 from transforms.sources import infer_format, peek_schema
 from transforms.validation import accepts
@@ -145,9 +146,14 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None) -> 
   except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
     problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
     bundle = None
-  found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
-  problems += found
-  for directory in dict.fromkeys([opts.output, opts.dead_letter or opts.output]):
+  if opts.reads_bigquery:  # the table and its columns are checked by pipelines.preflight_bigquery
+    notes, files, peeked = [], 0, 0
+  else:
+    found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
+    problems += found
+  for directory in dict.fromkeys([opts.output, opts.dead_letter_target]):
+    if is_table(directory):  # tables are checked by pipelines.preflight_bigquery
+      continue
     problem = check_writable(directory)
     if problem:
       problems.append(problem)

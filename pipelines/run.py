@@ -28,12 +28,14 @@ from apache_beam.runners.runner import PipelineState
 from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
 from pipelines import preflight
-from pipelines.batch_inference import PROFILE_FILE, build_pipeline, run_directory
+from pipelines import preflight_bigquery as bqp
+from pipelines.batch_inference import PROFILE_FILE, bigquery_input, bigquery_outputs, build_pipeline, run_directory
 from pipelines.options import BatchInferenceOptions, new_run_id
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.report import REPORT_FILE, write_report
 from pipelines.staging import StagedRun
 from pipelines.summary import RunSummary, counters
+from transforms.bigquery import TableRef, is_table
 
 SUMMARY_FILE = 'run_summary.json'
 # Runners that run the model on this machine, so a GPU check here is meaningful.
@@ -94,20 +96,37 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
     require_gpu()  # before preflight touches anything; remote workers check at model load
   bundle = preflight.check(opts).bundle
-  out_dir = run_directory(opts.output, opts.run_id)
+  project = options.view_as(GoogleCloudOptions).project
+  dead_target = opts.dead_letter_target
+  for target in (opts.output, dead_target):  # before a query input costs anything
+    if is_table(target):
+      table = TableRef.parse(target)
+      bqp.check_dataset(bqp.client(project or table.project), table)
+  bq_input = bigquery_input(opts, bundle, project) if opts.reads_bigquery else None
+  if bq_input is not None and bq_input.bytes_processed is not None:
+    logging.info('--input_query processed %s bytes into %s', f'{bq_input.bytes_processed:,}', bq_input.table)
+
+  out_dir = opts.output if is_table(opts.output) else run_directory(opts.output, opts.run_id)
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
-  staged = StagedRun([opts.output, opts.dead_letter or opts.output], opts.run_id)
+  # File outputs are staged and published at the end; tables replace a re-run's rows instead.
+  staged = StagedRun([t for t in (opts.output, dead_target) if not is_table(t)], opts.run_id)
   if waits:
     staged.discard_stale()
+
+  def staging(target: str) -> Optional[str]:
+    return staged.staging(target) if waits and not is_table(target) else None
 
   started = datetime.datetime.now(datetime.timezone.utc)
   clock = time.monotonic()
   show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
-  staging_dir = staged.staging(opts.output) if waits else out_dir
-  build_pipeline(pipeline, opts, bundle, output_dir=staging_dir,
-                 dead_letter_dir=staged.staging(opts.dead_letter or opts.output) if waits else None)
-  logging.info('run %s: predicting %s with %s v%s', opts.run_id, opts.input, bundle.name, bundle.version)
+  outputs = build_pipeline(pipeline, opts, bundle, bq_input, output_dir=staging(opts.output),
+                           dead_letter_dir=staging(dead_target))
+  tables = bigquery_outputs(opts, outputs.columns)
+  for table, schema, time_column in tables:
+    bqp.prepare_output_table(bqp.client(project or table.project), table, schema, partition_field=time_column)
+  source = opts.input or f'query into {bq_input.table}'
+  logging.info('run %s: predicting %s with %s v%s', opts.run_id, source, bundle.name, bundle.version)
   retry = f'nothing was published to {out_dir}; fix the cause and re-run with --run_id {opts.run_id}'
   try:
     with _progress(show_progress):
@@ -129,13 +148,20 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
     staged.discard()
     raise RunError(f'run {opts.run_id} ended {state}; {retry}')
   totals = counters(result)
+  rows_written = link = None
+  for table, _, time_column in tables:  # the new rows landed: drop an earlier attempt's
+    bq = bqp.client(project or table.project)
+    replaced = bqp.replace_earlier_rows(bq, table, opts.run_id, time_column=time_column, started=started)
+    logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, opts.run_id, table)
+    if str(table) == opts.output:
+      rows_written, link = bqp.rows_of_run(bq, table, opts.run_id), bqp.console_link(table)
 
   summary = RunSummary(
       run_id=opts.run_id,
       model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
-      input=opts.input,
+      input=source,
       output=out_dir,
-      dead_letter=run_directory(opts.dead_letter or opts.output, opts.run_id),
+      dead_letter=dead_target if is_table(dead_target) else run_directory(dead_target, opts.run_id),
       runner=str(options.view_as(StandardOptions).runner or 'DirectRunner'),
       state=str(state),
       started_at=started.isoformat(timespec='seconds'),
@@ -145,19 +171,23 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
       rows_rejected=totals.get('rows_rejected', 0),
       rejected_by_reason={name[len('rejected_'):]: n for name, n in totals.items() if name.startswith('rejected_')},
       files_read=totals.get('files_read', 0),
+      rows_written=rows_written,
+      output_link=link,
   )
   try:
-    if opts.report:  # staged with the rest, so a published folder has its report
-      with FileSystems.open(FileSystems.join(staging_dir, PROFILE_FILE)) as f:
+    if opts.report and not is_table(opts.output):  # staged with the rest, so a published folder has its report
+      report_dir = staging(opts.output)
+      with FileSystems.open(FileSystems.join(report_dir, PROFILE_FILE)) as f:
         profile = json.loads(f.read().decode('utf-8'))
-      write_report(staging_dir, summary, profile, training_statistics=bundle.training_statistics,
+      write_report(report_dir, summary, profile, training_statistics=bundle.training_statistics,
                    model=bundle.metadata)
     staged.publish(SUMMARY_FILE)
   except Exception as e:
     staged.discard()
     raise RunError(f'run {opts.run_id} could not publish its output to {out_dir}: {_first_line(e)}\n  '
                    f're-run with --run_id {opts.run_id} to replace it') from e
-  summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
+  if not is_table(opts.output):
+    summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
   return summary
 
 
@@ -197,9 +227,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print('Submitted; the runner reports progress (no run summary when not waiting).')
     return 0
   print(summary.render())
-  print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
-  if opts.report:
-    print(f'  report          {FileSystems.join(summary.output, REPORT_FILE)}')
+  if summary.output_link is None:
+    print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
+    if opts.report:
+      print(f'  report          {FileSystems.join(summary.output, REPORT_FILE)}')
   return 0 if summary.reconciled else 1
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
@@ -43,6 +43,9 @@ class RunSummary:
   rows_rejected: int
   rejected_by_reason: dict[str, int]
   files_read: int
+  # For a bq:// output: rows of this run in the table, as BigQuery counts them, and where to see it.
+  rows_written: Optional[int] = None
+  output_link: Optional[str] = None
 
   @property
   def reconciled(self) -> bool:
@@ -66,14 +69,17 @@ class RunSummary:
     lines = [
         f'Run {self.run_id}: {self.state} on {self.runner} in {self.wall_seconds:.1f}s',
         f'  model      {self.model["name"]} v{self.model["version"]} ({self.model["path"]})',
-        f'  input      {self.input} ({self.files_read} files)',
+        f'  input      {self.input}' + (f' ({self.files_read} files)' if self.files_read else ''),
         f'  output     {self.output}',
+        *([f'  table      {self.output_link}'] if self.output_link else []),
         f'  rejected   {self.dead_letter}',
         f'  rows read       {self.rows_read:>12,}',
         f'  rows predicted  {self.rows_predicted:>12,}',
         f'  rows rejected   {self.rows_rejected:>12,}',
     ]
     lines += [f'    {code:<20} {count:>9,}' for code, count in sorted(self.rejected_by_reason.items())]
+    if self.rows_written is not None:
+      lines.append(f'  rows in table   {self.rows_written:>12,}')
     lines += [f'  read = predicted + rejected: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']
     return '\n'.join(lines)

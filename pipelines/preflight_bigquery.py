@@ -1,0 +1,230 @@
+"""BigQuery's control plane for the job, through google-cloud-bigquery: checks that fail fast
+before any worker starts, the query input, replacing a re-run's rows, and the summary's counts.
+
+The data itself moves through Beam's BigQuery IO (transforms/bigquery.py); this
+module only sends metadata calls, dry runs and small jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+from typing import Optional, Sequence
+
+import pyarrow as pa
+from google.api_core import exceptions
+from google.cloud import bigquery
+
+from transforms.bigquery import TableRef, arrow_schema
+from transforms.features import FeatureSpec
+from transforms.inference import PredictionColumns
+
+# BigQuery column types each feature type accepts (validation coerces them).
+_ACCEPTED = {
+    'float': {'INTEGER', 'INT64', 'FLOAT', 'FLOAT64', 'NUMERIC', 'BIGNUMERIC', 'BOOLEAN', 'BOOL', 'STRING'},
+    'string': {'STRING', 'INTEGER', 'INT64', 'BOOLEAN', 'BOOL', 'FLOAT', 'FLOAT64'},
+}
+_PARAMETER_TYPES = {
+    'STRING': str, 'INT64': int, 'FLOAT64': float, 'BOOL': lambda v: v.lower() in ('true', '1', 'yes'),
+    'NUMERIC': decimal.Decimal, 'BIGNUMERIC': decimal.Decimal, 'DATE': datetime.date.fromisoformat,
+    'DATETIME': datetime.datetime.fromisoformat, 'TIMESTAMP': datetime.datetime.fromisoformat,
+}
+QUERY_RESULT_HOURS = 24
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryInput:
+  """The table the job reads and the Arrow schema of the columns it reads."""
+  table: TableRef
+  schema: pa.Schema
+  bytes_processed: Optional[int] = None  # what the query costs, for --input_query
+
+DEAD_LETTER_DESCRIPTIONS = {
+    'key': 'Key of the rejected row, when it had one.',
+    'source': 'Where the row came from: a file or bq://PROJECT.DATASET.TABLE.',
+    'row': 'Position of the row in its file (1-based line or record number); empty for tables.',
+    'stage': 'The step that rejected the row: read, validate or predict.',
+    'reason_code': 'Stable code of the rejection, to count and filter on.',
+    'reason': 'What was wrong, for a person to act on.',
+    'record': 'The row as it arrived, as JSON.',
+    'run_id': 'The run that rejected the row.',
+    'rejected_at': 'When the row was written here; the table is partitioned by its day.',
+}
+
+
+def prediction_descriptions(columns: PredictionColumns) -> dict[str, str]:
+  """Column descriptions for a predictions table."""
+  described = {
+      columns.key_name: 'Key of the input row the prediction belongs to.',
+      'predicted_class': 'The most probable class.',
+      'predicted_probability': 'The probability of predicted_class.',
+      'score': 'The model\'s score.',
+      'model_name': 'Name of the model bundle that predicted the row.',
+      'model_version': 'Version of the model bundle.',
+      'run_id': 'The run that wrote the row; a re-run of the same id replaces its rows.',
+      'predicted_at': 'When the row was predicted (UTC); the table is partitioned by its day.',
+  }
+  described.update({f.name: f'Input column {f.name}, copied unchanged.' for f in columns.passthrough})
+  if columns.outputs.kind == 'classification':
+    described.update({name: f'Probability of class {cls!r}.'
+                      for name, cls in zip(columns.score_names, columns.outputs.classes)})
+  return described
+
+
+def client(project: str) -> bigquery.Client:
+  return bigquery.Client(project=project)
+
+
+def parse_parameter(text: str) -> bigquery.ScalarQueryParameter:
+  """NAME=TYPE:VALUE as a typed query parameter."""
+  name, sep, rest = text.partition('=')
+  kind, sep2, value = rest.partition(':')
+  kind = kind.strip().upper()
+  if not (sep and sep2 and name.strip()) or kind not in _PARAMETER_TYPES:
+    raise ValueError(f'--query_parameter {text!r}: write NAME=TYPE:VALUE with TYPE one of '
+                     f'{", ".join(_PARAMETER_TYPES)}')
+  try:
+    return bigquery.ScalarQueryParameter(name.strip(), kind, _PARAMETER_TYPES[kind](value))
+  except (ValueError, decimal.InvalidOperation) as e:
+    raise ValueError(f'--query_parameter {text!r}: {value!r} is not a {kind}: {e}') from None
+
+
+def _job_config(parameters: Sequence[bigquery.ScalarQueryParameter], **kwargs) -> bigquery.QueryJobConfig:
+  return bigquery.QueryJobConfig(query_parameters=list(parameters), use_legacy_sql=False, **kwargs)
+
+
+def _reason(error: exceptions.GoogleAPICallError) -> str:
+  """BigQuery's own words, without the request URL."""
+  errors = getattr(error, 'errors', None) or []
+  return '; '.join(e.get('message', '') for e in errors if isinstance(e, dict)) or error.message
+
+
+def dry_run(bq: bigquery.Client, query: str, parameters: Sequence[bigquery.ScalarQueryParameter] = ()) -> int:
+  """Bytes the query would process; raises ValueError with BigQuery's message for a bad query."""
+  try:
+    job = bq.query(query, job_config=_job_config(parameters, dry_run=True, use_query_cache=False))
+  except exceptions.BadRequest as e:
+    raise ValueError(f'--input_query is not valid: {_reason(e)}') from None
+  except exceptions.NotFound as e:
+    raise ValueError(f'--input_query reads something that does not exist: {_reason(e)}') from None
+  return int(job.total_bytes_processed or 0)
+
+
+def materialize_query(bq: bigquery.Client, query: str, parameters: Sequence[bigquery.ScalarQueryParameter], *,
+                      temp_dataset: str, run_id: str) -> tuple[TableRef, int]:
+  """Saves the query's result as a table that expires in a day, for the Storage Read API to read.
+
+  A CREATE TABLE ... AS statement carries the query parameters and an
+  expiration in one job.
+  """
+  bytes_processed = dry_run(bq, query, parameters)
+  dataset = temp_dataset if '.' in temp_dataset else f'{bq.project}.{temp_dataset}'
+  project, dataset_id = dataset.split('.', 1)
+  table = TableRef(project, dataset_id, 'query_' + ''.join(c if c.isalnum() else '_' for c in run_id))
+  ddl = (f'CREATE OR REPLACE TABLE {table.sql} '
+         f'OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {QUERY_RESULT_HOURS} HOUR)) '
+         f'AS {query}')
+  try:
+    bq.query(ddl, job_config=_job_config(parameters)).result()
+  except exceptions.GoogleAPICallError as e:
+    raise ValueError(f'--input_query failed: {_reason(e)}') from None
+  return table, bytes_processed
+
+
+def check_input_table(bq: bigquery.Client, table: TableRef, spec: FeatureSpec, *, key_column: str,
+                      passthrough: Sequence[str]) -> pa.Schema:
+  """The Arrow schema of the columns the job reads; raises ValueError naming a missing
+  table, a missing required column or a column type the feature cannot take."""
+  try:
+    found = bq.get_table(table.dotted)
+  except exceptions.NotFound:
+    raise ValueError(f'input table {table} does not exist (or this account cannot see it)') from None
+  columns = {f.name: f for f in found.schema}
+  required = [f.name for f in spec.features if f.required] + [key_column, *passthrough]
+  missing = [name for name in dict.fromkeys(required) if name not in columns]
+  if missing:
+    raise ValueError(f'input table {table} has no column {", ".join(missing)}; it has {", ".join(columns)}')
+  for feature in spec.features:
+    field = columns.get(feature.name)
+    if field is not None and (field.field_type not in _ACCEPTED[feature.dtype] or field.mode == 'REPEATED'):
+      raise ValueError(f'input table {table}: column {feature.name} is {field.mode} {field.field_type}, but the '
+                       f'model reads it as {feature.dtype} (accepted: {", ".join(sorted(_ACCEPTED[feature.dtype]))})')
+  wanted = [name for name in dict.fromkeys([key_column, *spec.columns, *passthrough]) if name in columns]
+  try:
+    return arrow_schema([columns[name].to_api_repr() for name in wanted])
+  except ValueError as e:
+    raise ValueError(f'input table {table}: {e}') from None
+
+
+def check_dataset(bq: bigquery.Client, table: TableRef) -> None:
+  """The dataset of an output table exists: the job creates tables, not datasets."""
+  try:
+    bq.get_dataset(f'{table.project}.{table.dataset}')
+  except exceptions.NotFound:
+    raise ValueError(f'output dataset {table.project}.{table.dataset} does not exist; create it first '
+                     f'(bq mk --dataset {table.project}:{table.dataset})') from None
+
+
+def prepare_output_table(bq: bigquery.Client, table: TableRef, schema: dict, *, partition_field: str) -> None:
+  """Checks that the output dataset exists and that the table, if present, takes every column the
+  job writes; creates a missing table, partitioned by day of `partition_field`, with descriptions."""
+  check_dataset(bq, table)
+  try:
+    existing = {f.name: f for f in bq.get_table(table.dotted).schema}
+  except exceptions.NotFound:
+    created = bigquery.Table(table.dotted, schema=[bigquery.SchemaField.from_api_repr(f) for f in schema['fields']])
+    created.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
+                                                          field=partition_field)
+    created.description = 'Written by the batch-inference job; one run_id per run.'
+    bq.create_table(created, exists_ok=True)
+    return
+  problems = []
+  for field in schema['fields']:
+    have = existing.get(field['name'])
+    if have is None:
+      problems.append(f'no column {field["name"]}')
+    elif _standard(have.field_type) != field['type']:
+      problems.append(f'{field["name"]} is {have.field_type}, the job writes {field["type"]}')
+  problems += [f'{name} is REQUIRED but the job does not write it' for name, f in existing.items()
+               if f.mode == 'REQUIRED' and name not in {x['name'] for x in schema['fields']}]
+  if problems:
+    raise ValueError(f'output table {table} exists with a different schema: {"; ".join(problems)}. '
+                     'Write to a new table or migrate this one.')
+
+
+def _standard(bq_type: str) -> str:
+  return {'INTEGER': 'INT64', 'FLOAT': 'FLOAT64', 'BOOLEAN': 'BOOL'}.get(bq_type, bq_type)
+
+
+def replace_earlier_rows(bq: bigquery.Client, table: TableRef, run_id: str, *, time_column: str,
+                         started: datetime.datetime) -> int:
+  """Deletes rows an earlier attempt of this run wrote (same run_id, stamped before this attempt
+  started). Called after the new rows landed, so a failed re-run never loses the old ones."""
+  try:
+    bq.get_table(table.dotted)
+  except exceptions.NotFound:
+    return 0
+  delete = f'DELETE FROM {table.sql} WHERE run_id = @run_id AND {time_column} < @started'
+  parameters = [bigquery.ScalarQueryParameter('run_id', 'STRING', run_id),
+                bigquery.ScalarQueryParameter('started', 'TIMESTAMP', started)]
+  try:
+    job = bq.query(delete, job_config=_job_config(parameters))
+    job.result()
+  except exceptions.BadRequest as e:  # e.g. rows still in the streaming buffer (STREAMING_INSERTS)
+    raise ValueError(f'{table}: the new rows of run {run_id} are written, but the earlier attempt\'s rows could '
+                     f'not be deleted yet ({_reason(e)}). Delete them later: DELETE FROM {table.sql} WHERE '
+                     f'run_id = \'{run_id}\' AND {time_column} < TIMESTAMP \'{started.isoformat()}\'') from None
+  return int(job.num_dml_affected_rows or 0)
+
+
+def rows_of_run(bq: bigquery.Client, table: TableRef, run_id: str) -> int:
+  """Rows of `run_id` in the table, as BigQuery counts them."""
+  job = bq.query(f'SELECT COUNT(*) AS n FROM {table.sql} WHERE run_id = @run_id',
+                 job_config=_job_config([bigquery.ScalarQueryParameter('run_id', 'STRING', run_id)]))
+  return int(next(iter(job.result()))['n'])
+
+
+def console_link(table: TableRef) -> str:
+  return (f'https://console.cloud.google.com/bigquery?project={table.project}'
+          f'&ws=!1m5!1m4!4m3!1s{table.project}!2s{table.dataset}!3s{table.table}')

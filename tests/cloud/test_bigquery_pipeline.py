@@ -1,0 +1,115 @@
+"""The whole job with BigQuery in and out, against the BigQuery and Cloud Storage emulators."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from google.cloud import bigquery
+
+from pipelines import run as run_job
+from tests.cloud import penguins
+from tests.cloud.conftest import BUCKET
+
+pytestmark = pytest.mark.slow
+
+_TYPES = {pa.string(): 'STRING', pa.float64(): 'FLOAT64', pa.int64(): 'INT64'}
+
+
+def load_penguins(client: bigquery.Client, table: str) -> None:
+  data = penguins.table()
+  schema = [bigquery.SchemaField(f.name, _TYPES[f.type], mode='REQUIRED' if f.name == penguins.KEY else 'NULLABLE')
+            for f in data.schema]
+  client.create_table(bigquery.Table(table, schema=schema))
+  rows = data.to_pylist()
+  for start in range(0, len(rows), 100):
+    assert client.insert_rows_json(table, rows[start:start + 100]) == []
+
+
+def table_rows(client: bigquery.Client, table: str) -> pa.Table:
+  rows = [dict(r) for r in client.list_rows(table)]
+  return pa.Table.from_pylist(rows).sort_by(penguins.KEY)
+
+
+def file_run(tmp_path, bundle) -> pa.Table:
+  penguins.write_parquet(str(tmp_path / 'in'))
+  summary = run_job.run([f'--input={tmp_path}/in/*.parquet', f'--output={tmp_path}/out', f'--model={bundle.path}',
+                         f'--key_column={penguins.KEY}', f'--passthrough_columns={penguins.PASSTHROUGH}',
+                         '--run_id=file-run'])
+  return penguins.read_predictions(summary.output)
+
+
+def assert_same_predictions(got: pa.Table, want: pa.Table) -> None:
+  assert got.column(penguins.KEY).to_pylist() == want.column(penguins.KEY).to_pylist()
+  for name in ('species', 'year', 'predicted_class', 'model_name', 'model_version'):
+    assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+  for name in ('probability_Adelie', 'probability_Chinstrap', 'probability_Gentoo', 'predicted_probability'):
+    np.testing.assert_allclose(got.column(name).to_numpy(), want.column(name).to_numpy(), rtol=1e-6, err_msg=name)
+
+
+def job_args(bundle, *extra):
+  return [f'--model={bundle.path}', f'--key_column={penguins.KEY}', f'--passthrough_columns={penguins.PASSTHROUGH}',
+          f'--temp_location=gs://{BUCKET}/tmp', '--project=test-project', *extra]
+
+
+def test_table_in_table_out__same_rows_as_the_file_run(tmp_path, bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  summary = run_job.run(job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins',
+                                 f'--output=bq://{bq_dataset}.predictions', '--run_id=bq-run',
+                                 f'--bq_temp_dataset={bq_dataset}'))
+
+  assert (summary.rows_read, summary.rows_predicted, summary.rows_rejected) == (344, 342, 2)
+  assert summary.rows_written == 342
+  got = table_rows(bq_client, f'{bq_dataset}.predictions')
+  assert_same_predictions(got, file_run(tmp_path, penguin_bundle))
+  assert set(got.column('run_id').to_pylist()) == {'bq-run'}
+  letters = list(bq_client.list_rows(f'{bq_dataset}.predictions_dead_letters'))
+  assert sorted(r['reason_code'] for r in letters) == ['missing_value', 'missing_value']
+  assert {r['source'] for r in letters} == {f'bq://{bq_dataset}.penguins'}
+  table = bq_client.get_table(f'{bq_dataset}.predictions')
+  assert table.time_partitioning.field == 'predicted_at'
+  fields = {f.name: f for f in table.schema}
+  assert fields[penguins.KEY].mode == 'REQUIRED' and fields['year'].field_type in ('INT64', 'INTEGER')
+  assert 'Gentoo' in fields['probability_Gentoo'].description
+
+
+def test_gs_files_in_table_out__a_rerun_of_the_run_id_replaces_its_rows(gcs_prefix, bq_client, bq_dataset,
+                                                                         penguin_bundle):
+  penguins.write_parquet(f'{gcs_prefix}/in')
+  args = job_args(penguin_bundle, f'--input={gcs_prefix}/in/*.parquet', f'--output=bq://{bq_dataset}.predictions',
+                  f'--dead_letter=bq://{bq_dataset}.rejected', '--bq_write_method=STREAMING_INSERTS')
+  first = run_job.run([*args, '--run_id=nightly'])
+  second = run_job.run([*args, '--run_id=nightly'])
+  other = run_job.run([*args, '--run_id=other'])
+
+  assert first.rows_written == second.rows_written == other.rows_written == 342
+  got = table_rows(bq_client, f'{bq_dataset}.predictions')
+  assert got.num_rows == 2 * 342
+  nightly = got.filter(pa.compute.equal(got.column('run_id'), 'nightly'))
+  assert sorted(set(nightly.column(penguins.KEY).to_pylist())) == nightly.column(penguins.KEY).to_pylist()
+  letters = [dict(r) for r in bq_client.list_rows(f'{bq_dataset}.rejected')]
+  assert sorted(r['run_id'] for r in letters) == ['nightly', 'nightly', 'other', 'other']
+  assert all(r['source'].startswith(f'{gcs_prefix}/in/') and r['row'] > 0 for r in letters)
+
+
+def test_query_with_parameters__predicts_exactly_the_rows_it_selects(bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  query = f'SELECT * FROM `{bq_dataset}.penguins` WHERE island = @island AND body_mass_g >= @min_mass'
+  summary = run_job.run(job_args(penguin_bundle, f'--input_query={query}', '--query_parameter=island=STRING:Biscoe',
+                                 '--query_parameter=min_mass=FLOAT64:5000', f'--bq_temp_dataset={bq_dataset}',
+                                 f'--output=bq://{bq_dataset}.big_biscoe', '--run_id=query-run'))
+
+  data = penguins.table().to_pylist()
+  want = sorted(r[penguins.KEY] for r in data if r['island'] == 'Biscoe' and (r['body_mass_g'] or 0) >= 5000)
+  assert summary.rows_read == summary.rows_predicted == len(want) > 10
+  got = table_rows(bq_client, f'{bq_dataset}.big_biscoe')
+  assert got.column(penguins.KEY).to_pylist() == want
+  assert set(got.column('predicted_class').to_pylist()) == {'Gentoo'}
+
+
+def test_input_filter__reads_only_the_rows_the_server_keeps(tmp_path, bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  summary = run_job.run(job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', "--input_filter=year = 2009",
+                                 f'--output={tmp_path}/out', '--run_id=filtered', f'--bq_temp_dataset={bq_dataset}'))
+  want = sorted(r[penguins.KEY] for r in penguins.table().to_pylist() if r['year'] == 2009)
+  assert summary.rows_read == summary.rows_predicted + summary.rows_rejected == len(want)
+  got = penguins.read_predictions(summary.output)
+  assert set(got.column('year').to_pylist()) == {2009}

@@ -1,0 +1,125 @@
+"""Preflight checks against the BigQuery emulator: each fails fast, naming what is wrong."""
+
+import datetime
+
+import pytest
+from google.cloud import bigquery
+
+from pipelines import preflight_bigquery as bqp
+from pipelines import run as run_job
+from tests.cloud import penguins
+from tests.cloud.test_bigquery_pipeline import job_args, load_penguins
+from transforms.bigquery import TableRef
+
+
+def _table(dataset: str, name: str) -> TableRef:
+  return TableRef.parse(f'bq://{dataset}.{name}')
+
+
+def _check(bq_client, table, bundle, passthrough=('species',)):
+  return bqp.check_input_table(bq_client, table, bundle.features, key_column=penguins.KEY, passthrough=passthrough)
+
+
+def test_input_table__missing(bq_client, bq_dataset, penguin_bundle):
+  with pytest.raises(ValueError, match=r'input table bq://test-project\.test_\w+\.nowhere does not exist'):
+    _check(bq_client, _table(bq_dataset, 'nowhere'), penguin_bundle)
+
+
+def test_input_table__missing_required_column(bq_client, bq_dataset, penguin_bundle):
+  schema = [bigquery.SchemaField(penguins.KEY, 'STRING'), bigquery.SchemaField('island', 'STRING'),
+            bigquery.SchemaField('species', 'STRING')]
+  bq_client.create_table(bigquery.Table(f'{bq_dataset}.thin', schema=schema))
+  with pytest.raises(ValueError, match='has no column bill_length_mm, bill_depth_mm, flipper_length_mm'):
+    _check(bq_client, _table(bq_dataset, 'thin'), penguin_bundle)
+
+
+def test_input_table__incompatible_column_type(bq_client, bq_dataset, penguin_bundle):
+  schema = [bigquery.SchemaField(f.name, 'FLOAT64') for f in penguin_bundle.features.features]
+  schema = [bigquery.SchemaField('bill_length_mm', 'DATE') if f.name == 'bill_length_mm' else f for f in schema]
+  schema += [bigquery.SchemaField(penguins.KEY, 'STRING'), bigquery.SchemaField('species', 'STRING')]
+  bq_client.create_table(bigquery.Table(f'{bq_dataset}.dates', schema=schema))
+  with pytest.raises(ValueError, match='column bill_length_mm is NULLABLE DATE, but the model reads it as float'):
+    _check(bq_client, _table(bq_dataset, 'dates'), penguin_bundle)
+
+
+def test_input_table__arrow_schema_of_the_needed_columns(bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  schema = _check(bq_client, _table(bq_dataset, 'penguins'), penguin_bundle, passthrough=('year',))
+  assert schema.names[0] == penguins.KEY and 'year' in schema.names and 'species' not in schema.names
+  assert str(schema.field('year').type) == 'int64' and str(schema.field('bill_length_mm').type) == 'double'
+
+
+def test_query__malformed_fails_fast_with_bigquerys_message(bq_client, bq_dataset):
+  with pytest.raises(ValueError, match=r'--input_query is not valid: (?s:.*)[Ss]yntax error'):
+    bqp.dry_run(bq_client, f'SELEC * FROM `{bq_dataset}.penguins`')
+
+
+def test_query__dry_run_of_a_good_query_reports_bytes(bq_client, bq_dataset):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  assert bqp.dry_run(bq_client, f'SELECT * FROM `{bq_dataset}.penguins` WHERE year = @y',
+                     [bqp.parse_parameter('y=INT64:2008')]) >= 0
+
+
+def test_query__naming_a_missing_table_fails_fast(bq_client, bq_dataset):
+  with pytest.raises(ValueError, match='--input_query reads something that does not exist: .*nowhere'):
+    bqp.dry_run(bq_client, f'SELECT * FROM `{bq_dataset}.nowhere`')
+
+
+def test_query__malformed_fails_the_run_before_any_table_is_written(bq_client, bq_dataset, penguin_bundle):
+  with pytest.raises(ValueError, match='--input_query is not valid'):
+    run_job.run(job_args(penguin_bundle, f'--input_query=SELECT FROM `{bq_dataset}.x` WHERE',
+                         f'--bq_temp_dataset={bq_dataset}', f'--output=bq://{bq_dataset}.out'))
+  assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == []
+
+
+def test_output__missing_dataset(bq_client):
+  with pytest.raises(ValueError, match='output dataset test-project.no_such_dataset does not exist'):
+    bqp.prepare_output_table(bq_client, TableRef('test-project', 'no_such_dataset', 't'),
+                             {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED'}]},
+                             partition_field='predicted_at')
+
+
+def test_output__existing_table_with_an_incompatible_schema(bq_client, bq_dataset):
+  bq_client.create_table(bigquery.Table(f'{bq_dataset}.old', schema=[
+      bigquery.SchemaField('k', 'INT64'), bigquery.SchemaField('legacy', 'STRING', mode='REQUIRED')]))
+  want = {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED'},
+                     {'name': 'predicted_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}
+  with pytest.raises(ValueError) as error:
+    bqp.prepare_output_table(bq_client, _table(bq_dataset, 'old'), want, partition_field='predicted_at')
+  assert 'k is INTEGER, the job writes STRING' in str(error.value) or 'k is INT64, the job writes STRING' in str(
+      error.value)
+  assert 'no column predicted_at' in str(error.value)
+  assert 'legacy is REQUIRED but the job does not write it' in str(error.value)
+
+
+def test_output__missing_table_is_created_partitioned_with_descriptions(bq_client, bq_dataset):
+  want = {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED', 'description': 'the key'},
+                     {'name': 'predicted_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}
+  bqp.prepare_output_table(bq_client, _table(bq_dataset, 'fresh'), want, partition_field='predicted_at')
+  bqp.prepare_output_table(bq_client, _table(bq_dataset, 'fresh'), want, partition_field='predicted_at')  # compatible
+  table = bq_client.get_table(f'{bq_dataset}.fresh')
+  assert table.time_partitioning.field == 'predicted_at'
+  assert [(f.name, f.mode, f.description) for f in table.schema][0] == ('k', 'REQUIRED', 'the key')
+
+
+def test_replace_earlier_rows__deletes_only_that_runs_older_rows(bq_client, bq_dataset):
+  table = _table(bq_dataset, 'runs')
+  bq_client.create_table(bigquery.Table(table.dotted, schema=[
+      bigquery.SchemaField('run_id', 'STRING'), bigquery.SchemaField('predicted_at', 'TIMESTAMP')]))
+  bq_client.insert_rows_json(table.dotted, [
+      {'run_id': 'a', 'predicted_at': '2026-01-01T00:00:00Z'}, {'run_id': 'a', 'predicted_at': '2026-01-03T00:00:00Z'},
+      {'run_id': "b' OR 'x'='x", 'predicted_at': '2026-01-01T00:00:00Z'}])
+  started = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+  assert bqp.replace_earlier_rows(bq_client, table, 'a', time_column='predicted_at', started=started) == 1
+  assert bqp.replace_earlier_rows(bq_client, table, "b' OR 'x'='x", time_column='predicted_at',
+                                  started=started) == 1
+  assert bqp.rows_of_run(bq_client, table, 'a') == 1
+  assert [r['run_id'] for r in bq_client.list_rows(table.dotted)] == ['a']
+
+
+def test_output__missing_dataset_fails_the_run_before_the_query_runs(bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  with pytest.raises(ValueError, match='output dataset test-project.absent does not exist'):
+    run_job.run(job_args(penguin_bundle, f'--input_query=SELECT * FROM `{bq_dataset}.penguins`',
+                         f'--bq_temp_dataset={bq_dataset}', '--output=bq://test-project.absent.out'))
+  assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == ['penguins']
