@@ -20,6 +20,7 @@ from transforms.features import Feature, FeatureSpec
 DEAD_LETTERS = 'dead_letters'
 METRICS_NAMESPACE = 'batch_inference'
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMBER = r'(?i)^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$'
 
 
@@ -72,7 +73,8 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   else:
     return pa.nulls(n, pa.float64()), values.is_valid().to_numpy(zero_copy_only=False), no
   x = numbers.to_numpy(zero_copy_only=False)
-  non_finite = np.isinf(x)
+  with np.errstate(invalid='ignore'):  # the model takes float32: a larger magnitude would become inf there
+    non_finite = np.isinf(x) | (np.abs(x) > FLOAT32_MAX)
   x = np.where(non_finite, np.nan, x)
   return pa.array(x, pa.float64(), from_pandas=True), invalid, non_finite
 
@@ -91,7 +93,8 @@ def _problem(feature: Feature, code: str, raw) -> str:
   if code == dl.MISSING_VALUE:
     return f'{feature.name}: missing required value (the model has no fill value for it)'
   if code == dl.NON_FINITE:
-    return f'{feature.name}: {raw!r} is not a finite number'
+    return f'{feature.name}: {raw!r} is not a finite number' + (
+        '' if raw is None or not np.isfinite(float(raw)) else ' in float32, the model\'s input type')
   return f'{feature.name}: {raw!r} is not a valid {feature.dtype}'
 
 

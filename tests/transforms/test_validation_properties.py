@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from models.penguins import train
 from transforms import dead_letters as dl
 from transforms.features import fit_in_memory
-from transforms.validation import accepts, coerce_column, validate
+from transforms.validation import FLOAT32_MAX, accepts, coerce_column, validate
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|[+-]?(inf|infinity|nan)', re.IGNORECASE | re.ASCII)
@@ -77,7 +77,8 @@ def _expected(value, kind: str, dtype: str) -> str:
                  else pa.string(), dtype):
     return dl.INVALID_TYPE
   if dtype == 'string':
-    return dl.MISSING_VALUE if isinstance(value, str) and not value.strip() else ''
+    blank = isinstance(value, str) and not value.strip()
+    return dl.MISSING_VALUE if blank or (isinstance(value, float) and math.isnan(value)) else ''
   if isinstance(value, str):
     text = value.strip()
     if not text:
@@ -86,7 +87,7 @@ def _expected(value, kind: str, dtype: str) -> str:
       return dl.INVALID_TYPE
     value = float(text)
   x = float(value)
-  return dl.MISSING_VALUE if math.isnan(x) else dl.NON_FINITE if math.isinf(x) else ''
+  return dl.MISSING_VALUE if math.isnan(x) else dl.NON_FINITE if abs(x) > FLOAT32_MAX else ''
 
 
 @st.composite
