@@ -70,13 +70,13 @@ class PredictionColumns:
         arrays.append(pa.nulls(n, field.type))
     if self.outputs.kind == 'classification':
       best = scores.argmax(axis=1)
-      arrays += [pa.array(np.asarray(self.outputs.classes, dtype=object)[best], pa.string()),
-                 pa.array(scores[np.arange(n), best])]
+      arrays += [pa.array(self.outputs.classes, pa.string()).take(best), pa.array(scores[np.arange(n), best])]
     arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
     now = datetime.datetime.now(datetime.timezone.utc)
-    arrays += [pa.array([self.model_name] * n, pa.string()), pa.array([self.model_version] * n, pa.string()),
-               pa.array([self.run_id] * n, pa.string()),
-               pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), 'us')), pa.timestamp('us', tz='UTC'))]
+    # Constant columns are built in Arrow, not from one Python object per row.
+    arrays += [pa.repeat(pa.scalar(value, pa.string()), n) for value in (self.model_name, self.model_version,
+                                                                          self.run_id)]
+    arrays.append(pa.repeat(pa.scalar(now, pa.timestamp('us', tz='UTC')), n))
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
@@ -114,6 +114,16 @@ def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray
     yield letters
 
 
+class _KeyedByRows(KeyedModelHandler):
+  """A KeyedModelHandler whose keys are RecordBatches, sized by their Arrow buffers.
+
+  Beam's default pickles every key just to count its bytes for a metric.
+  """
+
+  def get_num_bytes(self, batch: Sequence[tuple[pa.RecordBatch, np.ndarray]]) -> int:
+    return sum(rows.nbytes + features.nbytes for rows, features in batch)
+
+
 class Predict(beam.PTransform):
   """Predicts `(rows, features)` elements; returns output RecordBatches and dead letters.
 
@@ -133,7 +143,7 @@ class Predict(beam.PTransform):
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
-        KeyedModelHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
+        _KeyedByRows(self._handler), model_identifier=self._model_identifier).with_exception_handling()
     formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self._columns)).with_outputs(
         DEAD_LETTERS, main='predictions')
     letters = (
