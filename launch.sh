@@ -17,6 +17,8 @@ Usage: ./launch.sh VERB [ARGS...]
   test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest).
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
+  bench [ARGS]  Benchmark the job against the raw model and the alternatives
+                (python -m benchmarks.run ARGS; --rows 1000000 is the documented run).
   help          This text.
 USAGE
 }
@@ -47,6 +49,32 @@ ensure_bundle() {
   fi
 }
 
+# A benchmark-only virtualenv that sees the project's pinned stack and adds one tool on top
+# (Ray, tf.Transform), so the tool never changes the stack. If it cannot be installed here,
+# the reason is kept in VENV/UNAVAILABLE and the benchmark reports it instead of a number.
+side_venv() {
+  local dir=$1 requirements=$2 stamp want
+  stamp="$dir/.installed"
+  want=$(cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  "$PYTHON" -m venv "$dir"
+  "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+    > "$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_stack.pth"
+  if "$dir/bin/python" -m pip install --quiet -r "$requirements" > "$dir/install.log" 2>&1; then
+    echo "$want" > "$stamp"
+  else
+    local why
+    why=$(grep -E 'ERROR|error' "$dir/install.log" | tail -2 | tr '\n' ' ')
+    rm -rf "$dir/bin"
+    echo "pip could not install $(grep -v '^#' "$requirements" | tr '\n' ' ')here: ${why:-see $dir/install.log}" \
+      > "$dir/UNAVAILABLE"
+  fi
+}
+
 verb=${1:-help}
 shift || true
 case "$verb" in
@@ -71,6 +99,14 @@ case "$verb" in
     install
     quiet_tf
     "$PYTHON" -m pipelines.run "$@"
+    ;;
+  bench)
+    install
+    quiet_tf
+    ensure_bundle
+    side_venv build/bench/ray-venv benchmarks/requirements-ray.txt
+    side_venv build/bench/tft-venv benchmarks/requirements-tft.txt
+    "$PYTHON" -m benchmarks.run "$@"
     ;;
   help|-h|--help)
     usage
