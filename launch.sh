@@ -15,10 +15,10 @@ Usage: ./launch.sh VERB [ARGS...]
   demo          Create the virtualenv if missing, train the example model if its bundle
                 is missing, and predict the bundled example data on the DirectRunner.
   test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest).
-  train [ARGS]  Train the example penguin model (python -m models.penguins.train).
-  run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
   bench [ARGS]  Benchmark the job against the raw model and the alternatives
                 (python -m benchmarks.run ARGS; --rows 1000000 is the documented run).
+  train [ARGS]  Train the example penguin model (python -m models.penguins.train).
+  run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
   help          This text.
 USAGE
 }
@@ -68,7 +68,7 @@ side_venv() {
     echo "$want" > "$stamp"
   else
     local why
-    why=$(grep -E 'ERROR|error' "$dir/install.log" | tail -2 | tr '\n' ' ')
+    why=$(grep -E '^ERROR' "$dir/install.log" | tail -1 | cut -c1-200)
     rm -rf "$dir/bin"
     echo "pip could not install $(grep -v '^#' "$requirements" | tr '\n' ' ')here: ${why:-see $dir/install.log}" \
       > "$dir/UNAVAILABLE"
@@ -90,6 +90,14 @@ case "$verb" in
     quiet_tf
     "$PYTHON" -m pytest "$@"
     ;;
+  bench)
+    install
+    quiet_tf
+    ensure_bundle
+    side_venv build/bench/ray-venv benchmarks/requirements-ray.txt
+    side_venv build/bench/tft-venv benchmarks/requirements-tft.txt
+    "$PYTHON" -m benchmarks.run "$@"
+    ;;
   train)
     install
     quiet_tf
@@ -99,14 +107,6 @@ case "$verb" in
     install
     quiet_tf
     "$PYTHON" -m pipelines.run "$@"
-    ;;
-  bench)
-    install
-    quiet_tf
-    ensure_bundle
-    side_venv build/bench/ray-venv benchmarks/requirements-ray.txt
-    side_venv build/bench/tft-venv benchmarks/requirements-tft.txt
-    "$PYTHON" -m benchmarks.run "$@"
     ;;
   help|-h|--help)
     usage

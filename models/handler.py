@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
 
 
 class SavedModelPredictor:
@@ -61,7 +61,8 @@ class SavedModelPredictor:
     """Returns the model output for a (rows, features) float32 matrix as (rows, outputs)."""
     result = self._fn(**{self._input_name: self._tf.constant(features, dtype=self._tf.float32)})
     out = result[self._output_key].numpy()
-    return out.reshape(features.shape[0], -1)
+    # An explicit width: reshape(rows, -1) cannot size a 0-row result.
+    return out.reshape(len(out), int(np.prod(out.shape[1:])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,12 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
   def model_uri(self) -> str:
     return self._model_uri
 
+  def row_by_row(self) -> 'SavedModelHandler':
+    """A copy that calls the model one row at a time, to isolate rows it fails on."""
+    return SavedModelHandler(self._model_uri, signature=self._signature, output_key=self._output_key,
+                             min_batch_rows=1, max_batch_rows=1,
+                             share_across_processes=self._share_across_processes)
+
   def load_model(self) -> SavedModelPredictor:
     return SavedModelPredictor(self._model_uri, self._signature, self._output_key)
 
@@ -146,6 +153,8 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
       row, or is a `RowFailures` when the model failed on some of its rows.
     """
     del inference_args
+    if not batch:  # Beam's BatchElements can emit one; see KeyedRowsHandler
+      return []
     features = batch[0] if len(batch) == 1 else np.concatenate(batch)
     try:
       outputs, errors = model.predict(features), {}
@@ -170,3 +179,21 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
   def share_model_across_processes(self) -> bool:
     return self._share_across_processes
 
+
+class KeyedRowsHandler(KeyedModelHandler):
+  """A `KeyedModelHandler` that accepts the empty batches Beam's batching emits.
+
+  `BatchElements` (Beam 2.77) flushes its current batch before adding an
+  element that would overflow the target size, even when that batch is empty,
+  so an element holding more rows than the target arrives after an empty
+  batch. `KeyedModelHandler` cannot unzip an empty batch and fails it.
+  Keys are measured by their Arrow size rather than pickled.
+  """
+
+  def run_inference(self, batch, model, inference_args=None):
+    return super().run_inference(batch, model, inference_args) if batch else []
+
+  def get_num_bytes(self, batch) -> int:
+    # The base class pickles the keys to measure them; ours are whole RecordBatches.
+    return sum(getattr(key, 'nbytes', 0) for key, _ in batch) + self._unkeyed.get_num_bytes(
+        [example for _, example in batch])

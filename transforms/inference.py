@@ -17,10 +17,10 @@ from typing import Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
-from models.handler import RowFailures, SavedModelHandler
+from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
@@ -80,6 +80,27 @@ class PredictionColumns:
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
+def _error_text(error) -> str:
+  """`with_exception_handling` reports an error as (type, repr, traceback lines), not the exception;
+  the last traceback line holds the message (TensorFlow errors' repr is empty)."""
+  if isinstance(error, BaseException):
+    return f'{type(error).__name__}: {error}'
+  exc_type, exc_repr, lines = error
+  message = lines[-1].split(':', 1)[-1] if lines else exc_repr
+  return f'{exc_type.__name__}: {message.strip()}'
+
+
+def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
+  """Dead letters for every row of a batch that failed outside the model call itself."""
+  elements, error = failed
+  message = f'model failed on this row\'s batch: {_error_text(error)[:500]}'
+  for rows, _ in elements:
+    letters = dl.from_batch(rows, np.ones(rows.num_rows, dtype=bool), stage='predict',
+                            codes=[dl.MODEL_ERROR] * rows.num_rows, reasons=[message] * rows.num_rows)
+    count_rejections(letters)
+    yield letters
+
+
 class _FormatFn(beam.DoFn):
   """Lays out predicted rows; rows the model failed on go to the dead letters."""
 
@@ -103,27 +124,6 @@ class _FormatFn(beam.DoFn):
       yield self._columns.format(rows, scores)
 
 
-def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
-  """Dead letters for every row of a batch that failed outside the model call."""
-  elements, error = failed
-  message = f'model step failed on this row\'s batch: {type(error).__name__}: {str(error).strip()[:500]}'
-  for rows, _ in elements:
-    letters = dl.from_batch(rows, np.ones(rows.num_rows, dtype=bool), stage='predict',
-                            codes=[dl.MODEL_ERROR] * rows.num_rows, reasons=[message] * rows.num_rows)
-    count_rejections(letters)
-    yield letters
-
-
-class _KeyedByRows(KeyedModelHandler):
-  """A KeyedModelHandler whose keys are RecordBatches, sized by their Arrow buffers.
-
-  Beam's default pickles every key just to count its bytes for a metric.
-  """
-
-  def get_num_bytes(self, batch: Sequence[tuple[pa.RecordBatch, np.ndarray]]) -> int:
-    return sum(rows.nbytes + features.nbytes for rows, features in batch)
-
-
 class Predict(beam.PTransform):
   """Predicts `(rows, features)` elements; returns output RecordBatches and dead letters.
 
@@ -143,7 +143,7 @@ class Predict(beam.PTransform):
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
-        _KeyedByRows(self._handler), model_identifier=self._model_identifier).with_exception_handling()
+        KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
     formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self._columns)).with_outputs(
         DEAD_LETTERS, main='predictions')
     letters = (
