@@ -69,7 +69,7 @@ side_venv() {
   else
     local why
     why=$(grep -E '^ERROR' "$dir/install.log" | tail -1 | cut -c1-200)
-    rm -rf "$dir/bin"
+    rm -rf "${dir:?}/bin"
     echo "pip could not install $(grep -v '^#' "$requirements" | tr '\n' ' ')here: ${why:-see $dir/install.log}" \
       > "$dir/UNAVAILABLE"
   fi
