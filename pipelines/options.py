@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from transforms.sinks import OUTPUT_FORMATS
 from transforms.sources import FORMATS
@@ -24,13 +24,13 @@ DEFAULT_READ_BATCH_SIZE = 16384
 # element's matrix to the model as it is instead of concatenating several
 # (16384/32768 measured 2.7 s against 2.2-2.3 s for 16384/16384 in the same rounds).
 DEFAULT_MAX_BATCH_ROWS = 16384
-# One model copy per worker machine or one per SDK process. Measured (1M rows,
-# example model): in-process, sharing cost 2.7 s of start-up (Beam starts a model
-# server and connects with back-off) and 15% of rows/s, 17.7 s against 15.0 s;
-# with two processes it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about
-# the same speed. A small CPU model gains nothing from sharing, so the default is
-# off; turn it on for a model too large to hold once per process, or one GPU.
-DEFAULT_SHARE_MODEL = False
+# One model copy per worker machine, or one per SDK process? Measured (1M rows,
+# example model, benchmarks/sweep.py): on the DirectRunner in one process there
+# is nothing to share, and sharing cost 2.7 s of start-up (Beam starts a model
+# server and connects with back-off), 17.7 s against 15.0 s; with two processes
+# it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about the same speed.
+# So by default the model is shared wherever a machine runs several processes.
+_ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
 
 
 def _bool(value: str) -> bool:
@@ -94,10 +94,19 @@ class BatchInferenceOptions(PipelineOptions):
         '--max_batch_rows', type=int, default=DEFAULT_MAX_BATCH_ROWS,
         help=f'Most rows RunInference packs into one model call. Default: {DEFAULT_MAX_BATCH_ROWS}.')
     parser.add_argument(
-        '--share_model_across_processes', type=_bool, default=DEFAULT_SHARE_MODEL,
+        '--share_model_across_processes', type=_bool, default=None,
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
-        'instead of one per process. Worth it for large models and GPUs; for a small CPU model it only '
-        f'adds start-up time. Default: {str(DEFAULT_SHARE_MODEL).lower()}.')
+        'instead of one per process. Default: true, except on the DirectRunner in a single process, '
+        'where there is nothing to share and the model server only adds start-up time.')
+
+  def share_model(self) -> bool:
+    """--share_model_across_processes, or its default for the runner this job runs on."""
+    if self.share_model_across_processes is not None:
+      return self.share_model_across_processes
+    runner = self.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    one_process = self.view_as(DirectOptions).direct_running_mode in _ONE_PROCESS_MODES
+    return not ((name or 'DirectRunner').endswith('DirectRunner') and one_process)
 
   @property
   def passthrough(self) -> list[str]:
