@@ -17,6 +17,8 @@ Usage: ./launch.sh VERB [ARGS...]
   test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest). The cloud
                 tests start local GCS and BigQuery emulators themselves (installed once
                 under build/emulators/) and stop them at the end.
+  bench [ARGS]  Benchmark the job against the raw model and the alternatives
+                (python -m benchmarks.run ARGS; --rows 1000000 is the documented run).
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
                 With --watch it keeps running and predicts each new input file once.
@@ -184,6 +186,8 @@ worker_settings() {
   if [ "$ONE_SDK_PROCESS_PER_VM" = 1 ]; then
     echo "experiments=no_use_multiple_sdk_containers"
     echo "share_model_across_processes=false"
+  else
+    echo "share_model_across_processes=true"
   fi
 }
 
@@ -276,6 +280,33 @@ USAGE
   esac
 }
 
+
+# A benchmark-only virtualenv that sees the project's pinned stack and adds one tool on top
+# (Ray, tf.Transform), so the tool never changes the stack. If it cannot be installed here,
+# the reason is kept in VENV/UNAVAILABLE and the benchmark reports it instead of a number.
+side_venv() {
+  local dir=$1 requirements=$2 stamp want
+  stamp="$dir/.installed"
+  want=$(cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  "$PYTHON" -m venv "$dir"
+  "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+    > "$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_stack.pth"
+  if "$dir/bin/python" -m pip install --quiet -r "$requirements" > "$dir/install.log" 2>&1; then
+    echo "$want" > "$stamp"
+  else
+    local why
+    why=$(grep -E '^ERROR' "$dir/install.log" | tail -1 | cut -c1-200)
+    rm -rf "${dir:?}/bin"
+    echo "pip could not install $(grep -v '^#' "$requirements" | tr '\n' ' ')here: ${why:-see $dir/install.log}" \
+      > "$dir/UNAVAILABLE"
+  fi
+}
+
 verb=${1:-help}
 shift || true
 case "$verb" in dataflow | image | template | run-template | schedule | k8s)
@@ -299,6 +330,14 @@ case "$verb" in
     ensure_browser
     quiet_tf
     "$PYTHON" -m pytest "$@"
+    ;;
+  bench)
+    install
+    quiet_tf
+    ensure_bundle
+    side_venv build/bench/ray-venv benchmarks/requirements-ray.txt
+    side_venv build/bench/tft-venv benchmarks/requirements-tft.txt
+    "$PYTHON" -m benchmarks.run "$@"
     ;;
   train)
     install

@@ -10,6 +10,7 @@ elements.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -104,6 +105,51 @@ class SavedModelPredictor:
     return out.reshape(len(out), int(np.prod(out.shape[1:])))
 
 
+@dataclasses.dataclass(frozen=True)
+class RowFailures:
+  """Model output for a matrix the model failed on in part.
+
+  `outputs` has a row per input row (NaN where the model failed); `errors`
+  maps each failed row's index in the matrix to what the model raised.
+  """
+  outputs: np.ndarray
+  errors: dict[int, str]
+
+
+def error_text(error) -> str:
+  """`Type: message` of a failure, without stack frames (which name machine paths).
+
+  Beam's exception handling passes `(type, repr, formatted traceback lines)`,
+  whose last line holds the message; TensorFlow messages also list frames.
+  """
+  if isinstance(error, BaseException):
+    name, text = type(error).__name__, str(error)
+  else:
+    exc_type, exc_repr, lines = error
+    name = getattr(exc_type, '__name__', str(exc_type))
+    text = lines[-1].split(': ', 1)[-1] if lines else exc_repr
+  kept = [line.strip() for line in text.splitlines() if line.strip() and not line[:1].isspace()]
+  return f'{name}: {" ".join(kept)}'[:500]
+
+
+def _predict_row_by_row(model: SavedModelPredictor, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+  """Predicts one row at a time, so one poisonous row is rejected alone."""
+  rows: list[Optional[np.ndarray]] = []
+  errors: dict[int, str] = {}
+  for i in range(features.shape[0]):
+    try:
+      rows.append(model.predict(features[i:i + 1])[0])
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append(None)
+      errors[i] = error_text(e)
+  width = next((r.shape[0] for r in rows if r is not None), 1)
+  outputs = np.full((features.shape[0], width), np.nan, dtype=np.float32)
+  for i, row in enumerate(rows):
+    if row is not None:
+      outputs[i] = row
+  return outputs, errors
+
+
 def num_rows(element: Any) -> int:
   """Rows in a feature matrix, or in a keyed `(key, matrix)` element."""
   matrix = element[1] if isinstance(element, tuple) else element
@@ -157,21 +203,36 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
     """Runs the model once over all matrices in `batch` and splits the result back.
 
+    A batch the model fails on is retried row by row, here rather than in a
+    second RunInference step: joining a retry branch back to the main one
+    needs a Flatten, which the DirectRunner materialises (every prediction
+    held in memory and pickled once more).
+
     Args:
       batch: feature matrices, one per element.
       model: the loaded predictor (or its cross-process proxy).
       inference_args: unused; the signature takes only the features.
 
     Returns:
-      One `PredictionResult` per matrix, whose `inference` has a row per input row.
+      One `PredictionResult` per matrix, whose `inference` has a row per input
+      row, or is a `RowFailures` when the model failed on some of its rows.
     """
     del inference_args
     if not batch:  # Beam's BatchElements can emit one; see KeyedRowsHandler
       return []
     features = batch[0] if len(batch) == 1 else np.concatenate(batch)
-    outputs = model.predict(features)
-    splits = np.cumsum([m.shape[0] for m in batch])[:-1]
-    return [PredictionResult(m, out, self._model_uri) for m, out in zip(batch, np.split(outputs, splits))]
+    try:
+      outputs, errors = model.predict(features), {}
+    except Exception:  # pylint: disable=broad-except  # TF raises many types; each row is retried below.
+      outputs, errors = _predict_row_by_row(model, features)
+    results, start = [], 0
+    for matrix in batch:
+      end = start + matrix.shape[0]
+      failed = {i - start: e for i, e in errors.items() if start <= i < end}
+      inference = RowFailures(outputs[start:end], failed) if failed else outputs[start:end]
+      results.append(PredictionResult(matrix, inference, self._model_uri))
+      start = end
+    return results
 
   def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
     # The default pickles the whole batch just to measure it.

@@ -151,7 +151,7 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
   handler = SavedModelHandler(
       bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
       min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
-      share_across_processes=opts.share_model_across_processes, device=opts.device)
+      share_across_processes=opts.share_model(), device=opts.device)
   predict = Predict(handler, columns)
   if opts.inference_accelerator:
     # Only the predict step asks for the GPU; reading and features stay on plain workers

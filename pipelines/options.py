@@ -9,23 +9,34 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.sinks import OUTPUT_FORMATS
 from transforms.sources import FORMATS
 
-# Rows per RecordBatch read from files. Large enough that per-batch overhead
-# (one Python call per step) vanishes, small enough to keep memory flat.
-DEFAULT_READ_BATCH_SIZE = 8192
-# Rows per model call. The example MLP's throughput flattens past a few
-# thousand rows; larger batches only cost memory (see benchmarks/).
+# Rows per RecordBatch read from files, and so per element in every later step.
+# Measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2
+# shared cores, medians of 3 rounds), pipeline seconds: 4096 rows 3.4, 8192 3.6,
+# 16384 2.3, 32768 3.1, 65536 4.6; peak RSS 809 MB at 4096 up to 923 MB at 65536.
+# At 16384 the per-batch Python cost has vanished; past it, time and memory grow.
+DEFAULT_READ_BATCH_SIZE = 16384
+# Rows per model call. Equal to the read batch, so RunInference passes one
+# element's matrix to the model as it is instead of concatenating several
+# (16384/32768 measured 2.7 s against 2.2-2.3 s for 16384/16384 in the same rounds).
 DEFAULT_MAX_BATCH_ROWS = 16384
 # Flags without which the job cannot start; the Flex Template marks the rest optional.
 # Always required; one of --input and --input_query is required too.
 REQUIRED_FLAGS = ('model', 'output')
 # Where the model runs. `auto` takes a GPU when TensorFlow sees one.
 DEVICES = ('auto', 'cpu', 'gpu')
+# One model copy per worker machine, or one per SDK process? Measured (1M rows,
+# example model, benchmarks/sweep.py): on the DirectRunner in one process there
+# is nothing to share, and sharing cost 2.7 s of start-up (Beam starts a model
+# server and connects with back-off), 17.7 s against 15.0 s; with two processes
+# it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about the same speed.
+# So by default the model is shared wherever a machine runs several processes.
+_ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
 
 
 def parse_bool(value: str) -> bool:
@@ -114,9 +125,10 @@ class BatchInferenceOptions(PipelineOptions):
         '--max_batch_rows', type=int, default=DEFAULT_MAX_BATCH_ROWS,
         help=f'Most rows RunInference packs into one model call. Default: {DEFAULT_MAX_BATCH_ROWS}.')
     parser.add_argument(
-        '--share_model_across_processes', type=parse_bool, default=True,
+        '--share_model_across_processes', type=parse_bool, default=None,
         help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
-        'instead of one per process. Default: true.')
+        'instead of one per process. Default: true, except on the DirectRunner in a single process, '
+        'where there is nothing to share and the model server only adds start-up time.')
     parser.add_argument(
         '--quiet', type=parse_bool, nargs='?', const=True, default=False,
         help='No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
@@ -159,6 +171,15 @@ class BatchInferenceOptions(PipelineOptions):
         '--preflight_only', type=parse_bool, nargs='?', const=True, default=False,
         help='Only check that the run can succeed (the model loads and matches its feature spec, the input '
         'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
+
+  def share_model(self) -> bool:
+    """--share_model_across_processes, or its default for the runner this job runs on."""
+    if self.share_model_across_processes is not None:
+      return self.share_model_across_processes
+    runner = self.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    one_process = self.view_as(DirectOptions).direct_running_mode in _ONE_PROCESS_MODES
+    return not ((name or 'DirectRunner').endswith('DirectRunner') and one_process)
 
   @property
   def passthrough(self) -> list[str]:

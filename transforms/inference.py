@@ -2,7 +2,9 @@
 
 Each element is `(rows, features)`: the validated RecordBatch is the key, so a
 prediction can never come apart from the row it belongs to. A batch the model
-fails on is retried row by row, so one poisonous row is rejected alone.
+fails on is retried row by row (by the handler), so one poisonous row is
+rejected alone; predictions never pass through a Flatten, which the
+DirectRunner would materialise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
-from models.handler import KeyedRowsHandler, SavedModelHandler
+from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, error_text
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
@@ -69,43 +71,24 @@ class PredictionColumns:
         arrays.append(pa.nulls(n, field.type))
     if self.outputs.kind == 'classification':
       best = scores.argmax(axis=1)
-      arrays += [pa.array(np.asarray(self.outputs.classes, dtype=object)[best], pa.string()),
-                 pa.array(scores[np.arange(n), best])]
+      arrays += [pa.array(self.outputs.classes, pa.string()).take(best), pa.array(scores[np.arange(n), best])]
     arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
     now = datetime.datetime.now(datetime.timezone.utc)
-    arrays += [pa.array([self.model_name] * n, pa.string()), pa.array([self.model_version] * n, pa.string()),
-               pa.array([self.run_id] * n, pa.string()),
-               pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), 'us')), pa.timestamp('us', tz='UTC'))]
+    # Constant columns are built in Arrow, not from one Python object per row.
+    arrays += [pa.repeat(pa.scalar(value, pa.string()), n) for value in (self.model_name, self.model_version,
+                                                                          self.run_id)]
+    arrays.append(pa.repeat(pa.scalar(now, pa.timestamp('us', tz='UTC')), n))
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def _single_rows(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
-  """Splits a failed model batch into one-row elements for the retry."""
-  elements, _ = failed
-  for rows, features in elements:
-    for i in range(rows.num_rows):
-      yield rows.slice(i, 1), features[i:i + 1]
 
 
-def _error_text(error) -> str:
-  """`Type: message` of a failure, without stack frames (which name machine paths).
-
-  Beam's exception handling passes `(type, repr, formatted traceback lines)`,
-  whose last line holds the message; TensorFlow messages also list frames.
-  """
-  if isinstance(error, BaseException):
-    name, text = type(error).__name__, str(error)
-  else:
-    exc_type, exc_repr, lines = error
-    name = getattr(exc_type, '__name__', str(exc_type))
-    text = lines[-1].split(': ', 1)[-1] if lines else exc_repr
-  kept = [line.strip() for line in text.splitlines() if line.strip() and not line[:1].isspace()]
-  return f'{name}: {" ".join(kept)}'[:500]
 
 
 def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
+  """Dead letters for every row of a batch that failed outside the model call itself."""
   elements, error = failed
-  message = f'model failed on this row: {_error_text(error)}'
+  message = f'model failed on this row\'s batch: {error_text(error)}'
   for rows, _ in elements:
     letters = dl.from_batch(rows, np.ones(rows.num_rows, dtype=bool), stage='predict',
                             codes=[dl.MODEL_ERROR] * rows.num_rows, reasons=[message] * rows.num_rows)
@@ -114,6 +97,7 @@ def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray
 
 
 class _FormatFn(beam.DoFn):
+  """Lays out predicted rows; rows the model failed on go to the dead letters."""
 
   def __init__(self, columns: PredictionColumns):
     self._columns = columns
@@ -121,8 +105,18 @@ class _FormatFn(beam.DoFn):
 
   def process(self, element: tuple[pa.RecordBatch, PredictionResult]):
     rows, result = element
-    self._rows_predicted.inc(rows.num_rows)
-    yield self._columns.format(rows, result.inference)
+    scores = result.inference
+    if isinstance(scores, RowFailures):
+      failed = np.zeros(rows.num_rows, dtype=bool)
+      failed[list(scores.errors)] = True
+      reasons = [f'model failed on this row: {scores.errors[i]}' for i in np.flatnonzero(failed)]
+      letters = dl.from_batch(rows, failed, stage='predict', codes=[dl.MODEL_ERROR] * len(reasons), reasons=reasons)
+      count_rejections(letters)
+      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letters)
+      rows, scores = rows.filter(pa.array(~failed)), scores.outputs[~failed]
+    if rows.num_rows:
+      self._rows_predicted.inc(rows.num_rows)
+      yield self._columns.format(rows, scores)
 
 
 class Predict(beam.PTransform):
@@ -131,8 +125,8 @@ class Predict(beam.PTransform):
   Args:
     handler: the model handler (its batch settings bound rows per model call).
     columns: how to lay out the output rows.
-    model_identifier: the tag under which the loaded model is shared, so the
-      row-by-row retry uses the same copy as the main step.
+    model_identifier: the tag under which the loaded model is shared across
+      the processes of a worker.
   """
 
   def __init__(self, handler: SavedModelHandler, columns: PredictionColumns, *,
@@ -147,12 +141,9 @@ class Predict(beam.PTransform):
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
         KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
-    repredicted, refailed = (
-        failed.failed_inferences
-        | 'SplitFailedBatches' >> beam.FlatMap(_single_rows)
-        | 'RetryRowByRow' >> RunInference(KeyedRowsHandler(self._handler.row_by_row()),
-                                          model_identifier=self._model_identifier).with_exception_handling())
-    letters = refailed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters)
-    formatted = ((predicted, repredicted) | 'AllPredictions' >> beam.Flatten()
-                 | 'Format' >> beam.ParDo(_FormatFn(self._columns)))
-    return {'predictions': formatted, DEAD_LETTERS: letters}
+    formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self._columns)).with_outputs(
+        DEAD_LETTERS, main='predictions')
+    letters = (
+        (formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters))
+        | 'AllModelErrors' >> beam.Flatten())
+    return {'predictions': formatted['predictions'], DEAD_LETTERS: letters}

@@ -58,7 +58,7 @@ def _with_position(batch: pa.RecordBatch, source: str, rows: np.ndarray,
   names = [c for c in columns if c in batch.schema.names] if columns is not None else batch.schema.names
   arrays = [batch.column(c) for c in names]
   return pa.RecordBatch.from_arrays(
-      arrays + [pa.array(np.full(len(rows), source, dtype=object), pa.string()), pa.array(rows, pa.int64())],
+      arrays + [pa.repeat(pa.scalar(source, pa.string()), len(rows)), pa.array(rows, pa.int64())],
       names=list(names) + [dl.SOURCE, dl.ROW])
 
 

@@ -75,6 +75,8 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   x = numbers.to_numpy(zero_copy_only=False)
   with np.errstate(invalid='ignore'):  # the model takes float32: a larger magnitude would become inf there
     non_finite = np.isinf(x) | (np.abs(x) > FLOAT32_MAX)
+  if not non_finite.any() and np.count_nonzero(np.isnan(x)) == numbers.null_count:
+    return numbers, invalid, non_finite  # no NaN or infinity to clear: skip building a copy
   x = np.where(non_finite, np.nan, x)
   return pa.array(x, pa.float64(), from_pandas=True), invalid, non_finite
 
@@ -108,13 +110,15 @@ def validate(batch: pa.RecordBatch, spec: FeatureSpec, *,
   """
   n = batch.num_rows
   names = batch.schema.names
+  rejected = np.zeros(n, dtype=bool)
   codes = np.full(n, '', dtype=object)
   reasons = np.full(n, '', dtype=object)
 
   def reject(mask: np.ndarray, code: str, describe) -> None:
-    fresh = mask & (codes == '')
+    fresh = mask & ~rejected  # a bool mask: comparing the object array of codes costs per row
     for i in np.flatnonzero(fresh):
       codes[i], reasons[i] = code, describe(i)
+    rejected[fresh] = True
 
   if key_column:
     keys = _as_array(batch.column(key_column)) if key_column in names else pa.nulls(n, pa.string())
@@ -138,7 +142,6 @@ def validate(batch: pa.RecordBatch, spec: FeatureSpec, *,
   columns[dl.KEY] = keys
 
   typed_batch = pa.RecordBatch.from_pydict(columns)
-  rejected = codes != ''
   if not rejected.any():
     return typed_batch, None
   # Dead letters keep the record as it arrived, not the coerced values.

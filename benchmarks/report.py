@@ -1,0 +1,143 @@
+"""Benchmark results: medians per variant, ratios to `raw`, the memory check, as JSON and Markdown."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import statistics
+from typing import Optional
+
+README_START = '<!-- bench:start -->'
+README_END = '<!-- bench:end -->'
+MEMORY_GROWTH_LIMIT = 0.30
+
+
+def machine() -> dict:
+  """What the numbers were measured on."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      names = re.findall(r'^model name\s*:\s*(.+)$', f.read(), re.M)
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  memory_gb = None
+  try:
+    with open('/proc/meminfo', encoding='utf-8') as f:
+      memory_gb = round(int(re.search(r'MemTotal:\s+(\d+)', f.read()).group(1)) / 2**20, 1)
+  except (OSError, AttributeError):
+    pass
+  versions = {}
+  for module, package in (('apache_beam', 'apache-beam'), ('tensorflow', 'tensorflow'), ('pyarrow', 'pyarrow'),
+                          ('numpy', 'numpy')):
+    try:  # metadata, not an import: the orchestrator stays small and quick
+      versions[module] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return {'cpu': cpu, 'cores': os.cpu_count(), 'memory_gb': memory_gb, 'gpu': None,
+          'python': platform.python_version(), 'os': f'{platform.system()} {platform.release()}', **versions}
+
+
+def _median(values) -> Optional[float]:
+  values = [v for v in values if v is not None]
+  return statistics.median(values) if values else None
+
+
+def summarize(results: list[dict], memory: list[dict], skipped: dict[str, str], *, rows: int,
+              variants: list[str]) -> dict:
+  """Medians per variant; each ratio to raw is the median of ratios within one round."""
+  raw_rate = {r['round']: r['rows_per_s'] for r in results if r['variant'] == 'raw' and r['ok']}
+  table = []
+  for variant in variants:
+    if variant in skipped:
+      table.append({'variant': variant, 'skipped': skipped[variant]})
+      continue
+    runs = [r for r in results if r['variant'] == variant]
+    good = [r for r in runs if r['ok']]
+    ratios = [r['rows_per_s'] / raw_rate[r['round']] for r in good if r['round'] in raw_rate]
+    table.append({
+        'variant': variant, 'rows': runs[0]['rows'] if runs else None, 'runs': len(runs), 'ok_runs': len(good),
+        'rows_per_s': _median(r['rows_per_s'] for r in good),
+        'ratio_to_raw': round(_median(ratios), 3) if ratios else None,
+        'wall_s': _median(r['wall_s'] for r in good),
+        'peak_rss_mb': _median(r['peak_rss_mb'] for r in good),
+        'first_prediction_s': _median(r['first_prediction_s'] for r in good)})
+  summary = {'rows': rows, 'machine': machine(), 'variants': table, 'runs': results}
+  by_rows: dict[int, list[float]] = {}
+  for r in memory:
+    if r['ok']:
+      by_rows.setdefault(r['rows'], []).append(r['peak_rss_mb'])
+  if len(by_rows) == 2:
+    small, large = sorted(by_rows)
+    growth = _median(by_rows[large]) / _median(by_rows[small]) - 1
+    summary['memory_check'] = {
+        'rows': [small, large], 'peak_rss_mb': [_median(by_rows[small]), _median(by_rows[large])],
+        'growth': round(growth, 3), 'limit': MEMORY_GROWTH_LIMIT, 'passed': growth < MEMORY_GROWTH_LIMIT,
+        'runs': memory}
+  rate = {row['variant']: row.get('rows_per_s') for row in table}
+  if rate.get('ours') and rate.get('beam-textbook'):
+    summary['ours_over_textbook'] = round(rate['ours'] / rate['beam-textbook'], 1)
+  if rate.get('ours') and rate.get('ray-data'):
+    summary['ours_over_ray'] = round(rate['ours'] / rate['ray-data'], 2)
+  return summary
+
+
+def _fmt(value, spec: str) -> str:
+  return '–' if value is None else format(value, spec)
+
+
+def markdown(summary: dict) -> str:
+  m = summary['machine']
+  lines = [
+      f'{summary["rows"]:,} rows on {m["cores"]} × {m["cpu"]}, {m["memory_gb"]} GB RAM, no GPU; '
+      f'Beam {m.get("apache_beam")}, TensorFlow {m.get("tensorflow")}, pyarrow {m.get("pyarrow")}, '
+      f'Python {m["python"]}.', '',
+      '| variant | rows | rows/s | × raw | wall s | peak RSS MB | first prediction s |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for row in summary['variants']:
+    if 'skipped' in row:
+      lines.append(f'| {row["variant"]} | not run: {row["skipped"]} | | | | | |')
+      continue
+    failed = '' if row['ok_runs'] == row['runs'] else f' ({row["runs"] - row["ok_runs"]} runs failed)'
+    lines.append(f'| {row["variant"]}{failed} | {_fmt(row["rows"], ",")} | {_fmt(row["rows_per_s"], ",.0f")} '
+                 f'| {_fmt(row["ratio_to_raw"], ".2f")} | {_fmt(row["wall_s"], ".1f")} '
+                 f'| {_fmt(row["peak_rss_mb"], ",.0f")} | {_fmt(row["first_prediction_s"], ".1f")} |')
+  notes = []
+  if 'ours_over_textbook' in summary:
+    notes.append(f'ours / beam-textbook: {summary["ours_over_textbook"]}×')
+  if 'ours_over_ray' in summary:
+    notes.append(f'ours / ray-data: {summary["ours_over_ray"]}×')
+  check = summary.get('memory_check')
+  if check:
+    verdict = 'passed' if check['passed'] else 'FAILED'
+    notes.append(f'memory check ({verdict}): `ours` peak RSS {check["peak_rss_mb"][0]:,.0f} MB at '
+                 f'{check["rows"][0]:,} rows, {check["peak_rss_mb"][1]:,.0f} MB at {check["rows"][1]:,} rows '
+                 f'({check["growth"]:+.0%}; limit +{check["limit"]:.0%})')
+  if notes:
+    lines += [''] + [f'- {n}' for n in notes]
+  return '\n'.join(lines)
+
+
+def write(summary: dict, directory: str) -> list[str]:
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for name, text in (('results.json', json.dumps(summary, indent=2)), ('results.md', markdown(summary) + '\n')):
+    path = os.path.join(directory, name)
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(text)
+    paths.append(path)
+  return paths
+
+
+def update_readme(path: str, table: str) -> None:
+  """Replaces the text between the bench markers of a README with `table`."""
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  start, end = text.find(README_START), text.find(README_END)
+  if start < 0 or end < start:
+    raise ValueError(f'{path} has no {README_START} ... {README_END} block to put the table in')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text[:start + len(README_START)] + '\n' + table + '\n' + text[end:])

@@ -1,0 +1,150 @@
+"""The benchmark: our pipeline against the raw model and the alternatives, on this machine.
+
+    python -m benchmarks.run --rows 1000000 --repeats 3
+
+Every variant does the same work (N resampled penguin rows as Parquet, through
+the example model and its features, predictions written as Parquet) in its own
+process, measured from outside (see benchmarks/measure.py). Variants run
+interleaved, round after round, in a rotating order, so a noisy neighbour on a
+shared machine hits them all alike; the tables report medians, and ratios to
+`raw` are medians of ratios taken within one round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+from typing import Optional
+
+import pyarrow.parquet as pq
+
+from benchmarks import report
+from benchmarks.data import make_dataset
+from benchmarks.measure import run_measured
+
+VARIANTS = ('raw', 'ours', 'ours-2proc', 'beam-textbook', 'mltransform', 'ray-data')
+# MLTransform runs at about a thousand rows/s here, so it runs on at most this
+# many rows (its rate is flat in N); every other variant does the full work.
+SLOW_ROWS = {'mltransform': 20_000}
+
+
+def _venv_python(venv: str) -> Optional[str]:
+  path = os.path.join(venv, 'bin', 'python')
+  return path if os.path.exists(path) else None
+
+
+def commands(variant: str, data: str, model: str, output: str, args) -> list[str]:
+  """The command line of one variant run."""
+  files = os.path.join(data, '*.parquet')
+  py = sys.executable
+  common = [f'--input={files}', f'--model={model}', f'--output={output}']
+  if variant == 'raw':
+    return [py, '-m', 'benchmarks.raw', *common]
+  if variant in ('ours', 'ours-2proc'):
+    cmd = [py, '-m', 'pipelines.run', *common, '--key_column=id', '--run_id=bench', *args.ours_flags]
+    if variant == 'ours-2proc':
+      cmd += ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
+    return cmd
+  if variant == 'beam-textbook':
+    return [py, '-m', 'benchmarks.textbook', *common]
+  if variant == 'mltransform':
+    return [_venv_python(args.tft_venv), '-m', 'benchmarks.mltransform', *common]
+  if variant == 'ray-data':
+    return [_venv_python(args.ray_venv), '-m', 'benchmarks.ray_data', *common]
+  raise ValueError(f'unknown variant {variant!r}')
+
+
+def unavailable(variant: str, args) -> Optional[str]:
+  """Why a variant cannot run here, or None."""
+  for name, venv in (('mltransform', args.tft_venv), ('ray-data', args.ray_venv)):
+    if variant == name and not _venv_python(venv):
+      note = os.path.join(venv, 'UNAVAILABLE')
+      if os.path.exists(note):
+        with open(note, encoding='utf-8') as f:
+          return f.read().strip()
+      return f'no virtualenv at {venv} (./launch.sh bench makes it)'
+  return None
+
+
+def predicted_rows(output: str) -> int:
+  """Rows in the final prediction files a run left (temporary shards excluded)."""
+  total = 0
+  for directory, dirs, files in os.walk(output):
+    dirs[:] = [d for d in dirs if not d.startswith(('beam-temp', '.'))]
+    total += sum(pq.ParquetFile(os.path.join(directory, f)).metadata.num_rows
+                 for f in files if f.endswith('.parquet') and 'dead_letters' not in f)
+  return total
+
+
+def run_once(variant: str, rows: int, args, round_no: int) -> dict:
+  data = os.path.join(args.work, f'data-{rows}')
+  manifest = make_dataset(data, rows)
+  output = os.path.join(args.work, 'out', variant)
+  shutil.rmtree(output, ignore_errors=True)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (os.getcwd(), env.get('PYTHONPATH')) if p)
+  m = run_measured(commands(variant, data, args.model, output, args), output_dir=output,
+                   log_path=os.path.join(args.work, 'logs', f'{variant}-{rows}-{round_no}.log'), env=env)
+  predicted = predicted_rows(output) if m.returncode == 0 else 0
+  ok = m.returncode == 0 and predicted == manifest['complete_rows']
+  result = {'variant': variant, 'rows': rows, 'round': round_no, 'ok': ok, 'returncode': m.returncode,
+            'rows_predicted': predicted, 'rows_expected': manifest['complete_rows'], 'wall_s': round(m.wall_s, 3),
+            'rows_per_s': round(rows / m.wall_s, 1), 'peak_rss_mb': round(m.peak_rss_mb, 1),
+            'first_prediction_s': None if m.first_prediction_s is None else round(m.first_prediction_s, 2)}
+  print(json.dumps(result), flush=True)
+  if not ok:
+    print(f'{variant} failed (exit {m.returncode}, {predicted} of {manifest["complete_rows"]} rows); '
+          f'log tail:\n{m.log[-1500:]}', file=sys.stderr, flush=True)
+  shutil.rmtree(output, ignore_errors=True)
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--rows', type=int, default=200_000, help='Rows of input (the documented run uses 1000000).')
+  parser.add_argument('--repeats', type=int, default=3, help='Rounds of every variant; medians are reported.')
+  parser.add_argument('--variants', default=','.join(VARIANTS), help=f'Comma-separated subset of {VARIANTS}.')
+  parser.add_argument('--model', default='build/bundles/penguins', help='The example model bundle.')
+  parser.add_argument('--work', default='build/bench', help='Data, logs and results go here.')
+  parser.add_argument('--ray_venv', default='build/bench/ray-venv')
+  parser.add_argument('--tft_venv', default='build/bench/tft-venv')
+  parser.add_argument('--memory_check', type=int, default=1,
+                      help='Rounds of `ours` at N and 4N rows to check peak memory stays flat; 0 skips.')
+  parser.add_argument('--ours_flags', default='', help='Extra flags for `ours`, e.g. "--max_batch_rows=4096".')
+  parser.add_argument('--update_readme', default=None, help='README to put the table in, between bench markers.')
+  args = parser.parse_args(argv)
+  args.ours_flags = args.ours_flags.split()
+  variants = [v.strip() for v in args.variants.split(',') if v.strip()]
+  unknown = set(variants) - set(VARIANTS)
+  if unknown:
+    parser.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
+
+  skipped = {v: why for v in variants if (why := unavailable(v, args))}
+  runnable = [v for v in variants if v not in skipped]
+  results = []
+  for round_no in range(args.repeats):
+    shift = round_no % len(runnable) if runnable else 0
+    for variant in runnable[shift:] + runnable[:shift]:
+      results.append(run_once(variant, min(args.rows, SLOW_ROWS.get(variant, args.rows)), args, round_no))
+  memory = []
+  for round_no in range(args.memory_check):
+    for rows in (args.rows, 4 * args.rows):
+      memory.append(run_once('ours', rows, args, 100 + round_no))
+
+  summary = report.summarize(results, memory, skipped, rows=args.rows, variants=variants)
+  summary['started'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+  summary['ours_flags'] = args.ours_flags
+  paths = report.write(summary, args.work)
+  print(report.markdown(summary))
+  print('results: ' + ', '.join(paths))
+  if args.update_readme:
+    report.update_readme(args.update_readme, report.markdown(summary))
+  return 0 if all(r['ok'] for r in results + memory) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
