@@ -185,12 +185,6 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
   def model_uri(self) -> str:
     return self._model_uri
 
-  def row_by_row(self) -> 'SavedModelHandler':
-    """A copy that calls the model one row at a time, to isolate rows it fails on."""
-    return SavedModelHandler(self._model_uri, signature=self._signature, output_key=self._output_key,
-                             min_batch_rows=1, max_batch_rows=1,
-                             share_across_processes=self._share_across_processes, device=self._device)
-
   def load_model(self) -> SavedModelPredictor:
     try:
       return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)

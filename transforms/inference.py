@@ -81,10 +81,6 @@ class PredictionColumns:
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-
-
-
-
 def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
   """Dead letters for every row of a batch that failed outside the model call itself."""
   elements, error = failed

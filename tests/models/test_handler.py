@@ -94,14 +94,11 @@ def test_batching__counts_rows_not_elements(model_path):
   assert (kwargs['min_batch_size'], kwargs['max_batch_size']) == (10, 500)
   assert kwargs['element_size_fn'] is num_rows
   assert num_rows(_matrix(7, seed=0)) == num_rows(('key', _matrix(7, seed=0))) == 7
-  one = handler.row_by_row().batch_elements_kwargs()
-  assert (one['min_batch_size'], one['max_batch_size']) == (1, 1)
 
 
 def test_handler__shares_one_model_per_machine_unless_told_not_to(model_path):
   assert SavedModelHandler(model_path).share_model_across_processes()
   assert not SavedModelHandler(model_path, share_across_processes=False).share_model_across_processes()
-  assert SavedModelHandler(model_path).row_by_row().share_model_across_processes()
   assert SavedModelHandler(model_path).get_metrics_namespace() == 'batch_inference'
 
 

@@ -22,8 +22,6 @@ def test_load_model__with_device_gpu_and_no_gpu__fails_saying_what_to_do(penguin
     handler.load_model()
   message = str(raised.value)
   assert 'worker_accelerator' in message and 'install-nvidia-driver' in message and '--device=cpu' in message
-  with pytest.raises(NoGpuError):  # the row-by-row retry keeps the device
-    handler.row_by_row().load_model()
 
 
 def test_load_model__with_device_gpu_and_a_gpu__predicts_like_the_cpu(penguin_bundle):
