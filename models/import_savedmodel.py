@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from transforms.features import FeatureSpec, fit_in_memory
 from transforms.profile import profile_in_memory
-from transforms.sources import Rejected, _open, infer_format, read_file
+from transforms.readers import Rejected, infer_format, open_file, read_file
 from transforms.validation import validate
 
 # Sample rows the imported model must predict finite values for.
@@ -56,7 +56,7 @@ def read_sample(pattern: str, spec: FeatureSpec, *, file_format: Optional[str] =
   raw, valid, rejected = [], [], 0
   for m in sorted(matches, key=lambda m: m.path):
     fmt = file_format or infer_format(m.path)
-    with _open(m.path, fmt) as f:
+    with open_file(m.path, fmt) as f:
       for item in read_file(f, m.path, fmt, batch_size=batch_size, columns=spec.columns):
         if isinstance(item, Rejected):
           rejected += item.letters.num_rows

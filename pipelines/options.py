@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptio
 
 from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.sinks import OUTPUT_FORMATS
-from transforms.sources import FORMATS
+from transforms.readers import FORMATS
 
 # Rows per RecordBatch read from files, and so per element in every later step.
 # Measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2

@@ -22,7 +22,8 @@ from pipelines.options import BatchInferenceOptions
 from pipelines.staging import check_run_id
 from transforms.bigquery import is_table
 from transforms.features import FeatureSpec
-from transforms.sources import infer_format, peek_schema
+from transforms.readers import infer_format
+from transforms.sources import peek_schema
 from transforms.validation import accepts
 
 # Files whose schema preflight reads. Each costs one small read; the rest of a

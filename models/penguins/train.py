@@ -22,7 +22,7 @@ from models.bundle import ModelBundle, Outputs, write_bundle
 from transforms.features import Feature, FeatureSpec, fit_in_memory
 from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
 from transforms.profile import profile_in_memory
-from transforms.sources import Rejected, read_file
+from transforms.readers import Rejected, read_file
 from transforms.validation import validate
 
 LABEL = 'species'

@@ -16,7 +16,7 @@ from models.penguins import train
 from tests.saved_models import linear, save_linear_model
 from transforms import dead_letters as dl
 from transforms.inference import Predict, PredictionColumns
-from transforms.sources import Rejected, read_file
+from transforms.readers import Rejected, read_file
 from transforms.validation import DEAD_LETTERS, validate
 
 WEIGHTS = np.array([[0.1, -0.2], [0.3, 0.4]])

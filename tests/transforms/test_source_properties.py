@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms import dead_letters as dl
-from transforms.sources import Rejected, _ReadFileFn, read_file
+from transforms.readers import Rejected, read_file
+from transforms.sources import _ReadFileFn
 
 CSV_NULLS = set(pcsv.ConvertOptions().null_values)  # pyarrow reads these as missing, in text columns too
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,7 +15,8 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import dead_letters as dl
-from transforms.sources import Rejected, ReadRecordBatches, infer_format, peek_schema, read_file
+from transforms.readers import Rejected, infer_format, read_file
+from transforms.sources import ReadRecordBatches, peek_schema
 from transforms.validation import DEAD_LETTERS
 
 ROWS = [
