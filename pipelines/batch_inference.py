@@ -7,8 +7,8 @@ graph and assert on the PCollections it returns.
 from __future__ import annotations
 
 import dataclasses
-import json
 import datetime
+import json
 from typing import Optional
 
 import apache_beam as beam
@@ -106,21 +106,42 @@ def _stamp_rejected_at(letters: pa.RecordBatch) -> pa.RecordBatch:
   return letters.append_column('rejected_at', pa.array([now] * letters.num_rows, pa.timestamp('us', tz='UTC')))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Target:
+  """Where one of the job's outputs goes, and how it is laid out there."""
+  uri: str  # bq://PROJECT.DATASET.TABLE, or a base folder for files
+  schema: pa.Schema
+  descriptions: dict[str, str]  # column descriptions, for a table
+  partition_field: str  # the timestamp column a table is partitioned by
+
+  @property
+  def is_table(self) -> bool:
+    return is_table(self.uri)
+
+
+def _targets(opts: BatchInferenceOptions, columns: PredictionColumns) -> tuple[_Target, _Target]:
+  """The predictions' and the dead letters' targets."""
+  dead = opts.dead_letter_target
+  return (_Target(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at'),
+          _Target(dead, BIGQUERY_DEAD_LETTER_SCHEMA if is_table(dead) else DEAD_LETTER_SCHEMA,
+                  bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at'))
+
+
 def bigquery_outputs(opts: BatchInferenceOptions, columns: PredictionColumns) -> list[tuple[TableRef, dict, str]]:
   """The bq:// outputs of the job: (table, BigQuery schema, the timestamp column it is partitioned by)."""
-  targets = [(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at'),
-             (opts.dead_letter_target, BIGQUERY_DEAD_LETTER_SCHEMA, bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at')]
-  return [(TableRef.parse(t), table_schema(s, d), c) for t, s, d, c in targets if is_table(t)]
+  return [(TableRef.parse(t.uri), table_schema(t.schema, t.descriptions), t.partition_field)
+          for t in _targets(opts, columns) if t.is_table]
 
 
-def _write(batches: beam.PCollection, label: str, target: str, directory: Optional[str], base_name: str,
-           schema: pa.Schema, *, opts: BatchInferenceOptions, file_format: str, descriptions: dict[str, str], partition_field: str):
-  """Writes to a bq:// `target` table, or to files DIRECTORY/BASE_NAME-*."""
-  if is_table(target):
+def _write(batches: beam.PCollection, label: str, target: _Target, directory: Optional[str], base_name: str, *,
+           opts: BatchInferenceOptions, file_format: str):
+  """Writes to the target's table, or to files DIRECTORY/BASE_NAME-*."""
+  if target.is_table:
     return batches | label >> WriteBigQueryBatches(
-        TableRef.parse(target), table_schema(schema, descriptions), partition_field=partition_field,
-        method=opts.bq_write_method)
-  return batches | label >> WriteBatches(FileSystems.join(directory, base_name), schema, file_format=file_format)
+        TableRef.parse(target.uri), table_schema(target.schema, target.descriptions),
+        partition_field=target.partition_field, method=opts.bq_write_method)
+  return batches | label >> WriteBatches(FileSystems.join(directory, base_name), target.schema,
+                                         file_format=file_format)
 
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
@@ -163,29 +184,26 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
       (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])
       | 'AllDeadLetters' >> beam.Flatten()
       | 'StampRunId' >> beam.Map(_stamp_run_id, opts.run_id))
-  def folder(target: str, override: Optional[str]) -> Optional[str]:
-    return None if is_table(target) else override or run_directory(target, opts.run_id)
 
-  out_dir = folder(opts.output, output_dir)
-  prediction_files = _write(
-      predicted['predictions'], 'WritePredictions', opts.output, out_dir, 'predictions', columns.schema, opts=opts,
-      file_format=opts.output_format, descriptions=bqp.prediction_descriptions(columns), partition_field='predicted_at')
-  if is_table(opts.output) and opts.bq_write_method != 'FILE_LOADS':  # rows BigQuery refused: dead letters too
+  def folder(target: _Target, override: Optional[str]) -> Optional[str]:
+    return None if target.is_table else override or run_directory(target.uri, opts.run_id)
+
+  prediction_target, dead_target = _targets(opts, columns)
+  out_dir = folder(prediction_target, output_dir)
+  prediction_files = _write(predicted['predictions'], 'WritePredictions', prediction_target, out_dir, 'predictions',
+                            opts=opts, file_format=opts.output_format)
+  if prediction_target.is_table and opts.bq_write_method != 'FILE_LOADS':  # rows BigQuery refused: dead letters too
     refused = prediction_files.failed_rows_with_errors | 'RefusedRows' >> beam.Map(
         refused_rows, key_name=key_name, run_id=opts.run_id)
     dead_letters = (dead_letters, refused) | 'WithRefusedRows' >> beam.Flatten()
-  dead_target, letter_schema = opts.dead_letter_target, DEAD_LETTER_SCHEMA
-  if is_table(dead_target):
+  if dead_target.is_table:
     dead_letters = dead_letters | 'StampRejectedAt' >> beam.Map(_stamp_rejected_at)
-    letter_schema = BIGQUERY_DEAD_LETTER_SCHEMA
-  dead_letter_files = _write(
-      dead_letters, 'WriteDeadLetters', dead_target, folder(dead_target, dead_letter_dir),
-      'dead_letters', letter_schema, opts=opts, file_format='jsonl', descriptions=bqp.DEAD_LETTER_DESCRIPTIONS,
-      partition_field='rejected_at')
+  dead_letter_files = _write(dead_letters, 'WriteDeadLetters', dead_target, folder(dead_target, dead_letter_dir),
+                             'dead_letters', opts=opts, file_format='jsonl')
   profile = None
   if opts.report:
     profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
-    if not is_table(opts.output):  # the report lives beside file outputs
+    if not prediction_target.is_table:  # the report lives beside file outputs
       _ = (profile
            | 'ProfileToJson' >> beam.Map(json.dumps)
            | 'WriteProfile' >> beam.io.WriteToText(FileSystems.join(out_dir, PROFILE_FILE), num_shards=1,
