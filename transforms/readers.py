@@ -139,8 +139,7 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
           codes=[dl.UNPARSABLE] * int(rejected.sum()),
           reasons=[_csv_problem(r, n) for r, n in zip(rows[rejected], spans[rejected])]))
       batch, rows = batch.filter(pa.array(~rejected)), rows[~rejected]
-    for start in range(0, batch.num_rows, batch_size):  # a block may hold more rows than a batch
-      yield _with_position(batch.slice(start, batch_size), source, rows[start:start + batch_size], columns)
+    yield _with_position(batch, source, rows, columns)  # read_file cuts it to batch_size
   if bad:
     yield _malformed_csv(bad, source)
 
