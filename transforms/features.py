@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.preprocessing import FillMissing, OneHot, Step, Values, Vocabulary
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 DTYPES = ('float', 'string')
 
@@ -227,5 +228,7 @@ class ApplyFeatures(beam.PTransform):
     self._spec = spec
 
   def expand(self, batches: beam.PCollection[pa.RecordBatch]) -> beam.PCollection[tuple[pa.RecordBatch, np.ndarray]]:
-    return batches | 'Transform' >> beam.Map(lambda batch, spec: (batch, spec.transform(batch)), spec=self._spec)
+    return batches | 'Transform' >> beam.Map(
+        lambda batch, spec: (batch, spec.transform(batch)), spec=self._spec).with_output_types(
+            beam.typehints.Tuple[pa.RecordBatch, np.ndarray])
 

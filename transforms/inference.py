@@ -24,6 +24,7 @@ from models.bundle import Outputs
 from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, error_text
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +138,8 @@ class Predict(beam.PTransform):
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
         KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
-    formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self._columns)).with_outputs(
+    formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self._columns)).with_output_types(
+        pa.RecordBatch).with_outputs(
         DEAD_LETTERS, main='predictions')
     letters = (
         (formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters))

@@ -11,6 +11,7 @@ import io
 import json
 import apache_beam as beam
 import pyarrow as pa
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 OUTPUT_FORMATS = ('parquet', 'jsonl', 'csv')
 _SUFFIX = {'parquet': '.parquet', 'jsonl': '.jsonl', 'csv': '.csv'}
@@ -51,7 +52,7 @@ class WriteBatches(beam.PTransform):
     suffix = _SUFFIX[self._format]
     if self._format == 'parquet':
       return (non_empty
-              | 'ToTable' >> beam.Map(lambda b: pa.Table.from_batches([b]))
+              | 'ToTable' >> beam.Map(lambda b: pa.Table.from_batches([b])).with_output_types(pa.Table)
               | 'WriteParquet' >> beam.io.WriteToParquetBatched(
                   self._prefix, self._schema, file_name_suffix=suffix, num_shards=self._num_shards,
                   codec='snappy'))

@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.readers import FORMATS, Rejected, infer_format, open_file, read_file
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 
 def peek_schema(file_pattern: str, *, file_format: Optional[str] = None,
@@ -101,5 +102,6 @@ class ReadRecordBatches(beam.PTransform):
         pbegin
         | 'Match' >> fileio.MatchFiles(self._pattern)
         | 'Spread' >> beam.Reshuffle()
-        | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns)).with_outputs(
+        | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns))
+        .with_output_types(pa.RecordBatch).with_outputs(
             DEAD_LETTERS, main='batches'))

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from transforms import dead_letters as dl
 from transforms.features import Feature, FeatureSpec
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 DEAD_LETTERS = 'dead_letters'
 METRICS_NAMESPACE = 'batch_inference'
@@ -163,7 +164,8 @@ class ValidateRows(beam.PTransform):
     self._key_column = key_column
 
   def expand(self, batches):
-    return batches | 'Validate' >> beam.ParDo(_ValidateFn(self._spec, self._key_column)).with_outputs(
+    return batches | 'Validate' >> beam.ParDo(_ValidateFn(self._spec, self._key_column)).with_output_types(
+        pa.RecordBatch).with_outputs(
         DEAD_LETTERS, main='valid')
 
 
