@@ -11,10 +11,12 @@ and does this for each new input file (pipelines.watch).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -234,5 +236,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0 if summary.reconciled else 1
 
 
+def exit_now(code: int) -> None:
+  """Ends the process once the run is done, skipping the interpreter's teardown.
+
+  By now every output is closed and published and the summary printed. Python's
+  own exit would next unload TensorFlow's and Beam's thousands of modules, about
+  a second (15% of a million-row run here) that no finished run needs. Exit
+  handlers still run (logging flushes, multiprocessing stops its helpers), and
+  standard streams are flushed, as a normal exit would.
+  """
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  exit_now(main())
