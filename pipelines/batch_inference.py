@@ -113,6 +113,7 @@ class _Target:
   schema: pa.Schema
   descriptions: dict[str, str]  # column descriptions, for a table
   partition_field: str  # the timestamp column a table is partitioned by
+  dictionary_columns: Optional[list[str]] = None  # for Parquet files; None: every column
 
   @property
   def is_table(self) -> bool:
@@ -122,7 +123,8 @@ class _Target:
 def _targets(opts: BatchInferenceOptions, columns: PredictionColumns) -> tuple[_Target, _Target]:
   """The predictions' and the dead letters' targets."""
   dead = opts.dead_letter_target
-  return (_Target(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at'),
+  return (_Target(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at',
+                  columns.dictionary_columns),
           _Target(dead, BIGQUERY_DEAD_LETTER_SCHEMA if is_table(dead) else DEAD_LETTER_SCHEMA,
                   bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at'))
 
@@ -141,7 +143,7 @@ def _write(batches: beam.PCollection, label: str, target: _Target, directory: Op
         TableRef.parse(target.uri), table_schema(target.schema, target.descriptions),
         partition_field=target.partition_field, method=opts.bq_write_method)
   return batches | label >> WriteBatches(FileSystems.join(directory, base_name), target.schema,
-                                         file_format=file_format)
+                                         file_format=file_format, dictionary_columns=target.dictionary_columns)
 
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,

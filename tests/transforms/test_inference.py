@@ -78,6 +78,16 @@ def test_prediction_columns__regression_has_a_score_and_missing_passthrough_is_n
   assert out.to_pylist()[0]['score'] == 2.5 and out.to_pylist()[0]['region'] is None
 
 
+def test_prediction_columns__dictionary_columns_leave_out_keys_scores_and_numbers():
+  passthrough = (pa.field('note', pa.string()), pa.field('region', pa.int64()), pa.field('day', pa.date32()))
+  classification = _columns(Outputs('classification', ('no', 'yes')), passthrough=passthrough)
+  assert classification.dictionary_columns == ['predicted_class', 'model_name', 'model_version', 'run_id',
+                                               'predicted_at', 'note', 'day']
+  assert set(classification.dictionary_columns) < set(classification.schema.names)
+  assert _columns(Outputs('regression'), passthrough=()).dictionary_columns == [
+      'model_name', 'model_version', 'run_id', 'predicted_at']
+
+
 def test_predict__the_penguin_bundle_predicts_what_the_model_predicts_outside_beam(penguin_bundle):
   with open(train.EXAMPLE_DATA, 'rb') as f:
     batches = [b for b in read_file(f, 'penguins.csv', 'csv', batch_size=100) if not isinstance(b, Rejected)]

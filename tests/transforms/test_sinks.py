@@ -29,7 +29,7 @@ BATCHES = [pa.RecordBatch.from_pylist(ROWS[:2], schema=SCHEMA), pa.RecordBatch.f
            pa.RecordBatch.from_pylist(ROWS[2:], schema=SCHEMA)]
 
 
-def _write(tmp_path, file_format: str, batches=BATCHES, num_shards: int = 0) -> list[str]:
+def _write(tmp_path, file_format: str, batches=BATCHES, num_shards: int = 0, **kwargs) -> list[str]:
   """Runs WriteBatches and returns the files it wrote; asserts they are the names it reported."""
   prefix = str(tmp_path / 'out' / 'predictions')
 
@@ -38,7 +38,7 @@ def _write(tmp_path, file_format: str, batches=BATCHES, num_shards: int = 0) -> 
 
   with test_pipeline.TestPipeline() as p:
     files = p | beam.Create(batches, reshuffle=False) | WriteBatches(
-        prefix, SCHEMA, file_format=file_format, num_shards=num_shards)
+        prefix, SCHEMA, file_format=file_format, num_shards=num_shards, **kwargs)
     assert_that(files, are_the_files_on_disk)
   found = sorted(glob.glob(prefix + '-*'))
   assert found, 'no files written'
@@ -58,6 +58,23 @@ def test_write_batches__parquet_round_trip_keeps_values_and_types(tmp_path):
   table = pa.concat_tables([pq.read_table(f) for f in files])
   assert table.schema == SCHEMA
   assert _by_key(table.to_pylist()) == ROWS
+
+
+def _dictionary_encoded(path: str) -> set[str]:
+  row_group = pq.ParquetFile(path).metadata.row_group(0)
+  return {row_group.column(i).path_in_schema for i in range(row_group.num_columns)
+          if row_group.column(i).has_dictionary_page}
+
+
+def test_write_batches__parquet_dictionary_encodes_just_the_named_columns(tmp_path):
+  files = _write(tmp_path, 'parquet', num_shards=1, dictionary_columns=['label', 'at'])
+  assert _dictionary_encoded(files[0]) == {'label', 'at'}
+  assert _by_key(pq.read_table(files[0]).to_pylist()) == ROWS
+
+
+def test_write_batches__parquet_by_default_dictionary_encodes_every_column(tmp_path):
+  files = _write(tmp_path, 'parquet', num_shards=1)
+  assert _dictionary_encoded(files[0]) == set(SCHEMA.names)
 
 
 def test_write_batches__jsonl_round_trip_gives_one_object_per_row(tmp_path):
