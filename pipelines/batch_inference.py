@@ -148,14 +148,18 @@ def _write(batches: beam.PCollection, label: str, target: _Target, directory: Op
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
                    bundle: Optional[ModelBundle] = None, bq_input: Optional[bqp.BigQueryInput] = None, *,
-                   output_dir: Optional[str] = None, dead_letter_dir: Optional[str] = None) -> PipelineOutputs:
+                   output_dir: Optional[str] = None, dead_letter_dir: Optional[str] = None,
+                   model_handler: Optional[SavedModelHandler] = None) -> PipelineOutputs:
   """Adds the job to `pipeline`. Sets `opts.run_id` when it is empty.
 
   A BigQuery input is checked (and a query's result saved) here unless the
   caller did it already and passes `bq_input`. `output_dir` and
   `dead_letter_dir` replace the run's file folders (OUTPUT/RUN_ID,
   DEAD_LETTER/RUN_ID), e.g. with the staging folders that `pipelines.run`
-  publishes; they do not apply to bq:// tables.
+  publishes; they do not apply to bq:// tables. `model_handler` replaces the
+  bundle's SavedModel handler (same contract: float32 feature matrices in, a
+  row of outputs per row out), so a benchmark can serve another model through
+  the same read, validation, features, batching and writes.
   """
   opts.validate_flags()
   opts.run_id = opts.run_id or new_run_id()
@@ -171,7 +175,7 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
   read = _read(pipeline, opts, bq_input, needed)
   validated = read['batches'] | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
   pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
-  handler = SavedModelHandler(
+  handler = model_handler or SavedModelHandler(
       bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
       min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
       share_across_processes=opts.share_model(), device=opts.device)

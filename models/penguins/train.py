@@ -77,16 +77,26 @@ def split(n: int, labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
   return np.sort(np.array(train)), np.sort(np.array(test))
 
 
+def training_split(data: str, seed: int) -> tuple[pa.RecordBatch, pa.RecordBatch, np.ndarray, np.ndarray]:
+  """The labelled rows of `data` split as training splits them: train rows, test rows, their labels."""
+  rows = load_rows(data)
+  labels = np.array([CLASSES.index(s) for s in rows.column(LABEL).to_pylist()])
+  train_idx, test_idx = split(rows.num_rows, labels, test_fraction=0.2, seed=seed)
+  return rows.take(pa.array(train_idx)), rows.take(pa.array(test_idx)), labels[train_idx], labels[test_idx]
+
+
+def fit_features(data: Optional[str] = None, seed: int = 7) -> FeatureSpec:
+  """The feature spec `train` fits, without TensorFlow: for serving another model on the same features."""
+  return fit_in_memory(FEATURES, [training_split(data or training_data_path(), seed)[0]])
+
+
 def train(output: str, *, data: Optional[str] = None, version: str = '1', epochs: int = 60,
           seed: int = 7) -> ModelBundle:
   """Fits features and a small Keras MLP, reports held-out accuracy, writes the bundle."""
   import keras
   keras.utils.set_random_seed(seed)
   data = data or training_data_path()
-  rows = load_rows(data)
-  labels = np.array([CLASSES.index(s) for s in rows.column(LABEL).to_pylist()])
-  train_idx, test_idx = split(rows.num_rows, labels, test_fraction=0.2, seed=seed)
-  train_rows, test_rows = rows.take(pa.array(train_idx)), rows.take(pa.array(test_idx))
+  train_rows, test_rows, train_labels, test_labels = training_split(data, seed)
 
   spec = fit_in_memory(FEATURES, [train_rows])
   x_train, x_test = spec.transform(train_rows), spec.transform(test_rows)
@@ -97,11 +107,11 @@ def train(output: str, *, data: Optional[str] = None, version: str = '1', epochs
   ])
   model.compile(optimizer=keras.optimizers.Adam(0.01), loss='sparse_categorical_crossentropy',
                 metrics=['accuracy'])
-  model.fit(x_train, labels[train_idx], epochs=epochs, batch_size=32, verbose=0)
-  _, train_accuracy = model.evaluate(x_train, labels[train_idx], verbose=0)
-  _, test_accuracy = model.evaluate(x_test, labels[test_idx], verbose=0)
+  model.fit(x_train, train_labels, epochs=epochs, batch_size=32, verbose=0)
+  _, train_accuracy = model.evaluate(x_train, train_labels, verbose=0)
+  _, test_accuracy = model.evaluate(x_test, test_labels, verbose=0)
   logging.info('penguins: train accuracy %.3f, held-out accuracy %.3f (%d/%d rows)',
-               train_accuracy, test_accuracy, len(train_idx), len(test_idx))
+               train_accuracy, test_accuracy, len(train_labels), len(test_labels))
 
   os.makedirs(output, exist_ok=True)
   model.export(os.path.join(output, 'saved_model'), format='tf_saved_model', verbose=False)
@@ -109,7 +119,7 @@ def train(output: str, *, data: Optional[str] = None, version: str = '1', epochs
       output, features=spec, outputs=Outputs('classification', CLASSES), name='penguin-species', version=version,
       training_metrics={'train_accuracy': round(float(train_accuracy), 4),
                         'test_accuracy': round(float(test_accuracy), 4),
-                        'train_rows': len(train_idx), 'test_rows': len(test_idx)},
+                        'train_rows': len(train_labels), 'test_rows': len(test_labels)},
       training_statistics=profile_in_memory(spec, [train_rows]),
       training_data=os.path.basename(data), seed=seed)
 
