@@ -52,6 +52,8 @@ class InputProfileFn(beam.CombineFn):
     if not spec.is_fitted:
       raise ValueError('profiling needs a fitted feature spec (its vocabularies)')
     self._spec = spec
+    self._vocabularies = {f.name: frozenset(_vocabulary(spec, f.name) or ()) for f in spec.features
+                          if f.dtype == 'string'}
 
   def create_accumulator(self) -> dict[str, Any]:
     return {'rows': 0, 'features': {f.name: {'missing': 0, 'present': 0, 'sum': 0.0, 'sumsq': 0.0,
@@ -67,19 +69,22 @@ class InputProfileFn(beam.CombineFn):
         stats['missing'] += n
         continue
       typed, invalid, non_finite = coerce_column(batch.column(feature.name), feature.dtype)
-      null = typed.is_null().to_numpy(zero_copy_only=False)
-      stats['missing'] += int((null & ~invalid & ~non_finite).sum())
-      present = typed.drop_null()
-      stats['present'] += len(present)
       if feature.dtype == 'float':
-        x = present.to_numpy(zero_copy_only=False)
-        stats['sum'] += float(x.sum())
-        stats['sumsq'] += float((x * x).sum())
-      else:
-        vocabulary = pa.array(_vocabulary(self._spec, feature.name), pa.string())
-        known = pc.is_in(present, value_set=vocabulary)
-        stats['oov'] += len(present) - int(pc.sum(known).as_py() or 0)
-        stats['tokens'].update(_counts(present.filter(known)))
+        x = typed.to_numpy(zero_copy_only=False)  # nulls become NaN; typed values hold no other NaN
+        values = x[~np.isnan(x)]
+        present = len(values)
+        stats['sum'] += float(values.sum())
+        stats['sumsq'] += float(np.dot(values, values))
+      else:  # one hash pass counts each distinct value; the vocabulary check runs on those few
+        counts = _counts(typed)
+        counts.pop(None, None)
+        present = sum(counts.values())
+        known = {token: c for token, c in counts.items() if token in self._vocabularies[feature.name]}
+        stats['tokens'].update(known)
+        stats['oov'] += present - sum(known.values())
+      stats['present'] += present
+      # Invalid and non-finite values are null in `typed` too, but they are dead letters, not missing.
+      stats['missing'] += n - present - int(np.count_nonzero(invalid | non_finite))
     return acc
 
   def merge_accumulators(self, accumulators: Iterable[dict[str, Any]]) -> dict[str, Any]:
