@@ -97,7 +97,8 @@ def _read_all(fd: int) -> bytes:
 def test_run_on_a_terminal__draws_live_counters_then_the_summary(tmp_path, penguin_bundle):
   lines = open(train.EXAMPLE_DATA, encoding='utf-8').read().splitlines()
   big = tmp_path / 'big.csv'
-  big.write_text('\n'.join([lines[0]] + lines[1:] * 600) + '\n', encoding='utf-8')  # 206,400 rows
+  # 1,032,000 rows: a few seconds, so the line is redrawn with live counts (0.5 s apart) before the end
+  big.write_text('\n'.join([lines[0]] + lines[1:] * 3000) + '\n', encoding='utf-8')
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   controller, terminal = pty.openpty()
   process = subprocess.Popen(
@@ -111,7 +112,7 @@ def test_run_on_a_terminal__draws_live_counters_then_the_summary(tmp_path, pengu
   assert process.wait(timeout=300) == 0
   counts = [int(m.replace(',', '')) for m in re.findall(r'\rrows read ([\d,]+) \|', text)]
   assert any(n > 0 for n in counts), f'no live counts on the terminal: {text[:2000]!r}'
-  assert 'Run tty: DONE' in text and 'rows read            206,400' in text
+  assert 'Run tty: DONE' in text and 'rows read          1,032,000' in text
 
 
 @pytest.mark.parametrize('argv, quiet', [([], False), (['--quiet'], True), (['--quiet=true'], True),
