@@ -30,11 +30,11 @@ import importlib.metadata
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from typing import Optional
+
+from benchmarks.report import fmt, per_variant
 
 VARIANTS = ('raw-gpu', 'ours-gpu', 'ours-gpu-Nproc', 'ours-cpu')
 
@@ -115,29 +115,15 @@ def run_once(variant: str, rows: int, round_no: int, args, time_left: float) -> 
   return result
 
 
-def _median(values) -> Optional[float]:
-  values = [v for v in values if v is not None]
-  return statistics.median(values) if values else None
-
 
 def summarize(runs: list[dict], names: list[str], skipped: dict[str, str]) -> list[dict]:
   """Medians per variant; `ratio_to_raw_gpu` is the median of ratios within one round."""
-  raw = {r['round']: r['rows_per_s'] for r in runs if r['variant'] == 'raw-gpu' and r['ok']}
-  table = []
-  for name in names:
-    if name in skipped:
-      table.append({'variant': name, 'skipped': skipped[name]})
-      continue
-    mine = [r for r in runs if r['variant'] == name]
-    good = [r for r in mine if r['ok']]
-    ratios = [r['rows_per_s'] / raw[r['round']] for r in good if r['round'] in raw]
-    row = {'variant': name, 'runs': len(mine), 'ok_runs': len(good), 'rows': mine[0]['rows'] if mine else None,
-           'ratio_to_raw_gpu': round(_median(ratios), 3) if ratios else None,
-           'counts_ok': bool(mine) and len(good) == len(mine)}
-    for key in ('rows_per_s', 'wall_s', 'peak_rss_mb', 'first_prediction_s', 'gpu_util_mean', 'gpu_util_max',
-                'gpu_mem_peak_mb'):
-      row[key] = _median(r[key] for r in good)
-    table.append(row)
+  table = per_variant(runs, names, skipped, baseline='raw-gpu', ratio_key='ratio_to_raw_gpu',
+                      keys=('rows_per_s', 'wall_s', 'peak_rss_mb', 'first_prediction_s', 'gpu_util_mean',
+                            'gpu_util_max', 'gpu_mem_peak_mb'))
+  for row in table:
+    if 'skipped' not in row:
+      row['counts_ok'] = row['runs'] > 0 and row['ok_runs'] == row['runs']
   return table
 
 
@@ -155,9 +141,6 @@ def machine(device: str) -> dict:
   info['device'] = device
   return info
 
-
-def _fmt(value, spec: str) -> str:
-  return '–' if value is None else format(value, spec)
 
 
 def markdown(summary: dict) -> str:
@@ -177,10 +160,10 @@ def markdown(summary: dict) -> str:
       continue
     counts = 'ok' if row['counts_ok'] else f'{row["ok_runs"]}/{row["runs"]} runs ok'
     lines.append(
-        f'| {row["variant"]} | {_fmt(row["rows"], ",")} | {_fmt(row["rows_per_s"], ",.0f")} '
-        f'| {_fmt(row["ratio_to_raw_gpu"], ".2f")} | {_fmt(row["wall_s"], ".1f")} | {_fmt(row["peak_rss_mb"], ",.0f")} '
-        f'| {_fmt(row["first_prediction_s"], ".1f")} | {_fmt(row["gpu_util_mean"], ".0f")} '
-        f'| {_fmt(row["gpu_util_max"], ".0f")} | {_fmt(row["gpu_mem_peak_mb"], ",.0f")} | {counts} |')
+        f'| {row["variant"]} | {fmt(row["rows"], ",")} | {fmt(row["rows_per_s"], ",.0f")} '
+        f'| {fmt(row["ratio_to_raw_gpu"], ".2f")} | {fmt(row["wall_s"], ".1f")} | {fmt(row["peak_rss_mb"], ",.0f")} '
+        f'| {fmt(row["first_prediction_s"], ".1f")} | {fmt(row["gpu_util_mean"], ".0f")} '
+        f'| {fmt(row["gpu_util_max"], ".0f")} | {fmt(row["gpu_mem_peak_mb"], ",.0f")} | {counts} |')
   rates = {r['variant']: r.get('rows_per_s') for r in summary['variants']}
   if rates.get('ours-gpu') and rates.get('ours-cpu'):
     lines += ['', f'- ours-gpu / ours-cpu (rows/s): {rates["ours-gpu"] / rates["ours-cpu"]:.1f}×']

@@ -13,17 +13,11 @@ one JSON line of counts.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import sys
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from benchmarks import torch_model
-from transforms import dead_letters as dl
+from benchmarks.raw import predict_files
 from transforms.inference import PredictionColumns
 
 RAW_BATCH_ROWS = 65536
@@ -31,32 +25,11 @@ RAW_BATCH_ROWS = 65536
 
 def run_raw(args) -> dict:
   bundle = torch_model.bench_bundle()
-  spec = bundle.features
-  required = [f.name for f in spec.features if f.required]
-  predictor = torch_model.TorchPredictor(len(spec.output_names), bundle.outputs.width, device=args.device,
-                                         hidden=args.hidden, layers=args.layers)
+  predictor = torch_model.TorchPredictor(len(bundle.features.output_names), bundle.outputs.width,
+                                         device=args.device, hidden=args.hidden, layers=args.layers)
   columns = PredictionColumns(bundle.outputs, 'id', (), bundle.name, bundle.version, 'raw')
-  os.makedirs(args.output, exist_ok=True)
-  writer = None
-  read = predicted = 0
-  for path in sorted(glob.glob(args.input)):
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=RAW_BATCH_ROWS, columns=['id'] + spec.columns):
-      read += batch.num_rows
-      complete = np.ones(batch.num_rows, dtype=bool)
-      for name in required:
-        complete &= batch.column(name).is_valid().to_numpy(zero_copy_only=False)
-      if not complete.all():
-        batch = batch.filter(pa.array(complete))
-      scores = predictor.predict(spec.transform(batch))
-      keys = pa.RecordBatch.from_arrays([batch.column('id').cast(pa.string())], names=[dl.KEY])
-      out = columns.format(keys, scores)
-      if writer is None:
-        writer = pq.ParquetWriter(os.path.join(args.output, 'predictions.parquet'), out.schema, compression='snappy')
-      writer.write_batch(out)
-      predicted += out.num_rows
-  if writer is not None:
-    writer.close()
-  return {'rows_read': read, 'rows_predicted': predicted, 'rows_rejected': read - predicted}
+  return predict_files(args.input, args.output, bundle.features, predictor.predict, columns,
+                       batch_rows=RAW_BATCH_ROWS)
 
 
 def run_ours(args) -> dict:

@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,9 +23,45 @@ import pyarrow.parquet as pq
 from models.bundle import ModelBundle
 from models.handler import SavedModelPredictor
 from transforms import dead_letters as dl
+from transforms.features import FeatureSpec
 from transforms.inference import PredictionColumns
 
 BATCH_ROWS = 65536
+
+
+def complete_rows(batch: pa.RecordBatch, required: list[str]) -> pa.RecordBatch:
+  """The rows with every required value, as the pipeline's validation would keep them."""
+  complete = np.ones(batch.num_rows, dtype=bool)
+  for name in required:
+    complete &= batch.column(name).is_valid().to_numpy(zero_copy_only=False)
+  return batch if complete.all() else batch.filter(pa.array(complete))
+
+
+def predict_files(pattern: str, output: str, spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray],
+                  columns: PredictionColumns, *, batch_rows: int = BATCH_ROWS) -> dict[str, int]:
+  """The whole job without Beam: every file matching `pattern` into OUTPUT/predictions.parquet.
+
+  `predict` maps a feature matrix to scores (the SavedModel here, a PyTorch
+  model in the GPU row). Returns the row counts.
+  """
+  required = [f.name for f in spec.features if f.required]
+  os.makedirs(output, exist_ok=True)
+  writer = None
+  read = predicted = 0
+  for path in sorted(glob.glob(pattern)):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=['id'] + spec.columns):
+      read += batch.num_rows
+      batch = complete_rows(batch, required)
+      scores = predict(spec.transform(batch))
+      keys = pa.RecordBatch.from_arrays([batch.column('id').cast(pa.string())], names=[dl.KEY])
+      out = columns.format(keys, scores)
+      if writer is None:
+        writer = pq.ParquetWriter(os.path.join(output, 'predictions.parquet'), out.schema, compression='snappy')
+      writer.write_batch(out)
+      predicted += out.num_rows
+  if writer is not None:
+    writer.close()
+  return {'rows_read': read, 'rows_predicted': predicted, 'rows_rejected': read - predicted}
 
 
 def main(argv=None) -> None:
@@ -36,31 +73,11 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
 
   bundle = ModelBundle.load(args.model)
-  spec = bundle.features
-  required = [f.name for f in spec.features if f.required]
   predictor = SavedModelPredictor(bundle.saved_model_path, bundle.outputs.signature, bundle.outputs.output_key)
   columns = PredictionColumns(bundle.outputs, 'id', (), bundle.name, bundle.version, 'raw')
-  os.makedirs(args.output, exist_ok=True)
-  writer = None
-  read = predicted = 0
-  for path in sorted(glob.glob(args.input)):
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=args.batch_rows, columns=['id'] + spec.columns):
-      read += batch.num_rows
-      complete = np.ones(batch.num_rows, dtype=bool)
-      for name in required:
-        complete &= batch.column(name).is_valid().to_numpy(zero_copy_only=False)
-      if not complete.all():
-        batch = batch.filter(pa.array(complete))
-      scores = predictor.predict(spec.transform(batch))
-      keys = pa.RecordBatch.from_arrays([batch.column('id').cast(pa.string())], names=[dl.KEY])
-      out = columns.format(keys, scores)
-      if writer is None:
-        writer = pq.ParquetWriter(os.path.join(args.output, 'predictions.parquet'), out.schema, compression='snappy')
-      writer.write_batch(out)
-      predicted += out.num_rows
-  if writer is not None:
-    writer.close()
-  print(json.dumps({'rows_read': read, 'rows_predicted': predicted, 'rows_rejected': read - predicted}))
+  counts = predict_files(args.input, args.output, bundle.features, predictor.predict, columns,
+                         batch_rows=args.batch_rows)
+  print(json.dumps(counts))
 
 
 if __name__ == '__main__':

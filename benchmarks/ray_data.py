@@ -13,8 +13,9 @@ import glob
 import json
 import os
 
-import numpy as np
 import pyarrow as pa
+
+from benchmarks.raw import complete_rows
 
 BATCH_ROWS = 65536
 
@@ -39,10 +40,7 @@ class PredictBatches:
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     if batch is None:
       return self._columns.schema.empty_table()
-    complete = np.ones(batch.num_rows, dtype=bool)
-    for name in self._required:
-      complete &= batch.column(name).is_valid().to_numpy(zero_copy_only=False)
-    batch = batch.filter(pa.array(complete))
+    batch = complete_rows(batch, self._required)
     scores = self._predictor.predict(self._spec.transform(batch))
     keys = pa.RecordBatch.from_arrays([batch.column('id').cast(pa.string())], names=[self._key])
     return pa.Table.from_batches([self._columns.format(keys, scores)])

@@ -41,30 +41,36 @@ def machine() -> dict:
           'python': platform.python_version(), 'os': f'{platform.system()} {platform.release()}', **versions}
 
 
-def _median(values) -> Optional[float]:
+def median(values) -> Optional[float]:
   values = [v for v in values if v is not None]
   return statistics.median(values) if values else None
+
+
+def per_variant(runs: list[dict], names: list[str], skipped: dict[str, str], *, baseline: str,
+                ratio_key: str, keys: tuple[str, ...]) -> list[dict]:
+  """A row per variant: medians of `keys` over its good runs, and `ratio_key`, the median of its
+  rate over `baseline`'s taken within each round (a busy machine slows a round's runs alike)."""
+  base = {r['round']: r['rows_per_s'] for r in runs if r['variant'] == baseline and r['ok']}
+  table = []
+  for name in names:
+    if name in skipped:
+      table.append({'variant': name, 'skipped': skipped[name]})
+      continue
+    mine = [r for r in runs if r['variant'] == name]
+    good = [r for r in mine if r['ok']]
+    ratios = [r['rows_per_s'] / base[r['round']] for r in good if r['round'] in base]
+    row = {'variant': name, 'rows': mine[0]['rows'] if mine else None, 'runs': len(mine), 'ok_runs': len(good),
+           ratio_key: round(median(ratios), 3) if ratios else None}
+    row.update({key: median(r[key] for r in good) for key in keys})
+    table.append(row)
+  return table
 
 
 def summarize(results: list[dict], memory: list[dict], skipped: dict[str, str], *, rows: int,
               variants: list[str]) -> dict:
   """Medians per variant; each ratio to raw is the median of ratios within one round."""
-  raw_rate = {r['round']: r['rows_per_s'] for r in results if r['variant'] == 'raw' and r['ok']}
-  table = []
-  for variant in variants:
-    if variant in skipped:
-      table.append({'variant': variant, 'skipped': skipped[variant]})
-      continue
-    runs = [r for r in results if r['variant'] == variant]
-    good = [r for r in runs if r['ok']]
-    ratios = [r['rows_per_s'] / raw_rate[r['round']] for r in good if r['round'] in raw_rate]
-    table.append({
-        'variant': variant, 'rows': runs[0]['rows'] if runs else None, 'runs': len(runs), 'ok_runs': len(good),
-        'rows_per_s': _median(r['rows_per_s'] for r in good),
-        'ratio_to_raw': round(_median(ratios), 3) if ratios else None,
-        'wall_s': _median(r['wall_s'] for r in good),
-        'peak_rss_mb': _median(r['peak_rss_mb'] for r in good),
-        'first_prediction_s': _median(r['first_prediction_s'] for r in good)})
+  table = per_variant(results, variants, skipped, baseline='raw', ratio_key='ratio_to_raw',
+                      keys=('rows_per_s', 'wall_s', 'peak_rss_mb', 'first_prediction_s'))
   summary = {'rows': rows, 'machine': machine(), 'variants': table, 'runs': results}
   by_rows: dict[int, list[float]] = {}
   for r in memory:
@@ -72,9 +78,9 @@ def summarize(results: list[dict], memory: list[dict], skipped: dict[str, str], 
       by_rows.setdefault(r['rows'], []).append(r['peak_rss_mb'])
   if len(by_rows) == 2:
     small, large = sorted(by_rows)
-    growth = _median(by_rows[large]) / _median(by_rows[small]) - 1
+    growth = median(by_rows[large]) / median(by_rows[small]) - 1
     summary['memory_check'] = {
-        'rows': [small, large], 'peak_rss_mb': [_median(by_rows[small]), _median(by_rows[large])],
+        'rows': [small, large], 'peak_rss_mb': [median(by_rows[small]), median(by_rows[large])],
         'growth': round(growth, 3), 'limit': MEMORY_GROWTH_LIMIT, 'passed': growth < MEMORY_GROWTH_LIMIT,
         'runs': memory}
   rate = {row['variant']: row.get('rows_per_s') for row in table}
@@ -85,7 +91,7 @@ def summarize(results: list[dict], memory: list[dict], skipped: dict[str, str], 
   return summary
 
 
-def _fmt(value, spec: str) -> str:
+def fmt(value, spec: str) -> str:
   return '–' if value is None else format(value, spec)
 
 
@@ -102,9 +108,9 @@ def markdown(summary: dict) -> str:
       lines.append(f'| {row["variant"]} | not run: {row["skipped"]} | | | | | |')
       continue
     failed = '' if row['ok_runs'] == row['runs'] else f' ({row["runs"] - row["ok_runs"]} runs failed)'
-    lines.append(f'| {row["variant"]}{failed} | {_fmt(row["rows"], ",")} | {_fmt(row["rows_per_s"], ",.0f")} '
-                 f'| {_fmt(row["ratio_to_raw"], ".2f")} | {_fmt(row["wall_s"], ".1f")} '
-                 f'| {_fmt(row["peak_rss_mb"], ",.0f")} | {_fmt(row["first_prediction_s"], ".1f")} |')
+    lines.append(f'| {row["variant"]}{failed} | {fmt(row["rows"], ",")} | {fmt(row["rows_per_s"], ",.0f")} '
+                 f'| {fmt(row["ratio_to_raw"], ".2f")} | {fmt(row["wall_s"], ".1f")} '
+                 f'| {fmt(row["peak_rss_mb"], ",.0f")} | {fmt(row["first_prediction_s"], ".1f")} |')
   notes = []
   if 'ours_over_textbook' in summary:
     notes.append(f'ours / beam-textbook: {summary["ours_over_textbook"]}×')

@@ -1,4 +1,4 @@
-"""Beam coders for Arrow record batches and tables and for numpy arrays.
+"""Beam coders for Arrow record batches and numpy arrays.
 
 Without them a PCollection of batches falls back to pickling, and Beam's
 element-size sampling pickles every sampled element just to measure it: most
@@ -42,28 +42,6 @@ class RecordBatchCoder(beam.coders.Coder):
     return pa.RecordBatch
 
 
-class TableCoder(beam.coders.Coder):
-  """A `pa.Table` as an Arrow IPC stream (schema included)."""
-
-  def encode(self, value: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, value.schema) as writer:
-      writer.write_table(value)
-    return sink.getvalue().to_pybytes()
-
-  def decode(self, encoded: bytes) -> pa.Table:
-    return pa.ipc.open_stream(encoded).read_all()
-
-  def estimate_size(self, value: pa.Table) -> int:
-    return value.nbytes
-
-  def is_deterministic(self) -> bool:
-    return False
-
-  def to_type_hint(self):
-    return pa.Table
-
-
 class NdarrayCoder(beam.coders.Coder):
   """A numeric `np.ndarray` in numpy's `.npy` format (dtype and shape included, no pickle)."""
 
@@ -86,5 +64,4 @@ class NdarrayCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
-beam.coders.registry.register_coder(pa.Table, TableCoder)
 beam.coders.registry.register_coder(np.ndarray, NdarrayCoder)

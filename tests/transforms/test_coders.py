@@ -9,7 +9,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
-from transforms.coders import NdarrayCoder, RecordBatchCoder, TableCoder
+from transforms.coders import NdarrayCoder, RecordBatchCoder
 from transforms.features import ApplyFeatures
 
 AT = datetime.datetime(2026, 11, 25, 17, 30, tzinfo=datetime.timezone.utc)
@@ -24,12 +24,6 @@ def test_record_batch_coder__round_trip_keeps_schema_values_and_nulls(batch):
   decoded = coder.decode(coder.encode(batch))
   assert decoded.schema == batch.schema
   assert decoded.equals(batch)
-
-
-def test_table_coder__round_trip_keeps_every_chunk():
-  table = pa.Table.from_batches([BATCH, BATCH.slice(1, 2)])
-  coder = TableCoder()
-  assert coder.decode(coder.encode(table)).equals(table)
 
 
 @pytest.mark.parametrize('array', [np.arange(12, dtype=np.float32).reshape(4, 3), np.zeros((0, 7), np.float32),
@@ -49,7 +43,6 @@ def test_ndarray_coder__refuses_object_arrays_rather_than_pickling():
 def test_estimated_sizes__are_the_buffer_sizes():
   matrix = np.ones((1000, 8), np.float32)
   assert RecordBatchCoder().estimate_size(BATCH) == BATCH.nbytes
-  assert TableCoder().estimate_size(pa.Table.from_batches([BATCH])) == BATCH.nbytes
   assert NdarrayCoder().estimate_size(matrix) == matrix.nbytes
   # The sampled size of a (batch, features) element sums its parts (plus length prefixes)
   # instead of pickling the pair.
