@@ -101,6 +101,13 @@ def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, bq_input: Option
       opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed)
 
 
+def _write_json(value: dict, path: str) -> None:
+  """Writes one small JSON file. A plain write, not a sharded file sink: there is one element, and
+  a retried bundle rewrites the same file (ten fewer steps, each with its own start-up)."""
+  with FileSystems.create(path) as f:
+    f.write(json.dumps(value).encode('utf-8'))
+
+
 def _stamp_rejected_at(letters: pa.RecordBatch) -> pa.RecordBatch:
   now = datetime.datetime.now(datetime.timezone.utc)
   return letters.append_column('rejected_at', pa.array([now] * letters.num_rows, pa.timestamp('us', tz='UTC')))
@@ -210,9 +217,6 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions,
   if opts.report:
     profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
     if not prediction_target.is_table:  # the report lives beside file outputs
-      _ = (profile
-           | 'ProfileToJson' >> beam.Map(json.dumps)
-           | 'WriteProfile' >> beam.io.WriteToText(FileSystems.join(out_dir, PROFILE_FILE), num_shards=1,
-                                                   shard_name_template=''))
+      _ = profile | 'WriteProfile' >> beam.Map(_write_json, path=FileSystems.join(out_dir, PROFILE_FILE))
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
                          profile, bq_input)

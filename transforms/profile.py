@@ -190,9 +190,10 @@ class ProfileRun(beam.PTransform):
   def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection[dict[str, Any]]:
     raw, predictions = inputs
     input_profile = raw | 'ProfileInput' >> beam.CombineGlobally(InputProfileFn(self._spec))
-    prediction_profile = predictions | 'ProfilePredictions' >> beam.CombineGlobally(PredictionProfileFn())
-    return (
-        raw.pipeline
-        | 'One' >> beam.Create([None])
-        | 'Join' >> beam.Map(lambda _, i, p: {'input': i, 'predictions': p},
-                             i=beam.pvalue.AsSingleton(input_profile), p=beam.pvalue.AsSingleton(prediction_profile)))
+    # Without defaults the combine adds no steps for the empty case; the side input's default
+    # (the profile of no predictions) stands in when every row was rejected.
+    fn = PredictionProfileFn()
+    prediction_profile = predictions | 'ProfilePredictions' >> beam.CombineGlobally(fn).without_defaults()
+    return input_profile | 'Join' >> beam.Map(
+        lambda i, p: {'input': i, 'predictions': p},
+        p=beam.pvalue.AsSingleton(prediction_profile, default_value=fn.extract_output(fn.create_accumulator())))

@@ -71,6 +71,15 @@ def test_profile_run__through_a_pipeline():
                                     [[epoch, 2], [epoch + 2, 1]])]))
 
 
+def test_profile_run__with_no_predictions_has_an_empty_prediction_profile():
+  with test_pipeline.TestPipeline() as p:
+    raw = p | 'Raw' >> beam.Create([_raw(['red'], [None])])
+    predictions = p | 'Predictions' >> beam.Create([]).with_output_types(pa.RecordBatch)
+    profile = (raw, predictions) | ProfileRun(SPEC)
+    summary = profile | beam.Map(lambda d: (d['input']['rows'], d['predictions']))
+    assert_that(summary, equal_to([(1, {'classes': [], 'scores': [], 'confidence': [], 'per_second': []})]))
+
+
 def test_prediction_profile__scores_kept_at_three_significant_digits():
   fn = PredictionProfileFn()
   batch = pa.RecordBatch.from_pydict({
