@@ -16,8 +16,8 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.preprocessing import FillMissing, OneHot, Step, Values, Vocabulary
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
+from transforms.preprocessing import FillMissing, OneHot, Step, Values, Vocabulary
 
 DTYPES = ('float', 'string')
 

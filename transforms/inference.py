@@ -22,9 +22,9 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
 from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, error_text
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms import dead_letters as dl
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
-from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,8 @@ class PredictionColumns:
     """
     names = ['predicted_class'] if self.outputs.kind == 'classification' else []
     names += ['model_name', 'model_version', 'run_id', 'predicted_at']
-    return names + [f.name for f in self.passthrough if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))]
+    numeric = (pa.types.is_floating, pa.types.is_integer)
+    return names + [f.name for f in self.passthrough if not any(is_type(f.type) for is_type in numeric)]
 
   def format(self, rows: pa.RecordBatch, scores: np.ndarray) -> pa.RecordBatch:
     """One output row per input row: key, passthrough, prediction, provenance."""

@@ -14,9 +14,9 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms.readers import FORMATS, Rejected, infer_format, open_file, read_file
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
-from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 
 def peek_schema(file_pattern: str, *, file_format: Optional[str] = None,

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms import dead_letters as dl
 from transforms.features import Feature, FeatureSpec
-from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 
 DEAD_LETTERS = 'dead_letters'
 METRICS_NAMESPACE = 'batch_inference'
