@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import os
 import shutil
@@ -115,7 +114,6 @@ def run_once(variant: str, rows: int, round_no: int, args, time_left: float) -> 
   return result
 
 
-
 def summarize(runs: list[dict], names: list[str], skipped: dict[str, str]) -> list[dict]:
   """Medians per variant; `ratio_to_raw_gpu` is the median of ratios within one round."""
   table = per_variant(runs, names, skipped, baseline='raw-gpu', ratio_key='ratio_to_raw_gpu',
@@ -130,17 +128,9 @@ def summarize(runs: list[dict], names: list[str], skipped: dict[str, str]) -> li
 def machine(device: str) -> dict:
   from benchmarks import report
   from benchmarks.gpu_monitor import gpu_names
-  info = report.machine()
-  info.pop('tensorflow', None)
-  info['gpu'] = gpu_names()
-  for package in ('torch', 'apache-beam', 'pyarrow', 'numpy', 'protobuf'):
-    try:  # metadata, not an import: the parent stays light and never touches the GPU
-      info[package] = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-      info[package] = None
-  info['device'] = device
-  return info
-
+  packages = (('apache_beam', 'apache-beam'), ('torch', 'torch'), ('pyarrow', 'pyarrow'), ('numpy', 'numpy'),
+              ('protobuf', 'protobuf'))
+  return {**report.machine(packages), 'gpu': gpu_names(), 'device': device}
 
 
 def markdown(summary: dict) -> str:
@@ -148,7 +138,7 @@ def markdown(summary: dict) -> str:
   lines = [
       f'{summary["rows"]:,} rows (ours-cpu: {summary["cpu_rows"]:,}), {summary["repeats"]} rounds on '
       f'{m.get("gpu") or "no GPU"} (model on `{m["device"]}`), {m["cores"]} × {m["cpu"]}; PyTorch {m.get("torch")}, '
-      f'Beam {m.get("apache-beam")}, pyarrow {m.get("pyarrow")}, Python {m["python"]}.',
+      f'Beam {m.get("apache_beam")}, pyarrow {m.get("pyarrow")}, Python {m["python"]}.',
       f'Model: MLP {summary["model"]}, {summary["model_mflops_per_row"]:.1f} MFLOP/row, random weights '
       '(throughput, not accuracy), fp32 with TF32 matmuls allowed.', '',
       '| variant | rows | rows/s | × raw-gpu | wall s | peak RSS MB | first prediction s | GPU util mean % '

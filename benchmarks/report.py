@@ -15,8 +15,12 @@ README_END = '<!-- bench:end -->'
 MEMORY_GROWTH_LIMIT = 0.30
 
 
-def machine() -> dict:
-  """What the numbers were measured on."""
+# Module name -> distribution, for the versions a table states.
+PACKAGES = (('apache_beam', 'apache-beam'), ('tensorflow', 'tensorflow'), ('pyarrow', 'pyarrow'), ('numpy', 'numpy'))
+
+
+def machine(packages: tuple[tuple[str, str], ...] = PACKAGES) -> dict:
+  """What the numbers were measured on, with the versions of `packages` (module, distribution)."""
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:
@@ -31,8 +35,7 @@ def machine() -> dict:
   except (OSError, AttributeError):
     pass
   versions = {}
-  for module, package in (('apache_beam', 'apache-beam'), ('tensorflow', 'tensorflow'), ('pyarrow', 'pyarrow'),
-                          ('numpy', 'numpy')):
+  for module, package in packages:
     try:  # metadata, not an import: the orchestrator stays small and quick
       versions[module] = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
