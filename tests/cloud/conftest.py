@@ -75,7 +75,8 @@ def _redirect_beam_bigquery_io(mp: pytest.MonkeyPatch, emulator: emulators.BigQu
   read_client = bigquery_storage_v1.BigQueryReadClient
 
   def emulator_read_client(*unused_args, **unused_kwargs):
-    channel = grpc.insecure_channel(emulator.grpc_endpoint)
+    channel = grpc.insecure_channel(emulator.grpc_endpoint, options=[  # no 4 MiB cap: Google's client sets none
+        ('grpc.max_receive_message_length', -1), ('grpc.max_send_message_length', -1)])
     return read_client(transport=BigQueryReadGrpcTransport(channel=channel))
 
   mp.setattr(beam_bigquery.bq_storage, 'BigQueryReadClient', emulator_read_client)
