@@ -22,6 +22,10 @@ Usage: ./launch.sh VERB [ARGS...]
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
                 With --watch it keeps running and predicts each new input file once.
+  status RUN_ID --output=OUTPUT
+                How a run went, from what it left in OUTPUT (or, for a bq:// output, in
+                --summary_location, default gs://\$BUCKET/tmp/runs): its summary, or that it
+                failed, or that it has not published yet (python -m pipelines.status).
   import [ARGS] Bring your own SavedModel: make a checked bundle of it
                 (python -m models.import_savedmodel, see ./launch.sh import --help).
   help          This text.
@@ -353,6 +357,19 @@ case "$verb" in
     install
     quiet_tf
     "$PYTHON" -m models.import_savedmodel "$@"
+    ;;
+  status)
+    if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
+      echo "usage: ./launch.sh status RUN_ID --output=OUTPUT [--summary_location=...]" >&2
+      exit 2
+    fi
+    run_id=$1
+    shift
+    install
+    load_settings
+    where=()
+    if [ -n "${BUCKET:-}" ]; then where+=("--temp_location=gs://$BUCKET/tmp"); fi  # as launches set it
+    "$PYTHON" -m pipelines.status "--run_id=$run_id" "${where[@]}" "$@"
     ;;
   dataflow)
     require_cloud_settings

@@ -5,8 +5,11 @@ DataflowRunner's own translation of the pipeline with Beam's `--dry_run`, which
 stops before staging and before any API call, then fills in the job's
 environment (worker pool, container image, service options, experiments, the
 pipeline options the workers get) with Beam's `apiclient.Environment`, the
-class the runner itself uses at submission. Nothing here contacts Google Cloud,
-so tests and users can check a GPU or CPU job before paying for one.
+class the runner itself uses at submission. The plan is resolved offline
+(`pipelines.plan.resolve(offline=True)`): no input is listed or read, no table
+is checked, no query is run and no read session is opened, so nothing here
+contacts Google Cloud (except to read a gs:// model bundle), and tests and users
+can check a GPU or CPU job before paying for one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from apache_beam.runners.internal import names
 from models.bundle import BundleError, ModelBundle
 from pipelines.batch_inference import build_pipeline
 from pipelines.options import BatchInferenceOptions
+from pipelines.plan import resolve
 
 
 def _staged_names(pipeline_proto: beam_runner_api_pb2.Pipeline) -> list[str]:
@@ -56,16 +60,13 @@ def describe_job(argv: Sequence[str], bundle: Optional[ModelBundle] = None) -> a
   options.view_as(StandardOptions).runner = 'DataflowRunner'
   options.view_as(TestOptions).dry_run = True
   opts = options.view_as(BatchInferenceOptions)
-  opts.validate_flags()
   temp_location = options.view_as(GoogleCloudOptions).temp_location or ''
   if not temp_location.startswith('gs://'):
     # Without it Beam looks up or creates a default bucket, which needs the network.
     raise ValueError(f'--temp_location must be a gs:// path to describe a Dataflow job, got {temp_location!r}')
-  if bundle is None:
-    bundle = ModelBundle.load(opts.model)
-    bundle.check_signature()
+  plan, _ = resolve(options, offline=True, bundle=bundle)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, bundle)
+  build_pipeline(pipeline, opts, plan)
   job = pipeline.run().job
   staging = job.google_cloud_options.staging_location
   job.proto.environment = apiclient.Environment(

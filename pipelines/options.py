@@ -81,6 +81,10 @@ class BatchInferenceOptions(PipelineOptions):
         help='PROJECT.DATASET (or DATASET in --project) for query results and Beam\'s temporary tables. '
         'Required with --input_query.')
     parser.add_argument(
+        '--bq_read_streams', type=int, default=0,
+        help='With a BigQuery input: the most Storage Read streams to read in parallel (each stream is read '
+        'by one worker thread at a time). Default: 0, as many as BigQuery offers for the table.')
+    parser.add_argument(
         '--input_format', default=None, choices=FORMATS,
         help='Format of the input files. Default: inferred from each file extension.')
     parser.add_argument(
@@ -93,9 +97,11 @@ class BatchInferenceOptions(PipelineOptions):
         'needed, partitioned by day of predicted_at; a re-run of a --run_id replaces that run\'s rows.')
     parser.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
-        help='How rows reach a bq:// output: FILE_LOADS (load jobs from files under --temp_location, '
-        'gs://; free of per-row cost, the batch default), STREAMING_INSERTS (rows visible at once, billed '
-        'per byte), STORAGE_WRITE_API (runs through Beam\'s Java expansion service: needs Java).')
+        help='How rows reach a bq:// output: FILE_LOADS (the default: Parquet files under --temp_location, '
+        'gs://, loaded by one load job into a staging table when the run publishes, then swapped in for the '
+        'run\'s earlier rows in one atomic MERGE; no per-row cost), STREAMING_INSERTS (rows visible at once, '
+        'billed per byte; a re-run\'s earlier rows are deleted when it publishes), STORAGE_WRITE_API (runs '
+        'through Beam\'s Java expansion service: needs Java).')
     parser.add_argument(
         '--output_format', default='parquet', choices=OUTPUT_FORMATS,
         help='Format of the prediction files. Default: parquet.')
@@ -104,6 +110,11 @@ class BatchInferenceOptions(PipelineOptions):
         help='Directory for rejected rows (JSON Lines, one reason each), written under '
         'DEAD_LETTER/RUN_ID/, or a BigQuery table bq://PROJECT.DATASET.TABLE. Default: the --output '
         'directory, or OUTPUT_TABLE_dead_letters beside a bq:// --output.')
+    parser.add_argument(
+        '--summary_location', default=None,
+        help='With a bq:// --output: the folder, local or gs://, for each run\'s run_summary.json and report, '
+        'as SUMMARY_LOCATION/RUN_ID/. Default: TEMP_LOCATION/runs. (File outputs keep them beside the '
+        'predictions.)')
     parser.add_argument(
         '--key_column', default=None,
         help='Input column that identifies a row; copied to the output as the key. '
@@ -196,6 +207,14 @@ class BatchInferenceOptions(PipelineOptions):
       return self.dead_letter
     return f'{self.output}_dead_letters' if is_table(self.output) else self.output
 
+  def records_location(self) -> str:
+    """The base folder of each run's summary and report: the output folder, or for a table
+    --summary_location (default TEMP_LOCATION/runs)."""
+    if not is_table(self.output):
+      return self.output
+    temp = (self.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
+    return self.summary_location or (f'{temp}/runs' if temp else '')
+
   def validate_flags(self) -> None:
     """Raises ValueError naming every missing or inconsistent flag of ours."""
     problems = [f'--{name} is required' for name in REQUIRED_FLAGS if not getattr(self, name)]
@@ -214,6 +233,11 @@ class BatchInferenceOptions(PipelineOptions):
         self.view_as(GoogleCloudOptions).temp_location or '').startswith('gs://'):
       problems.append('--bq_write_method=FILE_LOADS stages files under --temp_location, which must be '
                       'gs://BUCKET/PREFIX (or pick --bq_write_method=STREAMING_INSERTS)')
+    if is_table(self.output) and not self.records_location():
+      problems.append('a bq:// --output keeps its run summary and report in --summary_location (or '
+                      '--temp_location/runs): give one of them')
+    if self.bq_read_streams < 0:
+      problems.append('--bq_read_streams must be 0 (as many as BigQuery offers) or more')
     if self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
     if not 1 <= self.min_batch_rows <= self.max_batch_rows:

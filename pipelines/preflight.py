@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
-from pipelines.staging import check_run_id
+from pipelines.publish import check_run_id
 from transforms.bigquery import is_table
 from transforms.features import FeatureSpec
 from transforms.readers import infer_format
@@ -46,13 +46,19 @@ class PreflightReport:
   files: int
   files_peeked: int
   notes: list[str]
+  tables: list[str] = dataclasses.field(default_factory=list)  # what was checked of BigQuery, one line each
+  writable: list[str] = dataclasses.field(default_factory=list)  # folders a probe file was written to
 
   def render(self) -> str:
     lines = [f'preflight passed: model {self.bundle.name} v{self.bundle.version} loads and takes '
-             f'{len(self.bundle.features.output_names)} feature values',
-             f'  input      {self.files} files; schema checked on {self.files_peeked}',
-             '  output     writable']
+             f'{len(self.bundle.features.output_names)} feature values']
+    if self.files:
+      lines.append(f'  input      {self.files} files; schema checked on {self.files_peeked}')
+    lines += [f'  bigquery   {line}' for line in self.tables]
+    if self.writable:
+      lines.append(f'  writable   {", ".join(self.writable)}')
     return '\n'.join(lines + [f'  note: {n}' for n in self.notes])
+
 
 
 def schema_problems(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optional[str] = None,
@@ -121,12 +127,16 @@ def check_writable(directory: str) -> Optional[str]:
   return None
 
 
-def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None) -> PreflightReport:
-  """Runs every check; raises `PreflightError` listing all problems found.
+def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
+          offline: bool = False) -> PreflightReport:
+  """Runs the flag, bundle and file checks; raises `PreflightError` listing all problems found.
+
+  BigQuery tables are checked by `pipelines.plan.resolve`, which calls this first.
 
   Args:
     opts: the job's options.
     bundle: an already loaded bundle; loaded from `opts.model` when None.
+    offline: check only the flags and the bundle, touching no input or output.
 
   Returns:
     The report, holding the loaded and signature-checked bundle.
@@ -147,19 +157,19 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None) -> 
   except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
     problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
     bundle = None
-  if opts.reads_bigquery:  # the table and its columns are checked by pipelines.preflight_bigquery
-    notes, files, peeked = [], 0, 0
-  else:
+  notes, files, peeked, writable = [], 0, 0, []
+  if not offline and not opts.reads_bigquery:  # tables are checked by pipelines.plan
     found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
     problems += found
-  for directory in dict.fromkeys([opts.output, opts.dead_letter_target]):
-    if is_table(directory):  # tables are checked by pipelines.preflight_bigquery
-      continue
+  folders = [opts.output, opts.dead_letter_target, opts.records_location()]
+  for directory in [] if offline else [d for d in dict.fromkeys(folders) if d and not is_table(d)]:
     problem = check_writable(directory)
     if problem:
       problems.append(problem)
+    else:
+      writable.append(directory)
   if problems:
     raise PreflightError(problems)
   for note in notes:
     logging.info('preflight: %s', note)
-  return PreflightReport(bundle, files, peeked, notes)
+  return PreflightReport(bundle, files, peeked, notes, writable=writable)

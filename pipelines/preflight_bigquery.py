@@ -1,8 +1,9 @@
-"""BigQuery's control plane for the job, through google-cloud-bigquery: checks that fail fast
-before any worker starts, the query input, replacing a re-run's rows, and the summary's counts.
+"""BigQuery's control plane for the launcher, through google-cloud-bigquery: checks that fail
+fast before any worker starts, and the query input saved as a table.
 
-The data itself moves through Beam's BigQuery IO (transforms/bigquery.py); this
-module only sends metadata calls, dry runs and small jobs.
+The data itself moves through the Storage Read API (transforms/bigquery_read.py)
+and load jobs (pipelines/bigquery_publish.py); this module only sends metadata
+calls, dry runs and the query.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.api_core import exceptions
 from google.cloud import bigquery
 
 from transforms.bigquery import TableRef, arrow_schema
+from transforms.bigquery_read import ReadSession
 from transforms.features import FeatureSpec
 from transforms.inference import PredictionColumns
 
@@ -35,10 +37,14 @@ QUERY_RESULT_HOURS = 24
 
 @dataclasses.dataclass(frozen=True)
 class BigQueryInput:
-  """The table the job reads and the Arrow schema of the columns it reads."""
-  table: TableRef
-  schema: pa.Schema
+  """The table the job reads, the Arrow schema of the columns it reads, and its read session.
+
+  `table` and `schema` are None for a query that was only dry-run (--preflight_only).
+  """
+  table: Optional[TableRef]
+  schema: Optional[pa.Schema]
   bytes_processed: Optional[int] = None  # what the query costs, for --input_query
+  session: Optional[ReadSession] = None
 
 DEAD_LETTER_DESCRIPTIONS = {
     'key': 'Key of the rejected row, when it had one.',
@@ -74,6 +80,13 @@ def prediction_descriptions(columns: PredictionColumns) -> dict[str, str]:
 
 def client(project: str) -> bigquery.Client:
   return bigquery.Client(project=project)
+
+
+def home_project(opts) -> Optional[str]:
+  """The project a BigQuery input lives in: the input table's, or the --bq_temp_dataset's."""
+  if opts.input:
+    return TableRef.parse(opts.input).project
+  return opts.bq_temp_dataset.split('.')[0] if '.' in (opts.bq_temp_dataset or '') else None
 
 
 def parse_parameter(text: str) -> bigquery.ScalarQueryParameter:
@@ -166,18 +179,13 @@ def check_dataset(bq: bigquery.Client, table: TableRef) -> None:
                      f'(bq mk --dataset {table.project}:{table.dataset})') from None
 
 
-def prepare_output_table(bq: bigquery.Client, table: TableRef, schema: dict, *, partition_field: str) -> None:
+def check_output_table(bq: bigquery.Client, table: TableRef, schema: dict) -> None:
   """Checks that the output dataset exists and that the table, if present, takes every column the
-  job writes; creates a missing table, partitioned by day of `partition_field`, with descriptions."""
+  job writes. A missing table is created by the job when it publishes (or by Beam when streaming)."""
   check_dataset(bq, table)
   try:
     existing = {f.name: f for f in bq.get_table(table.dotted).schema}
   except exceptions.NotFound:
-    created = bigquery.Table(table.dotted, schema=[bigquery.SchemaField.from_api_repr(f) for f in schema['fields']])
-    created.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY,
-                                                          field=partition_field)
-    created.description = 'Written by the batch-inference job; one run_id per run.'
-    bq.create_table(created, exists_ok=True)
     return
   problems = []
   for field in schema['fields']:

@@ -1,11 +1,11 @@
 """Run the batch-inference job: `python -m pipelines.run --input ... --model ... --output ...`.
 
-Parses flags, runs the preflight checks before any worker starts (alone with
-`--preflight_only`), builds and runs the pipeline into staging folders (with a
-live progress line on a terminal), publishes them as the run's output, then
-prints the run summary and writes it as run_summary.json beside the
-predictions, with the run report (report.html). With --watch it keeps running
-and does this for each new input file (pipelines.watch).
+Parses flags, resolves and checks the job before any worker starts (alone with
+`--preflight_only`), builds and submits the pipeline (with a live progress line
+on a terminal). The job itself reconciles its counts, writes its summary and
+report and publishes its output as its last step; a launcher that waits then
+prints the summary the job wrote. With --watch it keeps running and does this
+for each new input file (pipelines.watch).
 """
 
 from __future__ import annotations
@@ -13,33 +13,27 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import datetime
-import json
 import logging
 import os
 import sys
-import time
 import traceback
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
 from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
-from pipelines import preflight
+from pipelines import bigquery_publish as bqpub
 from pipelines import preflight_bigquery as bqp
-from pipelines.batch_inference import PROFILE_FILE, bigquery_input, bigquery_outputs, build_pipeline, run_directory
-from pipelines.options import BatchInferenceOptions, new_run_id
+from pipelines import publish, status
+from pipelines.batch_inference import build_pipeline
+from pipelines.options import BatchInferenceOptions
+from pipelines.plan import JobPlan, resolve
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
-from pipelines.report import REPORT_FILE, write_report
-from pipelines.staging import StagedRun
-from pipelines.summary import RunSummary, counters
-from transforms.bigquery import TableRef, is_table
+from pipelines.summary import RunSummary
 
-SUMMARY_FILE = 'run_summary.json'
 # Runners that run the model on this machine, so a GPU check here is meaningful.
 LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
 
@@ -83,114 +77,71 @@ def _first_line(error: BaseException) -> str:
   return text.splitlines()[0][:1000]
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
-  """Runs the job to completion and returns its summary.
+def _published_to(plan: JobPlan) -> str:
+  return plan.predictions.uri if plan.predictions.is_table else publish.run_folder(plan.records, plan.run_id)
 
-  Returns None when it does not wait (`--wait_for_job=false`, Beam's
-  `--no_wait_until_finish`, or a runner that only wrote the job description).
-  Such a run writes straight into its final folders: nothing stays behind to
-  publish staged files.
+
+def _discard(plan: JobPlan, error: str) -> None:
+  """Deletes what a failed attempt wrote and records why it failed, for `status`."""
+  for base in plan.bases + plan.parquet_staging:
+    publish.discard_attempt(base, plan.run_id, plan.attempt)
+  for destination in (plan.predictions, plan.dead_letters):
+    if destination.loads_parquet:
+      try:
+        bq = bqp.client(plan.project or destination.table.project)
+        bqpub.drop_tables(bq, [bqpub.staging_table(destination.table, plan.run_id, plan.attempt)])
+      except Exception as e:  # pylint: disable=broad-except  (cleanup must not hide the real error)
+        logging.warning('could not drop the staging table of %s: %s', destination.uri, e)
+  status.record_failure(plan, error)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
+  """Resolves, builds and runs the job; returns the summary the job published.
+
+  The job publishes its own output, summary and report as its last step, so a
+  launcher that does not wait (`--wait_for_job=false`, Beam's
+  `--no_wait_until_finish`, a Flex Template) gets all of them too; it returns
+  None here, and `python -m pipelines.status` reads the summary later.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
-  opts.run_id = opts.run_id or new_run_id()
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
     require_gpu()  # before preflight touches anything; remote workers check at model load
-  bundle = preflight.check(opts).bundle
-  project = options.view_as(GoogleCloudOptions).project
-  dead_target = opts.dead_letter_target
-  for target in (opts.output, dead_target):  # before a query input costs anything
-    if is_table(target):
-      table = TableRef.parse(target)
-      bqp.check_dataset(bqp.client(project or table.project), table)
-  bq_input = bigquery_input(opts, bundle, project) if opts.reads_bigquery else None
-  if bq_input is not None and bq_input.bytes_processed is not None:
-    logging.info('--input_query processed %s bytes into %s', f'{bq_input.bytes_processed:,}', bq_input.table)
-
-  out_dir = opts.output if is_table(opts.output) else run_directory(opts.output, opts.run_id)
+  plan, _ = resolve(options)
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
-  # File outputs are staged and published at the end; tables replace a re-run's rows instead.
-  staged = StagedRun([t for t in (opts.output, dead_target) if not is_table(t)], opts.run_id)
-  if waits:
-    staged.discard_stale()
-
-  def staging(target: str) -> Optional[str]:
-    return staged.staging(target) if waits and not is_table(target) else None
-
-  started = datetime.datetime.now(datetime.timezone.utc)
-  clock = time.monotonic()
   show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
-  outputs = build_pipeline(pipeline, opts, bundle, bq_input, output_dir=staging(opts.output),
-                           dead_letter_dir=staging(dead_target))
-  tables = bigquery_outputs(opts, outputs.columns)
-  for table, schema, time_column in tables:
-    bqp.prepare_output_table(bqp.client(project or table.project), table, schema, partition_field=time_column)
-  source = opts.input or f'query into {bq_input.table}'
-  logging.info('run %s: predicting %s with %s v%s', opts.run_id, source, bundle.name, bundle.version)
-  retry = f'nothing was published to {out_dir}; fix the cause and re-run with --run_id {opts.run_id}'
+  build_pipeline(pipeline, opts, plan)
+  status.record_launch(plan)
+  logging.info('run %s (%s): predicting %s with %s v%s', plan.run_id, plan.attempt, plan.source, plan.bundle.name,
+               plan.bundle.version)
+  retry = f'nothing was published to {_published_to(plan)}; fix the cause and re-run with --run_id {plan.run_id}'
   try:
     with _progress(show_progress):
       result = pipeline.run()
       if getattr(result, 'has_job', False):
         gcp = options.view_as(GoogleCloudOptions)
+        status.record_launch(plan, job_id=result.job_id(), region=gcp.region)
         logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
-                     opts.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
+                     plan.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
       if not waits or not getattr(result, 'has_job', True):
-        logging.info('run %s: submitted, not waiting for it to finish', opts.run_id)
+        logging.info('run %s: submitted, not waiting for it to finish', plan.run_id)
         return None
       state = result.wait_until_finish()
   except BaseException as e:
-    staged.discard()
+    _discard(plan, _first_line(e))
     if not isinstance(e, Exception):
       raise
-    raise RunError(f'run {opts.run_id} failed: {_first_line(e)}\n  {retry}') from e
+    raise RunError(f'run {plan.run_id} failed: {_first_line(e)}\n  {retry}') from e
   if state != PipelineState.DONE:
-    staged.discard()
-    raise RunError(f'run {opts.run_id} ended {state}; {retry}')
-  totals = counters(result)
-  rows_written = link = None
-  for table, _, time_column in tables:  # the new rows landed: drop an earlier attempt's
-    bq = bqp.client(project or table.project)
-    replaced = bqp.replace_earlier_rows(bq, table, opts.run_id, time_column=time_column, started=started)
-    logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, opts.run_id, table)
-    if str(table) == opts.output:
-      rows_written, link = bqp.rows_of_run(bq, table, opts.run_id), bqp.console_link(table)
-
-  summary = RunSummary(
-      run_id=opts.run_id,
-      model={'name': bundle.name, 'version': bundle.version, 'path': opts.model},
-      input=source,
-      output=out_dir,
-      dead_letter=dead_target if is_table(dead_target) else run_directory(dead_target, opts.run_id),
-      runner=str(options.view_as(StandardOptions).runner or 'DirectRunner'),
-      state=str(state),
-      started_at=started.isoformat(timespec='seconds'),
-      wall_seconds=round(time.monotonic() - clock, 3),
-      rows_read=totals.get('rows_read', 0),
-      rows_predicted=totals.get('rows_predicted', 0),
-      rows_rejected=totals.get('rows_rejected', 0),
-      rejected_by_reason={name[len('rejected_'):]: n for name, n in totals.items() if name.startswith('rejected_')},
-      files_read=totals.get('files_read', 0),
-      rows_written=rows_written,
-      output_link=link,
-  )
-  try:
-    if opts.report and not is_table(opts.output):  # staged with the rest, so a published folder has its report
-      report_dir = staging(opts.output)
-      with FileSystems.open(FileSystems.join(report_dir, PROFILE_FILE)) as f:
-        profile = json.loads(f.read().decode('utf-8'))
-      write_report(report_dir, summary, profile, training_statistics=bundle.training_statistics,
-                   model=bundle.metadata)
-    staged.publish(SUMMARY_FILE)
-  except Exception as e:
-    staged.discard()
-    raise RunError(f'run {opts.run_id} could not publish its output to {out_dir}: {_first_line(e)}\n  '
-                   f're-run with --run_id {opts.run_id} to replace it') from e
-  if not is_table(opts.output):
-    summary.write(FileSystems.join(out_dir, SUMMARY_FILE))
-  return summary
+    _discard(plan, f'the job ended {state}')
+    raise RunError(f'run {plan.run_id} ended {state}; {retry}')
+  published = publish.read_pointer(plan.records, plan.run_id)
+  if published is None or published.get('attempt') != plan.attempt:
+    raise RunError(f'run {plan.run_id} ended {state} but attempt {plan.attempt} is not the published one in '
+                   f'{publish.run_folder(plan.records, plan.run_id)}: another attempt of the run published after it')
+  return RunSummary.from_dict(published)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -205,9 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.print_help()
     return 0
   try:
-    opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
+    options = PipelineOptions(argv)
+    opts = options.view_as(BatchInferenceOptions)
     if opts.preflight_only:
-      print(preflight.check(opts).render())
+      print(resolve(options, check_only=True)[1].render())
       return 0
     if opts.watch:
       from pipelines.watch import watch
@@ -226,13 +178,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: unexpected {type(e).__name__}: {_first_line(e)}', file=sys.stderr)
     return 1
   if summary is None:
-    print('Submitted; the runner reports progress (no run summary when not waiting).')
+    print(f'Submitted run {opts.run_id}; the job publishes its output and writes its summary itself.\n'
+          f'  summary         {publish.pointer_path(opts.records_location(), opts.run_id)} (once it is done)\n'
+          f'  status          python -m pipelines.status --run_id={opts.run_id} --output={opts.output}')
     return 0
   print(summary.render())
-  if summary.output_link is None:
-    print(f'  summary         {FileSystems.join(summary.output, SUMMARY_FILE)}')
-    if opts.report:
-      print(f'  report          {FileSystems.join(summary.output, REPORT_FILE)}')
+  print(f'  summary         {publish.pointer_path(opts.records_location(), summary.run_id)}')
+  if summary.report:
+    print(f'  report          {summary.report}')
   return 0 if summary.reconciled else 1
 
 

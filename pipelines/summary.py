@@ -1,17 +1,17 @@
-"""The run summary: what was read, predicted and rejected, read from Beam metrics.
+"""The run summary: what was read, predicted and rejected, and where it went.
 
-Counters live in the `batch_inference` namespace, so on Dataflow they show in
-the job page under the same names: rows_read, rows_predicted, rows_rejected,
-rejected_<reason_code>, files_read.
+The job's last step (`pipelines.finish`) counts the rows from its PCollections
+and writes the summary; a launcher that waits reads it back. The same counts
+are Beam counters in the `batch_inference` namespace, so on Dataflow they show
+in the job page under the same names: rows_read, rows_predicted,
+rows_rejected, rejected_<reason_code>, files_read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Optional
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from transforms.validation import METRICS_NAMESPACE
@@ -46,6 +46,16 @@ class RunSummary:
   # For a bq:// output: rows of this run in the table, as BigQuery counts them, and where to see it.
   rows_written: Optional[int] = None
   output_link: Optional[str] = None
+  attempt: Optional[str] = None  # the attempt folder this summary publishes (pipelines.publish)
+  finished_at: Optional[str] = None
+  input_snapshot: Optional[str] = None  # the BigQuery snapshot time a table input was read at
+  report: Optional[str] = None  # the run report's path, when one was written
+
+  @classmethod
+  def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
+    """The summary as `to_dict` wrote it (derived fields dropped, unknown ones ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
   @property
   def reconciled(self) -> bool:
@@ -59,17 +69,14 @@ class RunSummary:
     return {**dataclasses.asdict(self), 'reconciled': self.reconciled,
             'rows_per_second': round(self.rows_per_second, 1)}
 
-  def write(self, path: str) -> None:
-    with FileSystems.create(path) as f:
-      f.write(json.dumps(self.to_dict(), indent=2).encode('utf-8'))
-
   def render(self) -> str:
     """A one-screen, human-first summary."""
     check = 'yes' if self.reconciled else 'NO: some rows are unaccounted for'
     lines = [
         f'Run {self.run_id}: {self.state} on {self.runner} in {self.wall_seconds:.1f}s',
         f'  model      {self.model["name"]} v{self.model["version"]} ({self.model["path"]})',
-        f'  input      {self.input}' + (f' ({self.files_read} files)' if self.files_read else ''),
+        f'  input      {self.input}' + (f' ({self.files_read} files)' if self.files_read else '')
+        + (f' at snapshot {self.input_snapshot}' if self.input_snapshot else ''),
         f'  output     {self.output}',
         *([f'  table      {self.output_link}'] if self.output_link else []),
         f'  rejected   {self.dead_letter}',

@@ -20,7 +20,6 @@ files that land now and then, a run per file is the cheaper and clearer unit.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging

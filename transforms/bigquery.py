@@ -1,15 +1,12 @@
-"""BigQuery tables as a source and a sink of RecordBatches, through Beam's own BigQuery IO.
+"""BigQuery tables: names, the types they map to in Arrow, and the streamed sink.
 
-Reading uses the Storage Read API (`DIRECT_READ`): only the columns the job
-needs cross the network, and `row_restriction` filters on the server. Rows
-become RecordBatches typed from the table's schema, so a table and a Parquet
-file of the same data give the same batches.
-
-Writing derives the table schema from the output RecordBatch schema (with
-modes and descriptions), creates the table if needed, partitioned by day on a
-timestamp column, and writes with the method the caller picks: FILE_LOADS (no
-per-row cost: the batch default), STREAMING_INSERTS, or STORAGE_WRITE_API
-(runs through Beam's Java expansion service, so it needs Java on the launcher).
+Tables are read with our own Storage Read source (`transforms.bigquery_read`)
+and, by default, written as Parquet files loaded by one load job when the run
+publishes (`pipelines.bigquery_publish`): both move Arrow, never a Python
+object per row. `WriteBigQueryBatches` is the per-row route through Beam's
+WriteToBigQuery, kept for the two methods that need rows: STREAMING_INSERTS
+(rows visible at once) and STORAGE_WRITE_API (runs through Beam's Java
+expansion service, so it needs Java on the launcher).
 """
 
 from __future__ import annotations
@@ -23,12 +20,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.gcp.bigquery import BigQueryDisposition, ReadFromBigQuery, WriteToBigQuery
+from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
-from apache_beam.io.gcp.internal.clients.bigquery import DatasetReference
 
 from transforms import dead_letters as dl
-from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE
+from transforms.validation import METRICS_NAMESPACE
 
 SCHEME = 'bq://'
 # Reason code of rows BigQuery refused for good (streamed rows only: a failed load job fails the run).
@@ -125,66 +121,6 @@ def table_schema(schema: pa.Schema, descriptions: Optional[Mapping[str, str]] = 
       entry['description'] = descriptions[field.name]
     fields.append(entry)
   return {'fields': fields}
-
-
-class _ToRecordBatchFn(beam.DoFn):
-  """Rows (dicts) to one RecordBatch per input list, typed by the table schema."""
-
-  def __init__(self, schema: pa.Schema, source: str):
-    self._schema = schema
-    self._source = source
-    self._rows_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_read')
-
-  def process(self, rows: list[dict[str, Any]]):
-    batch = pa.RecordBatch.from_pylist(rows, schema=self._schema)
-    self._rows_read.inc(batch.num_rows)
-    n = batch.num_rows
-    yield pa.RecordBatch.from_arrays(
-        [*batch.columns, pa.array([self._source] * n, pa.string()), pa.nulls(n, pa.int64())],
-        names=[*batch.schema.names, dl.SOURCE, dl.ROW])
-
-
-class ReadBigQueryBatches(beam.PTransform):
-  """Reads a BigQuery table with the Storage Read API as RecordBatches.
-
-  Returns `{'batches': ..., 'dead_letters': ...}` like `ReadRecordBatches`;
-  typed table rows cannot be unparsable, so the dead letters stay empty. A
-  table has no row order, so rows carry no position: the job keys them by a
-  key column.
-
-  Args:
-    table: the table to read.
-    schema: the Arrow schema of the columns to read (see `arrow_schema`).
-    row_restriction: a SQL predicate the server applies, e.g. "region = 'EU'".
-    batch_size: most rows per RecordBatch.
-    temp_dataset: a dataset Beam may use for temporary tables; given, Beam's
-      clean-up touches only that dataset.
-  """
-
-  def __init__(self, table: TableRef, schema: pa.Schema, *, row_restriction: Optional[str] = None,
-               batch_size: int = 8192, temp_dataset: Optional[str] = None):
-    super().__init__()
-    self._table = table
-    self._schema = schema
-    self._row_restriction = row_restriction
-    self._batch_size = batch_size
-    self._temp_dataset = temp_dataset
-
-  def expand(self, pbegin):
-    extra = {}
-    if self._temp_dataset:
-      project, dataset = self._temp_dataset.split('.', 1) if '.' in self._temp_dataset else (
-          self._table.project, self._temp_dataset)
-      extra['temp_dataset'] = DatasetReference(projectId=project, datasetId=dataset)
-    rows = pbegin | 'ReadRows' >> ReadFromBigQuery(
-        method=ReadFromBigQuery.Method.DIRECT_READ, table=self._table.spec, selected_fields=self._schema.names,
-        row_restriction=self._row_restriction, use_native_datetime=True, **extra)
-    batches = (rows
-               | 'Group' >> beam.BatchElements(min_batch_size=min(self._batch_size, 1024),
-                                               max_batch_size=self._batch_size)
-               | 'ToRecordBatches' >> beam.ParDo(_ToRecordBatchFn(self._schema, str(self._table))))
-    no_letters = pbegin | 'NoDeadLetters' >> beam.Create([])
-    return {'batches': batches, DEAD_LETTERS: no_letters}
 
 
 def _json_value(value: Any) -> Any:

@@ -18,6 +18,9 @@ from transforms import coders as _coders  # noqa: F401  (registers the coders of
 from transforms.readers import FORMATS, Rejected, infer_format, open_file, read_file
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
+# The tag of the paths of the files read to the end, one element per file.
+FILES = 'files'
+
 
 def peek_schema(file_pattern: str, *, file_format: Optional[str] = None,
                 columns: Optional[Sequence[str]] = None) -> pa.Schema:
@@ -48,6 +51,7 @@ class _ReadFileFn(beam.DoFn):
     file_format = self._format or infer_format(path)
     if metadata.size_in_bytes == 0:  # no rows, and not even a valid empty Parquet or Avro file
       self._files_read.inc()
+      yield beam.pvalue.TaggedOutput(FILES, path)
       return
     # A file that cannot be read fails the job, naming the file: its rows cannot
     # be counted, so skipping it would lose them silently.
@@ -71,14 +75,16 @@ class _ReadFileFn(beam.DoFn):
       raise ValueError(f'cannot read {path} as {file_format}: {type(e).__name__}: {e}; move the file aside or '
                        'repair it, then re-run') from e
     self._files_read.inc()
+    yield beam.pvalue.TaggedOutput(FILES, path)
 
 
 class ReadRecordBatches(beam.PTransform):
   """Reads every file matching a pattern (local or gs://) as RecordBatches.
 
   Returns a tagged result: the main output holds row batches of at most
-  `batch_size` rows, `dead_letters` holds unparsable records. Files are read
-  in parallel; a file is read by one worker.
+  `batch_size` rows, `dead_letters` holds unparsable records, `files` the
+  path of each file read to the end. Files are read in parallel; a file is
+  read by one worker.
 
   Args:
     file_pattern: a path or glob, e.g. gs://bucket/observations/*.parquet.
@@ -104,4 +110,4 @@ class ReadRecordBatches(beam.PTransform):
         | 'Spread' >> beam.Reshuffle()
         | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns))
         .with_output_types(pa.RecordBatch).with_outputs(
-            DEAD_LETTERS, main='batches'))
+            DEAD_LETTERS, FILES, main='batches'))

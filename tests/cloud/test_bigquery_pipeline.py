@@ -2,12 +2,16 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from apache_beam.io.filesystems import FileSystems
 from google.cloud import bigquery
 
+from pipelines import bigquery_publish, publish
 from pipelines import run as run_job
 from tests.cloud import penguins
-from tests.cloud.conftest import BUCKET
+from tests.cloud.conftest import BUCKET, PROJECT
+from transforms.bigquery import TableRef
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +117,97 @@ def test_input_filter__reads_only_the_rows_the_server_keeps(tmp_path, bq_client,
   assert summary.rows_read == summary.rows_predicted + summary.rows_rejected == len(want)
   got = penguins.read_predictions(summary.output)
   assert set(got.column('year').to_pylist()) == {2009}
+
+
+def _tables(client: bigquery.Client, dataset: str) -> list[str]:
+  return sorted(t.table_id for t in client.list_tables(dataset))
+
+
+def _staged_files(run_id: str) -> list[str]:
+  return [m.path for m in FileSystems.match([f'gs://{BUCKET}/tmp/batch-inference/{run_id}/**'])[0].metadata_list]
+
+
+def _run_rows(client: bigquery.Client, table: str, run_id: str) -> list[str]:
+  got = table_rows(client, table)
+  return got.filter(pc.equal(got.column('run_id'), run_id)).column(penguins.KEY).to_pylist()
+
+
+def test_file_loads_rerun__swaps_the_runs_rows_and_leaves_no_staging_behind(bq_client, bq_dataset, penguin_bundle):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  args = job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', f'--output=bq://{bq_dataset}.predictions',
+                  f'--bq_temp_dataset={bq_dataset}')
+  first = run_job.run([*args, '--run_id=nightly'])
+  second = run_job.run([*args, '--run_id=nightly', '--input_filter=year = 2009'])  # the night re-run on less data
+  other = run_job.run([*args, '--run_id=other'])
+
+  birds = [r for r in penguins.table().to_pylist() if r['year'] == 2009]
+  want = sorted(r[penguins.KEY] for r in birds if r['bill_length_mm'] is not None)
+  want_letters = len(birds) - len(want)
+  assert first.rows_written == other.rows_written == 342 and second.rows_written == len(want) < 342
+  assert _run_rows(bq_client, f'{bq_dataset}.predictions', 'nightly') == want  # sorted, so no duplicates
+  assert len(_run_rows(bq_client, f'{bq_dataset}.predictions', 'other')) == 342
+  letters = [dict(r) for r in bq_client.list_rows(f'{bq_dataset}.predictions_dead_letters')]
+  assert sorted(r['run_id'] for r in letters) == ['nightly'] * want_letters + ['other', 'other']
+  assert _tables(bq_client, bq_dataset) == ['penguins', 'predictions', 'predictions_dead_letters']
+  assert _staged_files('nightly') == _staged_files('other') == []
+  pointer = publish.read_pointer(f'gs://{BUCKET}/tmp/runs', 'nightly')
+  assert pointer['attempt'] == second.attempt and pointer['output'] == f'bq://{bq_dataset}.predictions'
+  assert FileSystems.exists(pointer['report'])
+
+
+def test_failure_after_the_files_are_staged__leaves_the_table_as_it_was(bq_client, bq_dataset, penguin_bundle,
+                                                                         monkeypatch):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  args = job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', f'--output=bq://{bq_dataset}.predictions',
+                  f'--bq_temp_dataset={bq_dataset}', '--run_id=nightly')
+  first = run_job.run(args)
+  before = table_rows(bq_client, f'{bq_dataset}.predictions')
+
+  def staged_then_fail(client, target, staging, run_id):
+    assert client.get_table(staging.dotted).num_rows > 0 and _staged_files(run_id)  # the new rows were written
+    raise ValueError('the replace was refused')
+
+  monkeypatch.setattr(bigquery_publish, 'replace_run_rows', staged_then_fail)
+  with pytest.raises(run_job.RunError, match=f'(?s)the replace was refused.*nothing was published to bq://{bq_dataset}'):
+    run_job.run([*args, '--input_filter=year = 2009'])
+
+  assert table_rows(bq_client, f'{bq_dataset}.predictions').equals(before)
+  assert _tables(bq_client, bq_dataset) == ['penguins', 'predictions', 'predictions_dead_letters']
+  assert _staged_files('nightly') == []
+  assert publish.read_pointer(f'gs://{BUCKET}/tmp/runs', 'nightly')['attempt'] == first.attempt
+
+
+def test_not_waiting__a_table_run_publishes_and_status_reads_its_summary(bq_client, bq_dataset, penguin_bundle,
+                                                                         capsys):
+  from pipelines import status
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  args = job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', f'--output=bq://{bq_dataset}.predictions',
+                  f'--bq_temp_dataset={bq_dataset}', '--run_id=scheduled')
+  assert run_job.main([*args, '--wait_for_job=false']) == 0
+  assert len(_run_rows(bq_client, f'{bq_dataset}.predictions', 'scheduled')) == 342
+  capsys.readouterr()
+  assert status.main(args) == 0
+  said = capsys.readouterr().out
+  assert 'Run scheduled: DONE' in said and 'rows in table            342' in said and 'at snapshot' in said
+
+
+@pytest.mark.slow
+def test_at_scale__200k_rows_table_to_table_reconcile_and_equal_the_parquet_path(tmp_path, bq_client, bq_dataset,
+                                                                                 penguin_bundle):
+  data = penguins.many(200_000)
+  source = penguins.load_table(bq_client, BUCKET, bq_dataset, 'observations', data)
+  (tmp_path / 'in').mkdir()
+  pa.parquet.write_table(data, tmp_path / 'in' / 'observations.parquet')
+  common = [f'--model={penguin_bundle.path}', f'--key_column={penguins.KEY}',
+            f'--passthrough_columns={penguins.PASSTHROUGH}', '--run_id=big']
+  tables = run_job.run([*common, f'--input={source}', f'--output=bq://{bq_dataset}.predictions',
+                        f'--temp_location=gs://{BUCKET}/tmp', f'--project={PROJECT}', f'--bq_temp_dataset={bq_dataset}'])
+  files = run_job.run([*common, f'--input={tmp_path}/in/*.parquet', f'--output={tmp_path}/out'])
+
+  rejected = 2 * 200_000 // 344  # two of every 344 penguins lack measurements
+  assert (tables.rows_read, tables.rows_rejected) == (200_000, files.rows_rejected) and tables.reconciled
+  assert abs(tables.rows_rejected - rejected) <= 2 and tables.rows_written == tables.rows_predicted
+  got = penguins.read_table(bq_client, PROJECT, TableRef.parse(f'bq://{bq_dataset}.predictions'))
+  got = got.sort_by(penguins.KEY).drop_columns(['predicted_at'])
+  assert got.num_rows == files.rows_predicted == tables.rows_predicted
+  assert_same_predictions(got, penguins.read_predictions(files.output))

@@ -1,16 +1,13 @@
 """The columnar Storage Read source: sessions and streams against the emulator, re-chunking without Beam."""
 
 import datetime
-import uuid
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from google.cloud import bigquery
 
 from tests.cloud import penguins
 from tests.cloud.conftest import BUCKET, PROJECT
@@ -22,42 +19,13 @@ from transforms.validation import DEAD_LETTERS
 WHEN = datetime.datetime(2026, 11, 25, 17, 30, tzinfo=datetime.timezone.utc)
 
 
-def _penguins(rows: int) -> pa.Table:
-  """The penguins repeated to `rows` rows, each with its own key."""
-  data = penguins.table()
-  data = pa.concat_tables([data] * -(-rows // data.num_rows)).slice(0, rows)
-  return data.set_column(0, penguins.KEY, pa.array([f'p{i:07d}' for i in range(rows)], pa.string()))
+_penguins = penguins.many
+_table_schema = penguins.table_schema
+_read = penguins.read_session
 
 
 def _load(bq_client, dataset: str, name: str, data: pa.Table) -> bq.TableRef:
-  """A table holding `data`, made by a Parquet load job from the GCS emulator (fast for many rows)."""
-  table = bq.TableRef.parse(f'bq://{dataset}.{name}')
-  path = f'gs://{BUCKET}/{uuid.uuid4().hex[:8]}/{name}.parquet'
-  sink = pa.BufferOutputStream()
-  pq.write_table(data, sink)
-  with FileSystems.create(path) as f:
-    f.write(sink.getvalue().to_pybytes())
-  fields = [bigquery.SchemaField.from_api_repr(f) for f in bq.table_schema(data.schema)['fields']]
-  bq_client.load_table_from_uri(path, table.dotted, job_config=bigquery.LoadJobConfig(
-      source_format=bigquery.SourceFormat.PARQUET, schema=fields)).result()
-  return table
-
-
-def _table_schema(bq_client, table: bq.TableRef, names=None) -> pa.Schema:
-  fields = [f.to_api_repr() for f in bq_client.get_table(table.dotted).schema]
-  return bq.arrow_schema([f for f in fields if names is None or f['name'] in names])
-
-
-def _read(session: bqr.ReadSession, batch_size: int = 100) -> pa.Table:
-  """Every stream of a session through the reading DoFn, without a pipeline."""
-  fn = bqr._ReadStreamFn(session, batch_size)  # pylint: disable=protected-access
-  fn.setup()
-  try:
-    batches = [b for stream in session.streams for b in fn.process(stream)]
-  finally:
-    fn.teardown()
-  return pa.Table.from_batches(batches, session.schema.append(pa.field(dl.SOURCE, pa.string())).append(
-      pa.field(dl.ROW, pa.int64())))
+  return penguins.load_table(bq_client, BUCKET, dataset, name, data)
 
 
 @pytest.mark.slow

@@ -21,14 +21,15 @@ def test_gs_input_and_output__same_predictions_as_a_local_run(tmp_path, gcs_pref
   remote = run_job.run([f'--input={gcs_prefix}/in/*.parquet', f'--output={gcs_prefix}/out', *common])
   local = run_job.run([f'--input={tmp_path}/in/*.parquet', f'--output={tmp_path}/out', *common])
 
-  assert remote.output == f'{gcs_prefix}/out/gcs-run'
+  assert remote.output == f'{gcs_prefix}/out/gcs-run/{remote.attempt}'
   assert (remote.rows_read, remote.rows_predicted, remote.rows_rejected) == (344, 342, 2)
   assert remote.files_read == 2
   remote_rows = penguins.read_predictions(remote.output)
   assert remote_rows.num_rows == 342
   assert remote_rows.equals(penguins.read_predictions(local.output))
-  with FileSystems.open(f'{remote.output}/run_summary.json') as f:
-    assert json.loads(f.read())['rows_predicted'] == 342
+  with FileSystems.open(f'{gcs_prefix}/out/gcs-run/run_summary.json') as f:  # the pointer, on gs:// too
+    assert json.loads(f.read())['attempt'] == remote.attempt
+  assert FileSystems.exists(remote.report)
   letters = FileSystems.match([f'{remote.dead_letter}/dead_letters-*.jsonl'])[0].metadata_list
   with FileSystems.open(letters[0].path) as f:
     rows = [json.loads(line) for line in f.read().decode().splitlines()]

@@ -74,9 +74,8 @@ def test_query__malformed_fails_the_run_before_any_table_is_written(bq_client, b
 
 def test_output__missing_dataset(bq_client):
   with pytest.raises(ValueError, match='output dataset test-project.no_such_dataset does not exist'):
-    bqp.prepare_output_table(bq_client, TableRef('test-project', 'no_such_dataset', 't'),
-                             {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED'}]},
-                             partition_field='predicted_at')
+    bqp.check_output_table(bq_client, TableRef('test-project', 'no_such_dataset', 't'),
+                           {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED'}]})
 
 
 def test_output__existing_table_with_an_incompatible_schema(bq_client, bq_dataset):
@@ -85,21 +84,18 @@ def test_output__existing_table_with_an_incompatible_schema(bq_client, bq_datase
   want = {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED'},
                      {'name': 'predicted_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}
   with pytest.raises(ValueError) as error:
-    bqp.prepare_output_table(bq_client, _table(bq_dataset, 'old'), want, partition_field='predicted_at')
+    bqp.check_output_table(bq_client, _table(bq_dataset, 'old'), want)
   assert 'k is INTEGER, the job writes STRING' in str(error.value) or 'k is INT64, the job writes STRING' in str(
       error.value)
   assert 'no column predicted_at' in str(error.value)
   assert 'legacy is REQUIRED but the job does not write it' in str(error.value)
 
 
-def test_output__missing_table_is_created_partitioned_with_descriptions(bq_client, bq_dataset):
+def test_output__a_missing_table_is_fine_and_is_not_created_by_the_check(bq_client, bq_dataset):
   want = {'fields': [{'name': 'k', 'type': 'STRING', 'mode': 'REQUIRED', 'description': 'the key'},
                      {'name': 'predicted_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}
-  bqp.prepare_output_table(bq_client, _table(bq_dataset, 'fresh'), want, partition_field='predicted_at')
-  bqp.prepare_output_table(bq_client, _table(bq_dataset, 'fresh'), want, partition_field='predicted_at')  # compatible
-  table = bq_client.get_table(f'{bq_dataset}.fresh')
-  assert table.time_partitioning.field == 'predicted_at'
-  assert [(f.name, f.mode, f.description) for f in table.schema][0] == ('k', 'REQUIRED', 'the key')
+  bqp.check_output_table(bq_client, _table(bq_dataset, 'fresh'), want)
+  assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == []
 
 
 def test_replace_earlier_rows__deletes_only_that_runs_older_rows(bq_client, bq_dataset):
@@ -123,3 +119,22 @@ def test_output__missing_dataset_fails_the_run_before_the_query_runs(bq_client, 
     run_job.run(job_args(penguin_bundle, f'--input_query=SELECT * FROM `{bq_dataset}.penguins`',
                          f'--bq_temp_dataset={bq_dataset}', '--output=bq://test-project.absent.out'))
   assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == ['penguins']
+
+
+def test_preflight_only__checks_tables_and_queries_and_changes_nothing(bq_client, bq_dataset, penguin_bundle, capsys):
+  load_penguins(bq_client, f'{bq_dataset}.penguins')
+  common = job_args(penguin_bundle, f'--output=bq://{bq_dataset}.out', '--preflight_only')
+  assert run_job.main([*common, f'--input=bq://{bq_dataset}.penguins']) == 0
+  said = capsys.readouterr().out
+  assert f'input bq://{bq_dataset}.penguins: has the key and feature columns' in said
+  assert f'output bq://{bq_dataset}.out: the dataset exists' in said
+  assert run_job.main([*common, f'--input_query=SELECT * FROM `{bq_dataset}.penguins`',
+                       f'--bq_temp_dataset={bq_dataset}']) == 0
+  assert '--input_query is valid and processes' in capsys.readouterr().out
+  assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == ['penguins']  # no query table, no output table
+
+  bq_client.query(f'CREATE TABLE `{bq_dataset}.thin` AS SELECT penguin_id, island FROM `{bq_dataset}.penguins`'
+                  ).result()
+  assert run_job.main([*common, f'--input=bq://{bq_dataset}.thin']) == 2
+  error = capsys.readouterr().err
+  assert error.startswith('error: preflight failed:') and f'input table bq://{bq_dataset}.thin has no column' in error

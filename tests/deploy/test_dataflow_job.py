@@ -120,3 +120,43 @@ def test_main__writes_the_job_file(penguin_bundle, tmp_path, monkeypatch, offlin
 def test_main__without_a_job_file__says_which_flag_is_missing(capsys):
   assert dataflow_job.main(['--input=x']) == 2
   assert '--dataflow_job_file' in capsys.readouterr().err
+
+
+def _top_level_steps(proto) -> set[str]:
+  return {t.unique_name for t in proto.components.transforms.values() if t.unique_name.count('/') == 0}
+
+
+@pytest.mark.parametrize('source', ['--input=bq://my-project.sales.observations',
+                                    '--input_query=SELECT * FROM `my-project.sales.observations` WHERE day = @d'])
+def test_bigquery_job__is_described_without_contacting_google_cloud(penguin_bundle, monkeypatch, offline, source):
+  """Tables in and out: no table is checked, no query runs, no read session opens (the `offline`
+  fixture refuses every connection), and the job still ends in its own count-and-publish steps."""
+  monkeypatch.chdir(REPO)
+  job = dataflow_job.describe_job(
+      [source, f'--model={penguin_bundle.path}', '--output=bq://my-project.sales.predictions', '--key_column=id',
+       '--passthrough_columns=region', '--bq_temp_dataset=my-project.tmp', '--project=my-project',
+       '--region=us-central1', '--temp_location=gs://my-bucket/tmp', '--run_id=nightly'], bundle=penguin_bundle)
+  steps = _top_level_steps(job.proto_pipeline)
+  assert {'Read', 'Validate', 'Features', 'Predict', 'WritePredictions', 'WriteDeadLetters', 'Count',
+          'Finish'} <= steps
+  labels = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+  assert 'Finish/Publish' in labels and 'Read/Streams' in labels
+
+
+def test_same_final_steps__on_the_direct_runner_and_in_the_dataflow_job(penguin_bundle, monkeypatch, offline):
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipelines.batch_inference import build_pipeline
+  from pipelines.options import BatchInferenceOptions
+  from pipelines.plan import resolve
+
+  monkeypatch.chdir(REPO)
+  argv = [f'--input={EXAMPLE}', f'--model={penguin_bundle.path}', '--output=gs://my-bucket/o', '--project=my-project',
+          '--region=us-central1', '--temp_location=gs://my-bucket/tmp', '--run_id=same']
+  described = _top_level_steps(dataflow_job.describe_job(argv, bundle=penguin_bundle).proto_pipeline)
+  options = PipelineOptions(argv)
+  plan, _ = resolve(options, offline=True, bundle=penguin_bundle)
+  pipeline = beam.Pipeline(options=options)
+  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan)
+  direct = _top_level_steps(pipeline.to_runner_api())
+  assert {'Count', 'Finish'} <= direct and direct == described

@@ -143,3 +143,18 @@ def test_k8s__names_a_missing_setting():
   result = launch('k8s', 'job', '--input=x', env={'IMAGE': 'img'}, dry_run=False)
   assert result.returncode == 2
   assert 'SERVICE_ACCOUNT' in result.stderr
+
+
+def test_status__reads_the_summary_a_run_published_and_says_when_there_is_none(tmp_path):
+  from pipelines import publish
+  summary = {'run_id': 'r1', 'attempt': publish.new_attempt(), 'model': {'name': 'm', 'version': '1', 'path': 'b'},
+             'input': 'in', 'output': 'out', 'dead_letter': 'out', 'runner': 'DataflowRunner', 'state': 'DONE',
+             'started_at': '2026-11-29T02:00:00+00:00', 'wall_seconds': 60.0, 'rows_read': 10, 'rows_predicted': 9,
+             'rows_rejected': 1, 'rejected_by_reason': {'missing_value': 1}, 'files_read': 1}
+  publish.switch_pointer(str(tmp_path), 'r1', summary)
+  done = launch('status', 'r1', f'--output={tmp_path}', dry_run=False)
+  assert done.returncode == 0, done.stderr
+  assert 'Run r1: DONE on DataflowRunner' in done.stdout and 'read = predicted + rejected: yes' in done.stdout
+  missing = launch('status', 'r2', f'--output={tmp_path}', dry_run=False)
+  assert missing.returncode == 2 and f'no run r2 under {tmp_path}' in missing.stderr
+  assert launch('status', dry_run=False).returncode == 2

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from models.penguins import train
-from pipelines import preflight
+from pipelines import preflight, publish
 from pipelines import run as run_job
 from transforms import inference, sources
 
@@ -28,8 +28,8 @@ def _error(capsys) -> str:
 
 
 def _assert_nothing_published(tmp_path, run_id='r1'):
-  assert not (tmp_path / 'out' / run_id).exists()
-  assert not glob.glob(str(tmp_path / 'out' / '.staging-*'))
+  assert publish.read_pointer(str(tmp_path / 'out'), run_id) is None
+  assert not glob.glob(str(tmp_path / 'out' / run_id / '*' / 'predictions-*'))
 
 
 def _predicted(tmp_path, capsys, model, input_path, run_id='r1') -> str:
@@ -43,7 +43,7 @@ def test_output_becomes_unwritable_mid_job(tmp_path, penguin_bundle, monkeypatch
   original = inference._FormatFn.process
 
   def format_then_break_the_output(self, element):
-    for staging in glob.glob(str(tmp_path / 'out' / '.staging-r1-*')):
+    for staging in glob.glob(str(tmp_path / 'out' / 'r1' / 'attempt-*')):
       shutil.rmtree(staging)  # the folder the sinks write to turns into a file: every write now fails
       with open(staging, 'w') as f:
         f.write('not a folder')
@@ -112,8 +112,8 @@ def test_model_file_is_corrupted_after_preflight_before_workers_load_it(tmp_path
   good = open(variables, 'rb').read()
   original = preflight.check
 
-  def check_then_corrupt(opts, bundle=None):
-    report = original(opts, bundle)
+  def check_then_corrupt(opts, bundle=None, **kwargs):
+    report = original(opts, bundle, **kwargs)
     with open(variables, 'wb') as f:
       f.write(b'\x00' * 16)  # the weights are overwritten while the job is being submitted
     return report

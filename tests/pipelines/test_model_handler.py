@@ -15,6 +15,7 @@ from models.handler import SavedModelHandler
 from models.penguins import train
 from pipelines.batch_inference import build_pipeline
 from pipelines.options import BatchInferenceOptions
+from pipelines.plan import resolve
 from pipelines.summary import counters
 from transforms.validation import validate
 
@@ -50,7 +51,8 @@ def test_build_pipeline__injected_handler_predicts_every_valid_row(tmp_path, pen
   options = PipelineOptions([f'--input={train.EXAMPLE_DATA}', f'--model={bundle.path}',
                              f'--output={tmp_path / "out"}', '--run_id=injected', '--report=false'])
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), bundle,
+  plan, _ = resolve(options, bundle=bundle)
+  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan,
                  model_handler=LinearSoftmaxHandler(width_in, width_out))
   result = pipeline.run()
   result.wait_until_finish()
@@ -64,7 +66,7 @@ def test_build_pipeline__injected_handler_predicts_every_valid_row(tmp_path, pen
   expected = dict(zip(valid.column('__key').to_pylist(),
                       LinearSoftmax(width_in, width_out).predict(bundle.features.transform(valid))))
 
-  files = glob.glob(os.path.join(tmp_path, 'out', 'injected', 'predictions-*.parquet'))
+  files = glob.glob(os.path.join(plan.predictions.folder, 'predictions-*.parquet'))
   rows = pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
   assert len(rows) == len(expected) == 342
   names = [f'probability_{c}' for c in train.CLASSES]

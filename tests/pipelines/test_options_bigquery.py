@@ -36,8 +36,16 @@ def test_flags__file_loads_need_a_gs_temp_location():
                                 '--temp_location=build/tmp'])
   with pytest.raises(ValueError, match='FILE_LOADS stages files under --temp_location, which must be gs://'):
     opts.validate_flags()
-  BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=bq://p.d.t', '--bq_write_method=STREAMING_INSERTS']
-                        ).validate_flags()
+  BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=bq://p.d.t', '--bq_write_method=STREAMING_INSERTS',
+                         '--summary_location=build/runs']).validate_flags()
+
+
+def test_flags__a_table_output_needs_a_home_for_its_summary():
+  with pytest.raises(ValueError, match='keeps its run summary and report in --summary_location'):
+    BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=bq://p.d.t',
+                           '--bq_write_method=STREAMING_INSERTS']).validate_flags()
+  opts = BatchInferenceOptions(['--model=m', '--input=x.csv', '--output=bq://p.d.t', '--temp_location=gs://b/tmp/'])
+  assert opts.records_location() == 'gs://b/tmp/runs'
 
 
 def test_flags__query_parameters_repeat():

@@ -1,5 +1,5 @@
 """Safe re-runs: the same --run_id replaces its output, a failed run publishes
-nothing, and other run ids are never touched."""
+nothing, and other run ids are never touched (pipelines.publish)."""
 
 import glob
 import hashlib
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.penguins import train
-from pipelines import preflight
+from pipelines import preflight, publish
 from pipelines import run as run_job
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,10 @@ def _snapshot(folder) -> dict[str, str]:
           for p in glob.glob(os.path.join(folder, '**'), recursive=True) if os.path.isfile(p)}
 
 
-def _prediction_rows(folder) -> list[str]:
-  return [k for p in sorted(glob.glob(os.path.join(folder, 'predictions-*.parquet')))
+def _published_rows(out, run_id) -> list[str]:
+  """The keys a reader finds by following the run's pointer."""
+  pointer = publish.read_pointer(str(out), run_id)
+  return [k for p in sorted(glob.glob(os.path.join(pointer['output'], 'predictions-*.parquet')))
           for k in pq.read_table(p).column('row_id').to_pylist()]
 
 
@@ -38,28 +40,23 @@ def _head(tmp_path, lines: int) -> str:
   return str(path)
 
 
-def test_same_run_id__replaces_the_output_without_stale_shards_or_duplicates(tmp_path, penguin_bundle):
+def test_same_run_id__publishes_the_new_attempt_and_removes_the_old_one(tmp_path, penguin_bundle):
   out = tmp_path / 'out'
   first = _run(out, penguin_bundle, train.EXAMPLE_DATA, 'r1')
-  run_dir = out / 'r1'
-  assert len(_prediction_rows(run_dir)) == first.rows_predicted == 342
-  # An earlier attempt that wrote more shards left files the new shard names would not overwrite.
-  shard = sorted(glob.glob(str(run_dir / 'predictions-*.parquet')))[0]
-  shutil.copy(shard, run_dir / 'predictions-00001-of-00002.parquet')
-  (run_dir / 'dead_letters-00003-of-00004.jsonl').write_text('{"key": "stale"}\n')
+  assert len(_published_rows(out, 'r1')) == first.rows_predicted == 342
 
   second = _run(out, penguin_bundle, _head(tmp_path, 50), 'r1')
 
-  rows = _prediction_rows(run_dir)
+  rows = _published_rows(out, 'r1')
   assert len(rows) == len(set(rows)) == second.rows_predicted == 49  # one of the first 50 birds lacks measurements
-  assert not glob.glob(str(run_dir / '*-of-00002.*')) and not glob.glob(str(run_dir / '*-of-00004.*'))
-  assert second.reconciled and (run_dir / 'run_summary.json').exists()
-  assert not glob.glob(str(out / '.staging-*'))
+  assert second.attempt > first.attempt and second.output == str(out / 'r1' / second.attempt)
+  assert publish.attempts(str(out), 'r1') == [second.attempt]  # the replaced attempt is gone
+  assert second.reconciled and os.path.exists(second.report)
 
 
 def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_path, penguin_bundle, monkeypatch):
   out = tmp_path / 'out'
-  _run(out, penguin_bundle, train.EXAMPLE_DATA, 'r1')
+  good = _run(out, penguin_bundle, train.EXAMPLE_DATA, 'r1')
   before = _snapshot(out / 'r1')
   data = tmp_path / 'in'
   data.mkdir()
@@ -71,12 +68,16 @@ def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_pa
     with pytest.raises(run_job.RunError, match=f'(?s)cannot read {data}/b.parquet as parquet: .*nothing was published'):
       _run(out, penguin_bundle, f'{data}/*', run_id)
 
-  assert _snapshot(out / 'r1') == before  # the last complete output of r1 is intact
-  assert not (out / 'r2').exists()  # r2 never completed: no folder at all
-  assert not glob.glob(str(out / '.staging-*'))
+  failed = [a for a in publish.attempts(str(out), 'r1') if a != good.attempt]
+  assert len(failed) == 1  # the failed attempt keeps only why it failed, for `status`
+  assert os.listdir(out / 'r1' / failed[0]) == ['failure.json']
+  assert {k: v for k, v in _snapshot(out / 'r1').items() if not k.startswith(failed[0])} == before
+  assert publish.read_pointer(str(out), 'r2') is None  # r2 never completed
+  assert not glob.glob(str(out / 'r2' / '*' / 'predictions-*'))
 
   (data / 'b.parquet').unlink()  # the operator moves the bad file aside and re-runs
-  assert _run(out, penguin_bundle, f'{data}/*', 'r2').rows_predicted == 342
+  again = _run(out, penguin_bundle, f'{data}/*', 'r1')
+  assert again.rows_predicted == 342 and publish.attempts(str(out), 'r1') == [again.attempt]
 
 
 def test_new_run_id__leaves_earlier_runs_untouched(tmp_path, penguin_bundle):
@@ -85,29 +86,30 @@ def test_new_run_id__leaves_earlier_runs_untouched(tmp_path, penguin_bundle):
   before = _snapshot(out / 'nightly-1')
   second = _run(out, penguin_bundle, _head(tmp_path, 10), 'nightly-2')
   assert _snapshot(out / 'nightly-1') == before
-  assert len(_prediction_rows(out / 'nightly-2')) == second.rows_predicted == 9
+  assert len(_published_rows(out, 'nightly-2')) == second.rows_predicted == 9
 
 
-def test_staging_left_by_a_killed_attempt__is_cleared_by_the_next_attempt_only(tmp_path, penguin_bundle):
+def test_attempts_left_by_killed_launches__are_cleared_by_the_next_attempt_of_that_run_only(tmp_path, penguin_bundle):
   out = tmp_path / 'out'
-  killed = out / '.staging-r1-deadbeef'
-  other = out / '.staging-r10-cafe0000'  # a different run id that shares a prefix
-  for folder in (killed, other):
+  killed = out / 'r1' / 'attempt-20200101T000000000000Z-dead00'
+  other = out / 'r10' / 'attempt-20200101T000000000000Z-cafe00'  # a different run id that shares a prefix
+  newer = out / 'r1' / 'attempt-29990101T000000000000Z-beef00'  # launched later: may still be running
+  for folder in (killed, other, newer):
     folder.mkdir(parents=True)
     (folder / 'predictions-00000-of-00001.parquet').write_bytes(b'half written')
   summary = _run(out, penguin_bundle, _head(tmp_path, 5), 'r1')
   assert not killed.exists()
-  assert (other / 'predictions-00000-of-00001.parquet').exists()
-  assert len(_prediction_rows(out / 'r1')) == summary.rows_predicted == 4
+  assert (other / 'predictions-00000-of-00001.parquet').exists() and newer.exists()
+  assert len(_published_rows(out, 'r1')) == summary.rows_predicted == 4
 
 
-def test_dead_letter_folder_elsewhere__is_replaced_too(tmp_path, penguin_bundle):
+def test_dead_letter_folder_elsewhere__gets_its_own_pointer_and_is_replaced_too(tmp_path, penguin_bundle):
   out, dead = tmp_path / 'out', tmp_path / 'dead'
   bad = tmp_path / 'bad.csv'
   bad.write_text(open(train.EXAMPLE_DATA).readline() + 'Adelie,Dream,x,1,1,1,male,2007\n')
-  _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}')
-  (dead / 'r1' / 'dead_letters-00001-of-00002.jsonl').write_text('{"key": "stale"}\n')
+  first = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}')
   summary = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}')
-  files = sorted(os.listdir(dead / 'r1'))
-  assert files == ['dead_letters-00000-of-00001.jsonl'] and summary.rows_rejected == 1
-  assert not glob.glob(str(dead / '.staging-*'))
+  assert summary.dead_letter == str(dead / 'r1' / summary.attempt)
+  assert os.listdir(summary.dead_letter) == ['dead_letters-00000-of-00001.jsonl'] and summary.rows_rejected == 1
+  assert publish.attempts(str(dead), 'r1') == [summary.attempt] != [first.attempt]
+  assert publish.read_pointer(str(dead), 'r1')['attempt'] == summary.attempt

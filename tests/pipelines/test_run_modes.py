@@ -14,15 +14,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize('flag', ['--wait_for_job=false', '--no_wait_until_finish'])
-def test_not_waiting__returns_without_a_summary(tmp_path, penguin_bundle, capsys, flag):
+def test_not_waiting__returns_at_once_and_the_job_publishes_by_itself(tmp_path, penguin_bundle, capsys, flag):
   out = tmp_path / 'out'
   code = run_job.main([f'--input={train.EXAMPLE_DATA}', f'--model={penguin_bundle.path}', f'--output={out}',
                        '--run_id=no-wait', flag])
   assert code == 0
-  assert 'Submitted' in capsys.readouterr().out
-  # The DirectRunner finishes inside run(); the predictions are there, the summary is not written.
-  assert list((out / 'no-wait').glob('predictions-*.parquet'))
-  assert not (out / 'no-wait' / run_job.SUMMARY_FILE).exists()
+  said = capsys.readouterr().out
+  assert 'Submitted run no-wait' in said and f'{out}/no-wait/run_summary.json' in said
+  # The DirectRunner finishes inside run(); the job itself published its files and summary.
+  summary = json.loads((out / 'no-wait' / 'run_summary.json').read_text())
+  assert list((out / 'no-wait' / summary['attempt']).glob('predictions-*.parquet'))
 
 
 def test_as_a_command__piped_output_arrives_whole_and_the_exit_code_is_the_run_s(tmp_path, penguin_bundle):
@@ -36,8 +37,8 @@ def test_as_a_command__piped_output_arrives_whole_and_the_exit_code_is_the_run_s
   assert done.returncode == 0, done.stderr[-2000:]
   # stdout is a pipe, so block-buffered: every line of the summary must still arrive.
   assert 'Run piped: DONE' in done.stdout
-  assert done.stdout.rstrip().endswith(str(out / 'piped' / 'report.html'))
-  assert 'run piped: predicting' in done.stderr  # the log, through logging's exit handler
   with open(out / 'piped' / 'run_summary.json', encoding='utf-8') as f:
     summary = json.load(f)
+  assert done.stdout.rstrip().endswith(str(out / 'piped' / summary['attempt'] / 'report.html'))
+  assert 'run piped (attempt-' in done.stderr  # the log, through logging's exit handler
   assert (summary['rows_read'], summary['rows_predicted'], summary['rows_rejected']) == (344, 342, 2)

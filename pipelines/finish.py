@@ -1,0 +1,226 @@
+"""The job's last steps: count and reconcile, write the summary and report, publish.
+
+Production launches (a Flex Template, a schedule) do not wait for the job, so
+everything promised after the writes happens inside the job itself, on any
+runner: `CountRows` counts rows read, predicted and rejected as PCollections
+(the Beam metrics feed the live progress line and the Dataflow page, not the
+decision to publish), and `FinishRun` runs once, after every write, because it
+takes the writes' results as side inputs. It publishes nothing and fails the
+job when the counts do not reconcile.
+
+Publishing is idempotent, so a runner may retry it: loading a table's staged
+Parquet files truncates the staging table, the replace of a run's rows gives
+the same table however often it runs, and once the pointer names this attempt
+(`pipelines.publish`) a retry only finishes the clean-up.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import logging
+from typing import Any, Iterable, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import bigquery_publish as bqpub
+from pipelines import preflight_bigquery as bqp
+from pipelines import publish
+from pipelines.plan import Destination, JobPlan
+from pipelines.report import REPORT_FILE, write_report
+from pipelines.summary import RunSummary
+from transforms.bigquery import table_schema
+
+# The run's input and prediction statistics, beside the report; the report is drawn from it.
+PROFILE_FILE = 'profile.json'
+
+
+class NotReconciledError(RuntimeError):
+  """Rows went missing between reading and writing; the run publishes nothing."""
+
+
+class SumCounts(beam.CombineFn):
+  """Adds up dicts of counts; an empty input gives {} (a run with no rows)."""
+
+  def create_accumulator(self) -> collections.Counter:
+    return collections.Counter()
+
+  def add_input(self, acc: collections.Counter, counts: dict[str, int]) -> collections.Counter:
+    acc.update(counts)
+    return acc
+
+  def merge_accumulators(self, accumulators: Iterable[collections.Counter]) -> collections.Counter:
+    total = collections.Counter()
+    for acc in accumulators:
+      total.update(acc)
+    return total
+
+  def extract_output(self, acc: collections.Counter) -> dict[str, int]:
+    return dict(acc)
+
+
+def _rejections(letters: pa.RecordBatch) -> dict[str, int]:
+  counts = pc.value_counts(letters.column('reason_code'))
+  by_reason = {f'rejected_{code}': n for code, n in zip(counts.field('values').to_pylist(),
+                                                        counts.field('counts').to_pylist())}
+  return {'rows_rejected': letters.num_rows, **by_reason}
+
+
+class CountRows(beam.PTransform):
+  """Counts the run's rows from its PCollections into one dict.
+
+  Takes `{'read': batches read, 'unreadable': dead letters of the read step,
+  'predicted': prediction batches, 'rejected': every dead letter, 'files':
+  input files read}` (the last may be absent) and outputs one dict with
+  rows_read, rows_predicted, rows_rejected, rejected_<reason_code>, files_read.
+  """
+
+  def expand(self, pcolls: dict[str, beam.PCollection]) -> beam.PCollection[dict[str, int]]:
+    tally = {
+        'read': lambda b: {'rows_read': b.num_rows},
+        'unreadable': lambda b: {'rows_read': b.num_rows},
+        'predicted': lambda b: {'rows_predicted': b.num_rows},
+        'rejected': _rejections,
+        'files': lambda unused_path: {'files_read': 1},
+        'not_written': lambda b: {'rows_not_written': b.num_rows},
+    }
+    counts = [pcoll | f'Tally{name.title().replace("_", "")}' >> beam.Map(tally[name])
+              for name, pcoll in pcolls.items()]
+    return counts | 'AllTallies' >> beam.Flatten() | 'Sum' >> beam.CombineGlobally(SumCounts())
+
+
+def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool) -> RunSummary:
+  now = datetime.datetime.now(datetime.timezone.utc)
+
+  def where(d: Destination) -> str:
+    return d.uri if d.is_table else d.folder
+
+  session = plan.bigquery_input.session if plan.bigquery_input else None
+  return RunSummary(
+      run_id=plan.run_id,
+      model={'name': plan.bundle.name, 'version': plan.bundle.version, 'path': plan.bundle.path},
+      input=plan.source, output=where(plan.predictions), dead_letter=where(plan.dead_letters),
+      runner=plan.runner, state='DONE', started_at=plan.started_at.isoformat(timespec='seconds'),
+      wall_seconds=round((now - plan.started_at).total_seconds(), 3),
+      rows_read=counts.get('rows_read', 0), rows_predicted=counts.get('rows_predicted', 0),
+      rows_rejected=counts.get('rows_rejected', 0),
+      rejected_by_reason={k[len('rejected_'):]: n for k, n in sorted(counts.items()) if k.startswith('rejected_')},
+      files_read=counts.get('files_read', 0), rows_written=rows_written,
+      output_link=bqp.console_link(plan.predictions.table) if plan.predictions.is_table else None,
+      attempt=plan.attempt, finished_at=now.isoformat(timespec='seconds'),
+      input_snapshot=session.snapshot_time if session else None,
+      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None)
+
+
+def _write_json(value: Any, path: str) -> None:
+  with FileSystems.create(path, mime_type='application/json') as f:
+    f.write(json.dumps(value).encode('utf-8'))
+
+
+class _FinishFn(beam.DoFn):
+  """Publishes the run once every write is done: see the module docstring."""
+
+  def __init__(self, plan: JobPlan, *, report: bool):
+    self._plan = plan
+    self._report = report
+
+  def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
+              dead_letter_files: list[Any]):
+    plan = self._plan
+    current = publish.read_pointer(plan.records, plan.run_id)
+    if current is not None and current.get('attempt') == plan.attempt:  # a retry after publishing
+      self._clean_up()
+      yield current
+      return
+    read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
+    if read != predicted + rejected:
+      raise NotReconciledError(
+          f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
+          f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
+    rows_written = None
+    if plan.predictions.is_table:
+      rows_written = self._replace_rows(plan.predictions, prediction_files)
+    if plan.dead_letters.is_table:
+      self._replace_rows(plan.dead_letters, dead_letter_files)
+    summary = _summary(plan, counts, rows_written=rows_written, report=self._report)
+    if profile is not None:
+      _write_json(profile, FileSystems.join(plan.record_folder, PROFILE_FILE))
+      if self._report:
+        write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
+                     model=plan.bundle.metadata)
+    published = summary.to_dict()
+    for base in plan.bases:  # the records' pointer last: status reads it
+      if not publish.switch_pointer(base, plan.run_id, published):
+        return
+    self._clean_up()
+    logging.info('run %s: published attempt %s', plan.run_id, plan.attempt)
+    yield published
+
+  def _replace_rows(self, destination: Destination, files: list[Any]) -> int:
+    """Replaces the run's rows in a table; returns the run's rows in it now.
+
+    `files` are the staged Parquet files of a table loaded from them (for a
+    streamed table, the rows BigQuery refused, already among the dead letters).
+    """
+    plan = self._plan
+    bq = bqp.client(plan.project or destination.table.project)
+    schema = table_schema(destination.schema, destination.descriptions)
+    bqpub.ensure_table(bq, destination.table, schema, partition_field=destination.partition_field)
+    if destination.loads_parquet:
+      staging = bqpub.staging_table(destination.table, plan.run_id, plan.attempt)
+      bqpub.load_parquet(bq, sorted(files), staging, schema)
+      return bqpub.replace_run_rows(bq, destination.table, staging, plan.run_id)
+    replaced = bqp.replace_earlier_rows(bq, destination.table, plan.run_id, time_column=destination.partition_field,
+                                        started=plan.started_at)
+    logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, plan.run_id, destination.uri)
+    return bqp.rows_of_run(bq, destination.table, plan.run_id)
+
+  def _clean_up(self) -> None:
+    """Deletes older attempts' folders, and the staged Parquet files and staging tables of this
+    attempt and older ones; the published output is untouched."""
+    plan = self._plan
+    for base in plan.bases + plan.parquet_staging:
+      publish.remove_older_attempts(base, plan.run_id, plan.attempt)
+    for base in plan.parquet_staging:
+      publish.remove_tree(publish.attempt_folder(base, plan.run_id, plan.attempt))
+    for destination in (plan.predictions, plan.dead_letters):
+      if destination.loads_parquet:
+        bq = bqp.client(plan.project or destination.table.project)
+        bqpub.drop_tables(bq, bqpub.stale_staging_tables(bq, destination.table, plan.run_id))
+
+
+@dataclasses.dataclass
+class FinishRun(beam.PTransform):
+  """The job's last step: reconcile, summarise, report and publish, after every write.
+
+  Applied to the run's counts (one dict, `CountRows`); outputs one dict, the
+  published summary. The writes' results are side inputs, so this step starts
+  only once both writes are complete.
+
+  Args:
+    plan: the resolved job.
+    prediction_files: the predictions write's result (file names, or a stream's refused rows).
+    dead_letter_files: the dead letters write's result.
+    profile: one dict (`ProfileRun`), or None for no profile and no report.
+    report: render report.html from the profile.
+  """
+  plan: JobPlan
+  prediction_files: beam.PCollection
+  dead_letter_files: beam.PCollection
+  profile: Optional[beam.PCollection] = None
+  report: bool = True
+
+  def __post_init__(self):
+    super().__init__()
+
+  def expand(self, counts: beam.PCollection[dict[str, int]]) -> beam.PCollection[dict[str, Any]]:
+    return counts | 'Publish' >> beam.ParDo(
+        _FinishFn(self.plan, report=self.report and self.profile is not None),
+        profile=beam.pvalue.AsSingleton(self.profile) if self.profile is not None else None,
+        prediction_files=beam.pvalue.AsList(self.prediction_files),
+        dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

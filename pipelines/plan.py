@@ -1,0 +1,242 @@
+"""The launch step: resolve and check a job once, on the launcher, before its graph is built.
+
+`resolve` does every piece of I/O the job needs before it starts: it loads and
+checks the bundle, runs the preflight checks (files and tables alike), saves a
+query input's result, opens the BigQuery read session, types the passthrough
+columns and names the run and its attempt. `build_pipeline` then only builds
+from the `JobPlan`, with no I/O, so the Dataflow job description can be built
+offline from a plan made with `offline=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from typing import Optional
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+from models.bundle import ModelBundle
+from pipelines import preflight
+from pipelines import preflight_bigquery as bqp
+from pipelines import publish
+from pipelines.options import BatchInferenceOptions, new_run_id
+from transforms import dead_letters as dl
+from transforms.bigquery import TableRef, is_table, table_schema
+from transforms.bigquery_read import ReadSession, create_read_session
+from transforms.inference import PredictionColumns
+from transforms.sources import peek_schema
+
+DEFAULT_KEY = 'row_id'
+DEAD_LETTER_SCHEMA = dl.SCHEMA.append(pa.field('run_id', pa.string()))
+# In BigQuery, dead letters also carry when they were written: the table is partitioned by it.
+BIGQUERY_DEAD_LETTER_SCHEMA = DEAD_LETTER_SCHEMA.append(pa.field('rejected_at', pa.timestamp('us', tz='UTC')))
+# Under --temp_location: the Parquet files a table output is loaded from, TEMP/PARQUET_STAGING/RUN_ID/ATTEMPT/.
+PARQUET_STAGING = 'batch-inference'
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination:
+  """Where one of the job's outputs goes, and how it is laid out there."""
+  uri: str  # bq://PROJECT.DATASET.TABLE, or the base folder of file outputs
+  schema: pa.Schema
+  descriptions: dict[str, str]  # column descriptions, for a table
+  partition_field: str  # the timestamp column a table is partitioned by
+  folder: Optional[str]  # this attempt's files: BASE/RUN_ID/ATTEMPT, or a table's staged Parquet; None: streamed
+  dictionary_columns: Optional[tuple[str, ...]] = None  # for Parquet files; None: every column
+
+  @property
+  def is_table(self) -> bool:
+    return is_table(self.uri)
+
+  @property
+  def table(self) -> TableRef:
+    return TableRef.parse(self.uri)
+
+  @property
+  def loads_parquet(self) -> bool:
+    """A table filled by one load job from Parquet files, then published atomically."""
+    return self.is_table and self.folder is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlan:
+  """Everything the launcher resolved for one attempt of a run."""
+  run_id: str
+  attempt: str
+  started_at: datetime.datetime
+  bundle: ModelBundle
+  columns: PredictionColumns
+  source: str  # the input, as the summary names it
+  predictions: Destination
+  dead_letters: Destination
+  records: str  # base folder of the run's summary and report: RECORDS/RUN_ID/
+  runner: str
+  project: Optional[str] = None  # billing project of BigQuery calls
+  bigquery_input: Optional[bqp.BigQueryInput] = None
+  parquet_base: Optional[str] = None  # TEMP/PARQUET_STAGING, when a table is loaded from Parquet files
+
+  @property
+  def record_folder(self) -> str:
+    """This attempt's folder for the report and profile (beside file predictions)."""
+    return publish.attempt_folder(self.records, self.run_id, self.attempt)
+
+  @property
+  def bases(self) -> list[str]:
+    """The folders holding run folders of this run: records, and file dead letters elsewhere."""
+    folders = [self.records] + [d.uri for d in (self.predictions, self.dead_letters) if not d.is_table]
+    return list(dict.fromkeys(f.rstrip('/') for f in folders))
+
+  @property
+  def parquet_staging(self) -> list[str]:
+    """The base folder of the Parquet files tables are loaded from, if any: BASE/RUN_ID/ATTEMPT/."""
+    return [self.parquet_base] if self.parquet_base else []
+
+
+def _runner(options: PipelineOptions) -> str:
+  runner = options.view_as(StandardOptions).runner
+  return str(runner if isinstance(runner, str) else type(runner).__name__ if runner else 'DirectRunner')
+
+
+def _passthrough_fields(opts: BatchInferenceOptions, bq_input: Optional[bqp.BigQueryInput],
+                        offline: bool) -> tuple[pa.Field, ...]:
+  """Passthrough columns keep the type they have in the input table or the first input file."""
+  if not opts.passthrough:
+    return ()
+  if bq_input is not None:
+    return tuple(bq_input.schema.field(c).with_nullable(True) for c in opts.passthrough)
+  if offline:  # the graph's shape does not depend on these types
+    return tuple(pa.field(c, pa.string()) for c in opts.passthrough)
+  schema = peek_schema(opts.input, file_format=opts.input_format, columns=opts.passthrough)
+  missing = [c for c in opts.passthrough if c not in schema.names]
+  if missing:
+    raise ValueError(f'--passthrough_columns {missing} are not in {opts.input} (it has {schema.names})')
+  return tuple(pa.field(c, schema.field(c).type) for c in opts.passthrough)
+
+
+def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str], *, run_id: str,
+                    check_only: bool) -> Optional[bqp.BigQueryInput]:
+  """Checks a BigQuery input; saves a query's result and opens the read session unless only checking."""
+  if not opts.reads_bigquery:
+    return None
+  bq = bqp.client(project or bqp.home_project(opts))
+  bytes_processed = None
+  if opts.input_query:
+    parameters = [bqp.parse_parameter(p) for p in opts.query_parameter or ()]
+    if check_only:
+      bytes_processed = bqp.dry_run(bq, opts.input_query, parameters)
+      return bqp.BigQueryInput(None, None, bytes_processed)
+    table, bytes_processed = bqp.materialize_query(bq, opts.input_query, parameters,
+                                                   temp_dataset=opts.bq_temp_dataset, run_id=run_id)
+    logging.info('--input_query processed %s bytes into %s', f'{bytes_processed:,}', table)
+  else:
+    table = TableRef.parse(opts.input)
+  schema = bqp.check_input_table(bq, table, bundle.features, key_column=opts.key_column, passthrough=opts.passthrough)
+  session = None if check_only else create_read_session(
+      table, schema, project=bq.project, row_restriction=opts.input_filter, max_streams=opts.bq_read_streams)
+  return bqp.BigQueryInput(table, schema, bytes_processed, session)
+
+
+def _offline_bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle) -> bqp.BigQueryInput:
+  """A stand-in with no streams, typed from the feature spec: the described graph has the real shape."""
+  table = TableRef.parse(opts.input) if opts.input else TableRef('PROJECT', 'DATASET', 'query_result')
+  fields = [pa.field(opts.key_column, pa.string())] + [
+      pa.field(f.name, pa.float64() if f.dtype == 'float' else pa.string()) for f in bundle.features.features]
+  fields += [pa.field(c, pa.string()) for c in opts.passthrough if c not in {f.name for f in fields}]
+  schema = pa.schema(list({f.name: f for f in fields}.values()))
+  return bqp.BigQueryInput(table, schema, None, ReadSession('', table, (), schema, None, opts.input_filter))
+
+
+def parquet_base(opts: BatchInferenceOptions) -> str:
+  return FileSystems.join((opts.view_as(GoogleCloudOptions).temp_location or '').rstrip('/'), PARQUET_STAGING)
+
+
+def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns, run_id: str,
+                  attempt: str) -> tuple[Destination, Destination]:
+  """The predictions' and the dead letters' destinations for this attempt."""
+  def folder(uri: str, name: str) -> Optional[str]:
+    if not is_table(uri):
+      return publish.attempt_folder(uri, run_id, attempt)
+    if opts.bq_write_method == 'FILE_LOADS':
+      return FileSystems.join(publish.attempt_folder(parquet_base(opts), run_id, attempt), name)
+    return None
+
+  dead = opts.dead_letter_target
+  return (Destination(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at',
+                      folder(opts.output, 'predictions'), tuple(columns.dictionary_columns)),
+          Destination(dead, BIGQUERY_DEAD_LETTER_SCHEMA if is_table(dead) else DEAD_LETTER_SCHEMA,
+                      bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at', folder(dead, 'dead_letters')))
+
+
+def check_tables(project: Optional[str], destinations: tuple[Destination, ...]) -> None:
+  """The output datasets exist, and existing output tables take every column the job writes."""
+  for d in destinations:
+    if d.is_table:
+      bqp.check_output_table(bqp.client(project or d.table.project), d.table,
+                             table_schema(d.schema, d.descriptions))
+
+
+def _checked_tables(bq_input: Optional[bqp.BigQueryInput], destinations: tuple[Destination, ...]) -> list[str]:
+  """What preflight checked of BigQuery, a line each, for `--preflight_only`."""
+  lines = []
+  if bq_input is not None and bq_input.bytes_processed is not None:
+    lines.append(f'--input_query is valid and processes {bq_input.bytes_processed:,} bytes')
+  if bq_input is not None and bq_input.schema is not None:
+    lines.append(f'input {bq_input.table}: has the key and feature columns, of readable types')
+  lines += [f'output {d.uri}: the dataset exists and the table (or the one the job creates) takes every column'
+            for d in destinations if d.is_table]
+  return lines
+
+
+def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool = False,
+            bundle: Optional[ModelBundle] = None) -> tuple[JobPlan, preflight.PreflightReport]:
+  """Resolves and checks the job `options` describe; sets their run id when it is empty.
+
+  Args:
+    options: the job's pipeline options.
+    check_only: run every check but change nothing (`--preflight_only`): a query
+      is dry-run, not saved, and no read session is opened.
+    offline: contact no cloud service (the Dataflow job description): skip the
+      input and output checks; BigQuery inputs and passthrough types get stand-ins.
+    bundle: an already loaded bundle.
+
+  Returns:
+    The plan and the preflight report. Raises `preflight.PreflightError` (or
+    ValueError) naming every problem found.
+  """
+  opts = options.view_as(BatchInferenceOptions)
+  opts.run_id = opts.run_id or new_run_id()
+  project = options.view_as(GoogleCloudOptions).project
+  report = preflight.check(opts, bundle, offline=offline)
+  bundle = report.bundle
+  attempt = publish.new_attempt()
+  key = opts.key_column or DEFAULT_KEY
+  try:
+    if offline:
+      bq_input = _offline_bigquery_input(opts, bundle) if opts.reads_bigquery else None
+    else:
+      if opts.input_query:  # before the query costs anything, without the passthrough columns it will type
+        probe = PredictionColumns(bundle.outputs, key, (), bundle.name, bundle.version, opts.run_id)
+        check_tables(project, _destinations(opts, probe, opts.run_id, attempt))
+      bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only)
+    typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
+    passthrough = _passthrough_fields(opts, bq_input, offline) if typed else ()
+    columns = PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id)
+    predictions, dead_letters = _destinations(opts, columns, opts.run_id, attempt)
+    if not offline and typed:
+      check_tables(project, (predictions, dead_letters))
+  except preflight.PreflightError:
+    raise
+  except ValueError as e:
+    raise preflight.PreflightError([str(e)]) from None
+  if not offline:
+    report.tables += _checked_tables(bq_input, (predictions, dead_letters))
+  source = opts.input or (f'query into {bq_input.table}' if bq_input.table else 'the --input_query')
+  plan = JobPlan(run_id=opts.run_id, attempt=attempt, started_at=datetime.datetime.now(datetime.timezone.utc),
+                 bundle=bundle, columns=columns, source=source, predictions=predictions, dead_letters=dead_letters,
+                 records=opts.records_location(), runner=_runner(options), project=project, bigquery_input=bq_input,
+                 parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None)
+  return plan, report
