@@ -38,6 +38,7 @@ def run_ours(args) -> dict:
 
   from pipelines.batch_inference import build_pipeline
   from pipelines.options import BatchInferenceOptions
+  from pipelines.plan import resolve
   from pipelines.summary import counters
 
   flags = [f'--input={args.input}', '--model=torch-mlp', f'--output={args.output}', '--key_column=id',
@@ -50,8 +51,9 @@ def run_ours(args) -> dict:
   handler = torch_model.handler_for(bundle, device=args.device, max_batch_rows=opts.max_batch_rows,
                                     min_batch_rows=opts.min_batch_rows, share_across_processes=opts.share_model(),
                                     hidden=args.hidden, layers=args.layers)
+  plan, _ = resolve(options, bundle=bundle, check_model=False)  # the injected model is not a SavedModel
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, bundle, model_handler=handler)
+  build_pipeline(pipeline, opts, plan, model_handler=handler)
   result = pipeline.run()
   result.wait_until_finish()
   totals = counters(result)

@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.batch_inference import build_pipeline
 from pipelines.options import BatchInferenceOptions
+from pipelines.plan import resolve
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.summary import counters
 
@@ -28,8 +29,9 @@ def one_run(input_path: str, model: str, output: str, progress: bool) -> tuple[f
   mode = 'multi_threading' if progress else 'in_memory'
   options = PipelineOptions([f'--input={input_path}', f'--model={model}', f'--output={output}',
                              f'--direct_running_mode={mode}', '--report=false'])
+  plan, _ = resolve(options)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, options.view_as(BatchInferenceOptions))
+  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan)
   live = LiveCounters()
   with open(os.devnull, 'w') as sink, contextlib.ExitStack() as stack:
     if progress:

@@ -192,7 +192,7 @@ def _checked_tables(bq_input: Optional[bqp.BigQueryInput], destinations: tuple[D
 
 
 def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool = False,
-            bundle: Optional[ModelBundle] = None) -> tuple[JobPlan, preflight.PreflightReport]:
+            bundle: Optional[ModelBundle] = None, check_model: bool = True) -> tuple[JobPlan, preflight.PreflightReport]:
   """Resolves and checks the job `options` describe; sets their run id when it is empty.
 
   Args:
@@ -202,6 +202,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
     offline: contact no cloud service (the Dataflow job description): skip the
       input and output checks; BigQuery inputs and passthrough types get stand-ins.
     bundle: an already loaded bundle.
+    check_model: load its SavedModel and check the signature (see `preflight.check`).
 
   Returns:
     The plan and the preflight report. Raises `preflight.PreflightError` (or
@@ -210,7 +211,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   opts = options.view_as(BatchInferenceOptions)
   opts.run_id = opts.run_id or new_run_id()
   project = options.view_as(GoogleCloudOptions).project
-  report = preflight.check(opts, bundle, offline=offline)
+  report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY

@@ -128,7 +128,7 @@ def check_writable(directory: str) -> Optional[str]:
 
 
 def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
-          offline: bool = False) -> PreflightReport:
+          offline: bool = False, check_model: bool = True) -> PreflightReport:
   """Runs the flag, bundle and file checks; raises `PreflightError` listing all problems found.
 
   BigQuery tables are checked by `pipelines.plan.resolve`, which calls this first.
@@ -137,6 +137,8 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     opts: the job's options.
     bundle: an already loaded bundle; loaded from `opts.model` when None.
     offline: check only the flags and the bundle, touching no input or output.
+    check_model: load the SavedModel and check its signature; False when the
+      caller serves the bundle's features through another model handler.
 
   Returns:
     The report, holding the loaded and signature-checked bundle.
@@ -150,7 +152,8 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
   problems: list[str] = []
   try:
     bundle = bundle or ModelBundle.load(opts.model)
-    bundle.check_signature()
+    if check_model:
+      bundle.check_signature()
   except BundleError as e:
     problems.append(str(e))
     bundle = None
