@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-import json
 import logging
 from typing import Any, Iterable, Optional
 
@@ -117,11 +116,6 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None)
 
 
-def _write_json(value: Any, path: str) -> None:
-  with FileSystems.create(path, mime_type='application/json') as f:
-    f.write(json.dumps(value).encode('utf-8'))
-
-
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
@@ -149,7 +143,7 @@ class _FinishFn(beam.DoFn):
       self._replace_rows(plan.dead_letters, dead_letter_files)
     summary = _summary(plan, counts, rows_written=rows_written, report=self._report)
     if profile is not None:
-      _write_json(profile, FileSystems.join(plan.record_folder, PROFILE_FILE))
+      publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
       if self._report:
         write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
                      model=plan.bundle.metadata)

@@ -86,9 +86,11 @@ class JobPlan:
 
   @property
   def bases(self) -> list[str]:
-    """The folders holding run folders of this run: records, and file dead letters elsewhere."""
-    folders = [self.records] + [d.uri for d in (self.predictions, self.dead_letters) if not d.is_table]
-    return list(dict.fromkeys(f.rstrip('/') for f in folders))
+    """The folders holding run folders of this run: file outputs elsewhere, then the records last
+    (their pointer is the one `status` and the launcher read, so it is switched last)."""
+    folders = [d.uri for d in (self.predictions, self.dead_letters) if not d.is_table] + [self.records]
+    folders = [f.rstrip('/') for f in folders]
+    return [f for f in dict.fromkeys(folders) if f != folders[-1]] + [folders[-1]]
 
   @property
   def parquet_staging(self) -> list[str]:

@@ -61,13 +61,23 @@ def pointer_path(base: str, run_id: str) -> str:
   return FileSystems.join(run_folder(base, run_id), SUMMARY_FILE)
 
 
-def read_pointer(base: str, run_id: str) -> Optional[dict[str, Any]]:
-  """The published attempt's summary, or None when the run has no complete attempt."""
-  path = pointer_path(base, run_id)
+def read_json(path: str) -> Optional[Any]:
+  """One small JSON file, or None when it does not exist."""
   if not FileSystems.exists(path):
     return None
   with FileSystems.open(path) as f:
     return json.loads(f.read().decode('utf-8'))
+
+
+def read_pointer(base: str, run_id: str) -> Optional[dict[str, Any]]:
+  """The published attempt's summary, or None when the run has no complete attempt."""
+  return read_json(pointer_path(base, run_id))
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes one small JSON file (a plain write: one object, rewritten whole by a retry)."""
+  with FileSystems.create(path, mime_type='application/json') as f:
+    f.write(json.dumps(value, indent=2).encode('utf-8'))
 
 
 def _files_under(folder: str) -> list[str]:
@@ -106,8 +116,7 @@ def switch_pointer(base: str, run_id: str, summary: dict[str, Any]) -> bool:
     return False
   path = pointer_path(base, run_id)
   temporary = f'{path}.{summary["attempt"]}.tmp'
-  with FileSystems.create(temporary, mime_type='application/json') as f:
-    f.write(json.dumps(summary, indent=2).encode('utf-8'))
+  write_json(temporary, summary)
   FileSystems.rename([temporary], [path])
   return True
 

@@ -15,9 +15,8 @@ sees the job fail writes `failure.json`, and the job writes
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -30,21 +29,9 @@ LAUNCH_FILE = 'launch.json'
 FAILURE_FILE = 'failure.json'
 
 
-def _write(path: str, value: dict[str, Any]) -> None:
-  with FileSystems.create(path, mime_type='application/json') as f:
-    f.write(json.dumps(value, indent=2).encode('utf-8'))
-
-
-def _read(path: str) -> Optional[dict[str, Any]]:
-  if not FileSystems.exists(path):
-    return None
-  with FileSystems.open(path) as f:
-    return json.loads(f.read().decode('utf-8'))
-
-
 def record_launch(plan, *, job_id: Optional[str] = None, region: Optional[str] = None) -> None:
   """Notes the attempt before (and, with the job id, after) it is submitted."""
-  _write(FileSystems.join(plan.record_folder, LAUNCH_FILE), {
+  publish.write_json(FileSystems.join(plan.record_folder, LAUNCH_FILE), {
       'run_id': plan.run_id, 'attempt': plan.attempt, 'started_at': plan.started_at.isoformat(timespec='seconds'),
       'runner': plan.runner, 'input': plan.source, 'output': plan.predictions.uri, 'job_id': job_id,
       'region': region})
@@ -54,7 +41,7 @@ def record_failure(plan, error: str) -> None:
   """Notes why an attempt failed (in place of its deleted files); never raises, since it runs
   while reporting that error."""
   try:
-    _write(FileSystems.join(plan.record_folder, FAILURE_FILE), {
+    publish.write_json(FileSystems.join(plan.record_folder, FAILURE_FILE), {
         'run_id': plan.run_id, 'attempt': plan.attempt, 'state': 'FAILED', 'error': error,
         'started_at': plan.started_at.isoformat(timespec='seconds'), 'runner': plan.runner})
   except Exception:  # pylint: disable=broad-except
@@ -72,8 +59,8 @@ def describe(records: str, run_id: str) -> tuple[int, str]:
     lines.append(summary.render())
   if newer:
     folder = publish.attempt_folder(records, run_id, newer[-1])
-    failure = _read(FileSystems.join(folder, FAILURE_FILE))
-    launch = _read(FileSystems.join(folder, LAUNCH_FILE)) or {}
+    failure = publish.read_json(FileSystems.join(folder, FAILURE_FILE))
+    launch = publish.read_json(FileSystems.join(folder, LAUNCH_FILE)) or {}
     if failure is not None:
       lines.append(f'Run {run_id}: attempt {newer[-1]} FAILED: {failure.get("error")}')
       code = 1

@@ -132,3 +132,20 @@ def test_rows_lost_between_read_and_write__fail_the_job_with_the_counts(tmp_path
 def test_status__of_a_run_that_never_was(tmp_path, capsys):
   assert status.main([f'--output={tmp_path}', '--run_id=nope']) == 2
   assert f'no run nope under {tmp_path}' in capsys.readouterr().err
+
+
+def test_publish_retried_by_the_runner__is_harmless(tmp_path, penguin_bundle):
+  """A runner may run the final step again (a lost worker): once the pointer names the attempt, a
+  retry changes nothing and returns the same summary."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipelines.plan import resolve
+
+  out = tmp_path / 'out'
+  plan, _ = resolve(PipelineOptions(_args(out, penguin_bundle, 'retried', '--report=false')), bundle=penguin_bundle)
+  fn = finish._FinishFn(plan, report=False)  # pylint: disable=protected-access
+  counts = {'rows_read': 3, 'rows_predicted': 2, 'rows_rejected': 1, 'rejected_missing_value': 1}
+  first = list(fn.process(counts, None, [], []))
+  pointer = publish.read_pointer(str(out), 'retried')
+  again = list(fn.process(counts, None, [], []))
+  assert first == again == [pointer] and pointer['attempt'] == plan.attempt
+  assert publish.read_pointer(str(out), 'retried') == pointer

@@ -65,16 +65,6 @@ def test_to_rows__json_ready_values():
   json.dumps(rows)
 
 
-def test_to_record_batch__typed_rows_with_their_table_as_source():
-  schema = pa.schema([('id', pa.string()), ('x', pa.float64()), ('year', pa.int64())])
-  fn = bq._ToRecordBatchFn(schema, 'bq://p.d.t')  # pylint: disable=protected-access
-  [batch] = list(fn.process([{'id': 'a', 'x': 1.5, 'year': 2007}, {'id': 'b', 'x': None, 'year': None}]))
-  assert batch.schema.names == ['id', 'x', 'year', dl.SOURCE, dl.ROW]
-  assert batch.column('x').type == pa.float64() and batch.column('year').to_pylist() == [2007, None]
-  assert batch.column(dl.SOURCE).to_pylist() == ['bq://p.d.t'] * 2
-  assert batch.column(dl.ROW).null_count == 2
-
-
 def test_refused_rows__a_dead_letter_with_bigquerys_reason():
   errors = [{'reason': 'invalid', 'message': 'no such field: extra'}]
   letters = bq.refused_rows(('p:d.predictions', {'id': 7, 'extra': 1}, errors), key_name='id', run_id='r1')

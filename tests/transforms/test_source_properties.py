@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from transforms import dead_letters as dl
 from transforms.readers import Rejected, read_file
-from transforms.sources import _ReadFileFn
+from transforms.sources import FILES, _ReadFileFn
 
 CSV_NULLS = set(pcsv.ConvertOptions().null_values)  # pyarrow reads these as missing, in text columns too
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -165,11 +165,15 @@ def _read_whole_file(path: str, file_format: str) -> tuple[int, int]:
   """Runs the pipeline's read DoFn over one file; returns (rows, dead letters)."""
   fn = _ReadFileFn(file_format, 16, None)
   rows = rejected = 0
+  files = 0
   for item in fn.process(FileMetadata(path, size_in_bytes=len(open(path, 'rb').read()))):
-    if hasattr(item, 'tag'):
+    if getattr(item, 'tag', None) == FILES:
+      files += 1
+    elif hasattr(item, 'tag'):
       rejected += item.value.num_rows
     else:
       rows += item.num_rows
+  assert files == 1, 'a file read to the end is reported once'
   return rows, rejected
 
 
