@@ -14,7 +14,7 @@ import argparse
 import glob
 import json
 import os
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,30 @@ def complete_rows(batch: pa.RecordBatch, required: list[str]) -> pa.RecordBatch:
   return batch if complete.all() else batch.filter(pa.array(complete))
 
 
+def predict_batches(batches: Iterable[pa.RecordBatch], path: str, spec: FeatureSpec,
+                    predict: Callable[[np.ndarray], np.ndarray], columns: PredictionColumns) -> dict[str, int]:
+  """Validates, predicts and formats `batches` (input columns, with `id`) into one Parquet file at `path`.
+
+  The part every raw variant shares, whatever it reads from. Returns the row counts.
+  """
+  required = [f.name for f in spec.features if f.required]
+  writer = None
+  read = predicted = 0
+  for batch in batches:
+    read += batch.num_rows
+    batch = complete_rows(batch, required)
+    scores = predict(spec.transform(batch))
+    keys = pa.RecordBatch.from_arrays([batch.column('id').cast(pa.string())], names=[dl.KEY])
+    out = columns.format(keys, scores)
+    if writer is None:
+      writer = pq.ParquetWriter(path, out.schema, compression='snappy')
+    writer.write_batch(out)
+    predicted += out.num_rows
+  if writer is not None:
+    writer.close()
+  return {'rows_read': read, 'rows_predicted': predicted, 'rows_rejected': read - predicted}
+
+
 def predict_files(pattern: str, output: str, spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray],
                   columns: PredictionColumns, *, batch_rows: int = BATCH_ROWS) -> dict[str, int]:
   """The whole job without Beam: every file matching `pattern` into OUTPUT/predictions.parquet.
@@ -44,24 +68,10 @@ def predict_files(pattern: str, output: str, spec: FeatureSpec, predict: Callabl
   `predict` maps a feature matrix to scores (the SavedModel here, a PyTorch
   model in the GPU row). Returns the row counts.
   """
-  required = [f.name for f in spec.features if f.required]
   os.makedirs(output, exist_ok=True)
-  writer = None
-  read = predicted = 0
-  for path in sorted(glob.glob(pattern)):
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=['id'] + spec.columns):
-      read += batch.num_rows
-      batch = complete_rows(batch, required)
-      scores = predict(spec.transform(batch))
-      keys = pa.RecordBatch.from_arrays([batch.column('id').cast(pa.string())], names=[dl.KEY])
-      out = columns.format(keys, scores)
-      if writer is None:
-        writer = pq.ParquetWriter(os.path.join(output, 'predictions.parquet'), out.schema, compression='snappy')
-      writer.write_batch(out)
-      predicted += out.num_rows
-  if writer is not None:
-    writer.close()
-  return {'rows_read': read, 'rows_predicted': predicted, 'rows_rejected': read - predicted}
+  batches = (batch for path in sorted(glob.glob(pattern))
+             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=['id'] + spec.columns))
+  return predict_batches(batches, os.path.join(output, 'predictions.parquet'), spec, predict, columns)
 
 
 def main(argv=None) -> None:

@@ -69,28 +69,53 @@ def per_variant(runs: list[dict], names: list[str], skipped: dict[str, str], *, 
   return table
 
 
+def memory_check(runs: list[dict]) -> Optional[dict]:
+  """Peak RSS of one variant's good runs at N and 4N rows, and whether it grew by less than the limit."""
+  by_rows: dict[int, list[float]] = {}
+  for r in runs:
+    if r['ok']:
+      by_rows.setdefault(r['rows'], []).append(r['peak_rss_mb'])
+  if len(by_rows) != 2:
+    return None
+  small, large = sorted(by_rows)
+  growth = median(by_rows[large]) / median(by_rows[small]) - 1
+  return {'rows': [small, large], 'peak_rss_mb': [median(by_rows[small]), median(by_rows[large])],
+          'growth': round(growth, 3), 'limit': MEMORY_GROWTH_LIMIT, 'passed': growth < MEMORY_GROWTH_LIMIT,
+          'runs': runs}
+
+
+def round_ratio(runs: list[dict], numerator: str, denominator: str) -> Optional[float]:
+  """The median over rounds of one variant's rate over another's in the same round."""
+  rates: dict[int, dict[str, float]] = {}
+  for r in runs:
+    if r['ok']:
+      rates.setdefault(r['round'], {})[r['variant']] = r['rows_per_s']
+  ratios = [rate[numerator] / rate[denominator] for rate in rates.values() if numerator in rate and denominator in rate]
+  return round(median(ratios), 3) if ratios else None
+
+
+# The BigQuery comparisons the notes state: `ours-bq` against each of these.
+BIGQUERY_RATIOS = ('ours', 'raw-bq', 'beam-textbook-bq')
+
+
 def summarize(results: list[dict], memory: list[dict], skipped: dict[str, str], *, rows: int,
               variants: list[str]) -> dict:
   """Medians per variant; each ratio to raw is the median of ratios within one round."""
   table = per_variant(results, variants, skipped, baseline='raw', ratio_key='ratio_to_raw',
                       keys=('rows_per_s', 'wall_s', 'peak_rss_mb', 'first_prediction_s'))
   summary = {'rows': rows, 'machine': machine(), 'variants': table, 'runs': results}
-  by_rows: dict[int, list[float]] = {}
-  for r in memory:
-    if r['ok']:
-      by_rows.setdefault(r['rows'], []).append(r['peak_rss_mb'])
-  if len(by_rows) == 2:
-    small, large = sorted(by_rows)
-    growth = median(by_rows[large]) / median(by_rows[small]) - 1
-    summary['memory_check'] = {
-        'rows': [small, large], 'peak_rss_mb': [median(by_rows[small]), median(by_rows[large])],
-        'growth': round(growth, 3), 'limit': MEMORY_GROWTH_LIMIT, 'passed': growth < MEMORY_GROWTH_LIMIT,
-        'runs': memory}
+  checks = {name: check for name in dict.fromkeys(r['variant'] for r in memory)
+            if (check := memory_check([r for r in memory if r['variant'] == name]))}
+  if checks:
+    summary['memory_checks'] = checks
   rate = {row['variant']: row.get('rows_per_s') for row in table}
   if rate.get('ours') and rate.get('beam-textbook'):
     summary['ours_over_textbook'] = round(rate['ours'] / rate['beam-textbook'], 1)
   if rate.get('ours') and rate.get('ray-data'):
     summary['ours_over_ray'] = round(rate['ours'] / rate['ray-data'], 2)
+  bigquery = {other: ratio for other in BIGQUERY_RATIOS if (ratio := round_ratio(results, 'ours-bq', other))}
+  if bigquery:
+    summary['ours_bq_over'] = bigquery
   return summary
 
 
@@ -119,12 +144,17 @@ def markdown(summary: dict) -> str:
     notes.append(f'ours / beam-textbook: {summary["ours_over_textbook"]}×')
   if 'ours_over_ray' in summary:
     notes.append(f'ours / ray-data: {summary["ours_over_ray"]}×')
-  check = summary.get('memory_check')
-  if check:
+  for other, ratio in summary.get('ours_bq_over', {}).items():
+    notes.append(f'ours-bq / {other}: {ratio:.2f}× (median of ratios within a round)')
+  for name, check in summary.get('memory_checks', {}).items():
     verdict = 'passed' if check['passed'] else 'FAILED'
-    notes.append(f'memory check ({verdict}): `ours` peak RSS {check["peak_rss_mb"][0]:,.0f} MB at '
+    notes.append(f'memory check ({verdict}): `{name}` peak RSS {check["peak_rss_mb"][0]:,.0f} MB at '
                  f'{check["rows"][0]:,} rows, {check["peak_rss_mb"][1]:,.0f} MB at {check["rows"][1]:,} rows '
                  f'({check["growth"]:+.0%}; limit +{check["limit"]:.0%})')
+  if any(row['variant'].endswith('-bq') and 'skipped' not in row for row in summary['variants']):
+    notes.append('`-bq` variants: table to table in local emulators (bqemulator over DuckDB, gcp-storage-emulator) '
+                 'sharing these cores; their first prediction is the first Parquet file in the emulated Cloud '
+                 'Storage (`–`: none, as JSON)')
   if notes:
     lines += [''] + [f'- {n}' for n in notes]
   return '\n'.join(lines)

@@ -4,7 +4,9 @@
 
 Every variant does the same work (N resampled penguin rows as Parquet, through
 the example model and its features, predictions written as Parquet) in its own
-process, measured from outside (see benchmarks/measure.py). Variants run
+process, measured from outside (see benchmarks/measure.py). The BigQuery
+variants (`-bq`) do it table to table on the same rows, through local
+emulators started once for the run (benchmarks/bigquery_env.py). Variants run
 interleaved, round after round, in a rotating order, so a noisy neighbour on a
 shared machine hits them all alike; the tables report medians, and ratios to
 `raw` are medians of ratios taken within one round.
@@ -13,20 +15,27 @@ shared machine hits them all alike; the tables report medians, and ratios to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import shutil
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import pyarrow.parquet as pq
 
-from benchmarks import report
+from benchmarks import bigquery_env, report
 from benchmarks.data import make_dataset
 from benchmarks.measure import run_measured
+from tests.cloud.emulators import EmulatorError
 
-VARIANTS = ('raw', 'ours', 'ours-2proc', 'beam-textbook', 'mltransform', 'ray-data')
+VARIANTS = ('raw', 'ours', 'ours-2proc', 'beam-textbook', 'mltransform', 'ray-data', 'ours-bq', 'raw-bq',
+            'beam-textbook-bq')
+# Table in, table out, through the emulators: the same rows and work as their Parquet namesakes.
+BIGQUERY_VARIANTS = ('ours-bq', 'raw-bq', 'beam-textbook-bq')
+# Peak memory is checked at N and 4N rows for `ours` always, and for these when they run.
+MEMORY_CHECKED_WHEN_RUN = ('ours-bq',)
 # MLTransform runs at about a thousand rows/s here, so it runs on at most this
 # many rows (its rate is flat in N); every other variant does the full work.
 SLOW_ROWS = {'mltransform': 20_000}
@@ -37,10 +46,26 @@ def _venv_python(venv: str) -> Optional[str]:
   return path if os.path.exists(path) else None
 
 
-def commands(variant: str, data: str, model: str, output: str, args) -> list[str]:
-  """The command line of one variant run."""
-  files = os.path.join(data, '*.parquet')
+def commands(variant: str, data: str, model: str, output: str, args, *,
+             temp_location: Optional[str] = None) -> list[str]:
+  """The command line of one variant run.
+
+  `data` and `output` are directories, or for a BigQuery variant bq:// tables
+  (with a gs:// `temp_location`); those run under benchmarks.emulated, which
+  points the process's clients at the emulators.
+  """
   py = sys.executable
+  if variant in BIGQUERY_VARIANTS:
+    emulated = [py, '-m', 'benchmarks.emulated']
+    common = [f'--input={data}', f'--model={model}', f'--output={output}', f'--temp_location={temp_location}',
+              f'--project={bigquery_env.PROJECT}']
+    if variant == 'ours-bq':
+      return [*emulated, 'pipelines.run', *common, '--key_column=id', '--run_id=bench', *args.ours_flags]
+    if variant == 'raw-bq':
+      return [*emulated, 'benchmarks.raw_bq', *common]
+    return [*emulated, 'benchmarks.textbook_bq', *common,
+            f'--temp_dataset={bigquery_env.PROJECT}.{bigquery_env.TEMP_DATASET}']
+  files = os.path.join(data, '*.parquet')
   common = [f'--input={files}', f'--model={model}', f'--output={output}']
   if variant == 'raw':
     return [py, '-m', 'benchmarks.raw', *common]
@@ -80,16 +105,30 @@ def predicted_rows(output: str) -> int:
   return total
 
 
-def run_once(variant: str, rows: int, args, round_no: int) -> dict:
-  data = os.path.join(args.work, f'data-{rows}')
-  manifest = make_dataset(data, rows)
+def _target(variant: str, rows: int, args, round_no: int, data: str, bq: Optional[bigquery_env.BigQueryBench]
+            ) -> tuple[list[str], str, dict[str, str], Callable[[], int], Callable[[], None]]:
+  """What one run executes and writes: its command, the folder where its Parquet output
+  appears, the variables it needs, how to count its predictions and how to discard them."""
+  if variant in BIGQUERY_VARIANTS:
+    out = bq.destination(variant, rows, round_no)  # a table of its own: see benchmarks/bigquery_env.py
+    command = commands(variant, bq.observations(data, rows), args.model, out.table, args,
+                       temp_location=out.temp_location)
+    return command, out.temp_dir, bq.environment(), lambda: bq.predicted_rows(out), lambda: bq.discard(out)
   output = os.path.join(args.work, 'out', variant)
   shutil.rmtree(output, ignore_errors=True)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return (commands(variant, data, args.model, output, args), output, {}, lambda: predicted_rows(output),
+          lambda: shutil.rmtree(output, ignore_errors=True))
+
+
+def run_once(variant: str, rows: int, args, round_no: int, bq: Optional[bigquery_env.BigQueryBench] = None) -> dict:
+  data = os.path.join(args.work, f'data-{rows}')
+  manifest = make_dataset(data, rows)
+  command, output, variables, count, discard = _target(variant, rows, args, round_no, data, bq)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **variables)
   env['PYTHONPATH'] = os.pathsep.join(p for p in (os.getcwd(), env.get('PYTHONPATH')) if p)
-  m = run_measured(commands(variant, data, args.model, output, args), output_dir=output,
+  m = run_measured(command, output_dir=output,
                    log_path=os.path.join(args.work, 'logs', f'{variant}-{rows}-{round_no}.log'), env=env)
-  predicted = predicted_rows(output) if m.returncode == 0 else 0
+  predicted = count() if m.returncode == 0 else 0
   ok = m.returncode == 0 and predicted == manifest['complete_rows']
   result = {'variant': variant, 'rows': rows, 'round': round_no, 'ok': ok, 'returncode': m.returncode,
             'rows_predicted': predicted, 'rows_expected': manifest['complete_rows'], 'wall_s': round(m.wall_s, 3),
@@ -99,8 +138,25 @@ def run_once(variant: str, rows: int, args, round_no: int) -> dict:
   if not ok:
     print(f'{variant} failed (exit {m.returncode}, {predicted} of {manifest["complete_rows"]} rows); '
           f'log tail:\n{m.log[-1500:]}', file=sys.stderr, flush=True)
-  shutil.rmtree(output, ignore_errors=True)
+  discard()
   return result
+
+
+def _start_bigquery(variants: list[str], args, skipped: dict[str, str],
+                    stack: contextlib.ExitStack) -> Optional[bigquery_env.BigQueryBench]:
+  """The emulators, started once for the run if a BigQuery variant runs; else None.
+
+  Where they cannot start, the BigQuery variants are skipped with the reason.
+  """
+  wanted = [v for v in variants if v in BIGQUERY_VARIANTS and v not in skipped]
+  if not wanted:
+    return None
+  try:
+    return stack.enter_context(bigquery_env.BigQueryBench(os.path.join(args.work, 'emulators')))
+  except EmulatorError as e:
+    why = f'the BigQuery emulators did not start: {str(e).splitlines()[0]}'
+    skipped.update({v: why for v in wanted})
+    return None
 
 
 def main(argv=None) -> int:
@@ -113,8 +169,10 @@ def main(argv=None) -> int:
   parser.add_argument('--ray_venv', default='build/bench/ray-venv')
   parser.add_argument('--tft_venv', default='build/bench/tft-venv')
   parser.add_argument('--memory_check', type=int, default=1,
-                      help='Rounds of `ours` at N and 4N rows to check peak memory stays flat; 0 skips.')
-  parser.add_argument('--ours_flags', default='', help='Extra flags for `ours`, e.g. "--max_batch_rows=4096".')
+                      help='Rounds of `ours` (and `ours-bq` when it runs) at N and 4N rows to check peak memory '
+                      'stays flat; 0 skips.')
+  parser.add_argument('--ours_flags', default='',
+                      help='Extra flags for `ours` and `ours-bq`, e.g. "--max_batch_rows=4096".')
   parser.add_argument('--update_readme', default=None, help='README to put the table in, between bench markers.')
   args = parser.parse_args(argv)
   args.ours_flags = args.ours_flags.split()
@@ -124,16 +182,20 @@ def main(argv=None) -> int:
     parser.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
 
   skipped = {v: why for v in variants if (why := unavailable(v, args))}
-  runnable = [v for v in variants if v not in skipped]
-  results = []
-  for round_no in range(args.repeats):
-    shift = round_no % len(runnable) if runnable else 0
-    for variant in runnable[shift:] + runnable[:shift]:
-      results.append(run_once(variant, min(args.rows, SLOW_ROWS.get(variant, args.rows)), args, round_no))
-  memory = []
-  for round_no in range(args.memory_check):
-    for rows in (args.rows, 4 * args.rows):
-      memory.append(run_once('ours', rows, args, 100 + round_no))
+  with contextlib.ExitStack() as stack:  # the emulators stop when the runs are done, whatever happens
+    bq = _start_bigquery(variants, args, skipped, stack)
+    runnable = [v for v in variants if v not in skipped]
+    results = []
+    for round_no in range(args.repeats):
+      shift = round_no % len(runnable) if runnable else 0
+      for variant in runnable[shift:] + runnable[:shift]:
+        results.append(run_once(variant, min(args.rows, SLOW_ROWS.get(variant, args.rows)), args, round_no, bq))
+    checked = ['ours'] + [v for v in MEMORY_CHECKED_WHEN_RUN if v in runnable]
+    memory = []
+    for round_no in range(args.memory_check):
+      for variant in checked:
+        for rows in (args.rows, 4 * args.rows):
+          memory.append(run_once(variant, rows, args, 100 + round_no, bq))
 
   summary = report.summarize(results, memory, skipped, rows=args.rows, variants=variants)
   summary['started'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
