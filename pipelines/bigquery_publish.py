@@ -1,11 +1,13 @@
-"""Publishing a run's Parquet files to BigQuery: one load job into a staging table, then one
-atomic statement that replaces the run's rows in the output table.
+"""Publishing a run's Parquet files to BigQuery, all at once: `publish_run`.
 
 Loading files is about ten times faster than streaming rows as JSON, and a load
-job costs nothing per row. The load goes to a per-attempt staging table, never
-to the output table, so a failed or killed attempt leaves the output as it was;
-the replace then swaps the run's old rows for the staged ones in one statement,
-so a reader sees either all old rows of the run or all new ones.
+job costs nothing per row. A run id the table does not hold yet (the usual
+nightly run) is published by one load job that appends the files to the
+table: a load job is atomic, so its rows appear all together or not at all. A
+re-run of a run id is loaded into a per-attempt staging table first, never into
+the output table, and one MERGE then swaps the run's old rows for the staged
+ones in one statement, so a reader sees either all old rows of the run or all
+new ones. Either way a failed or killed attempt leaves the output as it was.
 
 These functions run on one worker in the job's last step.
 """
@@ -64,6 +66,16 @@ def _expiring(table: TableRef, expires_hours: int, schema: Optional[Mapping[str,
   return expiring
 
 
+def _load(bq: bigquery.Client, uris: Sequence[str], table: TableRef, schema: Mapping[str, Any],
+          disposition: str) -> int:
+  config = bigquery.LoadJobConfig(
+      source_format=bigquery.SourceFormat.PARQUET, schema=_fields(schema), write_disposition=disposition,
+      create_disposition=bigquery.CreateDisposition.CREATE_NEVER)
+  job = bq.load_table_from_uri(list(uris), table.dotted, job_config=config)
+  job.result()
+  return int(job.output_rows or 0)
+
+
 def load_parquet(bq: bigquery.Client, uris: Sequence[str], table: TableRef, schema: Mapping[str, Any], *,
                  expires_hours: int = 24) -> int:
   """Loads Parquet files into `table` with one load job (WRITE_TRUNCATE, the explicit schema).
@@ -94,17 +106,12 @@ def load_parquet(bq: bigquery.Client, uris: Sequence[str], table: TableRef, sche
       bq.create_table(_expiring(table, expires_hours, schema))
       return 0
     bq.create_table(_expiring(table, expires_hours, schema), exists_ok=True)
-    config = bigquery.LoadJobConfig(
-        source_format=bigquery.SourceFormat.PARQUET, schema=_fields(schema),
-        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-        create_disposition=bigquery.CreateDisposition.CREATE_NEVER)
-    job = bq.load_table_from_uri(list(uris), table.dotted, job_config=config)
-    job.result()
+    rows = _load(bq, uris, table, schema, bigquery.WriteDisposition.WRITE_TRUNCATE)
     bq.update_table(_expiring(table, expires_hours), ['expires'])
   except exceptions.GoogleAPICallError as e:
     raise ValueError(f'loading {len(uris)} Parquet file(s) into {table} failed: {_reason(e)}. Nothing was '
                      'published: the output table is unchanged.') from None
-  return int(job.output_rows or 0)
+  return rows
 
 
 def ensure_table(bq: bigquery.Client, table: TableRef, schema: Mapping[str, Any], *, partition_field: str) -> None:
@@ -178,3 +185,69 @@ def drop_tables(bq: bigquery.Client, tables: Sequence[TableRef]) -> None:
   """Drops the tables; one already gone is fine, so a retried clean-up does not fail."""
   for table in tables:
     bq.delete_table(table.dotted, not_found_ok=True)
+
+
+def rows_of_run(bq: bigquery.Client, table: TableRef, run_id: str) -> int:
+  """Rows of `run_id` in the table, as BigQuery counts them."""
+  job = bq.query(f'SELECT COUNT(*) AS n FROM {table.sql} WHERE run_id = @run_id',
+                 job_config=_job_config([bigquery.ScalarQueryParameter('run_id', 'STRING', run_id)]))
+  return int(next(iter(job.result()))['n'])
+
+
+def publish_run(bq: bigquery.Client, target: TableRef, uris: Sequence[str], schema: Mapping[str, Any], *,
+                rows: int, run_id: str, attempt: str, partition_field: str) -> int:
+  """Makes the run's rows in `target` exactly those of the Parquet files, atomically.
+
+  A run id the table does not hold yet gets one load job appending the files
+  (half the work of staging and merging). Two launches of one run id
+  publishing at the same moment could both append; the count after the load
+  catches that, and the MERGE below then leaves one copy. A run id the table
+  holds (a re-run, or a retry of this step after its load) is staged and
+  swapped in by `replace_run_rows`, after the staging table is checked to hold
+  every row.
+
+  Args:
+    rows: how many rows the files hold, as the job counted them.
+
+  Returns:
+    The run's rows in the table now.
+  """
+  ensure_table(bq, target, schema, partition_field=partition_field)
+  if rows_of_run(bq, target, run_id) == 0:
+    if not uris:
+      return 0
+    try:
+      _load(bq, uris, target, schema, bigquery.WriteDisposition.WRITE_APPEND)
+    except exceptions.GoogleAPICallError as e:
+      raise ValueError(f'loading {len(uris)} Parquet file(s) into {target} failed: {_reason(e)}. Nothing was '
+                       'published: the output table is unchanged.') from None
+    if rows_of_run(bq, target, run_id) == rows:
+      return rows
+  staging = staging_table(target, run_id, attempt)
+  load_parquet(bq, uris, staging, schema)
+  staged = bq.get_table(staging.dotted).num_rows or 0
+  if staged != rows:
+    raise ValueError(f'{staging} holds {staged:,} rows of run {run_id!r}, but the job wrote {rows:,} to '
+                     f'{len(uris)} Parquet file(s); the output table is unchanged')
+  return replace_run_rows(bq, target, staging, run_id)
+
+
+def replace_earlier_rows(bq: bigquery.Client, table: TableRef, run_id: str, *, time_column: str,
+                         started: datetime.datetime) -> int:
+  """Deletes rows an earlier attempt of this run streamed (same run_id, stamped before this attempt
+  started). Called after the new rows landed, so a failed re-run never loses the old ones."""
+  try:
+    bq.get_table(table.dotted)
+  except exceptions.NotFound:
+    return 0
+  delete = f'DELETE FROM {table.sql} WHERE run_id = @run_id AND {time_column} < @started'
+  parameters = [bigquery.ScalarQueryParameter('run_id', 'STRING', run_id),
+                bigquery.ScalarQueryParameter('started', 'TIMESTAMP', started)]
+  try:
+    job = bq.query(delete, job_config=_job_config(parameters))
+    job.result()
+  except exceptions.BadRequest as e:  # e.g. rows still in the streaming buffer (STREAMING_INSERTS)
+    raise ValueError(f'{table}: the new rows of run {run_id} are written, but the earlier attempt\'s rows could '
+                     f'not be deleted yet ({_reason(e)}). Delete them later: DELETE FROM {table.sql} WHERE '
+                     f'run_id = \'{run_id}\' AND {time_column} < TIMESTAMP \'{started.isoformat()}\'') from None
+  return int(job.num_dml_affected_rows or 0)

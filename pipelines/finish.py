@@ -17,6 +17,7 @@ the same table however often it runs, and once the pointer names this attempt
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import logging
@@ -136,11 +137,12 @@ class _FinishFn(beam.DoFn):
       raise NotReconciledError(
           f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
           f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
-    rows_written = None
-    if plan.predictions.is_table:
-      rows_written = self._replace_rows(plan.predictions, prediction_files)
-    if plan.dead_letters.is_table:
-      self._replace_rows(plan.dead_letters, dead_letter_files)
+    tables = [(d, files) for d, files in ((plan.predictions, prediction_files), (plan.dead_letters, dead_letter_files))
+              if d.is_table]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
+      rows = [pool.submit(self._publish_table, d, files, counts) for d, files in tables]
+      rows = [future.result() for future in rows]
+    rows_written = rows[0] if plan.predictions.is_table else None
     summary = _summary(plan, counts, rows_written=rows_written, report=self._report)
     if profile is not None:
       publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
@@ -155,8 +157,8 @@ class _FinishFn(beam.DoFn):
     logging.info('run %s: published attempt %s', plan.run_id, plan.attempt)
     yield published
 
-  def _replace_rows(self, destination: Destination, files: list[Any]) -> int:
-    """Replaces the run's rows in a table; returns the run's rows in it now.
+  def _publish_table(self, destination: Destination, files: list[Any], counts: dict[str, int]) -> int:
+    """Makes the run's rows in a table the new ones; returns the run's rows in it now.
 
     `files` are the staged Parquet files of a table loaded from them (for a
     streamed table, the rows BigQuery refused, already among the dead letters).
@@ -164,15 +166,15 @@ class _FinishFn(beam.DoFn):
     plan = self._plan
     bq = bqp.client(plan.project or destination.table.project)
     schema = table_schema(destination.schema, destination.descriptions)
-    bqpub.ensure_table(bq, destination.table, schema, partition_field=destination.partition_field)
     if destination.loads_parquet:
-      staging = bqpub.staging_table(destination.table, plan.run_id, plan.attempt)
-      bqpub.load_parquet(bq, sorted(files), staging, schema)
-      return bqpub.replace_run_rows(bq, destination.table, staging, plan.run_id)
-    replaced = bqp.replace_earlier_rows(bq, destination.table, plan.run_id, time_column=destination.partition_field,
-                                        started=plan.started_at)
+      written = counts.get('rows_predicted' if destination is plan.predictions else 'rows_rejected', 0)
+      return bqpub.publish_run(bq, destination.table, sorted(files), schema, rows=written, run_id=plan.run_id,
+                               attempt=plan.attempt, partition_field=destination.partition_field)
+    bqpub.ensure_table(bq, destination.table, schema, partition_field=destination.partition_field)
+    replaced = bqpub.replace_earlier_rows(bq, destination.table, plan.run_id, time_column=destination.partition_field,
+                                          started=plan.started_at)
     logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, plan.run_id, destination.uri)
-    return bqp.rows_of_run(bq, destination.table, plan.run_id)
+    return bqpub.rows_of_run(bq, destination.table, plan.run_id)
 
   def _clean_up(self) -> None:
     """Deletes older attempts' folders, and the staged Parquet files and staging tables of this

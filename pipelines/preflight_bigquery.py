@@ -205,34 +205,6 @@ def _standard(bq_type: str) -> str:
   return {'INTEGER': 'INT64', 'FLOAT': 'FLOAT64', 'BOOLEAN': 'BOOL'}.get(bq_type, bq_type)
 
 
-def replace_earlier_rows(bq: bigquery.Client, table: TableRef, run_id: str, *, time_column: str,
-                         started: datetime.datetime) -> int:
-  """Deletes rows an earlier attempt of this run wrote (same run_id, stamped before this attempt
-  started). Called after the new rows landed, so a failed re-run never loses the old ones."""
-  try:
-    bq.get_table(table.dotted)
-  except exceptions.NotFound:
-    return 0
-  delete = f'DELETE FROM {table.sql} WHERE run_id = @run_id AND {time_column} < @started'
-  parameters = [bigquery.ScalarQueryParameter('run_id', 'STRING', run_id),
-                bigquery.ScalarQueryParameter('started', 'TIMESTAMP', started)]
-  try:
-    job = bq.query(delete, job_config=_job_config(parameters))
-    job.result()
-  except exceptions.BadRequest as e:  # e.g. rows still in the streaming buffer (STREAMING_INSERTS)
-    raise ValueError(f'{table}: the new rows of run {run_id} are written, but the earlier attempt\'s rows could '
-                     f'not be deleted yet ({_reason(e)}). Delete them later: DELETE FROM {table.sql} WHERE '
-                     f'run_id = \'{run_id}\' AND {time_column} < TIMESTAMP \'{started.isoformat()}\'') from None
-  return int(job.num_dml_affected_rows or 0)
-
-
-def rows_of_run(bq: bigquery.Client, table: TableRef, run_id: str) -> int:
-  """Rows of `run_id` in the table, as BigQuery counts them."""
-  job = bq.query(f'SELECT COUNT(*) AS n FROM {table.sql} WHERE run_id = @run_id',
-                 job_config=_job_config([bigquery.ScalarQueryParameter('run_id', 'STRING', run_id)]))
-  return int(next(iter(job.result()))['n'])
-
-
 def console_link(table: TableRef) -> str:
   return (f'https://console.cloud.google.com/bigquery?project={table.project}'
           f'&ws=!1m5!1m4!4m3!1s{table.project}!2s{table.dataset}!3s{table.table}')

@@ -66,7 +66,7 @@ def count(bq: bigquery.Client, table: TableRef, run_id: str) -> int:
   return int(next(iter(job.result()))['n'])
 
 
-def publish_run(bq, prefix: str, target: TableRef, run_id: str, rows: pa.Table, attempt: str = 'a1') -> int:
+def stage_and_replace(bq, prefix: str, target: TableRef, run_id: str, rows: pa.Table, attempt: str = 'a1') -> int:
   """What the job's last step does: load into staging, create the target, replace, drop staging."""
   staging = publish.staging_table(target, run_id, attempt)
   publish.load_parquet(bq, write_parquet(f'{prefix}/{run_id}-{attempt}', rows) if rows.num_rows else [], staging,
@@ -122,12 +122,12 @@ def test_load_then_replace__a_new_target_holds_the_files_rows(bq_client, target,
 
 
 def test_rerun__replaces_exactly_that_runs_rows(bq_client, target, gcs_prefix):
-  publish_run(bq_client, gcs_prefix, target, 'r', predictions('r', 120))
-  publish_run(bq_client, gcs_prefix, target, 'r1', predictions('r1', 40))
+  stage_and_replace(bq_client, gcs_prefix, target, 'r', predictions('r', 120))
+  stage_and_replace(bq_client, gcs_prefix, target, 'r1', predictions('r1', 40))
   other = table_rows(bq_client, target, 'r1')
 
   rerun = predictions('r', 90, start=1000)
-  assert publish_run(bq_client, gcs_prefix, target, 'r', rerun, attempt='a2') == 90
+  assert stage_and_replace(bq_client, gcs_prefix, target, 'r', rerun, attempt='a2') == 90
 
   assert table_rows(bq_client, target, 'r') == rerun.sort_by(KEY).to_pylist()
   assert table_rows(bq_client, target, 'r1') == other
@@ -140,7 +140,7 @@ def test_replace__a_target_with_other_column_order_and_an_extra_column(bq_client
   bq_client.create_table(bigquery.Table(target.dotted, schema=[bigquery.SchemaField('note', 'STRING'), *fields]))
   rows = predictions('r', 25)
 
-  assert publish_run(bq_client, gcs_prefix, target, 'r', rows) == 25
+  assert stage_and_replace(bq_client, gcs_prefix, target, 'r', rows) == 25
 
   got = table_rows(bq_client, target)
   assert [row.pop('note') for row in got] == [None] * 25
@@ -159,8 +159,8 @@ def test_replace__a_reader_sees_the_old_or_the_new_rows_never_both_nor_none(bq_c
   readers is BigQuery's documented DML guarantee, not something shown here.
   """
   old, new = 50_000, 50_011
-  publish_run(bq_client, gcs_prefix, target, 'r', predictions('r', old))
-  publish_run(bq_client, gcs_prefix, target, 'other', predictions('other', 7))
+  stage_and_replace(bq_client, gcs_prefix, target, 'r', predictions('r', old))
+  stage_and_replace(bq_client, gcs_prefix, target, 'other', predictions('other', 7))
   staging = publish.staging_table(target, 'r', 'a2')
   publish.load_parquet(bq_client, write_parquet(f'{gcs_prefix}/new', predictions('r', new, start=10**6)), staging,
                        BQ_SCHEMA)
@@ -194,7 +194,7 @@ def test_replace__a_reader_sees_the_old_or_the_new_rows_never_both_nor_none(bq_c
 
 @pytest.mark.parametrize('broken', ['missing', 'incompatible'])
 def test_replace__a_failure_leaves_the_target_as_it_was(bq_client, bq_dataset, target, gcs_prefix, broken):
-  publish_run(bq_client, gcs_prefix, target, 'r', predictions('r', 50))
+  stage_and_replace(bq_client, gcs_prefix, target, 'r', predictions('r', 50))
   before = table_rows(bq_client, target)
   staging = publish.staging_table(target, 'r', 'a2')
   if broken == 'incompatible':  # a TIMESTAMP column that holds text
@@ -240,8 +240,8 @@ def test_stale_staging_tables__only_this_runs_and_drop_is_idempotent(bq_client, 
 
 
 def test_no_files__an_empty_staging_table_and_the_rerun_deletes_the_runs_rows(bq_client, target, gcs_prefix):
-  publish_run(bq_client, gcs_prefix, target, 'r', predictions('r', 60))
-  publish_run(bq_client, gcs_prefix, target, 'r1', predictions('r1', 5))
+  stage_and_replace(bq_client, gcs_prefix, target, 'r', predictions('r', 60))
+  stage_and_replace(bq_client, gcs_prefix, target, 'r1', predictions('r1', 5))
   staging = publish.staging_table(target, 'r', 'a2')
 
   assert publish.load_parquet(bq_client, [], staging, BQ_SCHEMA) == 0
@@ -263,3 +263,65 @@ def test_load__200000_rows_from_two_files(bq_client, target, gcs_prefix):
 
   assert loaded == 200_000
   assert count(bq_client, staging, 'big') == 200_000
+
+
+def _staging_tables(bq_client, target: TableRef) -> list[str]:
+  return [t.table_id for t in bq_client.list_tables(f'{target.project}.{target.dataset}')
+          if t.table_id.startswith(publish.STAGING_PREFIX)]
+
+
+def test_publish_run__a_new_run_id_is_one_append_and_a_rerun_is_swapped_in(bq_client, target, gcs_prefix):
+  first, other = predictions('r', 300), predictions('o', 50)
+  files = write_parquet(f'{gcs_prefix}/r1', first, files=2)
+  assert publish.publish_run(bq_client, target, files, BQ_SCHEMA, rows=300, run_id='r', attempt='a1',
+                             partition_field='predicted_at') == 300
+  assert _staging_tables(bq_client, target) == []  # appended by the load job itself: no staging, no MERGE
+  publish.publish_run(bq_client, target, write_parquet(f'{gcs_prefix}/o', other), BQ_SCHEMA, rows=50, run_id='o',
+                      attempt='a1', partition_field='predicted_at')
+
+  again = predictions('r', 120, start=1000)
+  assert publish.publish_run(bq_client, target, write_parquet(f'{gcs_prefix}/r2', again), BQ_SCHEMA, rows=120,
+                             run_id='r', attempt='a2', partition_field='predicted_at') == 120
+  assert table_rows(bq_client, target, 'r') == again.sort_by(KEY).to_pylist()
+  assert table_rows(bq_client, target, 'o') == other.sort_by(KEY).to_pylist()
+  assert bq_client.get_table(target.dotted).clustering_fields in (['run_id'], None)  # None: the emulator drops it
+
+
+def test_publish_run__two_launches_appending_at_once_end_with_one_copy(bq_client, target, gcs_prefix, monkeypatch):
+  rows = predictions('r', 200)
+  files = write_parquet(f'{gcs_prefix}/r', rows)
+  original = publish._load  # pylint: disable=protected-access
+
+  def the_other_launch_appends_too(bq, uris, table, schema, disposition):
+    if disposition == bigquery.WriteDisposition.WRITE_APPEND:
+      original(bq, uris, table, schema, disposition)  # the same run's rows, from a second launch
+    return original(bq, uris, table, schema, disposition)
+
+  monkeypatch.setattr(publish, '_load', the_other_launch_appends_too)
+  assert publish.publish_run(bq_client, target, files, BQ_SCHEMA, rows=200, run_id='r', attempt='a1',
+                             partition_field='predicted_at') == 200
+  assert table_rows(bq_client, target, 'r') == rows.sort_by(KEY).to_pylist()
+
+
+def test_replace_earlier_rows__deletes_only_that_runs_streamed_older_rows(bq_client, bq_dataset):
+  table = TableRef.parse(f'bq://{bq_dataset}.runs')
+  bq_client.create_table(bigquery.Table(table.dotted, schema=[
+      bigquery.SchemaField('run_id', 'STRING'), bigquery.SchemaField('predicted_at', 'TIMESTAMP')]))
+  bq_client.insert_rows_json(table.dotted, [
+      {'run_id': 'a', 'predicted_at': '2026-01-01T00:00:00Z'}, {'run_id': 'a', 'predicted_at': '2026-01-03T00:00:00Z'},
+      {'run_id': "b' OR 'x'='x", 'predicted_at': '2026-01-01T00:00:00Z'}])
+  started = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+  assert publish.replace_earlier_rows(bq_client, table, 'a', time_column='predicted_at', started=started) == 1
+  assert publish.replace_earlier_rows(bq_client, table, "b' OR 'x'='x", time_column='predicted_at',
+                                      started=started) == 1
+  assert publish.rows_of_run(bq_client, table, 'a') == 1
+  assert [r['run_id'] for r in bq_client.list_rows(table.dotted)] == ['a']
+
+
+def test_publish_run__files_holding_other_than_the_counted_rows_are_refused(bq_client, target, gcs_prefix):
+  publish.publish_run(bq_client, target, write_parquet(f'{gcs_prefix}/a', predictions('r', 30)), BQ_SCHEMA, rows=30,
+                      run_id='r', attempt='a1', partition_field='predicted_at')
+  with pytest.raises(ValueError, match="holds 40 rows of run 'r', but the job wrote 41 .* the output table is unchanged"):
+    publish.publish_run(bq_client, target, write_parquet(f'{gcs_prefix}/b', predictions('r', 40)), BQ_SCHEMA,
+                        rows=41, run_id='r', attempt='a2', partition_field='predicted_at')
+  assert publish.rows_of_run(bq_client, target, 'r') == 30

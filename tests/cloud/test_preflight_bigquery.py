@@ -1,7 +1,5 @@
 """Preflight checks against the BigQuery emulator: each fails fast, naming what is wrong."""
 
-import datetime
-
 import pytest
 from google.cloud import bigquery
 
@@ -96,21 +94,6 @@ def test_output__a_missing_table_is_fine_and_is_not_created_by_the_check(bq_clie
                      {'name': 'predicted_at', 'type': 'TIMESTAMP', 'mode': 'NULLABLE'}]}
   bqp.check_output_table(bq_client, _table(bq_dataset, 'fresh'), want)
   assert [t.table_id for t in bq_client.list_tables(bq_dataset)] == []
-
-
-def test_replace_earlier_rows__deletes_only_that_runs_older_rows(bq_client, bq_dataset):
-  table = _table(bq_dataset, 'runs')
-  bq_client.create_table(bigquery.Table(table.dotted, schema=[
-      bigquery.SchemaField('run_id', 'STRING'), bigquery.SchemaField('predicted_at', 'TIMESTAMP')]))
-  bq_client.insert_rows_json(table.dotted, [
-      {'run_id': 'a', 'predicted_at': '2026-01-01T00:00:00Z'}, {'run_id': 'a', 'predicted_at': '2026-01-03T00:00:00Z'},
-      {'run_id': "b' OR 'x'='x", 'predicted_at': '2026-01-01T00:00:00Z'}])
-  started = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
-  assert bqp.replace_earlier_rows(bq_client, table, 'a', time_column='predicted_at', started=started) == 1
-  assert bqp.replace_earlier_rows(bq_client, table, "b' OR 'x'='x", time_column='predicted_at',
-                                  started=started) == 1
-  assert bqp.rows_of_run(bq_client, table, 'a') == 1
-  assert [r['run_id'] for r in bq_client.list_rows(table.dotted)] == ['a']
 
 
 def test_output__missing_dataset_fails_the_run_before_the_query_runs(bq_client, bq_dataset, penguin_bundle):
