@@ -8,10 +8,11 @@ decision to publish), and `FinishRun` runs once, after every write, because it
 takes the writes' results as side inputs. It publishes nothing and fails the
 job when the counts do not reconcile.
 
-Publishing is idempotent, so a runner may retry it: loading a table's staged
-Parquet files truncates the staging table, the replace of a run's rows gives
-the same table however often it runs, and once the pointer names this attempt
-(`pipelines.publish`) a retry only finishes the clean-up.
+Everything that may fail (the report, the loads) comes before what commits:
+a table's load or MERGE, then the pointer. Publishing is idempotent, so a
+runner may retry it: a retry after a table's rows landed finds them and swaps
+in the same rows again (`bigquery_publish.publish_run`), and once the pointer
+names this attempt (`pipelines.publish`) a retry only finishes the clean-up.
 """
 
 from __future__ import annotations
@@ -137,18 +138,14 @@ class _FinishFn(beam.DoFn):
       raise NotReconciledError(
           f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
           f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
+    if profile is not None:  # before the tables: once their rows are swapped in, nothing may fail
+      self._write_profile_and_report(counts, profile)
     tables = [(d, files) for d, files in ((plan.predictions, prediction_files), (plan.dead_letters, dead_letter_files))
               if d.is_table]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
-      rows = [pool.submit(self._publish_table, d, files, counts) for d, files in tables]
-      rows = [future.result() for future in rows]
-    rows_written = rows[0] if plan.predictions.is_table else None
-    summary = _summary(plan, counts, rows_written=rows_written, report=self._report)
-    if profile is not None:
-      publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
-      if self._report:
-        write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
-                     model=plan.bundle.metadata)
+      rows = [future.result() for future in [pool.submit(self._publish_table, d, files, counts) for d, files in tables]]
+    summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table else None,
+                       report=self._report)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
@@ -156,6 +153,13 @@ class _FinishFn(beam.DoFn):
     self._clean_up()
     logging.info('run %s: published attempt %s', plan.run_id, plan.attempt)
     yield published
+
+  def _write_profile_and_report(self, counts: dict[str, int], profile: dict[str, Any]) -> None:
+    plan = self._plan
+    publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
+    if self._report:
+      write_report(plan.record_folder, _summary(plan, counts, rows_written=None, report=True), profile,
+                   training_statistics=plan.bundle.training_statistics, model=plan.bundle.metadata)
 
   def _publish_table(self, destination: Destination, files: list[Any], counts: dict[str, int]) -> int:
     """Makes the run's rows in a table the new ones; returns the run's rows in it now.
