@@ -30,6 +30,8 @@ SCHEME = 'bq://'
 # Reason code of rows BigQuery refused for good (streamed rows only: a failed load job fails the run).
 WRITE_ERROR = 'write_error'
 WRITE_METHODS = ('FILE_LOADS', 'STREAMING_INSERTS', 'STORAGE_WRITE_API')
+# The methods that send rows, through WriteBigQueryBatches; FILE_LOADS is our Parquet load (pipelines.bigquery_publish).
+ROW_METHODS = ('STREAMING_INSERTS', 'STORAGE_WRITE_API')
 _NAME = r'[A-Za-z0-9_\-]+'
 _TABLE = re.compile(rf'^bq://(?P<project>[a-z](?:[a-z0-9\-.:]*[a-z0-9])?)\.(?P<dataset>\w+)\.(?P<table>{_NAME})$')
 
@@ -137,33 +139,32 @@ def to_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
 
 
 class WriteBigQueryBatches(beam.PTransform):
-  """Writes RecordBatches of one schema to a BigQuery table, created if needed.
+  """Writes RecordBatches of one schema to a BigQuery table row by row, created if needed.
+
+  Only for the methods that need rows (streamed, visible at once); a batch job
+  loads Parquet files instead (`pipelines.bigquery_publish`).
 
   Args:
     table: the destination.
     schema: the BigQuery schema ({'fields': [...]}, see `table_schema`).
     partition_field: a TIMESTAMP column to partition the table by day, or None.
-    method: one of WRITE_METHODS.
-    temp_location: gs:// folder for FILE_LOADS files; None uses --temp_location.
+    method: one of ROW_METHODS.
   """
 
   def __init__(self, table: TableRef, schema: Mapping[str, Any], *, partition_field: Optional[str] = None,
-               method: str = 'FILE_LOADS', temp_location: Optional[str] = None):
+               method: str = 'STREAMING_INSERTS'):
     super().__init__()
-    if method not in WRITE_METHODS:
-      raise ValueError(f'unknown BigQuery write method {method!r}; expected one of {", ".join(WRITE_METHODS)}')
+    if method not in ROW_METHODS:
+      raise ValueError(f'WriteBigQueryBatches sends rows with one of {", ".join(ROW_METHODS)}, not {method!r}')
     self._table = table
     self._schema = dict(schema)
     self._partition_field = partition_field
     self._method = method
-    self._temp_location = temp_location
 
   def expand(self, batches):
     extra = {}
     if self._partition_field:
       extra['additional_bq_parameters'] = {'timePartitioning': {'type': 'DAY', 'field': self._partition_field}}
-    if self._method == 'FILE_LOADS' and self._temp_location:
-      extra['custom_gcs_temp_location'] = self._temp_location
     if self._method == 'STREAMING_INSERTS':  # a row BigQuery refuses for good comes back, not retried forever
       extra['insert_retry_strategy'] = RetryStrategy.RETRY_ON_TRANSIENT_ERROR
     return (batches

@@ -73,3 +73,9 @@ def test_refused_rows__a_dead_letter_with_bigquerys_reason():
   assert row['stage'] == 'write' and row['reason_code'] == bq.WRITE_ERROR and row['run_id'] == 'r1'
   assert 'no such field: extra' in row['reason'] and json.loads(row['record']) == {'id': 7, 'extra': 1}
   assert letters.schema.names == [*dl.SCHEMA.names, 'run_id']
+
+
+def test_write_batches__sends_rows_only_with_a_row_method():
+  table = bq.TableRef('p', 'd', 't')
+  with pytest.raises(ValueError, match="sends rows with one of STREAMING_INSERTS, STORAGE_WRITE_API, not 'FILE_LOADS'"):
+    bq.WriteBigQueryBatches(table, {'fields': []}, method='FILE_LOADS')
