@@ -188,10 +188,16 @@ class _FinishFn(beam.DoFn):
       publish.remove_older_attempts(base, plan.run_id, plan.attempt)
     for base in plan.parquet_staging:
       publish.remove_tree(publish.attempt_folder(base, plan.run_id, plan.attempt))
-    for destination in (plan.predictions, plan.dead_letters):
-      if destination.loads_parquet:
-        bq = bqp.client(plan.project or destination.table.project)
-        bqpub.drop_tables(bq, bqpub.stale_staging_tables(bq, destination.table, plan.run_id))
+    drop_staging_tables(plan, every_attempt=True)
+
+
+def drop_staging_tables(plan: JobPlan, *, every_attempt: bool) -> None:
+  """Drops the staging tables of the plan's table outputs: this attempt's, or every attempt's of the run."""
+  for destination in (plan.predictions, plan.dead_letters):
+    if destination.loads_parquet:
+      bq = bqp.client(plan.project or destination.table.project)
+      bqpub.drop_tables(bq, bqpub.stale_staging_tables(bq, destination.table, plan.run_id) if every_attempt
+                        else [bqpub.staging_table(destination.table, plan.run_id, plan.attempt)])
 
 
 @dataclasses.dataclass

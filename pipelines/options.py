@@ -98,8 +98,8 @@ class BatchInferenceOptions(PipelineOptions):
     parser.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
         help='How rows reach a bq:// output: FILE_LOADS (the default: Parquet files under --temp_location, '
-        'gs://, loaded by one load job into a staging table when the run publishes, then swapped in for the '
-        'run\'s earlier rows in one atomic MERGE; no per-row cost), STREAMING_INSERTS (rows visible at once, '
+        'gs://, published when the run ends by one load job, atomic; a re-run\'s rows go to a staging table '
+        'and replace the run\'s earlier rows in one MERGE; no per-row cost), STREAMING_INSERTS (rows visible at once, '
         'billed per byte; a re-run\'s earlier rows are deleted when it publishes), STORAGE_WRITE_API (runs '
         'through Beam\'s Java expansion service: needs Java).')
     parser.add_argument(

@@ -25,10 +25,9 @@ from apache_beam.runners.runner import PipelineState
 
 from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
-from pipelines import bigquery_publish as bqpub
-from pipelines import preflight_bigquery as bqp
 from pipelines import publish, status
 from pipelines.batch_inference import build_pipeline
+from pipelines.finish import drop_staging_tables
 from pipelines.options import BatchInferenceOptions
 from pipelines.plan import JobPlan, resolve
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
@@ -85,13 +84,10 @@ def _discard(plan: JobPlan, error: str) -> None:
   """Deletes what a failed attempt wrote and records why it failed, for `status`."""
   for base in plan.bases + plan.parquet_staging:
     publish.discard_attempt(base, plan.run_id, plan.attempt)
-  for destination in (plan.predictions, plan.dead_letters):
-    if destination.loads_parquet:
-      try:
-        bq = bqp.client(plan.project or destination.table.project)
-        bqpub.drop_tables(bq, [bqpub.staging_table(destination.table, plan.run_id, plan.attempt)])
-      except Exception as e:  # pylint: disable=broad-except  (cleanup must not hide the real error)
-        logging.warning('could not drop the staging table of %s: %s', destination.uri, e)
+  try:
+    drop_staging_tables(plan, every_attempt=False)
+  except Exception as e:  # pylint: disable=broad-except  (cleanup must not hide the real error)
+    logging.warning('could not drop the staging tables of run %s: %s', plan.run_id, e)
   status.record_failure(plan, error)
 
 
