@@ -22,7 +22,7 @@ from pipelines.options import BatchInferenceOptions
 from pipelines.publish import check_run_id
 from transforms.bigquery import is_table
 from transforms.features import FeatureSpec
-from transforms.readers import infer_format
+from transforms.readers import DUPLICATE_MARK, infer_format
 from transforms.sources import peek_schema
 from transforms.validation import accepts
 
@@ -81,6 +81,16 @@ def schema_problems(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optiona
   return problems, notes
 
 
+def repeated_columns(schema: pa.Schema) -> dict[str, int]:
+  """Column names a CSV header repeats, and how many times (the reader names the copies NAME~2, ...)."""
+  counts = {}
+  for name in schema.names:
+    base, mark, number = name.rpartition(DUPLICATE_MARK)
+    if mark and number.isdigit() and base in schema.names:
+      counts[base] = max(counts.get(base, 1), int(number))
+  return counts
+
+
 def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tuple[list[str], list[str], int, int]:
   try:
     files = sorted((m.path, m.size_in_bytes) for m in FileSystems.match([opts.input])[0].metadata_list)
@@ -112,6 +122,14 @@ def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tu
       found, fills = schema_problems(schema, spec, key_column=opts.key_column, passthrough=tuple(opts.passthrough))
       problems += [f'{path}: {p}' for p in found]
       notes += [f'{path}: {n}' for n in fills]
+      used = set(spec.columns) | {opts.key_column} | set(opts.passthrough)
+      for name, copies in repeated_columns(schema).items():
+        if name in used:
+          problems.append(f'{path}: the header names column {name!r} {copies} times, so which one to read is '
+                          'ambiguous; rename the copies')
+        else:
+          notes.append(f'{path}: column {name!r} appears {copies} times; the job does not read it, so the '
+                       'copies are ignored')
   return problems, notes, len(paths), peeked
 
 

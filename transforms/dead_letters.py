@@ -63,11 +63,13 @@ def from_batch(batch: pa.RecordBatch, mask: np.ndarray, *, stage: str, codes: Se
 
 
 def from_records(records: Sequence[str], *, source: str, rows: Sequence[Optional[int]], code: str,
-                 reasons: Sequence[str], stage: str = 'read') -> pa.RecordBatch:
-  """Dead letters for raw records that never became a row (unparsable lines, corrupt files)."""
+                 reasons: Sequence[str], stage: str = 'read',
+                 keys: Optional[Sequence[Optional[str]]] = None) -> pa.RecordBatch:
+  """Dead letters for raw records that never became a row (unparsable lines, corrupt files), with
+  their keys where those could still be read."""
   n = len(records)
   return pa.RecordBatch.from_arrays([
-      pa.nulls(n, pa.string()),
+      pa.array(list(keys), pa.string()) if keys is not None else pa.nulls(n, pa.string()),
       pa.array([source] * n, pa.string()),
       pa.array(list(rows), pa.int64()),
       pa.array([stage] * n, pa.string()),

@@ -10,9 +10,10 @@ without a pipeline; `transforms.sources` runs them in Beam.
 
 from __future__ import annotations
 
-import codecs
+import csv
 import io
 import json
+import re
 from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -23,8 +24,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import dead_letters as dl
 
-# Bytes of CSV parsed at a time: the longest record (line) that can be read.
+# Bytes of CSV parsed at a time, at least.
 CSV_MIN_BLOCK_BYTES = 8 << 20
+# The longest CSV record that can be read: past it, a quote was probably never closed.
+CSV_MAX_RECORD_BYTES = 64 << 20
+# Joins a repeated CSV column name to its count, e.g. `year~2`, so every column has a name of its own.
+DUPLICATE_MARK = '~'
 FORMATS = ('parquet', 'csv', 'jsonl', 'tfrecord', 'avro')
 _EXTENSIONS = {
     'parquet': 'parquet', 'pq': 'parquet', 'csv': 'csv', 'jsonl': 'jsonl', 'json': 'jsonl',
@@ -65,7 +70,7 @@ def _rows(start: int, n: int) -> np.ndarray:
   return np.arange(start, start + n, dtype=np.int64)
 
 
-def read_parquet(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
+def read_parquet(f: BinaryIO, source: str, batch_size: int, columns=None, key_column=None) -> Iterator[pa.RecordBatch]:
   import pyarrow.parquet as pq
   parquet = pq.ParquetFile(f)
   wanted = [c for c in columns if c in parquet.schema_arrow.names] if columns is not None else None
@@ -75,9 +80,15 @@ def read_parquet(f: BinaryIO, source: str, batch_size: int, columns=None) -> Ite
     start += batch.num_rows
 
 
-def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
-  """CSV, streamed, with every column read as text: typing happens in validation,
-  per row, so one bad value cannot fail a whole block."""
+def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None,
+             key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+  """CSV as RFC 4180 has it (a quoted value may hold line breaks), streamed, with every column
+  read as text: typing happens in validation, per row, so one bad value cannot fail a whole block.
+
+  The file is cut into blocks at line breaks outside quotes and each block is parsed
+  by pyarrow, so a record never straddles two blocks. `__row` is the line a record
+  starts on.
+  """
   import pyarrow.csv as pcsv
   head = f.read(1 << 16)
   while b'\n' not in head:
@@ -89,7 +100,7 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
     return
   # Leading blank lines are skipped, but still counted, so positions stay line numbers.
   body = head.lstrip(b'\r\n')
-  first_line = head[:len(head) - len(body)].count(b'\n')
+  line = head[:len(head) - len(body)].count(b'\n') + 1  # the header's line
   head = body
   first_newline = head.find(b'\n')
   try:
@@ -98,57 +109,146 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterato
     raise ValueError(f'cannot read the CSV header: {e}') from None
   if first_newline < 0:  # the whole file is a header
     return
-  bad: list[tuple[int, str, str]] = []
-
-  def on_invalid(row) -> str:
-    bad.append((row.number + first_line, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
-    return 'skip'
-
-  stream = _RepairedUtf8(head, f)
+  names = _unique_names(header, columns, source)
+  key_at = header.index(key_column) if key_column in header else None
   second_newline = head.find(b'\n', first_newline + 1)
   line_width = max(1, second_newline - first_newline) if second_newline > 0 else 64
-  reader = pcsv.open_csv(
-      io.BufferedReader(stream, buffer_size=1 << 20),
-      read_options=pcsv.ReadOptions(use_threads=False, block_size=max(CSV_MIN_BLOCK_BYTES, line_width * batch_size)),
-      parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-      convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True))
-  skipped: set[int] = set()
-  line = first_line + 1  # the header
-  for batch in _csv_blocks(reader, source):
+  block_size = max(CSV_MIN_BLOCK_BYTES, line_width * batch_size)
+  convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=True)
+  for chunk in _csv_chunks(head[first_newline + 1:], f, block_size):
+    unclosed = chunk.count(b'"') % 2 == 1  # only the file's last chunk can be: its last quote is never closed
+    bad: list[tuple[int, str, str]] = []  # (record number in the chunk, text, problem)
+
+    def on_invalid(row) -> str:
+      bad.append((row.number, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
+      return 'skip'
+
+    repaired = not _is_utf8(chunk)
+    if repaired:  # pyarrow fails a whole file on one byte that is not UTF-8: mark it U+FFFD instead
+      chunk = chunk.decode('utf-8', 'replace').encode('utf-8')
+    try:
+      batch = pcsv.read_csv(
+          io.BytesIO(chunk), read_options=pcsv.ReadOptions(column_names=names, use_threads=False,
+                                                           block_size=len(chunk) + 1),
+          parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+          convert_options=convert).combine_chunks().to_batches(max_chunksize=len(chunk) + 1)
+      batch = batch[0] if batch else None
+    except pa.ArrowInvalid as e:
+      raise ValueError(f'{source} near line {line + 1}: {e}') from None
+    rows, bad_rows, line = _record_lines(batch, bad, line)
     if bad:
-      yield _malformed_csv(bad, source)
-      skipped.update(n for n, _, _ in bad)
-      bad.clear()
-    spans = _extra_lines(batch)  # a quoted value can hold line breaks: the next row starts further on
-    if not skipped or max(skipped) <= line:
-      rows = _rows(line + 1, batch.num_rows) + np.cumsum(spans) - spans
-      line += batch.num_rows + int(spans.sum())
-    else:  # the line numbers of parsed rows step over the skipped ones
-      rows = np.empty(batch.num_rows, np.int64)
-      for i in range(batch.num_rows):
-        line += 1
-        while line in skipped:
-          line += 1
-        rows[i] = line
-        line += int(spans[i])
-    garbled = _holds_replacements(batch) if stream.repaired else np.zeros(batch.num_rows, bool)
-    rejected = (spans > 0) | garbled
-    if rejected.any():  # reject the record, keeping its text
+      keys = [_csv_key(text, key_at) for _, text, _ in bad]
+      yield Rejected(dl.from_records([t for _, t, _ in bad], source=source, rows=bad_rows, code=dl.UNPARSABLE,
+                                     reasons=[f'malformed CSV line {n}: {why}' for n, (_, _, why) in zip(bad_rows, bad)],
+                                     keys=keys))
+    if batch is None or not batch.num_rows:
+      continue
+    garbled = _holds_replacements(batch) if repaired else np.zeros(batch.num_rows, bool)
+    reasons = {i: f'malformed CSV line {rows[i]}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
+               for i in np.flatnonzero(garbled)}
+    if unclosed and (not bad or max(n for n, _, _ in bad) <= batch.num_rows + len(bad) - 1):
+      last = batch.num_rows - 1  # the last record runs on to the end of the file
+      garbled[last] = True
+      swallowed = line - rows[last] - chunk.endswith(b'\n')  # the file's last line break is in the value too
+      reasons[last] = (f'malformed CSV line {rows[last]}: a quote that is never closed runs over the next '
+                       f'{swallowed} line(s), to the end of the file')
+    if garbled.any():  # reject the record, keeping its text
       yield Rejected(dl.from_batch(
-          _with_position(batch, source, rows, None), rejected, stage='read',
-          codes=[dl.UNPARSABLE] * int(rejected.sum()),
-          reasons=[_csv_problem(r, n) for r, n in zip(rows[rejected], spans[rejected])]))
-      batch, rows = batch.filter(pa.array(~rejected)), rows[~rejected]
+          _keyed(_with_position(batch, source, rows, None), key_column), garbled, stage='read',
+          codes=[dl.UNPARSABLE] * int(garbled.sum()), reasons=[reasons[i] for i in np.flatnonzero(garbled)]))
+      batch, rows = batch.filter(pa.array(~garbled)), rows[~garbled]
     yield _with_position(batch, source, rows, columns)  # read_file cuts it to batch_size
-  if bad:
-    yield _malformed_csv(bad, source)
 
 
-def _csv_problem(line: int, extra_lines: int) -> str:
-  if extra_lines:  # an unclosed quote runs on over the next lines
-    return (f'malformed CSV line {line}: a quoted value runs over the next {extra_lines} line(s) (a quote that '
-            'is never closed, or line breaks inside a value, which this reader does not accept)')
-  return f'malformed CSV line {line}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
+def _unique_names(header: list[str], columns: Optional[Sequence[str]], source: str) -> list[str]:
+  """The header with repeated names made unique; a repeated name the job reads is an error."""
+  counts: dict[str, int] = {}
+  for name in header:
+    counts[name] = counts.get(name, 0) + 1
+  repeated = sorted(n for n, c in counts.items() if c > 1)
+  used = [n for n in repeated if columns is not None and n in columns]
+  if used:
+    raise ValueError(f'{source}: the CSV header names column(s) {used} more than once, so which one to read is '
+                     'ambiguous; rename the copies')
+  seen: dict[str, int] = {}
+  names = []
+  for name in header:
+    seen[name] = seen.get(name, 0) + 1
+    names.append(name if seen[name] == 1 else f'{name}{DUPLICATE_MARK}{seen[name]}')
+  return names
+
+
+def _record_lines(batch: Optional[pa.RecordBatch], bad: list[tuple[int, str, str]],
+                  line: int) -> tuple[np.ndarray, list[int], int]:
+  """The line each record of a chunk starts on: (parsed rows', malformed rows', the chunk's last line).
+
+  pyarrow numbers records, not lines; a record spans one line more per line
+  break in its values.
+  """
+  parsed = batch.num_rows if batch is not None else 0
+  total = parsed + len(bad)
+  spans = np.zeros(total, np.int64)
+  is_bad = np.zeros(total, bool)
+  bad_at = np.array([n - 1 for n, _, _ in bad], np.int64)
+  is_bad[bad_at] = True
+  spans[bad_at] = [text.count('\n') for _, text, _ in bad]
+  if parsed:
+    spans[~is_bad] = _extra_lines(batch)
+  starts = line + 1 + np.arange(total, dtype=np.int64) + np.cumsum(spans) - spans
+  return starts[~is_bad], starts[is_bad].tolist(), line + total + int(spans.sum())
+
+
+def _csv_key(text: str, key_at: Optional[int]) -> Optional[str]:
+  """The key column's value in a malformed record's text, where it can be read."""
+  if key_at is None:
+    return None
+  try:
+    fields = next(csv.reader([text]))
+  except (csv.Error, StopIteration):
+    return None
+  value = fields[key_at].strip() if key_at < len(fields) else ''
+  return value or None
+
+
+def _keyed(batch: pa.RecordBatch, key_column: Optional[str]) -> pa.RecordBatch:
+  """The batch with the key column's text in `KEY`, so dead letters of the read step carry it."""
+  if key_column is None or key_column not in batch.schema.names:
+    return batch
+  return batch.append_column(dl.KEY, batch.column(key_column).cast(pa.string()))
+
+
+def _csv_chunks(head: bytes, rest: BinaryIO, block_size: int) -> Iterator[bytes]:
+  """The bytes after the header, about `block_size` at a time, each ending at a line break outside quotes.
+
+  In RFC 4180 a quote inside a quoted value is doubled, so a line break ends a
+  record exactly when an even number of quotes precede it.
+  """
+  pending = head
+  while True:
+    data = rest.read(block_size)
+    pending = pending + data if pending else data
+    if not data:
+      if pending:
+        yield pending
+      return
+    cut = _last_record_end(pending)
+    if cut:
+      yield pending[:cut]
+      pending = pending[cut:]
+    elif len(pending) > CSV_MAX_RECORD_BYTES:
+      raise ValueError(f'a CSV record longer than {CSV_MAX_RECORD_BYTES >> 20} MiB, or a quote that is never closed')
+
+
+def _last_record_end(data: bytes) -> int:
+  """The offset just past the last line break outside quotes, or 0."""
+  array = np.frombuffer(data, np.uint8)
+  newlines = np.flatnonzero(array == ord('\n'))
+  if not newlines.size:
+    return 0
+  quotes = np.flatnonzero(array == ord('"'))
+  even = np.searchsorted(quotes, newlines) % 2 == 0
+  ends = newlines[even]
+  return int(ends[-1]) + 1 if ends.size else 0
 
 
 def _holds_replacements(batch: pa.RecordBatch) -> np.ndarray:
@@ -163,20 +263,9 @@ def _extra_lines(batch: pa.RecordBatch) -> np.ndarray:
   """Per row, how many more lines of the file its values hold."""
   extra = np.zeros(batch.num_rows, np.int64)
   for column in batch.columns:
-    counts = pc.count_substring(pc.utf8_rtrim(column, characters='\r\n'), '\n')
+    counts = pc.count_substring(column, '\n')
     extra += pc.fill_null(counts, 0).to_numpy(zero_copy_only=False)
   return extra
-
-
-def _csv_blocks(reader, source: str) -> Iterator[pa.RecordBatch]:
-  """The reader's blocks, with its error for a too-long record made actionable."""
-  try:
-    yield from reader
-  except pa.ArrowInvalid as e:
-    if 'straddling' not in str(e):
-      raise
-    raise ValueError(f'{source} has a CSV record longer than {CSV_MIN_BLOCK_BYTES >> 20} MiB, or a quote that '
-                     'is never closed') from None
 
 
 def _is_utf8(chunk: bytes) -> bool:
@@ -185,45 +274,8 @@ def _is_utf8(chunk: bytes) -> bool:
   try:
     chunk.decode('utf-8')
     return True
-  except UnicodeDecodeError:  # bad bytes, or a character cut at the end of the chunk
+  except UnicodeDecodeError:
     return False
-
-
-class _RepairedUtf8(io.RawIOBase):
-  """Bytes already read from a stream, then the rest of it, with bytes that are not
-  UTF-8 replaced by U+FFFD: pyarrow fails a whole CSV file on one such byte."""
-
-  def __init__(self, head: bytes, rest: BinaryIO):
-    self._pending = head
-    self._rest = rest
-    self._decoder = codecs.getincrementaldecoder('utf-8')('replace')
-    self._out = memoryview(b'')
-    self._eof = False
-    self.repaired = False  # whether any byte was replaced
-
-  def readable(self) -> bool:
-    return True
-
-  def readinto(self, buffer) -> int:
-    while not self._out and not self._eof:
-      chunk = self._pending or self._rest.read(max(len(buffer), 1 << 16))
-      self._pending = b''
-      self._eof = not chunk
-      if not self._decoder.getstate()[0] and _is_utf8(chunk):
-        self._out = memoryview(chunk)  # the common case: nothing to repair, no copy
-      else:
-        text = self._decoder.decode(chunk, self._eof)
-        self.repaired = self.repaired or text.count('\ufffd') > chunk.count(b'\xef\xbf\xbd')
-        self._out = memoryview(text.encode('utf-8'))
-    n = min(len(buffer), len(self._out))
-    buffer[:n] = self._out[:n]
-    self._out = self._out[n:]
-    return n
-
-
-def _malformed_csv(bad: list[tuple[int, str, str]], source: str) -> Rejected:
-  return Rejected(dl.from_records([t for _, t, _ in bad], source=source, rows=[n for n, _, _ in bad],
-                                  code=dl.UNPARSABLE, reasons=[f'malformed CSV line {n}: {why}' for n, _, why in bad]))
 
 
 def _line_chunks(f: BinaryIO, block_size: int) -> Iterator[bytes]:
@@ -242,7 +294,21 @@ def _line_chunks(f: BinaryIO, block_size: int) -> Iterator[bytes]:
     rest = block[cut:]
 
 
-def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int):
+def _json_key(text: str, key_column: Optional[str]) -> Optional[str]:
+  """The key's value in a line that is not valid JSON, where `"KEY": value` can still be read."""
+  if not key_column:
+    return None
+  found = re.search(r'"%s"\s*:\s*("(?:[^"\\]|\\.)*"|[-+.\w]+)' % re.escape(key_column), text)
+  if not found:
+    return None
+  try:
+    value = json.loads(found.group(1))
+  except ValueError:
+    value = found.group(1)
+  return None if value is None else str(value)
+
+
+def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int, key_column: Optional[str] = None):
   """Parses lines one by one, so a malformed line rejects only itself."""
   good, good_rows, bad, bad_rows, reasons = [], [], [], [], []
   for offset, line in enumerate(lines):
@@ -260,7 +326,8 @@ def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int):
       bad_rows.append(first_line + offset)
       reasons.append(f'malformed JSON on line {first_line + offset}: {e}')
   if bad:
-    yield Rejected(dl.from_records(bad, source=source, rows=bad_rows, code=dl.UNPARSABLE, reasons=reasons))
+    yield Rejected(dl.from_records(bad, source=source, rows=bad_rows, code=dl.UNPARSABLE, reasons=reasons,
+                                   keys=[_json_key(text, key_column) for text in bad]))
   if good:
     names = list(dict.fromkeys(k for r in good for k in r))
     arrays = []
@@ -273,7 +340,8 @@ def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int):
     yield pa.RecordBatch.from_arrays(arrays, names=names), np.array(good_rows, np.int64)
 
 
-def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None,
+               key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
   """JSON Lines, parsed by pyarrow a chunk of lines at a time; a chunk that fails
   (a malformed line, mixed types, blank lines) is re-parsed line by line."""
   import pyarrow.json as pjson
@@ -291,7 +359,7 @@ def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None) -> Itera
       continue
     except pa.ArrowInvalid:
       pass
-    for item in _jsonl_lines_slow(lines, source, first_line):
+    for item in _jsonl_lines_slow(lines, source, first_line, key_column):
       if isinstance(item, Rejected):
         yield item
       else:
@@ -300,7 +368,7 @@ def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None) -> Itera
     first_line += len(lines)
 
 
-def read_avro(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
+def read_avro(f: BinaryIO, source: str, batch_size: int, columns=None, key_column=None) -> Iterator[pa.RecordBatch]:
   import fastavro
   records, start = [], 1
   for record in fastavro.reader(f):
@@ -329,7 +397,7 @@ def _first_values(values: pa.Array) -> pa.Array:
   return firsts
 
 
-def read_tfrecord(f: BinaryIO, source: str, batch_size: int, columns=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+def read_tfrecord(f: BinaryIO, source: str, batch_size: int, columns=None, key_column=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
   """TFRecord files of tf.Example protos, decoded a batch at a time by tfx-bsl."""
   from apache_beam.io.tfrecordio import _TFRecordUtil  # Beam's own record framing and CRC checks
   from tfx_bsl.coders import example_coder
@@ -369,9 +437,14 @@ READERS = {'parquet': read_parquet, 'csv': read_csv, 'jsonl': read_jsonl, 'avro'
 
 
 def read_file(f: BinaryIO, source: str, file_format: str, *, batch_size: int,
-              columns: Optional[Sequence[str]] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
-  """Row batches of at most `batch_size` rows (and `Rejected` dead letters) from one open file."""
-  for item in READERS[file_format](f, source, batch_size, columns):
+              columns: Optional[Sequence[str]] = None,
+              key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+  """Row batches of at most `batch_size` rows (and `Rejected` dead letters) from one open file.
+
+  A record that cannot be parsed keeps the value of `key_column` in its dead
+  letter wherever that can still be read from it.
+  """
+  for item in READERS[file_format](f, source, batch_size, columns, key_column):
     if isinstance(item, Rejected) or item.num_rows <= batch_size:
       yield item
     else:  # the CSV and JSON readers parse whole blocks, which can hold more rows

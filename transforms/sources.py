@@ -22,27 +22,38 @@ from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejecti
 FILES = 'files'
 
 
+# Files `peek_schema` looks through for one with a row, at most.
+MAX_FILES_PEEKED = 20
+
+
 def peek_schema(file_pattern: str, *, file_format: Optional[str] = None,
                 columns: Optional[Sequence[str]] = None) -> pa.Schema:
-  """The schema of the first rows of the first file matching a pattern."""
+  """The schema of the first rows of the first file matching a pattern that has any.
+
+  Raises ValueError saying "no readable rows" when no file has one (a day with no data).
+  """
   matches = FileSystems.match([file_pattern])[0].metadata_list
   if not matches:
     raise ValueError(f'no files match {file_pattern}')
-  path = min(m.path for m in matches)
-  file_format = file_format or infer_format(path)
-  with open_file(path, file_format) as f:
-    for item in read_file(f, path, file_format, batch_size=1024, columns=columns):
-      if not isinstance(item, Rejected):
-        return item.schema
-  raise ValueError(f'{path} has no readable rows to take column types from')
+  paths = sorted(m.path for m in matches if m.size_in_bytes)[:MAX_FILES_PEEKED]
+  for path in paths:
+    path_format = file_format or infer_format(path)
+    with open_file(path, path_format) as f:
+      for item in read_file(f, path, path_format, batch_size=1024, columns=columns):
+        if not isinstance(item, Rejected):
+          return item.schema
+  raise ValueError(f'{file_pattern} has no readable rows to take column types from (looked at {len(paths)} of '
+                   f'{len(matches)} files)')
 
 
 class _ReadFileFn(beam.DoFn):
 
-  def __init__(self, file_format: Optional[str], batch_size: int, columns: Optional[Sequence[str]]):
+  def __init__(self, file_format: Optional[str], batch_size: int, columns: Optional[Sequence[str]],
+               key_column: Optional[str] = None):
     self._format = file_format
     self._batch_size = batch_size
     self._columns = columns
+    self._key_column = key_column
     self._rows_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_read')
     self._files_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'files_read')
 
@@ -57,7 +68,8 @@ class _ReadFileFn(beam.DoFn):
     # be counted, so skipping it would lose them silently.
     try:
       with open_file(path, file_format) as f:
-        for item in read_file(f, path, file_format, batch_size=self._batch_size, columns=self._columns):
+        for item in read_file(f, path, file_format, batch_size=self._batch_size, columns=self._columns,
+                              key_column=self._key_column):
           if isinstance(item, Rejected):
             self._rows_read.inc(item.letters.num_rows)
             count_rejections(item.letters)
@@ -91,10 +103,12 @@ class ReadRecordBatches(beam.PTransform):
     file_format: one of FORMATS; None infers it from each file's extension.
     batch_size: rows per RecordBatch.
     columns: the columns to keep (others are dropped early); None keeps all.
+    key_column: the column whose value a dead letter of an unparsable record keeps,
+      where it can still be read.
   """
 
   def __init__(self, file_pattern: str, *, file_format: Optional[str] = None, batch_size: int = 4096,
-               columns: Optional[Sequence[str]] = None):
+               columns: Optional[Sequence[str]] = None, key_column: Optional[str] = None):
     super().__init__()
     if file_format is not None and file_format not in FORMATS:
       raise ValueError(f'unknown input format {file_format!r}; expected one of {", ".join(FORMATS)}')
@@ -102,12 +116,13 @@ class ReadRecordBatches(beam.PTransform):
     self._format = file_format
     self._batch_size = batch_size
     self._columns = list(columns) if columns is not None else None
+    self._key_column = key_column
 
   def expand(self, pbegin):
     return (
         pbegin
         | 'Match' >> fileio.MatchFiles(self._pattern)
         | 'Spread' >> beam.Reshuffle()
-        | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns))
+        | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns, self._key_column))
         .with_output_types(pa.RecordBatch).with_outputs(
             DEAD_LETTERS, FILES, main='batches'))

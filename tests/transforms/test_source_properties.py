@@ -238,18 +238,20 @@ def test_non_finite_floats_survive_reading_for_validation_to_judge(tmp_path):
 
 def test_csv_unclosed_quote__rejects_the_record_with_the_lines_it_swallowed():
   data = b'a,b\n1,2\n3,"4\n5,6\n7,8\n'
-  batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=4))
+  batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=4, key_column='a'))
   rows, rejected = _positions(batches, letters)
   assert (rows, rejected) == ([2], [3])
   letter = letters[0].to_pylist()[0]
-  assert 'runs over the next 2 line(s)' in letter['reason']
+  assert 'a quote that is never closed runs over the next 2 line(s)' in letter['reason']
+  assert letter['key'] == '3'  # the key column could still be read
   assert json.loads(letter['record'])['b'] == '4\n5,6\n7,8\n'  # nothing dropped: the text is in the dead letter
 
 
 def test_csv_line_breaks_inside_quotes__keep_later_rows_at_their_line_numbers():
   data = b'a,b\n0,"x\ny"\n7,8\n'
   batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=4))
-  assert _positions(batches, letters) == ([4], [2])
+  assert _positions(batches, letters) == ([2, 4], [])  # RFC 4180: one record, starting on line 2
+  assert batches[0].column('b').to_pylist() == ['x\ny', '8']
 
 
 def test_csv_record_longer_than_a_block__reads():
@@ -323,3 +325,48 @@ def test_csv_bytes_that_are_not_utf8__reject_their_line_only():
     assert reasons[line] == f'malformed CSV line {line}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
   assert reasons[4] == 'malformed CSV line 4: expected 2 columns, got 3'
   assert batches[0].column('b').to_pylist() == ['é', '6']
+
+
+multiline_cells = st.one_of(cells, st.text(alphabet='ab "\n\r,é', max_size=12),
+                            st.sampled_from(['x\ny', '"\n"', '\r\n', 'a,\n"b"\n']))
+
+
+@SETTINGS
+@given(st.lists(st.lists(multiline_cells, min_size=len(COLUMNS), max_size=len(COLUMNS)), max_size=25),
+       st.integers(1, 7), st.integers(16, 200))
+def test_csv_quoted_line_breaks__every_record_whole_at_the_line_it_starts(monkeypatch, records, batch_size, block):
+  """RFC 4180 as csv writers write it: a value may hold line breaks, quotes and commas. Each record is one row,
+  whatever block boundary falls inside it, and `__row` is the line it starts on."""
+  import transforms.readers as readers
+  monkeypatch.setattr(readers, 'CSV_MIN_BLOCK_BYTES', block)  # blocks far smaller than records
+  out = io.StringIO()
+  writer = csv.writer(out)  # Excel's dialect: records end in CRLF, so a lone CR in a value is quoted too
+  writer.writerow(COLUMNS)
+  starts, line = [], 2
+  for values in records:
+    starts.append(line)
+    before = out.tell()
+    writer.writerow(values)
+    line += out.getvalue()[before:].count('\n')
+  batches, letters = _collect(read_file(io.BytesIO(out.getvalue().encode()), 'f.csv', 'csv', batch_size=batch_size,
+                                        columns=COLUMNS))
+  assert not letters
+  got = [(row[dl.ROW], [row[c] for c in COLUMNS]) for b in batches for row in b.to_pylist()]
+  # pyarrow reads a value with no quotes around it that is one of its null markers as missing
+  want = [(n, [None if v in CSV_NULLS else v for v in values]) for n, values in zip(starts, records)]
+  assert got == want
+
+
+def test_csv_quoted_line_breaks__200k_records_in_default_blocks():
+  n = 200_000
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(['id', 'note'])
+  for i in range(n):
+    writer.writerow([i, f'line one {i}\nline "two"' if i % 7 == 0 else f'note {i}'])
+  data = out.getvalue().encode()
+  batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=16384))
+  ids = np.concatenate([np.asarray(b.column('id').to_pylist(), dtype=np.int64) for b in batches])
+  rows = np.concatenate([b.column(dl.ROW).to_numpy() for b in batches])
+  assert not letters and np.array_equal(ids, np.arange(n))
+  assert np.array_equal(rows, 2 + np.arange(n) + (np.arange(n) + 6) // 7)  # one more line per earlier multi-line note
