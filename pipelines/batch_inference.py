@@ -54,7 +54,8 @@ def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, n
   if plan.bigquery_input is not None:
     return pipeline | 'Read' >> ReadBigQueryStreams(plan.bigquery_input.session, batch_size=opts.read_batch_size)
   return pipeline | 'Read' >> ReadRecordBatches(
-      opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed)
+      opts.input, file_format=opts.input_format, batch_size=opts.read_batch_size, columns=needed,
+      key_column=opts.key_column)
 
 
 def _write(batches: beam.PCollection, label: str, destination: Destination, base_name: str, *,
@@ -85,7 +86,8 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough))
 
   read = _read(pipeline, opts, plan, needed)
-  validated = read['batches'] | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
+  validated = read['batches'] | 'Validate' >> ValidateRows(
+      spec, key_column=opts.key_column, integer_key=pa.types.is_integer(columns.key_type))
   pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
   handler = model_handler or SavedModelHandler(
       bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
@@ -124,7 +126,7 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   counts = tallies | 'Count' >> CountRows()
   summary = counts | 'Finish' >> FinishRun(
       plan, _written(prediction_files, plan.predictions), _written(dead_letter_files, plan.dead_letters),
-      profile, report=opts.report)
+      profile, report=opts.report, max_rejected_fraction=opts.max_rejected_fraction)
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
                          counts, summary, profile)
 

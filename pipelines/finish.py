@@ -45,6 +45,24 @@ class NotReconciledError(RuntimeError):
   """Rows went missing between reading and writing; the run publishes nothing."""
 
 
+class TooManyRejectedError(RuntimeError):
+  """More rows were rejected than the run allows (`--max_rejected_fraction`); it publishes nothing."""
+
+
+def check_rejected(run_id: str, counts: dict[str, int], max_fraction: float) -> None:
+  """Fails a run that predicted nothing of a non-empty input, or rejected more than `max_fraction` of it."""
+  read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
+  if not read or (predicted and rejected <= max_fraction * read):
+    return
+  reasons = ', '.join(f'{k[len("rejected_"):]} {n:,}' for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+                      if k.startswith('rejected_'))
+  bound = ('it predicted none of them' if not predicted
+           else f'more than --max_rejected_fraction={max_fraction:g} allows')
+  raise TooManyRejectedError(
+      f'run {run_id} rejected {rejected:,} of {read:,} rows ({rejected / read:.1%}; {reasons}): {bound}; '
+      'nothing was published (the dead letters say why each row was rejected)')
+
+
 class SumCounts(beam.CombineFn):
   """Adds up dicts of counts; an empty input gives {} (a run with no rows)."""
 
@@ -121,9 +139,10 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
-  def __init__(self, plan: JobPlan, *, report: bool):
+  def __init__(self, plan: JobPlan, *, report: bool, max_rejected_fraction: float = 1.0):
     self._plan = plan
     self._report = report
+    self._max_rejected_fraction = max_rejected_fraction
 
   def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
               dead_letter_files: list[Any]):
@@ -138,6 +157,7 @@ class _FinishFn(beam.DoFn):
       raise NotReconciledError(
           f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
           f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
+    check_rejected(plan.run_id, counts, self._max_rejected_fraction)
     if profile is not None:  # before the tables: once their rows are swapped in, nothing may fail
       self._write_profile_and_report(counts, profile)
     tables = [(d, files) for d, files in ((plan.predictions, prediction_files), (plan.dead_letters, dead_letter_files))
@@ -214,19 +234,23 @@ class FinishRun(beam.PTransform):
     dead_letter_files: the dead letters write's result.
     profile: one dict (`ProfileRun`), or None for no profile and no report.
     report: render report.html from the profile.
+    max_rejected_fraction: fail, publishing nothing, when more of the rows read are
+      rejected, or when none is predicted (`check_rejected`).
   """
   plan: JobPlan
   prediction_files: beam.PCollection
   dead_letter_files: beam.PCollection
   profile: Optional[beam.PCollection] = None
   report: bool = True
+  max_rejected_fraction: float = 1.0
 
   def __post_init__(self):
     super().__init__()
 
   def expand(self, counts: beam.PCollection[dict[str, int]]) -> beam.PCollection[dict[str, Any]]:
     return counts | 'Publish' >> beam.ParDo(
-        _FinishFn(self.plan, report=self.report and self.profile is not None),
+        _FinishFn(self.plan, report=self.report and self.profile is not None,
+                  max_rejected_fraction=self.max_rejected_fraction),
         profile=beam.pvalue.AsSingleton(self.profile) if self.profile is not None else None,
         prediction_files=beam.pvalue.AsList(self.prediction_files),
         dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

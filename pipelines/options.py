@@ -7,7 +7,10 @@ work alongside; `python -m pipelines.run --help` lists ours.
 from __future__ import annotations
 
 import datetime
+import difflib
+import logging
 import uuid
+from typing import Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
@@ -37,6 +40,10 @@ DEVICES = ('auto', 'cpu', 'gpu')
 # it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about the same speed.
 # So by default the model is shared wherever a machine runs several processes.
 _ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
+# Rejecting rows is normal (the reasons go to the dead letters), and how many is
+# too many depends on the data, so by default only a run that predicts nothing
+# fails; --max_rejected_fraction sets a bound.
+DEFAULT_MAX_REJECTED_FRACTION = 1.0
 
 
 def parse_bool(value: str) -> bool:
@@ -45,6 +52,43 @@ def parse_bool(value: str) -> bool:
   if value.lower() in ('false', '0', 'no'):
     return False
   raise ValueError(f'expected true or false, got {value!r}')
+
+
+def _add_bool(parser, name: str, default, help: str) -> None:  # pylint: disable=redefined-builtin
+  """A true/false flag: `--name` alone means true, `--name=false` (a template's NAME=VALUE) false."""
+  parser.add_argument(name, type=parse_bool, nargs='?', const=True, default=default, metavar='true|false',
+                      help=help)
+
+
+def unknown_flags(argv: Sequence[str]) -> list[str]:
+  """Problems with flags that no options class of ours or Beam's declares, each with a "did you mean".
+
+  Beam only logs a warning for them and runs on, so a mistyped `--key_colum`
+  would silently give a run keyed by the generated row id.
+  """
+  parsers = []
+  beam_options = logging.getLogger('apache_beam.options.pipeline_options')
+  level = beam_options.level
+  beam_options.setLevel(logging.ERROR)  # its "Discarding unparseable args" would repeat ours, less clearly
+  try:
+    PipelineOptions(list(argv)).get_all_options(add_extra_args_fn=parsers.append)
+  finally:
+    beam_options.setLevel(level)
+  parser = parsers[0]
+  _, unknown = parser.parse_known_args(list(argv))
+  known = [flag for action in parser._actions for flag in action.option_strings]  # pylint: disable=protected-access
+  problems, previous = [], ''
+  for arg in unknown:
+    after_flag, previous = previous.startswith('-') and '=' not in previous, arg
+    if not arg.startswith('-'):
+      if not after_flag:  # not the value of an unknown flag just reported
+        problems.append(f'unexpected argument {arg!r}: every argument is a --flag or its value')
+      continue
+    name = arg.split('=', 1)[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    problems.append(f'unknown flag {name}' + (f'; did you mean {close[0]}?' if close else
+                                              ' (see python -m pipelines.run --help)'))
+  return problems
 
 
 def new_run_id() -> str:
@@ -135,23 +179,23 @@ class BatchInferenceOptions(PipelineOptions):
     parser.add_argument(
         '--max_batch_rows', type=int, default=DEFAULT_MAX_BATCH_ROWS,
         help=f'Most rows RunInference packs into one model call. Default: {DEFAULT_MAX_BATCH_ROWS}.')
-    parser.add_argument(
-        '--share_model_across_processes', type=parse_bool, default=None,
-        help='Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
+    _add_bool(
+        parser, '--share_model_across_processes', None,
+        'Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
         'instead of one per process. Default: true, except on the DirectRunner in a single process, '
         'where there is nothing to share and the model server only adds start-up time.')
-    parser.add_argument(
-        '--quiet', type=parse_bool, nargs='?', const=True, default=False,
-        help='No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
+    _add_bool(
+        parser, '--quiet', False,
+        'No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
         'DirectRunner; on Dataflow the same counters show on the job page.)')
-    parser.add_argument(
-        '--report', type=parse_bool, default=True,
-        help='Profile the input and the predictions and write OUTPUT/RUN_ID/report.html with PNG charts '
+    _add_bool(
+        parser, '--report', True,
+        'Profile the input and the predictions and write OUTPUT/RUN_ID/report.html with PNG charts '
         '(counts, rejection reasons, throughput, predictions, drift against the training statistics). '
         'Default: true.')
-    parser.add_argument(
-        '--watch', type=parse_bool, nargs='?', const=True, default=False,
-        help='Keep running: predict each new file that lands under --input (a glob, local or gs://), '
+    _add_bool(
+        parser, '--watch', False,
+        'Keep running: predict each new file that lands under --input (a glob, local or gs://), '
         'exactly once per file, as its own run; processed files are remembered in '
         'OUTPUT/_watch/processed.jsonl.')
     parser.add_argument(
@@ -173,14 +217,19 @@ class BatchInferenceOptions(PipelineOptions):
         help='Beam accelerator resource hint for the predict step only, e.g. '
         '"type:nvidia-l4;count:1;install-nvidia-driver", so services that fit workers to steps '
         'give GPUs to inference alone. Default: none (every worker gets the same machine).')
-    parser.add_argument(
-        '--wait_for_job', type=parse_bool, default=True,
-        help='Wait for the job to end and write the run summary (true), or return once the runner '
+    _add_bool(
+        parser, '--wait_for_job', True,
+        'Wait for the job to end and write the run summary (true), or return once the runner '
         'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
         'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
     parser.add_argument(
-        '--preflight_only', type=parse_bool, nargs='?', const=True, default=False,
-        help='Only check that the run can succeed (the model loads and matches its feature spec, the input '
+        '--max_rejected_fraction', type=float, default=DEFAULT_MAX_REJECTED_FRACTION,
+        help='Fail the run, publishing nothing (exit 1), when more than this fraction of the rows read is '
+        'rejected, e.g. 0.01. A run that reads rows but predicts none always fails. Default: '
+        f'{DEFAULT_MAX_REJECTED_FRACTION:g}, so only a run with no prediction fails.')
+    _add_bool(
+        parser, '--preflight_only', False,
+        'Only check that the run can succeed (the model loads and matches its feature spec, the input '
         'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
 
   def share_model(self) -> bool:
@@ -244,6 +293,8 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
+    if not 0 <= self.max_rejected_fraction <= 1:
+      problems.append('--max_rejected_fraction must be between 0 and 1')
     if self.watch_interval <= 0:
       problems.append('--watch_interval must be positive')
     if self.watch_max_files is not None and self.watch_max_files < 1:

@@ -103,20 +103,38 @@ def _runner(options: PipelineOptions) -> str:
   return str(runner if isinstance(runner, str) else type(runner).__name__ if runner else 'DirectRunner')
 
 
-def _passthrough_fields(opts: BatchInferenceOptions, bq_input: Optional[bqp.BigQueryInput],
-                        offline: bool) -> tuple[pa.Field, ...]:
-  """Passthrough columns keep the type they have in the input table or the first input file."""
-  if not opts.passthrough:
-    return ()
+def _key_type(field: Optional[pa.Field]) -> pa.DataType:
+  """An integer key stays an integer; any other key is written as text."""
+  return pa.int64() if field is not None and pa.types.is_integer(field.type) else pa.string()
+
+
+def _input_types(opts: BatchInferenceOptions, bundle: ModelBundle, bq_input: Optional[bqp.BigQueryInput],
+                 offline: bool) -> tuple[pa.DataType, tuple[pa.Field, ...]]:
+  """The key's type, and the passthrough columns with the type each has in the input table or the first
+  input file with rows. When no file has a row (a day with no data), features take the bundle's types and
+  other columns are text: there is no value to keep the type of."""
+  columns = ([opts.key_column] if opts.key_column else []) + opts.passthrough
+  if not columns:
+    return pa.string(), ()
   if bq_input is not None:
-    return tuple(bq_input.schema.field(c).with_nullable(True) for c in opts.passthrough)
-  if offline:  # the graph's shape does not depend on these types
-    return tuple(pa.field(c, pa.string()) for c in opts.passthrough)
-  schema = peek_schema(opts.input, file_format=opts.input_format, columns=opts.passthrough)
-  missing = [c for c in opts.passthrough if c not in schema.names]
-  if missing:
-    raise ValueError(f'--passthrough_columns {missing} are not in {opts.input} (it has {schema.names})')
-  return tuple(pa.field(c, schema.field(c).type) for c in opts.passthrough)
+    schema = bq_input.schema
+  elif offline:  # the graph's shape does not depend on these types
+    schema = pa.schema([pa.field(c, pa.string()) for c in columns])
+  else:
+    try:
+      schema = peek_schema(opts.input, file_format=opts.input_format, columns=columns)
+    except ValueError as e:
+      if 'no readable rows' not in str(e):
+        raise
+      logging.info('--input %s has no rows: the output columns take the types of the model\'s features, or text',
+                   opts.input)
+      dtypes = {f.name: pa.float64() if f.dtype == 'float' else pa.string() for f in bundle.features.features}
+      schema = pa.schema([pa.field(c, dtypes.get(c, pa.string())) for c in columns])
+    missing = [c for c in opts.passthrough if c not in schema.names]
+    if missing:
+      raise ValueError(f'--passthrough_columns {missing} are not in {opts.input} (it has {schema.names})')
+  key_type = _key_type(schema.field(opts.key_column) if opts.key_column in schema.names else None)
+  return key_type, tuple(schema.field(c).with_nullable(True) for c in opts.passthrough)
 
 
 def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str], *, run_id: str,
@@ -226,8 +244,9 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
         check_tables(project, _destinations(opts, probe, opts.run_id, attempt))
       bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
-    passthrough = _passthrough_fields(opts, bq_input, offline) if typed else ()
-    columns = PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id)
+    key_type, passthrough = _input_types(opts, bundle, bq_input, offline) if typed else (pa.string(), ())
+    columns = PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id,
+                                key_type)
     predictions, dead_letters = _destinations(opts, columns, opts.run_id, attempt)
     if not offline and typed:
       check_tables(project, (predictions, dead_letters))

@@ -28,7 +28,7 @@ from models.handler import NoGpuError, require_gpu
 from pipelines import publish, status
 from pipelines.batch_inference import build_pipeline
 from pipelines.finish import drop_staging_tables
-from pipelines.options import BatchInferenceOptions
+from pipelines.options import BatchInferenceOptions, unknown_flags
 from pipelines.plan import JobPlan, resolve
 from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.summary import RunSummary
@@ -151,6 +151,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     BatchInferenceOptions._add_argparse_args(parser)  # pylint: disable=protected-access
     parser.print_help()
     return 0
+  problems = unknown_flags(argv)
+  if problems:
+    print('error: ' + '; '.join(problems), file=sys.stderr)
+    return 2
   try:
     options = PipelineOptions(argv)
     opts = options.view_as(BatchInferenceOptions)

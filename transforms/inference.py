@@ -36,6 +36,8 @@ class PredictionColumns:
     key_name: the name of the key column in the output.
     passthrough: input columns copied to the output, with their types.
     model_name, model_version, run_id: stamped on every row.
+    key_type: the key column's type: an integer key stays int64; every other key
+      (and the generated row id) is text.
   """
   outputs: Outputs
   key_name: str
@@ -43,6 +45,7 @@ class PredictionColumns:
   model_name: str
   model_version: str
   run_id: str
+  key_type: pa.DataType = pa.string()
 
   @property
   def score_names(self) -> list[str]:
@@ -52,7 +55,7 @@ class PredictionColumns:
 
   @property
   def schema(self) -> pa.Schema:
-    fields = [pa.field(self.key_name, pa.string(), nullable=False), *self.passthrough]
+    fields = [pa.field(self.key_name, self.key_type, nullable=False), *self.passthrough]
     if self.outputs.kind == 'classification':
       fields += [pa.field('predicted_class', pa.string()), pa.field('predicted_probability', pa.float32())]
     fields += [pa.field(name, pa.float32()) for name in self.score_names]
@@ -76,7 +79,7 @@ class PredictionColumns:
     """One output row per input row: key, passthrough, prediction, provenance."""
     n = rows.num_rows
     scores = np.asarray(scores, dtype=np.float32).reshape(n, -1)
-    arrays = [rows.column(dl.KEY)]
+    arrays = [rows.column(dl.KEY).cast(self.key_type)]  # text until here; validation checked it casts
     for field in self.passthrough:
       if field.name in rows.schema.names:
         arrays.append(rows.column(field.name).cast(field.type))

@@ -22,6 +22,7 @@ DEAD_LETTERS = 'dead_letters'
 METRICS_NAMESPACE = 'batch_inference'
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INTEGER = r'^[+-]?\d{1,18}$'
 _NUMBER = r'(?i)^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$'
 
 
@@ -101,13 +102,14 @@ def _problem(feature: Feature, code: str, raw) -> str:
   return f'{feature.name}: {raw!r} is not a valid {feature.dtype}'
 
 
-def validate(batch: pa.RecordBatch, spec: FeatureSpec, *,
-             key_column: Optional[str] = None) -> tuple[pa.RecordBatch, Optional[pa.RecordBatch]]:
+def validate(batch: pa.RecordBatch, spec: FeatureSpec, *, key_column: Optional[str] = None,
+             integer_key: bool = False) -> tuple[pa.RecordBatch, Optional[pa.RecordBatch]]:
   """Splits a raw batch into typed valid rows and dead letters.
 
   The valid batch holds every input column, with feature columns replaced by
   their typed values, plus the row key in `KEY` (the key column as text, or
-  `source:row` when there is none).
+  `source:row` when there is none). With `integer_key`, a key that is not an
+  integer is rejected, since the output keeps the key column's integer type.
   """
   n = batch.num_rows
   names = batch.schema.names
@@ -126,6 +128,10 @@ def validate(batch: pa.RecordBatch, spec: FeatureSpec, *,
     keys = keys.cast(pa.string())
     reject(keys.is_null().to_numpy(zero_copy_only=False), dl.MISSING_KEY,
            lambda i: f'{key_column}: missing key value')
+    if integer_key:
+      whole = pc.fill_null(pc.match_substring_regex(keys, _INTEGER), True).to_numpy(zero_copy_only=False)
+      reject(~whole, dl.INVALID_TYPE,
+             lambda i: f'{key_column}: key {keys[i].as_py()!r} is not an integer, as the key column is elsewhere')
   else:
     keys = pc.binary_join_element_wise(batch.column(dl.SOURCE).cast(pa.string()),
                                        batch.column(dl.ROW).cast(pa.string()), ':')
@@ -158,25 +164,28 @@ class ValidateRows(beam.PTransform):
   `dead_letters` holds rejected rows. Counts rejections by reason code.
   """
 
-  def __init__(self, spec: FeatureSpec, *, key_column: Optional[str] = None):
+  def __init__(self, spec: FeatureSpec, *, key_column: Optional[str] = None, integer_key: bool = False):
     super().__init__()
     self._spec = spec
     self._key_column = key_column
+    self._integer_key = integer_key
 
   def expand(self, batches):
-    return batches | 'Validate' >> beam.ParDo(_ValidateFn(self._spec, self._key_column)).with_output_types(
+    return batches | 'Validate' >> beam.ParDo(
+        _ValidateFn(self._spec, self._key_column, self._integer_key)).with_output_types(
         pa.RecordBatch).with_outputs(
         DEAD_LETTERS, main='valid')
 
 
 class _ValidateFn(beam.DoFn):
 
-  def __init__(self, spec: FeatureSpec, key_column: Optional[str]):
+  def __init__(self, spec: FeatureSpec, key_column: Optional[str], integer_key: bool = False):
     self._spec = spec
     self._key_column = key_column
+    self._integer_key = integer_key
 
   def process(self, batch: pa.RecordBatch):
-    valid, letters = validate(batch, self._spec, key_column=self._key_column)
+    valid, letters = validate(batch, self._spec, key_column=self._key_column, integer_key=self._integer_key)
     if valid.num_rows:
       yield valid
     if letters is not None:
