@@ -49,15 +49,20 @@ class TooManyRejectedError(RuntimeError):
   """More rows were rejected than the run allows (`--max_rejected_fraction`); it publishes nothing."""
 
 
-def check_rejected(run_id: str, counts: dict[str, int], max_fraction: float) -> None:
-  """Fails a run that predicted nothing of a non-empty input, or rejected more than `max_fraction` of it."""
+def check_rejected(run_id: str, counts: dict[str, int], max_fraction: Optional[float]) -> None:
+  """Fails a run that rejected more than `max_fraction` of the rows it read; by default (None), one
+  that read rows and predicted none.
+
+  Rejecting rows is normal (the dead letters say why), and how many is too many
+  depends on the data, so the default fails only a run that produced nothing.
+  """
   read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
-  if not read or (predicted and rejected <= max_fraction * read):
+  if not read or (rejected <= max_fraction * read if max_fraction is not None else predicted):
     return
   reasons = ', '.join(f'{k[len("rejected_"):]} {n:,}' for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
                       if k.startswith('rejected_'))
-  bound = ('it predicted none of them' if not predicted
-           else f'more than --max_rejected_fraction={max_fraction:g} allows')
+  bound = (f'more than --max_rejected_fraction={max_fraction:g} allows' if max_fraction is not None
+           else 'it predicted none of them')
   raise TooManyRejectedError(
       f'run {run_id} rejected {rejected:,} of {read:,} rows ({rejected / read:.1%}; {reasons}): {bound}; '
       'nothing was published (the dead letters say why each row was rejected)')
@@ -139,7 +144,7 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
-  def __init__(self, plan: JobPlan, *, report: bool, max_rejected_fraction: float = 1.0):
+  def __init__(self, plan: JobPlan, *, report: bool, max_rejected_fraction: Optional[float] = None):
     self._plan = plan
     self._report = report
     self._max_rejected_fraction = max_rejected_fraction
@@ -235,14 +240,14 @@ class FinishRun(beam.PTransform):
     profile: one dict (`ProfileRun`), or None for no profile and no report.
     report: render report.html from the profile.
     max_rejected_fraction: fail, publishing nothing, when more of the rows read are
-      rejected, or when none is predicted (`check_rejected`).
+      rejected; None: when none is predicted (`check_rejected`).
   """
   plan: JobPlan
   prediction_files: beam.PCollection
   dead_letter_files: beam.PCollection
   profile: Optional[beam.PCollection] = None
   report: bool = True
-  max_rejected_fraction: float = 1.0
+  max_rejected_fraction: Optional[float] = None
 
   def __post_init__(self):
     super().__init__()

@@ -40,10 +40,6 @@ DEVICES = ('auto', 'cpu', 'gpu')
 # it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about the same speed.
 # So by default the model is shared wherever a machine runs several processes.
 _ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
-# Rejecting rows is normal (the reasons go to the dead letters), and how many is
-# too many depends on the data, so by default only a run that predicts nothing
-# fails; --max_rejected_fraction sets a bound.
-DEFAULT_MAX_REJECTED_FRACTION = 1.0
 
 
 def parse_bool(value: str) -> bool:
@@ -223,10 +219,10 @@ class BatchInferenceOptions(PipelineOptions):
         'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
         'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
     parser.add_argument(
-        '--max_rejected_fraction', type=float, default=DEFAULT_MAX_REJECTED_FRACTION,
+        '--max_rejected_fraction', type=float, default=None,
         help='Fail the run, publishing nothing (exit 1), when more than this fraction of the rows read is '
-        'rejected, e.g. 0.01. A run that reads rows but predicts none always fails. Default: '
-        f'{DEFAULT_MAX_REJECTED_FRACTION:g}, so only a run with no prediction fails.')
+        'rejected, e.g. 0.01; 1 never fails for rejections. Default: only a run that reads rows and predicts '
+        'none of them fails.')
     _add_bool(
         parser, '--preflight_only', False,
         'Only check that the run can succeed (the model loads and matches its feature spec, the input '
@@ -293,7 +289,7 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
-    if not 0 <= self.max_rejected_fraction <= 1:
+    if self.max_rejected_fraction is not None and not 0 <= self.max_rejected_fraction <= 1:
       problems.append('--max_rejected_fraction must be between 0 and 1')
     if self.watch_interval <= 0:
       problems.append('--watch_interval must be positive')

@@ -116,7 +116,7 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None,
   block_size = max(CSV_MIN_BLOCK_BYTES, line_width * batch_size)
   convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=True)
   for chunk in _csv_chunks(head[first_newline + 1:], f, block_size):
-    unclosed = chunk.count(b'"') % 2 == 1  # only the file's last chunk can be: its last quote is never closed
+    unclosed = chunk.count(b'"') % 2 == 1  # the file's last chunk, or one cut where quotes do not pair up
     bad: list[tuple[int, str, str]] = []  # (record number in the chunk, text, problem)
 
     def on_invalid(row) -> str:
@@ -146,12 +146,13 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None,
     garbled = _holds_replacements(batch) if repaired else np.zeros(batch.num_rows, bool)
     reasons = {i: f'malformed CSV line {rows[i]}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
                for i in np.flatnonzero(garbled)}
-    if unclosed and (not bad or max(n for n, _, _ in bad) <= batch.num_rows + len(bad) - 1):
-      last = batch.num_rows - 1  # the last record runs on to the end of the file
+    last = batch.num_rows - 1
+    last_is_row = not bad or max(n for n, _, _ in bad) <= last + len(bad)
+    if unclosed and last_is_row and line > rows[last]:  # the last record runs on over the lines after it
       garbled[last] = True
-      swallowed = line - rows[last] - chunk.endswith(b'\n')  # the file's last line break is in the value too
+      swallowed = line - rows[last] - chunk.endswith(b'\n')  # the chunk's last line break is in the value too
       reasons[last] = (f'malformed CSV line {rows[last]}: a quote that is never closed runs over the next '
-                       f'{swallowed} line(s), to the end of the file')
+                       f'{swallowed} line(s)')
     if garbled.any():  # reject the record, keeping its text
       yield Rejected(dl.from_batch(
           _keyed(_with_position(batch, source, rows, None), key_column), garbled, stage='read',
@@ -232,11 +233,15 @@ def _csv_chunks(head: bytes, rest: BinaryIO, block_size: int) -> Iterator[bytes]
         yield pending
       return
     cut = _last_record_end(pending)
+    if not cut and len(pending) > CSV_MAX_RECORD_BYTES:
+      # Quotes that never pair up: a stray one inside an unquoted value (`12" screen`), which
+      # pyarrow reads as text. Cut at a line break, as pyarrow itself would.
+      cut = pending.rfind(b'\n') + 1
+      if not cut:
+        raise ValueError(f'a CSV line longer than {CSV_MAX_RECORD_BYTES >> 20} MiB')
     if cut:
       yield pending[:cut]
       pending = pending[cut:]
-    elif len(pending) > CSV_MAX_RECORD_BYTES:
-      raise ValueError(f'a CSV record longer than {CSV_MAX_RECORD_BYTES >> 20} MiB, or a quote that is never closed')
 
 
 def _last_record_end(data: bytes) -> int:

@@ -211,3 +211,23 @@ def test_at_scale__200k_rows_table_to_table_reconcile_and_equal_the_parquet_path
   got = got.sort_by(penguins.KEY).drop_columns(['predicted_at'])
   assert got.num_rows == files.rows_predicted == tables.rows_predicted
   assert_same_predictions(got, penguins.read_predictions(files.output))
+
+
+def test_integer_key__stays_int64_in_the_output_table(bq_client, bq_dataset, penguin_bundle):
+  data = penguins.table()
+  data = data.set_column(0, 'id', pa.array(range(5_000_000_000, 5_000_000_000 + data.num_rows), pa.int64()))
+  client_table = f'{bq_dataset}.penguins_int_ids'
+  schema = [bigquery.SchemaField(f.name, _TYPES[f.type]) for f in data.schema]
+  bq_client.create_table(bigquery.Table(client_table, schema=schema))
+  rows = data.to_pylist()
+  for start in range(0, len(rows), 100):
+    assert bq_client.insert_rows_json(client_table, rows[start:start + 100]) == []
+  summary = run_job.run([f'--model={penguin_bundle.path}', '--key_column=id', f'--input=bq://{client_table}',
+                         f'--output=bq://{bq_dataset}.int_key_predictions', '--run_id=int-keys',
+                         f'--temp_location=gs://{BUCKET}/tmp', '--project=test-project'])
+  assert summary.rows_predicted == 342
+  fields = {f.name: f for f in bq_client.get_table(f'{bq_dataset}.int_key_predictions').schema}
+  assert fields['id'].field_type in ('INT64', 'INTEGER')
+  got = sorted(r['id'] for r in bq_client.list_rows(f'{bq_dataset}.int_key_predictions'))
+  letters = [r['key'] for r in bq_client.list_rows(f'{bq_dataset}.int_key_predictions_dead_letters')]
+  assert sorted(got + [int(k) for k in letters]) == list(range(5_000_000_000, 5_000_000_000 + data.num_rows))

@@ -287,3 +287,10 @@ def test_max_rejected_fraction__fails_a_run_over_it_and_passes_one_under(tmp_pat
   assert _main(tmp_path, iris_bundle, str(path), run_id='default') == 0  # the default fails only a run of nothing
   assert _main(tmp_path, iris_bundle, str(path), '--max_rejected_fraction=0.25', run_id='loose') == 0
   assert _published(tmp_path, 'loose')['rows_rejected'] == 30
+
+
+def test_max_rejected_fraction_of_1__lets_a_run_of_only_rejections_publish(tmp_path, iris_bundle):
+  path = tmp_path / 'all_bad.jsonl'
+  path.write_text('\n'.join(json.dumps({m: None for m in MEASURES}) for _ in range(4)) + '\n')
+  assert _main(tmp_path, iris_bundle, str(path), '--max_rejected_fraction=1') == 0
+  assert _published(tmp_path)['rows_rejected'] == 4

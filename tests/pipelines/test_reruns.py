@@ -107,8 +107,9 @@ def test_dead_letter_folder_elsewhere__gets_its_own_pointer_and_is_replaced_too(
   out, dead = tmp_path / 'out', tmp_path / 'dead'
   bad = tmp_path / 'bad.csv'
   bad.write_text(open(train.EXAMPLE_DATA).readline() + 'Adelie,Dream,x,1,1,1,male,2007\n')
-  first = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}')
-  summary = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}')
+  every_row_allowed = '--max_rejected_fraction=1'  # this input is all rejected, which fails a run by default
+  first = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}', every_row_allowed)
+  summary = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}', every_row_allowed)
   assert summary.dead_letter == str(dead / 'r1' / summary.attempt)
   assert os.listdir(summary.dead_letter) == ['dead_letters-00000-of-00001.jsonl'] and summary.rows_rejected == 1
   assert publish.attempts(str(dead), 'r1') == [summary.attempt] != [first.attempt]

@@ -247,6 +247,18 @@ def test_csv_unclosed_quote__rejects_the_record_with_the_lines_it_swallowed():
   assert json.loads(letter['record'])['b'] == '4\n5,6\n7,8\n'  # nothing dropped: the text is in the dead letter
 
 
+def test_csv_stray_quotes_in_unquoted_values__are_text_whatever_the_blocks(monkeypatch):
+  import transforms.readers as readers
+  monkeypatch.setattr(readers, 'CSV_MIN_BLOCK_BYTES', 32)
+  monkeypatch.setattr(readers, 'CSV_MAX_RECORD_BYTES', 256)  # quotes never pair up: cut at line breaks past this
+  lines = [f'{i},{i % 30}" screen' if i % 50 == 0 else f'{i},plain' for i in range(2000)]
+  data = ('id,size\n' + '\n'.join(lines) + '\n').encode()
+  batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=100))
+  assert not letters
+  got = [(r[dl.ROW], r['id'], r['size']) for b in batches for r in b.to_pylist()]
+  assert got == [(i + 2, str(i), f'{i % 30}" screen' if i % 50 == 0 else 'plain') for i in range(2000)]
+
+
 def test_csv_line_breaks_inside_quotes__keep_later_rows_at_their_line_numbers():
   data = b'a,b\n0,"x\ny"\n7,8\n'
   batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=4))
