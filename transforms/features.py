@@ -36,9 +36,19 @@ class Feature:
   def __post_init__(self):
     if self.dtype not in DTYPES:
       raise ValueError(f'feature {self.name!r}: dtype must be one of {DTYPES}, got {self.dtype!r}')
-    object.__setattr__(self, 'steps', tuple(self.steps))
+    steps, previous = [], None
+    for step in self.steps:  # settle what needs no data, like a one_hot's depth after a given vocabulary
+      step = step.resolved(previous)
+      if isinstance(step, OneHot) and step.depth is None and not isinstance(previous, Vocabulary):
+        raise ValueError(f"feature {self.name!r}: one_hot needs 'depth' (the number of integer ids) unless it "
+                         'directly follows a vocabulary step, e.g. "steps": [{"kind": "vocabulary"}, '
+                         '{"kind": "one_hot"}]')
+      steps.append(step)
+      previous = step
+    object.__setattr__(self, 'steps', tuple(steps))
     if self.dtype == 'string' and not any(isinstance(s, Vocabulary) for s in self.steps):
-      raise ValueError(f'feature {self.name!r}: a string feature needs a vocabulary step')
+      raise ValueError(f'feature {self.name!r}: a string feature needs a vocabulary step, e.g. "steps": '
+                       f'[{Vocabulary.example_json()}, {OneHot.example_json()}]')
 
   @property
   def required(self) -> bool:
@@ -61,6 +71,31 @@ class Feature:
         tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
       return [f'{self.name}={t}' for t in tokens[:last.depth]]
     return [self.name]
+
+  def missing(self) -> list[str]:
+    """What is still to be given or fitted, one line per step, each with a working example."""
+    lines = []
+    for i, step in enumerate(self.steps):
+      if not step.missing() or (isinstance(step, OneHot) and i and isinstance(self.steps[i - 1], Vocabulary)):
+        continue  # a one_hot's depth follows from its vocabulary
+      names = step.missing()
+      lines.append(f'feature {self.name!r}, step {step.kind}: no {" or ".join(map(repr, names))}; give '
+                   f'{"them" if len(names) > 1 else "it"}, for example {step.example_json()}')
+    return lines
+
+  def describe(self) -> list[str]:
+    """One line per step with every learned value, and the model-input columns it produces."""
+    lines = [step.describe() for step in self.steps]
+    last = self.steps[-1] if self.steps else None
+    if isinstance(last, OneHot):
+      names = self.output_names
+      vocab = next((s for s in self.steps if isinstance(s, Vocabulary)), None)
+      oov = [n for n in names if n.startswith(f'{self.name}=<oov')]
+      lines[-1] += f', in this order: {", ".join(names)}'
+      if vocab is not None and oov:
+        lines[-1] += (f' ({oov[0]}, column {names.index(oov[0])}, is the out-of-vocabulary bucket)' if len(oov) == 1
+                      else f' ({", ".join(oov)} are the out-of-vocabulary buckets)')
+    return lines
 
   def apply(self, values: Values, upto: Optional[int] = None) -> Values:
     for step in self.steps[:upto]:
@@ -108,6 +143,21 @@ class FeatureSpec:
   @property
   def depth(self) -> int:
     return max(len(f.steps) for f in self.features)
+
+  def missing(self) -> list[str]:
+    """What every unfitted step still needs, one line each with a working example."""
+    return [line for f in self.features for line in f.missing()]
+
+  def describe(self) -> list[str]:
+    """Every feature in input order with each step's learned values and the columns it produces."""
+    lines, column = [], 0
+    for f in self.features:
+      width = len(f.output_names)
+      where = f'column {column}' if width == 1 else f'columns {column}-{column + width - 1}'
+      lines.append(f'{f.name} ({f.dtype}) -> {where}:')
+      lines += [f'    {line}' for line in f.describe()]
+      column += width
+    return lines
 
   def analyzers(self, stage: int) -> dict[str, beam.CombineFn]:
     """The combiners needed to fit the steps at position `stage`, by feature name."""
