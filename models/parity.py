@@ -1,0 +1,329 @@
+"""The import's proof: does the bundle predict what the user's own code predicted?
+
+`--expected FILE` holds sample rows, in any input format, with the feature
+columns and the outputs the user's own code produced for them, under the names
+the job itself writes:
+
+  classification  `probability_<class>` for some or all classes, and/or
+                  `predicted_class`
+  regression      `score`
+
+The import runs the bundle on those rows and refuses to write it unless every
+row agrees: a probability or score within `atol + rtol * |expected|`, a class
+equal (or tied within `atol` with the bundle's top class). A row the bundle's
+validation rejects disagrees too. With `--expected_label COLUMN` (classification
+only) the file holds the true class instead, and the bundle must reach
+`--min_accuracy` on it: a sanity bound, not a proof.
+
+When the rows disagree, `diagnose` looks for the likely cause: another order of
+a vocabulary (lexical, numeric, by frequency) or of the classes that makes the
+model agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from models.bundle import BundleError, ModelBundle, Outputs
+from transforms import dead_letters as dl
+from transforms.features import FeatureSpec
+from transforms.preprocessing import ORDERS, ValueCountsFn, Vocabulary, order_tokens
+from transforms.readers import Rejected, infer_format, open_file, read_file
+from transforms.validation import validate
+
+PREDICTED_CLASS = 'predicted_class'
+SCORE = 'score'
+# Mismatching rows the error shows.
+SHOWN = 5
+
+
+def probability_column(class_name: str) -> str:
+  """The job's column for one class's probability (as `transforms.inference` names it)."""
+  return 'probability_' + re.sub(r'\W', '_', str(class_name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+  """How close a probability or score must be: |bundle - expected| <= atol + rtol * |expected|."""
+  atol: float = 1e-4
+  rtol: float = 1e-3
+
+  def close(self, actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Elementwise agreement; a missing expected value (NaN) agrees with anything."""
+    return np.isnan(expected) | (np.abs(actual - expected) <= self.atol + self.rtol * np.abs(expected))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedRows:
+  """The rows of `--expected` the bundle can read, what was expected for them, and those it rejects."""
+  path: str
+  valid: pa.RecordBatch  # typed feature columns, the expected columns, and dl.KEY (`file:row`)
+  rejected: tuple[tuple[str, str], ...]  # (key, reason) of rows validation turned away
+  probabilities: dict[int, np.ndarray]  # model output index -> expected values (NaN where not given)
+  classes: Optional[np.ndarray]  # expected class names (None where not given)
+  scores: Optional[np.ndarray]
+  labels: Optional[np.ndarray]
+
+  @property
+  def keys(self) -> list[str]:
+    return self.valid.column(dl.KEY).to_pylist()
+
+
+def _contract(outputs: Outputs) -> str:
+  if outputs.kind == 'regression':
+    return f'a `{SCORE}` column'
+  return (f'`{PREDICTED_CLASS}` and/or probability columns ({", ".join(probability_column(c) for c in outputs.classes)})'
+          ', or --expected_label naming a column of true classes')
+
+
+def read_expected(path: str, spec: FeatureSpec, outputs: Outputs, *, file_format: Optional[str] = None,
+                  label: Optional[str] = None) -> ExpectedRows:
+  """Reads and validates `--expected` as the pipeline reads input; raises unless it holds an expected output."""
+  matches = FileSystems.match([path])[0].metadata_list
+  if not matches:
+    raise BundleError(f'--expected {path} matches no files')
+  batches, rejected = [], []
+  for m in sorted(matches, key=lambda m: m.path):
+    fmt = file_format or infer_format(m.path)
+    with open_file(m.path, fmt) as f:
+      for item in read_file(f, m.path, fmt, batch_size=8192):
+        if isinstance(item, Rejected):
+          letters = item.letters
+        else:
+          good, letters = validate(item, spec)
+          if good.num_rows:
+            batches.append(good)
+        if letters is not None:
+          rejected += [(f'{s}:{r}', reason) for s, r, reason in zip(
+              letters.column('source').to_pylist(), letters.column('row').to_pylist(),
+              letters.column('reason').to_pylist())]
+  if not batches:
+    raise BundleError(f'--expected {path}: no row passed validation against the feature description '
+                      f'({len(rejected)} rejected{": " + rejected[0][1] if rejected else ""})')
+  valid = pa.Table.from_batches(batches).combine_chunks().to_batches()[0] if len(batches) > 1 else batches[0]
+  names = valid.schema.names
+
+  def floats(name: str) -> np.ndarray:
+    return pc.cast(valid.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+
+  def texts(name: str) -> np.ndarray:
+    return np.array(pc.cast(valid.column(name), pa.string()).to_pylist(), dtype=object)
+
+  if label is not None and outputs.kind != 'classification':
+    raise BundleError('--expected_label is for classifiers; for a regressor give the expected `score` column')
+  if label is not None and label not in names:
+    raise BundleError(f'--expected {path} has no column {label!r} (--expected_label); it has {names}')
+  probabilities = {i: floats(probability_column(c)) for i, c in enumerate(outputs.classes)
+                   if probability_column(c) in names}
+  expected = ExpectedRows(
+      path=path, valid=valid, rejected=tuple(rejected), probabilities=probabilities,
+      classes=texts(PREDICTED_CLASS) if outputs.kind == 'classification' and PREDICTED_CLASS in names else None,
+      scores=floats(SCORE) if outputs.kind == 'regression' and SCORE in names else None,
+      labels=texts(label) if label is not None else None)
+  if not (probabilities or expected.classes is not None or expected.scores is not None or label):
+    raise BundleError(f'--expected {path} holds no expected output: give {_contract(outputs)} '
+                      f'(its columns: {[n for n in names if n not in dl.META_COLUMNS]})')
+  return expected
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+  """How the bundle's outputs on the expected rows compare with what was expected."""
+  rows: int
+  agreeing: int  # rows within tolerance (outputs given), or predicted correctly (label only)
+  passed: bool
+  mismatches: tuple[str, ...]  # the first few rows that disagree, described
+  summary: str
+
+  @property
+  def fraction(self) -> float:
+    return self.agreeing / self.rows if self.rows else 0.0
+
+
+def compare(scores: np.ndarray, expected: ExpectedRows, outputs: Outputs, tolerance: Tolerance,
+            min_accuracy: Optional[float] = None) -> Agreement:
+  """Compares the bundle's `scores` on `expected.valid` with the expected outputs or labels."""
+  n = expected.valid.num_rows
+  scores = np.asarray(scores, np.float64).reshape(n, -1)
+  ok = np.ones(n, dtype=bool)
+  problems: list[list[str]] = [[] for _ in range(n)]
+  checks_outputs = bool(expected.probabilities) or expected.classes is not None or expected.scores is not None
+  for i, want in expected.probabilities.items():
+    close = tolerance.close(scores[:, i], want)
+    for r in np.flatnonzero(~close):
+      problems[r].append(f'{probability_column(outputs.classes[i])} expected {want[r]:.6g}, bundle {scores[r, i]:.6g}')
+    ok &= close
+  if expected.scores is not None:
+    close = tolerance.close(scores[:, 0], expected.scores)
+    for r in np.flatnonzero(~close):
+      problems[r].append(f'{SCORE} expected {expected.scores[r]:.6g}, bundle {scores[r, 0]:.6g}')
+    ok &= close
+  classes = np.array(outputs.classes, dtype=object)
+  predicted = classes[scores.argmax(axis=1)] if outputs.kind == 'classification' else None
+  if expected.classes is not None:
+    index = {c: i for i, c in enumerate(outputs.classes)}
+    for r, want in enumerate(expected.classes):
+      if want is None or want == predicted[r]:
+        continue
+      # A class tied (within atol) with the top one is not a disagreement: argmax picks either.
+      tied = want in index and scores[r, index[want]] >= scores[r].max() - tolerance.atol
+      if not tied:
+        ok[r] = False
+        problems[r].append(f'{PREDICTED_CLASS} expected {want}, bundle {predicted[r]}')
+  rejected = [f'{key}: rejected by the bundle ({reason})' for key, reason in expected.rejected]
+  keys = expected.keys
+  mismatches = rejected[:SHOWN] + [f'{keys[r]}: ' + '; '.join(problems[r]) for r in np.flatnonzero(~ok)]
+  agreeing, passed, parts = int(ok.sum()), True, []
+  if checks_outputs:
+    passed = bool(ok.all()) and not rejected
+    parts.append(f'{agreeing} of {n + len(rejected)} rows agree with the expected outputs '
+                 f'(|bundle - expected| <= {tolerance.atol:g} + {tolerance.rtol:g}·|expected|)')
+  if expected.labels is not None:
+    labelled = np.array([v is not None for v in expected.labels])
+    correct = labelled & (predicted == expected.labels)
+    accuracy = float(correct.sum() / max(labelled.sum(), 1))
+    if min_accuracy is None:  # the bundle must beat always guessing the most common label
+      values, counts = np.unique(expected.labels[labelled].astype(str), return_counts=True)
+      min_accuracy = float(counts.max() / counts.sum()) if counts.size else 0.0
+    passed = passed and accuracy >= min_accuracy
+    parts.append(f'accuracy {accuracy:.4f} on {int(labelled.sum())} labelled rows (at least {min_accuracy:.4f} needed)')
+    if not checks_outputs:
+      agreeing = int(correct.sum())
+      mismatches = rejected[:SHOWN] + [f'{keys[r]}: label {expected.labels[r]}, bundle {predicted[r]}'
+                                       for r in np.flatnonzero(labelled & ~correct)]
+  return Agreement(rows=n + len(rejected), agreeing=agreeing, passed=passed, mismatches=tuple(mismatches[:SHOWN]),
+                   summary='; '.join(parts))
+
+
+def _vocabulary_step(spec: FeatureSpec, name: str) -> tuple[int, Vocabulary]:
+  feature = spec.features[spec.columns.index(name)]
+  index = next(i for i, s in enumerate(feature.steps) if isinstance(s, Vocabulary))
+  return index, feature.steps[index]
+
+
+def _with_vocabulary(spec: FeatureSpec, name: str, tokens: Sequence[str], order: str) -> FeatureSpec:
+  index, step = _vocabulary_step(spec, name)
+  features = []
+  for f in spec.features:
+    if f.name == name:
+      step = dataclasses.replace(step, vocabulary=tuple(tokens), order=order)
+      f = dataclasses.replace(f, steps=f.steps[:index] + (step,) + f.steps[index + 1:])
+    features.append(f)
+  return FeatureSpec(tuple(features))
+
+
+def _counts(spec: FeatureSpec, name: str, batches: Sequence[pa.RecordBatch]) -> dict[str, int]:
+  """How often each value reaches the feature's vocabulary step in `batches`."""
+  index, _ = _vocabulary_step(spec, name)
+  feature = spec.features[spec.columns.index(name)]
+  fn = ValueCountsFn()
+  acc = fn.create_accumulator()
+  for batch in batches:
+    acc = fn.add_input(acc, feature.apply(batch.column(name), upto=index))
+  return {str(v): c for v, c in acc.items()}
+
+
+def _alternatives(spec: FeatureSpec, batches: Sequence[pa.RecordBatch]) -> list[tuple[str, str, list[str]]]:
+  """(feature, order, tokens) for each other order of each vocabulary's own tokens."""
+  found = []
+  for f in spec.features:
+    if not any(isinstance(s, Vocabulary) for s in f.steps):
+      continue
+    tokens = list(_vocabulary_step(spec, f.name)[1].vocabulary)
+    counts = _counts(spec, f.name, batches)
+    for order in ORDERS:
+      try:
+        candidate = order_tokens(tokens, order, counts)
+      except ValueError:  # not every value is a number
+        continue
+      if candidate != tokens and all(c != candidate for n, _, c in found if n == f.name):
+        found.append((f.name, order, candidate))
+  return found
+
+
+def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], expected: ExpectedRows,
+             outputs: Outputs, tolerance: Tolerance, agreement: Agreement, *,
+             count_batches: Sequence[pa.RecordBatch] = (), min_accuracy: Optional[float] = None,
+             fitted_on_data: Sequence[str] = ()) -> list[str]:
+  """The likely causes of a disagreement, each with what to change in features.json or outputs.json.
+
+  Tries, one feature at a time and keeping each change that helps most, every
+  other order (lexical, numeric, frequency in `count_batches`, else in the
+  expected rows) of each vocabulary; then whether the classes are listed in
+  another order than the model returns them.
+  """
+  def score(candidate: FeatureSpec) -> Agreement:
+    return compare(predict(candidate.transform(expected.valid)), expected, outputs, tolerance, min_accuracy)
+
+  batches = list(count_batches) or [expected.valid]
+  causes, current, best = [], spec, agreement
+  changed: dict[str, tuple[str, list[str]]] = {}
+  for _ in range(len(spec.features)):
+    trials = [(score(_with_vocabulary(current, name, tokens, order)), name, order, tokens)
+              for name, order, tokens in _alternatives(current, batches) if name not in changed]
+    if not trials:
+      break
+    result, name, order, tokens = max(trials, key=lambda t: t[0].agreeing)
+    if result.agreeing <= best.agreeing:
+      break
+    changed[name] = (order, tokens)
+    current, best = _with_vocabulary(current, name, tokens, order), result
+    if result.passed:
+      break
+  for name, (order, tokens) in changed.items():
+    example = json.dumps({'kind': 'vocabulary', 'vocabulary': tokens})
+    causes.append(f'vocabulary order differs for `{name}`: the model agrees when it is ordered {order} '
+                  f'({", ".join(json.dumps(t) for t in tokens)}); give the vocabulary explicitly in '
+                  f'features.json: {example}')
+  if changed and not best.passed:
+    causes.append(f'with that, {best.agreeing} of {best.rows} rows agree: something else differs too')
+  if changed:
+    return causes
+
+  if outputs.kind == 'classification' and len(expected.probabilities) == len(outputs.classes):
+    scores = predict(spec.transform(expected.valid))
+    # For each expected class column, the model output it matches best.
+    match = [int(np.argmin([np.nanmax(np.abs(scores[:, j] - want)) for j in range(scores.shape[1])]))
+             for want in (expected.probabilities[i] for i in range(len(outputs.classes)))]
+    if sorted(match) == list(range(len(match))) and match != list(range(len(match))):
+      reordered = [None] * len(match)
+      for i, j in enumerate(match):
+        reordered[j] = outputs.classes[i]
+      trial = compare(scores, dataclasses.replace(expected, probabilities={
+          match[i]: want for i, want in expected.probabilities.items()}, classes=None), outputs, tolerance)
+      if trial.passed:
+        return [f'the classes are in another order than the model returns them: the model agrees with '
+                f'"classes": {json.dumps(reordered)} in outputs.json']
+  if fitted_on_data:
+    causes.append(f'--data fitted {", ".join(fitted_on_data)}; if your model was trained with other values '
+                  '(another sample, another order), give them explicitly in features.json (the values fitted '
+                  'are printed above)')
+  causes.append('check the feature order (the model-input columns, in order, are printed above), each step and '
+                'its statistics, and that the expected outputs come from this SavedModel')
+  return causes
+
+
+def check(bundle: ModelBundle, expected: ExpectedRows, tolerance: Tolerance, *, min_accuracy: Optional[float] = None,
+          count_batches: Sequence[pa.RecordBatch] = (), fitted_on_data: Sequence[str] = ()) -> Agreement:
+  """Runs the bundle on the expected rows; raises `BundleError` with the mismatches and likely causes."""
+  from models.handler import SavedModelPredictor  # TensorFlow import is heavy; only here.
+  predictor = SavedModelPredictor(bundle.saved_model_path, bundle.outputs.signature, bundle.outputs.output_key)
+  predict = lambda x: np.asarray(predictor.predict(x), np.float64)  # noqa: E731
+  agreement = compare(predict(bundle.features.transform(expected.valid)), expected, bundle.outputs, tolerance,
+                      min_accuracy)
+  if agreement.passed:
+    return agreement
+  causes = diagnose(bundle.features, predict, expected, bundle.outputs, tolerance, agreement,
+                    count_batches=count_batches, min_accuracy=min_accuracy, fitted_on_data=fitted_on_data)
+  lines = [f'--expected {expected.path}: the bundle does not reproduce your model\'s outputs: {agreement.summary}.',
+           'first mismatches:', *[f'  {m}' for m in agreement.mismatches], 'likely cause:',
+           *[f'  {c}' for c in causes]]
+  raise BundleError('\n'.join(lines))
