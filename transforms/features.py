@@ -108,7 +108,22 @@ class Feature:
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'Feature':
-    feature = cls(data['name'], data['dtype'], tuple(Step.from_dict(s) for s in data.get('steps', [])))
+    example = ('{"name": "temp_max", "dtype": "float", "steps": [{"kind": "z_score", "mean": 16.4, "std": 7.2}]}')
+    if not isinstance(data, dict):
+      raise ValueError(f'a feature is a JSON object like {example}, got {data!r}')
+    absent = [k for k in ('name', 'dtype') if k not in data]
+    unknown = sorted(set(data) - {'name', 'dtype', 'steps', 'required'})
+    if absent or unknown:  # a misspelt 'steps' must not pass as a feature with no steps
+      problem = f'no {" or ".join(map(repr, absent))}' if absent else f'no key {", ".join(map(repr, unknown))}'
+      raise ValueError(f'feature {data.get("name", data)!r}: {problem} (a feature takes name, dtype, steps); '
+                       f'for example {example}')
+    if not isinstance(data.get('steps', []), list):
+      raise ValueError(f'feature {data["name"]!r}: steps must be a list, e.g. {example}')
+    try:
+      steps = tuple(Step.from_dict(s) for s in data.get('steps', []))
+    except ValueError as e:
+      raise ValueError(f'feature {data["name"]!r}: {e}') from None
+    feature = cls(data['name'], data['dtype'], steps)
     if 'required' in data and data['required'] != feature.required:
       raise ValueError(f"feature {feature.name!r}: 'required' is {data['required']} but its steps "
                        f"make it {feature.required} (only a leading fill_missing makes a column optional)")

@@ -228,3 +228,17 @@ def test_spec__describe_prints_every_learned_value_and_the_one_hot_columns():
           '(colour=<oov0>, colour=<oov1> are the out-of-vocabulary buckets)') in text
   assert f'z_score: (x - {fitted.features[0].steps[1].mean!r}) / {fitted.features[0].steps[1].std!r}' in text
   assert colour.steps[0].describe() in text
+
+
+@pytest.mark.parametrize('feature, message', [
+    ({'name': 'temp', 'dtype': 'float', 'step': [{'kind': 'z_score'}]}, r"feature 'temp': no key 'step'"),
+    ({'name': 'temp', 'type': 'float'}, r"feature 'temp': no 'dtype'"),
+    ({'name': 'temp', 'dtype': 'float', 'steps': {'kind': 'z_score'}}, 'steps must be a list'),
+    ({'name': 'temp', 'dtype': 'float', 'steps': [{'kind': 'z_score', 'avg': 1}]},
+     r"feature 'temp': bad 'z_score' step .*no parameter 'avg'")])
+def test_feature__a_misspelt_key_is_an_error_with_an_example_not_a_feature_without_steps(feature, message):
+  with pytest.raises(ValueError, match=message) as e:
+    FeatureSpec.from_dict({'features': [feature]})
+  example = str(e.value).rsplit('for example ', 1)[-1] if 'for example' in str(e.value) else None
+  if example and example.startswith('{"name"'):
+    assert FeatureSpec.from_dict({'features': [json.loads(example)]}).is_fitted
