@@ -179,3 +179,20 @@ def test_import__expected_rows_without_any_expected_output_are_refused(weather, 
   err = capsys.readouterr().err
   assert 'holds no expected output: give `predicted_class` and/or probability columns (probability_drizzle' in err
   assert not os.path.exists(tmp_path / 'b')
+
+
+def test_import__classes_listed_in_another_order_are_named(weather, tmp_path, capsys):
+  directory, _, stats, _ = weather
+  features = _readme_features()
+  for feature in features['features']:
+    for step in feature['steps']:
+      if step['kind'] == 'z_score':
+        step['mean'], step['std'] = stats[feature['name']]
+  (directory / 'outputs.json').write_text(json.dumps({'kind': 'classification', 'classes': sorted(CLASSES)[::-1]}))
+  try:
+    code = _import(directory, features, tmp_path / 'b', f'--expected={directory / "expected.jsonl"}')
+  finally:
+    (directory / 'outputs.json').write_text(json.dumps({'kind': 'classification', 'classes': CLASSES}))
+  assert code == 2 and not os.path.exists(tmp_path / 'b')
+  assert ('the classes are in another order than the model returns them: the model agrees with "classes": '
+          + json.dumps(CLASSES) + ' in outputs.json') in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""The --expected contract: reading the file, and what counts as agreeing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, Outputs
+from models.parity import Tolerance, compare, read_expected
+from transforms.features import FeatureSpec
+
+SPEC = FeatureSpec.from_dict({'features': [
+    {'name': 'x', 'dtype': 'float', 'steps': [{'kind': 'z_score', 'mean': 0.0, 'std': 1.0}]}]})
+CLASSIFIER = Outputs('classification', ('no', 'yes'))
+
+
+def _expected(tmp_path, rows, outputs=CLASSIFIER, **kwargs):
+  path = tmp_path / 'expected.jsonl'
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  return read_expected(str(path), SPEC, outputs, **kwargs)
+
+
+def test_compare__probabilities_within_tolerance_agree_and_a_missing_one_is_not_checked(tmp_path):
+  rows = _expected(tmp_path, [{'x': 1, 'probability_yes': 0.7}, {'x': 2, 'probability_yes': None},
+                              {'x': 3, 'probability_yes': 0.2}])
+  scores = np.array([[0.30004, 0.70004], [0.5, 0.5], [0.79, 0.21]])
+  agreement = compare(scores, rows, CLASSIFIER, Tolerance(atol=1e-4, rtol=0.0))
+  assert (agreement.rows, agreement.agreeing, agreement.passed) == (3, 2, False)
+  assert agreement.mismatches == (f'{tmp_path / "expected.jsonl"}:3: probability_yes expected 0.2, bundle 0.21',)
+  assert compare(scores, rows, CLASSIFIER, Tolerance(atol=0.0, rtol=0.06)).passed  # 0.01 <= 0.06 * 0.2
+
+
+def test_compare__a_class_must_match_unless_tied_with_the_top_one(tmp_path):
+  rows = _expected(tmp_path, [{'x': 1, 'predicted_class': 'yes'}, {'x': 2, 'predicted_class': 'no'}])
+  assert compare(np.array([[0.2, 0.8], [0.50002, 0.49998]]), rows, CLASSIFIER, Tolerance()).passed
+  failed = compare(np.array([[0.2, 0.8], [0.4, 0.6]]), rows, CLASSIFIER, Tolerance())
+  assert not failed.passed and failed.mismatches[0].endswith('predicted_class expected no, bundle yes')
+
+
+def test_compare__a_row_the_bundle_rejects_disagrees(tmp_path):
+  rows = _expected(tmp_path, [{'x': 1, 'predicted_class': 'yes'}, {'x': 'many', 'predicted_class': 'no'}])
+  agreement = compare(np.array([[0.2, 0.8]]), rows, CLASSIFIER, Tolerance())
+  assert not agreement.passed and agreement.rows == 2
+  assert "expected.jsonl:2: rejected by the bundle (x: 'many' is not a valid float)" in agreement.mismatches[0]
+
+
+def test_compare__a_label_column_must_beat_the_most_common_label_by_default(tmp_path):
+  rows = _expected(tmp_path, [{'x': i, 'truth': t} for i, t in enumerate(['yes', 'yes', 'yes', 'no'])],
+                   label='truth')
+  always_yes = np.array([[0.1, 0.9]] * 4)
+  assert compare(always_yes, rows, CLASSIFIER, Tolerance()).passed  # 0.75 >= 0.75
+  assert not compare(always_yes, rows, CLASSIFIER, Tolerance(), min_accuracy=0.8).passed
+  assert 'accuracy 0.7500 on 4 labelled rows (at least 0.8000 needed)' in compare(
+      always_yes, rows, CLASSIFIER, Tolerance(), min_accuracy=0.8).summary
+
+
+def test_compare__a_regressor_compares_its_score(tmp_path):
+  rows = _expected(tmp_path, [{'x': 1, 'score': 100.0}], Outputs('regression'))
+  assert compare(np.array([[100.09]]), rows, Outputs('regression'), Tolerance()).passed  # 1e-4 + 1e-3 * 100
+  assert not compare(np.array([[100.2]]), rows, Outputs('regression'), Tolerance()).passed
+
+
+@pytest.mark.parametrize('rows, kwargs, message', [
+    ([{'x': 1, 'label': 'yes'}], {}, r'holds no expected output: give `predicted_class` and/or probability columns '
+                                    r'\(probability_no, probability_yes\)'),
+    ([{'x': 1}], {'label': 'truth'}, r"has no column 'truth' \(--expected_label\)"),
+    ([{'x': 'a', 'predicted_class': 'no'}], {}, 'no row passed validation .*1 rejected'),
+])
+def test_read_expected__a_file_that_cannot_prove_anything_is_refused(tmp_path, rows, kwargs, message):
+  with pytest.raises(BundleError, match=message):
+    _expected(tmp_path, rows, **kwargs)
+
+
+def test_read_expected__a_label_is_for_classifiers(tmp_path):
+  with pytest.raises(BundleError, match='--expected_label is for classifiers'):
+    _expected(tmp_path, [{'x': 1, 'score': 1.0}], Outputs('regression'), label='score')
