@@ -16,8 +16,8 @@ only) the file holds the true class instead, and the bundle must reach
 `--min_accuracy` on it: a sanity bound, not a proof.
 
 When the rows disagree, `diagnose` looks for the likely cause: another order of
-a vocabulary (lexical, numeric, by frequency) or of the classes that makes the
-model agree.
+a vocabulary (lexical, numeric, by frequency, out-of-vocabulary id first or last)
+or of the classes that makes the model agree.
 """
 
 from __future__ import annotations
@@ -209,12 +209,21 @@ def _vocabulary_step(spec: FeatureSpec, name: str) -> tuple[int, Vocabulary]:
   return index, feature.steps[index]
 
 
-def _with_vocabulary(spec: FeatureSpec, name: str, tokens: Sequence[str], order: str) -> FeatureSpec:
-  index, step = _vocabulary_step(spec, name)
+@dataclasses.dataclass(frozen=True)
+class _Candidate:
+  """Another way the user's code may have numbered one feature's values."""
+  feature: str
+  order: str
+  tokens: tuple[str, ...]
+  oov_position: str
+
+
+def _with_vocabulary(spec: FeatureSpec, c: _Candidate) -> FeatureSpec:
+  index, step = _vocabulary_step(spec, c.feature)
   features = []
   for f in spec.features:
-    if f.name == name:
-      step = dataclasses.replace(step, vocabulary=tuple(tokens), order=order)
+    if f.name == c.feature:
+      step = dataclasses.replace(step, vocabulary=c.tokens, order=c.order, oov_position=c.oov_position)
       f = dataclasses.replace(f, steps=f.steps[:index] + (step,) + f.steps[index + 1:])
     features.append(f)
   return FeatureSpec(tuple(features))
@@ -231,22 +240,44 @@ def _counts(spec: FeatureSpec, name: str, batches: Sequence[pa.RecordBatch]) -> 
   return {str(v): c for v, c in acc.items()}
 
 
-def _alternatives(spec: FeatureSpec, batches: Sequence[pa.RecordBatch]) -> list[tuple[str, str, list[str]]]:
-  """(feature, order, tokens) for each other order of each vocabulary's own tokens."""
+def _alternatives(spec: FeatureSpec, batches: Sequence[pa.RecordBatch]) -> list[_Candidate]:
+  """Each other order of each vocabulary's own tokens, with its OOV ids last or first."""
   found = []
   for f in spec.features:
     if not any(isinstance(s, Vocabulary) for s in f.steps):
       continue
-    tokens = list(_vocabulary_step(spec, f.name)[1].vocabulary)
+    step = _vocabulary_step(spec, f.name)[1]
     counts = _counts(spec, f.name, batches)
-    for order in ORDERS:
+    seen = {(step.vocabulary, step.oov_position)}
+    for order in ('as given', *ORDERS):
       try:
-        candidate = order_tokens(tokens, order, counts)
+        tokens = step.vocabulary if order == 'as given' else tuple(order_tokens(step.vocabulary, order, counts))
       except ValueError:  # not every value is a number
         continue
-      if candidate != tokens and all(c != candidate for n, _, c in found if n == f.name):
-        found.append((f.name, order, candidate))
+      for oov_position in ('last', 'first'):
+        if (tokens, oov_position) not in seen:
+          seen.add((tokens, oov_position))
+          found.append(_Candidate(f.name, step.order if order == 'as given' else order, tokens, oov_position))
   return found
+
+
+def _cause(spec: FeatureSpec, c: _Candidate) -> str:
+  """What differs for one feature, and the vocabulary step that makes the model agree."""
+  step = _vocabulary_step(spec, c.feature)[1]
+  fix = {'kind': 'vocabulary', 'vocabulary': list(c.tokens)}
+  if c.oov_position != 'last':
+    fix['oov_position'] = c.oov_position
+  reordered = c.tokens != step.vocabulary
+  moved = c.oov_position != step.oov_position
+  what = []
+  if reordered:
+    what.append(f'vocabulary order differs for `{c.feature}`: the model agrees when it is ordered {c.order} '
+                f'({", ".join(json.dumps(t) for t in c.tokens)})')
+  if moved:
+    what.append(f'{"and " if reordered else f"out-of-vocabulary position differs for `{c.feature}`: "}the model '
+                f'agrees with its out-of-vocabulary id {c.oov_position}'
+                + (' (as Keras StringLookup numbers them)' if c.oov_position == 'first' else ''))
+  return f'{" ".join(what)}; give the vocabulary explicitly in features.json: {json.dumps(fix)}'
 
 
 def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], expected: ExpectedRows,
@@ -257,32 +288,29 @@ def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], exp
 
   Tries, one feature at a time and keeping each change that helps most, every
   other order (lexical, numeric, frequency in `count_batches`, else in the
-  expected rows) of each vocabulary; then whether the classes are listed in
-  another order than the model returns them.
+  expected rows) of each vocabulary, with its out-of-vocabulary id last or
+  first; then whether the classes are listed in another order than the model
+  returns them.
   """
   def score(candidate: FeatureSpec) -> Agreement:
     return compare(predict(candidate.transform(expected.valid)), expected, outputs, tolerance, min_accuracy)
 
   batches = list(count_batches) or [expected.valid]
   causes, current, best = [], spec, agreement
-  changed: dict[str, tuple[str, list[str]]] = {}
+  changed: dict[str, _Candidate] = {}
   for _ in range(len(spec.features)):
-    trials = [(score(_with_vocabulary(current, name, tokens, order)), name, order, tokens)
-              for name, order, tokens in _alternatives(current, batches) if name not in changed]
+    trials = [(score(_with_vocabulary(current, c)), c) for c in _alternatives(current, batches)
+              if c.feature not in changed]
     if not trials:
       break
-    result, name, order, tokens = max(trials, key=lambda t: t[0].agreeing)
+    result, candidate = max(trials, key=lambda t: t[0].agreeing)
     if result.agreeing <= best.agreeing:
       break
-    changed[name] = (order, tokens)
-    current, best = _with_vocabulary(current, name, tokens, order), result
+    changed[candidate.feature] = candidate
+    current, best = _with_vocabulary(current, candidate), result
     if result.passed:
       break
-  for name, (order, tokens) in changed.items():
-    example = json.dumps({'kind': 'vocabulary', 'vocabulary': tokens})
-    causes.append(f'vocabulary order differs for `{name}`: the model agrees when it is ordered {order} '
-                  f'({", ".join(json.dumps(t) for t in tokens)}); give the vocabulary explicitly in '
-                  f'features.json: {example}')
+  causes = [_cause(spec, c) for c in changed.values()]
   if changed and not best.passed:
     causes.append(f'with that, {best.agreeing} of {best.rows} rows agree: something else differs too')
   if changed:

@@ -67,7 +67,8 @@ class Feature:
       if vocab is None:  # integer codes, one-hot encoded as they are
         tokens = [str(i) for i in range(last.depth)]
       else:
-        tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+        oov = [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+        tokens = oov + list(vocab.vocabulary) if vocab.oov_position == 'first' else list(vocab.vocabulary) + oov
         tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
       return [f'{self.name}={t}' for t in tokens[:last.depth]]
     return [self.name]

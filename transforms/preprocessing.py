@@ -332,10 +332,12 @@ def _parses_as_float(text: str) -> bool:
 class Vocabulary(Step):
   """Maps each value (as text) to an integer id: its position in `vocabulary`.
 
-  A value not in the vocabulary gets an out-of-vocabulary (OOV) id after the
-  vocabulary's: `len(vocabulary)`, or one of `num_oov_buckets` ids by a stable
-  hash of the value. The order is part of the model: give the vocabulary in the
-  order your model was trained with, or let `--data` fit it in `order`.
+  A value not in the vocabulary gets an out-of-vocabulary (OOV) id: after the
+  vocabulary's (`len(vocabulary)`, or one of `num_oov_buckets` ids by a stable
+  hash of the value), or before them with `oov_position: first`, as Keras'
+  `StringLookup` numbers them. The order is part of the model: give the
+  vocabulary in the order your model was trained with, or let `--data` fit it in
+  `order`.
   """
   kind: ClassVar[str] = 'vocabulary'
   output: ClassVar[str] = ('1 integer id per row, `0 .. len(vocabulary) + num_oov_buckets - 1`; usually '
@@ -350,6 +352,8 @@ class Vocabulary(Step):
                                '"2") or `numeric` (sorted as numbers: "1", "2", "10"). With a given `vocabulary` it '
                                'only checks that the list is in that order.')
   num_oov_buckets: int = param(1, 'How many ids values outside the vocabulary share (at least 1).')
+  oov_position: str = param('last', 'Where the OOV ids go: `last` (after the vocabulary) or `first` (ids '
+                            '`0 .. num_oov_buckets - 1`, the vocabulary after them, as in Keras `StringLookup`).')
   max_tokens: Optional[int] = param(None, 'Fitting keeps at most this many of the most frequent values. '
                                     'Default: all.')
   min_frequency: int = param(1, 'Fitting keeps only values seen at least this often in `--data`.')
@@ -357,6 +361,8 @@ class Vocabulary(Step):
   def __post_init__(self):
     if not isinstance(self.num_oov_buckets, int) or self.num_oov_buckets < 1:
       raise self._error('num_oov_buckets must be an integer >= 1, so unseen values have an id')
+    if self.oov_position not in ('last', 'first'):
+      raise self._error(f"oov_position must be 'last' or 'first', got {self.oov_position!r}")
     if self.order is not None and self.order not in ORDERS:
       raise self._error(f'order must be one of {list(ORDERS)}, got {self.order!r}')
     if self.vocabulary is None:
@@ -396,9 +402,12 @@ class Vocabulary(Step):
     values = values.cast(pa.string())
     ids = pc.index_in(values, value_set=pa.array(self.vocabulary, pa.string()))
     in_vocab = ids.is_valid().to_numpy(zero_copy_only=False)
+    first = self.oov_position == 'first'
     out = ids.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if first:
+      out += self.num_oov_buckets
     if not in_vocab.all():
-      oov = len(self.vocabulary)
+      oov = 0 if first else len(self.vocabulary)
       if self.num_oov_buckets > 1:
         hashes = np.array([_stable_hash(v) for v in values.filter(pa.array(~in_vocab)).to_pylist()], np.int64)
         out[~in_vocab] = oov + hashes % self.num_oov_buckets
@@ -407,10 +416,10 @@ class Vocabulary(Step):
     return out
 
   def describe(self) -> str:
-    n = len(self.vocabulary)
-    ids = ', '.join(f'{json.dumps(t)}→{i}' for i, t in enumerate(self.vocabulary))
-    oov = (f'any other value → {n}' if self.num_oov_buckets == 1
-           else f'any other value → {n}..{n + self.num_oov_buckets - 1} by hash')
+    n, b = len(self.vocabulary), self.num_oov_buckets
+    start, oov = (b, 0) if self.oov_position == 'first' else (0, n)
+    ids = ', '.join(f'{json.dumps(t)}→{start + i}' for i, t in enumerate(self.vocabulary))
+    oov = f'any other value → {oov}' if b == 1 else f'any other value → {oov}..{oov + b - 1} by hash'
     how = f'{self.order} order' if self.order else 'order as given'
     return f'vocabulary ({n} values, {how}): {ids}; {oov}'
 
@@ -455,7 +464,7 @@ class OneHot(Step):
   kind: ClassVar[str] = 'one_hot'
   output: ClassVar[str] = ('`depth` columns: after a `vocabulary` of n values with b OOV buckets, n + b columns, '
                            'the vocabulary in order, then the OOV buckets (with the default b = 1, the last column '
-                           'is "not in the vocabulary")')
+                           'is "not in the vocabulary"); with `oov_position: first`, the OOV buckets come first')
   learns: ClassVar[str] = "nothing itself; `depth` comes from the preceding `vocabulary` once that is given or fitted"
   example: ClassVar[dict[str, Any]] = {}
   depth: Optional[int] = param(None, 'The number of columns. Leave it out after a `vocabulary`; give it only for '

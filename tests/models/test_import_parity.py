@@ -196,3 +196,38 @@ def test_import__classes_listed_in_another_order_are_named(weather, tmp_path, ca
   assert code == 2 and not os.path.exists(tmp_path / 'b')
   assert ('the classes are in another order than the model returns them: the model agrees with "classes": '
           + json.dumps(CLASSES) + ' in outputs.json') in capsys.readouterr().err
+
+
+def test_import__a_keras_style_out_of_vocabulary_id_first_is_found_and_then_accepted(weather, tmp_path, capsys):
+  """A user whose code numbered months as Keras' StringLookup does: the unseen-month id first, then 1..12."""
+  from tests.saved_models import linear, save_linear_model
+  directory, rows, stats, _ = weather
+  rng = np.random.default_rng(5)
+  weights, bias = rng.normal(size=(4 + 13, len(CLASSES))), rng.normal(size=len(CLASSES))
+  save_linear_model(str(tmp_path / 'keras_style'), weights, bias)
+  sample = rows[::5]
+  matrix = _user_matrix(sample, stats)
+  matrix = np.column_stack([matrix[:, :4], matrix[:, -1:], matrix[:, 4:-1]])  # the OOV column first
+  own = linear(matrix, weights, bias)
+  with open(tmp_path / 'expected.csv', 'w', newline='', encoding='utf-8') as f:  # as pandas' to_csv writes it
+    writer = csv.DictWriter(f, fieldnames=[*sample[0], *(f'probability_{c}' for c in CLASSES)])
+    writer.writeheader()
+    writer.writerows({**r, **{f'probability_{c}': repr(float(p[k])) for k, c in enumerate(CLASSES)}}
+                     for r, p in zip(sample, own))
+  unfitted = {'features': [*({'name': c, 'dtype': 'float', 'steps': [{'kind': 'z_score'}]} for c in NUMBERS),
+                           {'name': 'month', 'dtype': 'string', 'steps': [{'kind': 'vocabulary'}, {'kind': 'one_hot'}]}]}
+  args = [f'--saved_model={tmp_path / "keras_style"}', f'--outputs={directory / "outputs.json"}', '--name=w',
+          '--version=1', f'--data={directory / "train.csv"}', f'--expected={tmp_path / "expected.csv"}']
+  (tmp_path / 'features.json').write_text(json.dumps(unfitted))
+  assert import_main([*args, f'--features={tmp_path / "features.json"}', f'--output={tmp_path / "b1"}']) == 2
+  fix = {'kind': 'vocabulary', 'vocabulary': MONTHS, 'oov_position': 'first'}
+  assert ('vocabulary order differs for `month`: the model agrees when it is ordered numeric ('
+          + ', '.join(f'"{m}"' for m in MONTHS) + ') and the model agrees with its out-of-vocabulary id first (as '
+          'Keras StringLookup numbers them); give the vocabulary explicitly in features.json: '
+          + json.dumps(fix)) in capsys.readouterr().err
+  unfitted['features'][-1]['steps'][0] = fix  # what the error said to give
+  (tmp_path / 'features.json').write_text(json.dumps(unfitted))
+  assert import_main([*args, f'--features={tmp_path / "features.json"}', f'--output={tmp_path / "b2"}']) == 0
+  assert ('one_hot: 13 columns, in this order: month=<oov0>, month=1, month=2'
+          in capsys.readouterr().out)
+  assert ModelBundle.load(str(tmp_path / 'b2')).features.output_names[4:6] == ['month=<oov0>', 'month=1']

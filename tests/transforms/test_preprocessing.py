@@ -320,3 +320,12 @@ def test_steps__every_example_loads_fitted(kind):
 def test_given_statistics_are_kept_when_others_are_fitted():
   assert ZScore(mean=1.0, std=2.0).analyzer() is None
   assert _fit(MinMax(min=0.0, max=10.0)) == MinMax(min=0.0, max=10.0)
+
+
+def test_vocabulary__out_of_vocabulary_ids_can_come_first_as_keras_numbers_them():
+  step = Vocabulary(vocabulary=('a', 'b'), num_oov_buckets=2, oov_position='first')
+  ids = step.apply(pa.array(['b', 'a', 'zzz']))
+  assert ids[:2].tolist() == [3, 2] and ids[2] in (0, 1) and step.size == 4
+  assert step.describe().startswith('vocabulary (2 values, order as given): "a"→2, "b"→3; any other value → 0..1')
+  with pytest.raises(ValueError, match="oov_position must be 'last' or 'first'"):
+    Vocabulary(oov_position='start')
