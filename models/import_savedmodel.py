@@ -5,8 +5,8 @@
         [--data sample.parquet] [--expected my_model_outputs.parquet]
 
 `features.json` lists the columns the model reads, in the order its input
-matrix expects them, with the steps that turn each into numbers (see the README's
-feature step reference). Every learned value is part of the spec: give the
+matrix expects them, with the steps that turn each into numbers (the README's
+feature step reference; `python -m transforms.step_reference` prints it). Every learned value is part of the spec: give the
 vocabularies (in the order your model was trained with), fill values and scaling
 statistics, or leave them out and let `--data`, a sample of the training data,
 fit them in the documented order (a vocabulary: most frequent first, ties by

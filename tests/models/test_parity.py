@@ -74,3 +74,10 @@ def test_read_expected__a_file_that_cannot_prove_anything_is_refused(tmp_path, r
 def test_read_expected__a_label_is_for_classifiers(tmp_path):
   with pytest.raises(BundleError, match='--expected_label is for classifiers'):
     _expected(tmp_path, [{'x': 1, 'score': 1.0}], Outputs('regression'), label='score')
+
+
+def test_expected_rows__head_keeps_rows_and_their_expected_values_together(tmp_path):
+  rows = _expected(tmp_path, [{'x': i, 'probability_yes': i / 10, 'predicted_class': 'no'} for i in range(5)])
+  head = rows.head(2)
+  assert head.valid.column('x').to_pylist() == [0.0, 1.0] and head.probabilities[1].tolist() == [0.0, 0.1]
+  assert head.classes.tolist() == ['no', 'no'] and head.keys == rows.keys[:2]
