@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from models import parity
+from models import diagnosis, parity
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from transforms.features import FeatureSpec, fit_in_memory
 from transforms.preprocessing import OneHot, Vocabulary
@@ -116,6 +116,25 @@ def smoke_test(bundle: ModelBundle, valid: Sequence[pa.RecordBatch]) -> np.ndarr
     raise BundleError(f'the model returned non-finite values for {int((~np.isfinite(scores)).any(axis=1).sum())} '
                       f'of {rows.num_rows} sample rows; check the feature steps and their statistics')
   return scores
+
+
+def prove(bundle: ModelBundle, expected: parity.ExpectedRows, tolerance: parity.Tolerance, *,
+          min_accuracy: Optional[float] = None, count_batches: Sequence[pa.RecordBatch] = (),
+          fitted_on_data: Sequence[str] = ()) -> parity.Agreement:
+  """Runs the bundle on the expected rows; raises `BundleError` with the mismatches and likely causes."""
+  from models.handler import SavedModelPredictor  # TensorFlow import is heavy; only here.
+  predictor = SavedModelPredictor(bundle.saved_model_path, bundle.outputs.signature, bundle.outputs.output_key)
+  predict = lambda x: np.asarray(predictor.predict(x), np.float64)  # noqa: E731
+  agreement = parity.compare(predict(bundle.features.transform(expected.valid)), expected, bundle.outputs, tolerance,
+                      min_accuracy)
+  if agreement.passed:
+    return agreement
+  causes = diagnosis.diagnose(bundle.features, predict, expected, bundle.outputs, tolerance, agreement,
+                    count_batches=count_batches, min_accuracy=min_accuracy, fitted_on_data=fitted_on_data)
+  lines = [f'--expected {expected.path}: the bundle does not reproduce your model\'s outputs: {agreement.summary}.',
+           'first mismatches:', *[f'  {m}' for m in agreement.mismatches], 'likely cause:',
+           *[f'  {c}' for c in causes]]
+  raise BundleError('\n'.join(lines))
 
 
 def fitted_on_data(given: FeatureSpec, fitted: FeatureSpec) -> list[str]:
@@ -182,8 +201,8 @@ def import_savedmodel(*, saved_model: str, features: str, outputs: str, name: st
     if valid:
       smoke_test(bundle, valid)
     if rows is not None:
-      agreement = parity.check(bundle, rows, tolerance, min_accuracy=min_accuracy, count_batches=valid,
-                               fitted_on_data=from_data)
+      agreement = prove(bundle, rows, tolerance, min_accuracy=min_accuracy, count_batches=valid,
+                        fitted_on_data=from_data)
       print(f'--expected {expected}: {agreement.summary}')
   except Exception:
     FileSystems.delete([output])
