@@ -248,12 +248,13 @@ class Vocabulary(Step):
   learns: ClassVar[str] = ('`vocabulary`, unless given: the distinct values seen at least `min_frequency` '
                            'times, the `max_tokens` most frequent of them, in `order`')
   example: ClassVar[dict[str, Any]] = {'vocabulary': ['Europe', 'Japan', 'USA']}
-  vocabulary: Optional[tuple[str, ...]] = param(None, 'The values, in id order: the first gets id 0. Give them '
-                                                'in the order your model was trained with.')
+  vocabulary: Optional[tuple[str, ...]] = param(None, 'The values as text (a JSON number is taken as its text), in '
+                                                'id order: the first gets the first id. Give them in the order '
+                                                'your model was trained with.')
   order: Optional[str] = param(None, 'How `--data` orders a fitted vocabulary: `frequency` (most frequent first, '
                                'ties by value as text; used when not given), `lexical` (sorted as text: "1", "10", '
-                               '"2") or `numeric` (sorted as numbers: "1", "2", "10"). With a given `vocabulary` it '
-                               'only checks that the list is in that order.')
+                               '"2") or `numeric` (sorted as numbers: "1", "2", "10"). With a given `vocabulary`, '
+                               '`lexical` or `numeric` checks that the list is in that order.')
   num_oov_buckets: int = param(1, 'How many ids values outside the vocabulary share (at least 1).')
   oov_position: str = param('last', 'Where the OOV ids go: `last` (after the vocabulary) or `first` (ids '
                             '`0 .. num_oov_buckets - 1`, the vocabulary after them, as in Keras `StringLookup`).')
