@@ -124,6 +124,11 @@ def read_expected(path: str, spec: FeatureSpec, outputs: Outputs, *, file_format
     raise BundleError('--expected_label is for classifiers; for a regressor give the expected `score` column')
   if label is not None and label not in names:
     raise BundleError(f'--expected {path} has no column {label!r} (--expected_label); it has {names}')
+  known = {probability_column(c) for c in outputs.classes}
+  strays = [n for n in names if n.startswith('probability_') and n not in known and n != 'probability_']
+  if strays:  # a misnamed class would otherwise go unchecked
+    raise BundleError(f'--expected {path}: {strays} name no class of outputs.json; its probability columns are '
+                      f'{[probability_column(c) for c in outputs.classes]}')
   probabilities = {i: floats(probability_column(c)) for i, c in enumerate(outputs.classes)
                    if probability_column(c) in names}
   expected = ExpectedRows(

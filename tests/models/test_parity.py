@@ -65,6 +65,9 @@ def test_compare__a_regressor_compares_its_score(tmp_path):
                                     r'\(probability_no, probability_yes\)'),
     ([{'x': 1}], {'label': 'truth'}, r"has no column 'truth' \(--expected_label\)"),
     ([{'x': 'a', 'predicted_class': 'no'}], {}, 'no row passed validation .*1 rejected'),
+    ([{'x': 1, 'predicted_class': 'no', 'probability_Yes': 0.2}], {},
+     r"\['probability_Yes'\] name no class of outputs.json; its probability columns are "
+     r"\['probability_no', 'probability_yes'\]"),
 ])
 def test_read_expected__a_file_that_cannot_prove_anything_is_refused(tmp_path, rows, kwargs, message):
   with pytest.raises(BundleError, match=message):
