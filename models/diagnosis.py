@@ -125,7 +125,7 @@ def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], exp
     return compare(predict(candidate.transform(expected.valid)), expected, outputs, tolerance, min_accuracy)
 
   batches = list(count_batches) or [expected.valid]
-  causes, current, best = [], spec, agreement
+  current, best = spec, agreement
   changed: dict[str, _Candidate] = {}
   for _ in range(len(spec.features)):
     trials = [(score(_with_vocabulary(current, c)), c) for c in _alternatives(current, batches)
@@ -140,6 +140,11 @@ def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], exp
     if result.passed:
       break
   causes = [_cause(spec, c) for c in changed.values()]
+  if expected.rejected:
+    key, reason = expected.rejected[0]
+    causes.append(f'{len(expected.rejected)} expected rows are rejected by the bundle before the model sees them '
+                  f'(first, {key}: {reason}); if your code fills such values, start that feature\'s steps with a '
+                  'fill_missing step')
   if changed and not best.passed:
     causes.append(f'with that, {best.agreeing} of {best.rows} rows agree: something else differs too')
   if changed:

@@ -84,3 +84,14 @@ def test_expected_rows__head_keeps_rows_and_their_expected_values_together(tmp_p
   head = rows.head(2)
   assert head.valid.column('x').to_pylist() == [0.0, 1.0] and head.probabilities[1].tolist() == [0.0, 0.1]
   assert head.classes.tolist() == ['no', 'no'] and head.keys == rows.keys[:2]
+
+
+def test_diagnose__rows_the_bundle_rejects_are_named_as_a_cause(tmp_path):
+  from models.diagnosis import diagnose
+  rows = _expected(tmp_path, [{'x': 1, 'score': 1.0}, {'x': None, 'score': 0.0}], Outputs('regression'))
+  predict = lambda x: x.astype(np.float64)  # noqa: E731  (the model: its one input, unchanged)
+  agreement = compare(predict(SPEC.transform(rows.valid)), rows, Outputs('regression'), Tolerance())
+  assert not agreement.passed and agreement.agreeing == 1
+  causes = diagnose(SPEC, predict, rows, Outputs('regression'), Tolerance(), agreement)
+  assert causes[0].startswith('1 expected rows are rejected by the bundle before the model sees them (first, ')
+  assert 'x: missing required value' in causes[0] and 'fill_missing' in causes[0]
