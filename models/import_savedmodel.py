@@ -55,11 +55,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import diagnosis, parity
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
+from models.samples import read_validated
 from transforms.features import FeatureSpec, fit_in_memory
 from transforms.preprocessing import OneHot, Vocabulary
 from transforms.profile import profile_in_memory
-from transforms.readers import Rejected, infer_format, open_file, read_file
-from transforms.validation import validate
 
 # Sample rows the imported model must predict finite values for.
 SMOKE_ROWS = 256
@@ -71,31 +70,6 @@ def _read_json(path: str, what: str) -> Any:
       return json.loads(f.read().decode('utf-8'))
   except (OSError, ValueError) as e:
     raise BundleError(f'{what} {path}: {e}') from None
-
-
-def read_sample(pattern: str, spec: FeatureSpec, *, file_format: Optional[str] = None,
-                batch_size: int = 8192) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch], int]:
-  """Reads sample files as the pipeline does: (raw batches, valid batches, rows rejected)."""
-  matches = FileSystems.match([pattern])[0].metadata_list
-  if not matches:
-    raise BundleError(f'--data {pattern} matches no files')
-  raw, valid, rejected = [], [], 0
-  for m in sorted(matches, key=lambda m: m.path):
-    fmt = file_format or infer_format(m.path)
-    with open_file(m.path, fmt) as f:
-      for item in read_file(f, m.path, fmt, batch_size=batch_size, columns=spec.columns):
-        if isinstance(item, Rejected):
-          rejected += item.letters.num_rows
-          continue
-        raw.append(item)
-        good, letters = validate(item, spec)
-        rejected += letters.num_rows if letters is not None else 0
-        if good.num_rows:
-          valid.append(good)
-  if not valid:
-    raise BundleError(f'--data {pattern}: no row passed validation against the feature description '
-                      f'({rejected} rejected); check the column names and types')
-  return raw, valid, rejected
 
 
 def copy_tree(source: str, destination: str) -> None:
@@ -174,10 +148,11 @@ def import_savedmodel(*, saved_model: str, features: str, outputs: str, name: st
     raise BundleError(f'--saved_model {saved_model} has no saved_model.pb: pass the SavedModel directory')
   spec, statistics, valid = given, None, []
   if data:
-    raw, valid, rejected = read_sample(data, given, file_format=data_format)
-    logging.info('sample %s: %d rows valid, %d rejected', data, sum(b.num_rows for b in valid), rejected)
+    sample = read_validated(data, given, flag='--data', file_format=data_format, columns=given.columns)
+    valid = list(sample.valid)
+    logging.info('sample %s: %d rows valid, %d rejected', data, sum(b.num_rows for b in valid), len(sample.rejected))
     spec = fit_in_memory(given, valid)
-    statistics = profile_in_memory(spec, raw)
+    statistics = profile_in_memory(spec, sample.raw)
   elif not given.is_fitted:
     raise BundleError(f'--features {features} leaves values to learn and there is no --data to fit them on:\n  '
                       + '\n  '.join(given.missing())

@@ -27,13 +27,11 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.filesystems import FileSystems
 
 from models.bundle import BundleError, Outputs
+from models.samples import read_validated
 from transforms import dead_letters as dl
 from transforms.features import FeatureSpec
-from transforms.readers import Rejected, infer_format, open_file, read_file
-from transforms.validation import validate
 
 PREDICTED_CLASS = 'predicted_class'
 SCORE = 'score'
@@ -90,28 +88,8 @@ def _contract(outputs: Outputs) -> str:
 def read_expected(path: str, spec: FeatureSpec, outputs: Outputs, *, file_format: Optional[str] = None,
                   label: Optional[str] = None) -> ExpectedRows:
   """Reads and validates `--expected` as the pipeline reads input; raises unless it holds an expected output."""
-  matches = FileSystems.match([path])[0].metadata_list
-  if not matches:
-    raise BundleError(f'--expected {path} matches no files')
-  batches, rejected = [], []
-  for m in sorted(matches, key=lambda m: m.path):
-    fmt = file_format or infer_format(m.path)
-    with open_file(m.path, fmt) as f:
-      for item in read_file(f, m.path, fmt, batch_size=8192):
-        if isinstance(item, Rejected):
-          letters = item.letters
-        else:
-          good, letters = validate(item, spec)
-          if good.num_rows:
-            batches.append(good)
-        if letters is not None:
-          rejected += [(f'{s}:{r}', reason) for s, r, reason in zip(
-              letters.column('source').to_pylist(), letters.column('row').to_pylist(),
-              letters.column('reason').to_pylist())]
-  if not batches:
-    raise BundleError(f'--expected {path}: no row passed validation against the feature description '
-                      f'({len(rejected)} rejected{": " + rejected[0][1] if rejected else ""})')
-  valid = pa.Table.from_batches(batches).combine_chunks().to_batches()[0] if len(batches) > 1 else batches[0]
+  sample = read_validated(path, spec, flag='--expected', file_format=file_format)
+  valid, rejected = sample.valid_rows(), sample.rejected
   names = valid.schema.names
 
   def floats(name: str) -> np.ndarray:
@@ -132,7 +110,7 @@ def read_expected(path: str, spec: FeatureSpec, outputs: Outputs, *, file_format
   probabilities = {i: floats(probability_column(c)) for i, c in enumerate(outputs.classes)
                    if probability_column(c) in names}
   expected = ExpectedRows(
-      path=path, valid=valid, rejected=tuple(rejected), probabilities=probabilities,
+      path=path, valid=valid, rejected=rejected, probabilities=probabilities,
       classes=texts(PREDICTED_CLASS) if outputs.kind == 'classification' and PREDICTED_CLASS in names else None,
       scores=floats(SCORE) if outputs.kind == 'regression' and SCORE in names else None,
       labels=texts(label) if label is not None else None)

@@ -81,6 +81,12 @@ class Step:
   def _error(self, problem: str) -> ValueError:
     return ValueError(f'{self.kind} step: {problem}; for example {self.example_json()}')
 
+  def _check_numbers(self, *names: str) -> None:
+    """Refuses a given statistic that is not a number (JSON text like "12.3" included)."""
+    for name in names:
+      if getattr(self, name) is not None and not _is_number(getattr(self, name)):
+        raise self._error(f'{name} must be a number, got {getattr(self, name)!r}')
+
   def to_dict(self) -> dict[str, Any]:
     return {'kind': self.kind, **{k: (list(v) if isinstance(v, tuple) else v)
                                   for k, v in dataclasses.asdict(self).items() if v is not None}}
@@ -172,9 +178,7 @@ class ZScore(Step):
   std: Optional[float] = param(None, 'The training standard deviation.')
 
   def __post_init__(self):
-    for name in ('mean', 'std'):
-      if getattr(self, name) is not None and not _is_number(getattr(self, name)):
-        raise self._error(f'{name} must be a number, got {getattr(self, name)!r}')
+    self._check_numbers('mean', 'std')
 
   def analyzer(self):
     return MomentsFn() if self.missing() else None
@@ -209,9 +213,7 @@ class MinMax(Step):
   max: Optional[float] = param(None, 'The training maximum.')
 
   def __post_init__(self):
-    for name in ('min', 'max'):
-      if getattr(self, name) is not None and not _is_number(getattr(self, name)):
-        raise self._error(f'{name} must be a number, got {getattr(self, name)!r}')
+    self._check_numbers('min', 'max')
 
   def analyzer(self):
     return MomentsFn() if self.missing() else None

@@ -95,3 +95,11 @@ def test_diagnose__rows_the_bundle_rejects_are_named_as_a_cause(tmp_path):
   causes = diagnose(SPEC, predict, rows, Outputs('regression'), Tolerance(), agreement)
   assert causes[0].startswith('1 expected rows are rejected by the bundle before the model sees them (first, ')
   assert 'x: missing required value' in causes[0] and 'fill_missing' in causes[0]
+
+
+def test_read_expected__a_glob_of_files_whose_columns_differ_in_type_is_one_set_of_rows(tmp_path):
+  (tmp_path / 'a.jsonl').write_text(json.dumps({'x': 1, 'probability_yes': 1}) + '\n')  # an integer here
+  (tmp_path / 'b.jsonl').write_text(json.dumps({'x': 2, 'probability_yes': 0.25, 'predicted_class': 'no'}) + '\n')
+  rows = read_expected(str(tmp_path / '*.jsonl'), SPEC, CLASSIFIER)
+  assert rows.probabilities[1].tolist() == [1.0, 0.25] and rows.classes.tolist() == [None, 'no']
+  assert rows.keys == [f'{tmp_path / "a.jsonl"}:1', f'{tmp_path / "b.jsonl"}:1']
