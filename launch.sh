@@ -26,8 +26,9 @@ Usage: ./launch.sh VERB [ARGS...]
                 How a run went, from what it left in OUTPUT (or, for a bq:// output, in
                 --summary_location, default gs://\$BUCKET/tmp/runs): its summary, or that it
                 failed, or that it has not published yet (python -m pipelines.status).
-  import [ARGS] Bring your own SavedModel: make a checked bundle of it
-                (python -m models.import_savedmodel, see ./launch.sh import --help).
+  import [ARGS] Bring your own SavedModel: make a checked bundle of it, proven with
+                --expected on rows your own code predicted (python -m models.import_savedmodel,
+                see ./launch.sh import --help).
   help          This text.
 
  On Google Cloud (settings below; VERB --help for each):

@@ -102,7 +102,8 @@ class ModelBundle:
       raise BundleError(f'{path}/{FEATURES}: {e}') from None
     if not features.is_fitted:
       unfitted = [f.name for f in features.features if not f.is_fitted]
-      raise BundleError(f'{path}/{FEATURES}: features {unfitted} have no fitted statistics')
+      raise BundleError(f'{path}/{FEATURES}: features {unfitted} have no fitted statistics: '
+                        + '; '.join(features.missing()))
     try:
       outputs = Outputs(**_read_json(path, OUTPUTS))
     except TypeError as e:

@@ -2,19 +2,43 @@
 
     python -m models.import_savedmodel --saved_model my_model/ --features features.json \\
         --outputs outputs.json --name churn --version 3 --output gs://bucket/bundles/churn-3 \\
-        [--data sample.parquet]
+        [--data sample.parquet] [--expected my_model_outputs.parquet]
 
 `features.json` lists the columns the model reads, in the order its input
-matrix expects them, with the steps that turn each into numbers (see README).
-Steps may carry their statistics (a z-score's mean and std, a vocabulary) or
-leave them out: then `--data`, a sample of the data the model was trained on,
-fits them, with the same code the pipeline applies. With `--data` the bundle
-also stores the sample's statistics, which each run report compares against.
+matrix expects them, with the steps that turn each into numbers (the README's
+feature step reference; `python -m transforms.step_reference` prints it). Every learned value is part of the spec: give the
+vocabularies (in the order your model was trained with), fill values and scaling
+statistics, or leave them out and let `--data`, a sample of the training data,
+fit them in the documented order (a vocabulary: most frequent first, ties by
+value, unless the step says `"order": "lexical"` or `"numeric"`). The command
+prints every value the bundle will apply. With `--data` the bundle also stores
+the sample's statistics, which each run report compares against.
+
+`--expected` proves the bundle: sample rows with the outputs your own code
+produced for them, in the job's own column names (`probability_<class>` and/or
+`predicted_class` for a classifier, `score` for a regressor). The import runs the
+bundle on them and writes nothing unless every row agrees within
+`--expected_atol + --expected_rtol * |expected|`; otherwise it prints the first
+mismatches and the likely cause (for example a vocabulary in another order).
+`--expected_label COLUMN` instead checks a classifier's accuracy on true classes
+against `--min_accuracy`: a sanity bound, not a proof.
 
 The bundle is checked before the command succeeds: the SavedModel loads, its
 signature takes as many inputs as the features produce and returns what
-outputs.json describes, and (with `--data`) it predicts finite values for
-sample rows. A bundle that fails a check is removed.
+outputs.json describes, it predicts finite values for sample rows, and (with
+`--expected`) it reproduces your outputs. A bundle that fails a check is
+removed and the command exits 2.
+
+Examples:
+  # every value given in features.json; proven on rows your own code predicted
+  python -m models.import_savedmodel --saved_model=my_model/ --features=features.json \\
+      --outputs=outputs.json --name=weather --version=1 --output=gs://BUCKET/models/weather-1 \\
+      --expected=my_predictions.parquet
+  # statistics fitted on a training sample, then proven the same way
+  python -m models.import_savedmodel ... --data=training_sample.jsonl --expected=my_predictions.jsonl
+  # no outputs of your own at hand: at least beat guessing on labelled rows
+  python -m models.import_savedmodel ... --data=training_sample.jsonl --expected=holdout.csv \\
+      --expected_label=weather --min_accuracy=0.8
 """
 
 from __future__ import annotations
@@ -29,11 +53,12 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from models import diagnosis, parity
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
+from models.samples import read_validated
 from transforms.features import FeatureSpec, fit_in_memory
+from transforms.preprocessing import OneHot, Vocabulary
 from transforms.profile import profile_in_memory
-from transforms.readers import Rejected, infer_format, open_file, read_file
-from transforms.validation import validate
 
 # Sample rows the imported model must predict finite values for.
 SMOKE_ROWS = 256
@@ -45,31 +70,6 @@ def _read_json(path: str, what: str) -> Any:
       return json.loads(f.read().decode('utf-8'))
   except (OSError, ValueError) as e:
     raise BundleError(f'{what} {path}: {e}') from None
-
-
-def read_sample(pattern: str, spec: FeatureSpec, *, file_format: Optional[str] = None,
-                batch_size: int = 8192) -> tuple[list[pa.RecordBatch], list[pa.RecordBatch], int]:
-  """Reads sample files as the pipeline does: (raw batches, valid batches, rows rejected)."""
-  matches = FileSystems.match([pattern])[0].metadata_list
-  if not matches:
-    raise BundleError(f'--data {pattern} matches no files')
-  raw, valid, rejected = [], [], 0
-  for m in sorted(matches, key=lambda m: m.path):
-    fmt = file_format or infer_format(m.path)
-    with open_file(m.path, fmt) as f:
-      for item in read_file(f, m.path, fmt, batch_size=batch_size, columns=spec.columns):
-        if isinstance(item, Rejected):
-          rejected += item.letters.num_rows
-          continue
-        raw.append(item)
-        good, letters = validate(item, spec)
-        rejected += letters.num_rows if letters is not None else 0
-        if good.num_rows:
-          valid.append(good)
-  if not valid:
-    raise BundleError(f'--data {pattern}: no row passed validation against the feature description '
-                      f'({rejected} rejected); check the column names and types')
-  return raw, valid, rejected
 
 
 def copy_tree(source: str, destination: str) -> None:
@@ -92,11 +92,52 @@ def smoke_test(bundle: ModelBundle, valid: Sequence[pa.RecordBatch]) -> np.ndarr
   return scores
 
 
+def prove(bundle: ModelBundle, expected: parity.ExpectedRows, tolerance: parity.Tolerance, *,
+          min_accuracy: Optional[float] = None, count_batches: Sequence[pa.RecordBatch] = (),
+          fitted_on_data: Sequence[str] = ()) -> parity.Agreement:
+  """Runs the bundle on the expected rows; raises `BundleError` with the mismatches and likely causes."""
+  from models.handler import SavedModelPredictor  # TensorFlow import is heavy; only here.
+  predictor = SavedModelPredictor(bundle.saved_model_path, bundle.outputs.signature, bundle.outputs.output_key)
+  predict = lambda x: np.asarray(predictor.predict(x), np.float64)  # noqa: E731
+  agreement = parity.compare(predict(bundle.features.transform(expected.valid)), expected, bundle.outputs, tolerance,
+                      min_accuracy)
+  if agreement.passed:
+    return agreement
+  causes = diagnosis.diagnose(bundle.features, predict, expected, bundle.outputs, tolerance, agreement,
+                    count_batches=count_batches, min_accuracy=min_accuracy, fitted_on_data=fitted_on_data)
+  lines = [f'--expected {expected.path}: the bundle does not reproduce your model\'s outputs: {agreement.summary}.',
+           'first mismatches:', *[f'  {m}' for m in agreement.mismatches], 'likely cause:',
+           *[f'  {c}' for c in causes]]
+  raise BundleError('\n'.join(lines))
+
+
+def fitted_on_data(given: FeatureSpec, fitted: FeatureSpec) -> list[str]:
+  """The steps whose values `--data` filled in, e.g. `month vocabulary (frequency order)`."""
+  names = []
+  for before, after in zip(given.features, fitted.features):
+    for old, new in zip(before.steps, after.steps):
+      if old.missing() and not isinstance(old, OneHot):  # a one_hot's depth follows from its vocabulary
+        order = f' ({new.order} order)' if isinstance(new, Vocabulary) else ''
+        names.append(f'{after.name} {new.kind}{order}')
+  return names
+
+
+def describe(spec: FeatureSpec, from_data: Sequence[str]) -> str:
+  """What the bundle will apply, feature by feature, for the user to compare with their training code."""
+  source = (f'fitted on --data: {", ".join(from_data)}; the rest as given' if from_data
+            else 'every value as given in --features')
+  return '\n'.join([f'feature spec ({source}); model input = these columns in this order:',
+                    *[f'  {line}' for line in spec.describe()]])
+
+
 def import_savedmodel(*, saved_model: str, features: str, outputs: str, name: str, version: str, output: str,
-                      data: Optional[str] = None, data_format: Optional[str] = None) -> ModelBundle:
+                      data: Optional[str] = None, data_format: Optional[str] = None,
+                      expected: Optional[str] = None, expected_format: Optional[str] = None,
+                      expected_label: Optional[str] = None, min_accuracy: Optional[float] = None,
+                      tolerance: parity.Tolerance = parity.Tolerance()) -> ModelBundle:
   """Builds, writes and checks a bundle; removes it again if a check fails."""
   try:
-    spec = FeatureSpec.from_dict(_read_json(features, '--features'))
+    given = FeatureSpec.from_dict(_read_json(features, '--features'))
   except (ValueError, KeyError, TypeError) as e:
     raise BundleError(f'--features {features}: {e}') from None
   try:
@@ -105,17 +146,25 @@ def import_savedmodel(*, saved_model: str, features: str, outputs: str, name: st
     raise BundleError(f'--outputs {outputs}: {e}') from None
   if not FileSystems.exists(FileSystems.join(saved_model.rstrip('/'), 'saved_model.pb')):
     raise BundleError(f'--saved_model {saved_model} has no saved_model.pb: pass the SavedModel directory')
-  statistics, valid = None, []
+  spec, statistics, valid = given, None, []
   if data:
-    raw, valid, rejected = read_sample(data, spec, file_format=data_format)
-    logging.info('sample %s: %d rows valid, %d rejected', data, sum(b.num_rows for b in valid), rejected)
-    if not spec.is_fitted:
-      spec = fit_in_memory(spec, valid)
-    statistics = profile_in_memory(spec, raw)
-  elif not spec.is_fitted:
-    unfitted = [f.name for f in spec.features if not f.is_fitted]
-    raise BundleError(f'--features {features}: steps of {unfitted} have no statistics; '
-                      'pass --data with a sample of the training data to fit them')
+    sample = read_validated(data, given, flag='--data', file_format=data_format, columns=given.columns)
+    valid = list(sample.valid)
+    logging.info('sample %s: %d rows valid, %d rejected', data, sum(b.num_rows for b in valid), len(sample.rejected))
+    spec = fit_in_memory(given, valid)
+    statistics = profile_in_memory(spec, sample.raw)
+  elif not given.is_fitted:
+    raise BundleError(f'--features {features} leaves values to learn and there is no --data to fit them on:\n  '
+                      + '\n  '.join(given.missing())
+                      + '\ngive them (in the order and with the values your model was trained with), or pass '
+                      '--data with a sample of the training data to fit them')
+  from_data = fitted_on_data(given, spec)
+  print(describe(spec, from_data))
+  rows = None
+  if expected:
+    rows = parity.read_expected(expected, spec, out, file_format=expected_format, label=expected_label)
+  elif min_accuracy is not None or expected_label:
+    raise BundleError('--expected_label and --min_accuracy need --expected, the file that holds the rows')
 
   if FileSystems.exists(FileSystems.join(output, 'metadata.json')):
     raise BundleError(f'--output {output} already holds a bundle; choose a new directory per version')
@@ -126,6 +175,10 @@ def import_savedmodel(*, saved_model: str, features: str, outputs: str, name: st
     bundle.check_signature()
     if valid:
       smoke_test(bundle, valid)
+    if rows is not None:
+      agreement = prove(bundle, rows, tolerance, min_accuracy=min_accuracy, count_batches=valid,
+                        fitted_on_data=from_data)
+      print(f'--expected {expected}: {agreement.summary}')
   except Exception:
     FileSystems.delete([output])
     raise
@@ -136,29 +189,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m models.import_savedmodel', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--saved_model', required=True, help='The SavedModel directory, local or gs://.')
-  parser.add_argument('--features', required=True, help='features.json: columns, types and steps, in input order.')
+  parser.add_argument('--features', required=True,
+                      help='features.json: columns, types and steps, in input order (README: feature steps).')
   parser.add_argument('--outputs', required=True,
                       help='outputs.json: {"kind": "classification", "classes": [...]} or {"kind": "regression"}.')
   parser.add_argument('--name', required=True, help='Model name stamped on every prediction.')
   parser.add_argument('--version', required=True, help='Model version stamped on every prediction.')
   parser.add_argument('--output', required=True, help='Bundle directory to write, local or gs://.')
   parser.add_argument('--data', default=None,
-                      help='Sample of the training data (path or glob): fits unfitted steps, stores the statistics '
-                      'run reports compare against, and smoke-tests the model.')
+                      help='Sample of the training data (path or glob): fits the values features.json leaves out '
+                      '(printed), stores the statistics run reports compare against, and smoke-tests the model.')
   parser.add_argument('--data_format', default=None, help='Format of --data. Default: from the extension.')
+  parser.add_argument('--expected', default=None,
+                      help='Rows (path or glob, any input format) with the feature columns and the outputs your '
+                      'own code produced: probability_<class> and/or predicted_class columns for a classifier, '
+                      'score for a regressor. The bundle is written only if it reproduces them.')
+  parser.add_argument('--expected_format', default=None, help='Format of --expected. Default: from the extension.')
+  parser.add_argument('--expected_atol', type=float, default=parity.Tolerance.atol,
+                      help='Absolute tolerance for a probability or score. Default: %(default)s.')
+  parser.add_argument('--expected_rtol', type=float, default=parity.Tolerance.rtol,
+                      help='Relative tolerance, times |expected|, added to --expected_atol. Default: %(default)s.')
+  parser.add_argument('--expected_label', default=None,
+                      help='Instead of outputs of your own: a column of --expected holding the true class; the '
+                      'bundle must reach --min_accuracy on it (a sanity bound, not a proof).')
+  parser.add_argument('--min_accuracy', type=float, default=None,
+                      help='With --expected_label: the least accuracy accepted. Default: the share of the most '
+                      'common label (the bundle must beat always guessing it).')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   try:
     bundle = import_savedmodel(saved_model=args.saved_model, features=args.features, outputs=args.outputs,
                                name=args.name, version=args.version, output=args.output, data=args.data,
-                               data_format=args.data_format)
+                               data_format=args.data_format, expected=args.expected,
+                               expected_format=args.expected_format, expected_label=args.expected_label,
+                               min_accuracy=args.min_accuracy,
+                               tolerance=parity.Tolerance(args.expected_atol, args.expected_rtol))
   except (BundleError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {e}\nno bundle written to {args.output}', file=sys.stderr)
     return 2
   inputs = ', '.join(bundle.features.output_names)
   print(f'wrote bundle {bundle.name} v{bundle.version} to {args.output}: {bundle.outputs.kind}, '
         f'{len(bundle.features.output_names)} model inputs ({inputs}); checked'
-        + (' and smoke-tested on the sample' if args.data else ''))
+        + (' and smoke-tested on the sample' if args.data else '')
+        + (', and it reproduces --expected' if args.expected else ''))
+  if not args.expected:
+    print('note: not compared with your model\'s own outputs; pass --expected with rows your code predicted to '
+          'prove that the bundle predicts the same')
   return 0
 
 

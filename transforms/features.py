@@ -36,9 +36,19 @@ class Feature:
   def __post_init__(self):
     if self.dtype not in DTYPES:
       raise ValueError(f'feature {self.name!r}: dtype must be one of {DTYPES}, got {self.dtype!r}')
-    object.__setattr__(self, 'steps', tuple(self.steps))
+    steps, previous = [], None
+    for step in self.steps:  # settle what needs no data, like a one_hot's depth after a given vocabulary
+      step = step.resolved(previous)
+      if isinstance(step, OneHot) and step.depth is None and not isinstance(previous, Vocabulary):
+        raise ValueError(f"feature {self.name!r}: one_hot needs 'depth' (the number of integer ids) unless it "
+                         'directly follows a vocabulary step, e.g. "steps": [{"kind": "vocabulary"}, '
+                         '{"kind": "one_hot"}]')
+      steps.append(step)
+      previous = step
+    object.__setattr__(self, 'steps', tuple(steps))
     if self.dtype == 'string' and not any(isinstance(s, Vocabulary) for s in self.steps):
-      raise ValueError(f'feature {self.name!r}: a string feature needs a vocabulary step')
+      raise ValueError(f'feature {self.name!r}: a string feature needs a vocabulary step, e.g. "steps": '
+                       f'[{Vocabulary.example_json()}, {OneHot.example_json()}]')
 
   @property
   def required(self) -> bool:
@@ -57,10 +67,36 @@ class Feature:
       if vocab is None:  # integer codes, one-hot encoded as they are
         tokens = [str(i) for i in range(last.depth)]
       else:
-        tokens = list(vocab.vocabulary) + [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+        oov = [f'<oov{i}>' for i in range(vocab.num_oov_buckets)]
+        tokens = oov + list(vocab.vocabulary) if vocab.oov_position == 'first' else list(vocab.vocabulary) + oov
         tokens += [f'<unused{i}>' for i in range(last.depth - len(tokens))]  # a depth set wider than the ids
       return [f'{self.name}={t}' for t in tokens[:last.depth]]
     return [self.name]
+
+  def missing(self) -> list[str]:
+    """What is still to be given or fitted, one line per step, each with a working example."""
+    lines = []
+    for i, step in enumerate(self.steps):
+      if not step.missing() or (isinstance(step, OneHot) and i and isinstance(self.steps[i - 1], Vocabulary)):
+        continue  # a one_hot's depth follows from its vocabulary
+      names = step.missing()
+      lines.append(f'feature {self.name!r}, step {step.kind}: no {" or ".join(map(repr, names))}; give '
+                   f'{"them" if len(names) > 1 else "it"}, for example {step.example_json()}')
+    return lines
+
+  def describe(self) -> list[str]:
+    """One line per step with every learned value, and the model-input columns it produces."""
+    lines = [step.describe() for step in self.steps]
+    last = self.steps[-1] if self.steps else None
+    if isinstance(last, OneHot):
+      names = self.output_names
+      vocab = next((s for s in self.steps if isinstance(s, Vocabulary)), None)
+      oov = [n for n in names if n.startswith(f'{self.name}=<oov')]
+      lines[-1] += f', in this order: {", ".join(names)}'
+      if vocab is not None and oov:
+        lines[-1] += (f' ({oov[0]}, column {names.index(oov[0])}, is the out-of-vocabulary bucket)' if len(oov) == 1
+                      else f' ({", ".join(oov)} are the out-of-vocabulary buckets)')
+    return lines
 
   def apply(self, values: Values, upto: Optional[int] = None) -> Values:
     for step in self.steps[:upto]:
@@ -73,7 +109,22 @@ class Feature:
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'Feature':
-    feature = cls(data['name'], data['dtype'], tuple(Step.from_dict(s) for s in data.get('steps', [])))
+    example = ('{"name": "temp_max", "dtype": "float", "steps": [{"kind": "z_score", "mean": 16.4, "std": 7.2}]}')
+    if not isinstance(data, dict):
+      raise ValueError(f'a feature is a JSON object like {example}, got {data!r}')
+    absent = [k for k in ('name', 'dtype') if k not in data]
+    unknown = sorted(set(data) - {'name', 'dtype', 'steps', 'required'})
+    if absent or unknown:  # a misspelt 'steps' must not pass as a feature with no steps
+      problem = f'no {" or ".join(map(repr, absent))}' if absent else f'no key {", ".join(map(repr, unknown))}'
+      raise ValueError(f'feature {data.get("name", data)!r}: {problem} (a feature takes name, dtype, steps); '
+                       f'for example {example}')
+    if not isinstance(data.get('steps', []), list):
+      raise ValueError(f'feature {data["name"]!r}: steps must be a list, e.g. {example}')
+    try:
+      steps = tuple(Step.from_dict(s) for s in data.get('steps', []))
+    except ValueError as e:
+      raise ValueError(f'feature {data["name"]!r}: {e}') from None
+    feature = cls(data['name'], data['dtype'], steps)
     if 'required' in data and data['required'] != feature.required:
       raise ValueError(f"feature {feature.name!r}: 'required' is {data['required']} but its steps "
                        f"make it {feature.required} (only a leading fill_missing makes a column optional)")
@@ -108,6 +159,21 @@ class FeatureSpec:
   @property
   def depth(self) -> int:
     return max(len(f.steps) for f in self.features)
+
+  def missing(self) -> list[str]:
+    """What every unfitted step still needs, one line each with a working example."""
+    return [line for f in self.features for line in f.missing()]
+
+  def describe(self) -> list[str]:
+    """Every feature in input order with each step's learned values and the columns it produces."""
+    lines, column = [], 0
+    for f in self.features:
+      width = len(f.output_names)
+      where = f'column {column}' if width == 1 else f'columns {column}-{column + width - 1}'
+      lines.append(f'{f.name} ({f.dtype}) -> {where}:')
+      lines += [f'    {line}' for line in f.describe()]
+      column += width
+    return lines
 
   def analyzers(self, stage: int) -> dict[str, beam.CombineFn]:
     """The combiners needed to fit the steps at position `stage`, by feature name."""

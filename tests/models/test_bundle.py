@@ -87,7 +87,7 @@ def test_load__an_unfitted_spec_names_the_unfitted_features(bundle_copy):
 
 def test_load__an_invalid_spec_says_why(bundle_copy):
   _write(bundle_copy, 'features.json', {'features': [{'name': 'w', 'dtype': 'float', 'steps': [{'kind': 'log'}]}]})
-  with pytest.raises(BundleError, match="features.json: unknown step kind 'log'"):
+  with pytest.raises(BundleError, match="features.json: feature 'w': unknown step kind 'log'"):
     ModelBundle.load(bundle_copy)
   _write(bundle_copy, 'features.json', {'columns': []})
   with pytest.raises(BundleError, match="features.json: a feature spec is a JSON object with a 'features' list"):

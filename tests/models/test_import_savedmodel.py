@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -111,3 +112,32 @@ def test_import__unfitted_steps_without_a_sample_are_refused(cars, tmp_path, cap
   directory, _ = cars
   assert _import(directory, tmp_path / 'b') == 2
   assert 'pass --data' in capsys.readouterr().err
+
+
+def test_import__a_regressor_is_proven_on_its_own_scores(cars, tmp_path, capsys):
+  directory, rows = cars
+  bundle_dir = tmp_path / 'proven'
+  assert _import(directory, bundle_dir, f'--data={directory / "cars.jsonl"}') == 0
+  spec = ModelBundle.load(str(bundle_dir)).features
+  raw = pa.Table.from_pylist(rows).combine_chunks().to_batches()[0]
+  raw = raw.append_column('__source', pa.array(['x'] * raw.num_rows)).append_column(
+      '__row', pa.array(np.arange(raw.num_rows), pa.int64()))
+  valid, _ = validate(raw, spec)
+  own = SavedModelPredictor(str(directory / 'user_model')).predict(spec.transform(valid))[:, 0]
+  scored = [dict(r, score=float(s)) for r, s in zip(valid.drop_columns(['__source', '__row', '__key']).to_pylist(), own)]
+  (tmp_path / 'expected.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in scored[:50]))
+  capsys.readouterr()
+  assert _import(directory, tmp_path / 'b1', f'--data={directory / "cars.jsonl"}',
+                 f'--expected={tmp_path / "expected.jsonl"}') == 0
+  assert '--expected' in capsys.readouterr().out
+
+  # Scores no vocabulary order explains: the cause names what --data fitted, for the user to compare.
+  shifted = [dict(r, score=r['score'] + 1.0) for r in scored[:50]]
+  (tmp_path / 'shifted.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in shifted))
+  assert _import(directory, tmp_path / 'b2', f'--data={directory / "cars.jsonl"}',
+                 f'--expected={tmp_path / "shifted.jsonl"}') == 2
+  err = capsys.readouterr().err
+  assert '0 of 50 rows agree' in err and re.search(r'shifted\.jsonl:1: score expected [\d.]+, bundle [\d.]+', err)
+  assert '--data fitted Horsepower fill_missing, Horsepower z_score, Weight_in_lbs z_score, Origin vocabulary ' \
+         '(frequency order); if your model was trained with other values' in err
+  assert not os.path.exists(tmp_path / 'b2')

@@ -192,3 +192,53 @@ def test_apply_features__pairs_each_batch_with_its_matrix():
     pairs = p | beam.Create(BATCHES, reshuffle=False) | ApplyFeatures(fitted)
     summary = pairs | beam.Map(lambda pair: (pair[0].column('shape').to_pylist(), pair[1].tolist()))
     assert_that(summary, equal_to(expected))
+
+
+def test_feature__one_hot_after_a_given_vocabulary_needs_no_depth():
+  # The issue's report: {"kind": "one_hot"} after an explicit vocabulary failed with "no statistics".
+  spec = FeatureSpec.from_dict({'features': [{'name': 'month', 'dtype': 'string', 'steps': [
+      {'kind': 'vocabulary', 'vocabulary': ['1', '2', '3'], 'num_oov_buckets': 2}, {'kind': 'one_hot'}]}]})
+  assert spec.is_fitted and spec.features[0].steps[1].depth == 5
+  assert spec.output_names == ['month=1', 'month=2', 'month=3', 'month=<oov0>', 'month=<oov1>']
+  np.testing.assert_array_equal(spec.transform(pa.RecordBatch.from_pydict({'month': ['2']})), [[0, 1, 0, 0, 0]])
+
+
+def test_feature__one_hot_without_depth_or_vocabulary_is_refused_when_loaded():
+  with pytest.raises(ValueError, match="feature 'code': one_hot needs 'depth'"):
+    FeatureSpec.from_dict({'features': [{'name': 'code', 'dtype': 'float', 'steps': [{'kind': 'one_hot'}]}]})
+
+
+def test_spec__missing_names_each_step_parameter_with_an_example():
+  spec = FeatureSpec((Feature('t', 'float', (ZScore(mean=1.0),)),
+                      Feature('month', 'string', (Vocabulary(), OneHot()))))
+  assert spec.missing() == [
+      'feature \'t\', step z_score: no \'std\'; give it, for example {"kind": "z_score", "mean": 16.4, "std": 7.2}',
+      'feature \'month\', step vocabulary: no \'vocabulary\'; give it, for example '
+      '{"kind": "vocabulary", "vocabulary": ["Europe", "Japan", "USA"]}']
+
+
+def test_spec__describe_prints_every_learned_value_and_the_one_hot_columns():
+  fitted = fit_in_memory(SPEC, BATCHES)
+  text = '\n'.join(fitted.describe())
+  colour = fitted.features[2]
+  assert 'colour (string) -> columns 2-6:' in text
+  assert ('vocabulary (3 values, frequency order): "red"→0, "blue"→1, "none"→2; any other value → 3..4 by hash'
+          in text)
+  assert ('one_hot: 5 columns, in this order: colour=red, colour=blue, colour=none, colour=<oov0>, colour=<oov1> '
+          '(colour=<oov0>, colour=<oov1> are the out-of-vocabulary buckets)') in text
+  assert f'z_score: (x - {fitted.features[0].steps[1].mean!r}) / {fitted.features[0].steps[1].std!r}' in text
+  assert colour.steps[0].describe() in text
+
+
+@pytest.mark.parametrize('feature, message', [
+    ({'name': 'temp', 'dtype': 'float', 'step': [{'kind': 'z_score'}]}, r"feature 'temp': no key 'step'"),
+    ({'name': 'temp', 'type': 'float'}, r"feature 'temp': no 'dtype'"),
+    ({'name': 'temp', 'dtype': 'float', 'steps': {'kind': 'z_score'}}, 'steps must be a list'),
+    ({'name': 'temp', 'dtype': 'float', 'steps': [{'kind': 'z_score', 'avg': 1}]},
+     r"feature 'temp': bad 'z_score' step .*no parameter 'avg'")])
+def test_feature__a_misspelt_key_is_an_error_with_an_example_not_a_feature_without_steps(feature, message):
+  with pytest.raises(ValueError, match=message) as e:
+    FeatureSpec.from_dict({'features': [feature]})
+  example = str(e.value).rsplit('for example ', 1)[-1] if 'for example' in str(e.value) else None
+  if example and example.startswith('{"name"'):
+    assert FeatureSpec.from_dict({'features': [json.loads(example)]}).is_fitted

@@ -1,5 +1,6 @@
 """Each preprocessing step fitted with its own combiner and applied to small real columns."""
 
+import json
 import math
 from typing import Optional
 
@@ -255,3 +256,76 @@ def test_step__unknown_kind_and_unknown_settings_are_named():
     Step.from_dict({'kind': 'log'})
   with pytest.raises(ValueError, match="bad 'z_score' step"):
     Step.from_dict({'kind': 'z_score', 'centre': 1.0})
+
+
+# Vocabulary order: documented, deterministic, and part of what the bundle states
+
+MONTHS = pa.array(['1'] * 3 + ['10'] * 3 + ['2'] * 2 + ['9'] * 4)
+
+
+@pytest.mark.parametrize('order, expected', [
+    (None, ('9', '1', '10', '2')),  # frequency: most frequent first, ties by value as text
+    ('frequency', ('9', '1', '10', '2')),
+    ('lexical', ('1', '10', '2', '9')),
+    ('numeric', ('1', '2', '9', '10'))])
+def test_vocabulary__fits_in_the_order_asked_for_and_records_it(order, expected):
+  step = _fit(Vocabulary(order=order), MONTHS[:5], MONTHS[5:])
+  assert step.vocabulary == expected
+  assert step.to_dict()['order'] == (order or 'frequency')
+  assert Step.from_dict(step.to_dict()) == step
+
+
+def test_vocabulary__order_applies_after_max_tokens_picks_the_most_frequent():
+  assert _fit(Vocabulary(order='numeric', max_tokens=2), MONTHS).vocabulary == ('1', '9')
+
+
+def test_vocabulary__numeric_order_of_text_is_refused_naming_the_value():
+  with pytest.raises(ValueError, match="'numeric' needs every value to be a number; 'x' is not"):
+    _fit(Vocabulary(order='numeric'), pa.array(['1', 'x']))
+
+
+def test_vocabulary__a_given_list_must_match_a_stated_order_and_hold_each_value_once():
+  assert Vocabulary(vocabulary=['1', '2', '10'], order='numeric').vocabulary == ('1', '2', '10')
+  with pytest.raises(ValueError, match=r"not in 'lexical' order.*for example \{\"kind\": \"vocabulary\""):
+    Vocabulary(vocabulary=['1', '2', '10'], order='lexical')
+  with pytest.raises(ValueError, match=r"lists \['a'\] more than once"):
+    Vocabulary(vocabulary=['a', 'b', 'a'])
+  with pytest.raises(ValueError, match='order must be one of'):
+    Vocabulary(order='alphabetical')
+  with pytest.raises(ValueError, match='list of values as text'):
+    Vocabulary(vocabulary='abc')
+  # Integers from JSON are the values as text.
+  assert Vocabulary(vocabulary=[3, 1]).apply(pa.array(['1', '3'])).tolist() == [1, 0]
+
+
+def test_steps__errors_name_the_parameter_and_show_a_working_example():
+  with pytest.raises(ValueError, match=r"no parameter 'avg' \(it takes mean, std\); for example (\{.*\})") as e:
+    Step.from_dict({'kind': 'z_score', 'avg': 1.0})
+  example = json.loads(str(e.value).split('for example ', 1)[1])
+  assert Step.from_dict(example).is_fitted
+  with pytest.raises(ValueError, match='mean must be a number'):
+    Step.from_dict({'kind': 'z_score', 'mean': '12', 'std': 1})
+  with pytest.raises(ValueError, match='depth must be an integer'):
+    Step.from_dict({'kind': 'one_hot', 'depth': 0})
+
+
+@pytest.mark.parametrize('kind', sorted(Step.types()))
+def test_steps__every_example_loads_fitted(kind):
+  step = Step.from_dict(json.loads(Step.types()[kind].example_json()))
+  if kind == 'one_hot':  # its depth comes from the vocabulary before it
+    step = step.resolved(Vocabulary(vocabulary=('a', 'b')))
+  assert step.is_fitted and step.describe().startswith(kind)
+
+
+def test_given_statistics_are_kept_when_others_are_fitted():
+  assert ZScore(mean=1.0, std=2.0).analyzer() is None
+  assert _fit(MinMax(min=0.0, max=10.0)) == MinMax(min=0.0, max=10.0)
+
+
+def test_vocabulary__out_of_vocabulary_ids_can_come_first_as_keras_numbers_them():
+  step = Vocabulary(vocabulary=('a', 'b'), num_oov_buckets=2, oov_position='first')
+  ids = step.apply(pa.array(['b', 'a', 'zzz']))
+  assert ids[:2].tolist() == [3, 2] and ids[2] in (0, 1) and step.size == 4
+  assert step.describe().startswith('vocabulary (2 values, order as given): "a"→2, "b"→3; any other value → 0..1')
+  with pytest.raises(ValueError, match="oov_position must be 'last' or 'first'"):
+    Vocabulary(oov_position='start')
