@@ -15,11 +15,13 @@ import apache_beam as beam
 import pyarrow as pa
 
 from models.handler import SavedModelHandler
+from pipelines import gate
 from pipelines.finish import CountRows, FinishRun
 from pipelines.options import BatchInferenceOptions
 from pipelines.plan import Destination, JobPlan
 from transforms.bigquery import WriteBigQueryBatches, refused_rows, table_schema
 from transforms.bigquery_read import ReadBigQueryStreams
+from transforms.challenger import COMPARISON, CompareModels, challenger_step
 from transforms.features import ApplyFeatures
 from transforms.inference import Predict, PredictionColumns
 from transforms.profile import ProfileRun
@@ -82,16 +84,21 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   """
   bundle, columns = plan.bundle, plan.columns
   spec = bundle.features
-  needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough))
+  challenger = plan.challenger.features.columns if plan.challenger else []
+  segment = [opts.segment_column] if plan.challenger and opts.segment_column else []
+  needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough
+                              + challenger + segment))
 
   read = _read(pipeline, opts, plan, needed)
   validated = read['batches'] | 'Validate' >> ValidateRows(spec, key_column=opts.key_column)
-  pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
-  handler = model_handler or SavedModelHandler(
-      bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
-      min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
-      share_across_processes=opts.share_model(), device=opts.device)
-  predict = Predict(handler, columns)
+  settings = dict(signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
+                  min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
+                  share_across_processes=opts.share_model(), device=opts.device)
+  if plan.challenger is None:
+    pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
+    predict = Predict(model_handler or SavedModelHandler(bundle.saved_model_path, **settings), columns)
+  else:
+    pairs, predict = challenger_step(validated.valid, plan, settings, segment_column=opts.segment_column)
   if opts.inference_accelerator:
     # Only the predict step asks for the GPU; reading and features stay on plain workers
     # where the runner fits machines to steps (Dataflow right fitting).
@@ -119,12 +126,13 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   dead_letter_files = _write(dead_letters, 'WriteDeadLetters', plan.dead_letters, 'dead_letters', opts=opts,
                              file_format='jsonl')
   profile = None
-  if opts.report:
+  if opts.report or gate.needs_training_statistics(plan.gate):
     profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
   counts = tallies | 'Count' >> CountRows()
+  comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels() if plan.challenger else None
   summary = counts | 'Finish' >> FinishRun(
       plan, _written(prediction_files, plan.predictions), _written(dead_letter_files, plan.dead_letters),
-      profile, report=opts.report)
+      profile, report=opts.report, comparison=comparison, thresholds=plan.gate)
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
                          counts, summary, profile)
 

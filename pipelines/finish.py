@@ -30,15 +30,19 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery_publish as bqpub
+from pipelines import gate
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
 from pipelines.plan import Destination, JobPlan
 from pipelines.report import REPORT_FILE, write_report
+from pipelines.report_sections import challenger_summary, report_sections
 from pipelines.summary import RunSummary
 from transforms.bigquery import table_schema
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
 PROFILE_FILE = 'profile.json'
+# With --challenger: how the two models' predictions compare (transforms.challenger), beside the profile.
+COMPARISON_FILE = 'comparison.json'
 
 
 class NotReconciledError(RuntimeError):
@@ -95,7 +99,8 @@ class CountRows(beam.PTransform):
     return counts | 'AllTallies' >> beam.Flatten() | 'Sum' >> beam.CombineGlobally(SumCounts())
 
 
-def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool) -> RunSummary:
+def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool,
+             comparison: Optional[dict] = None, verdict: Optional[dict] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
   def where(d: Destination) -> str:
@@ -115,18 +120,20 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       output_link=bqp.console_link(plan.predictions.table) if plan.predictions.is_table else None,
       attempt=plan.attempt, finished_at=now.isoformat(timespec='seconds'),
       input_snapshot=session.snapshot_time if session else None,
-      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None)
+      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None,
+      gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison))
 
 
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
-  def __init__(self, plan: JobPlan, *, report: bool):
+  def __init__(self, plan: JobPlan, *, report: bool, thresholds: tuple[gate.Threshold, ...] = ()):
     self._plan = plan
     self._report = report
+    self._thresholds = thresholds
 
   def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
-              dead_letter_files: list[Any]):
+              dead_letter_files: list[Any], comparison: Optional[dict] = None):
     plan = self._plan
     current = publish.read_pointer(plan.records, plan.run_id)
     if current is not None and current.get('attempt') == plan.attempt:  # a retry after publishing
@@ -138,14 +145,20 @@ class _FinishFn(beam.DoFn):
       raise NotReconciledError(
           f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
           f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
+    verdict = gate.evaluate(self._thresholds, gate.measure(
+        counts, profile, comparison, plan.bundle.training_statistics)) if self._thresholds else None
+    if comparison is not None:
+      publish.write_json(FileSystems.join(plan.record_folder, COMPARISON_FILE), comparison)
     if profile is not None:  # before the tables: once their rows are swapped in, nothing may fail
-      self._write_profile_and_report(counts, profile)
+      self._write_profile_and_report(counts, profile, comparison, verdict)
+    if verdict is not None:
+      gate.enforce(plan, verdict)  # a breach raises: nothing is published, the staged files stay
     tables = [(d, files) for d, files in ((plan.predictions, prediction_files), (plan.dead_letters, dead_letter_files))
               if d.is_table]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
       rows = [future.result() for future in [pool.submit(self._publish_table, d, files, counts) for d, files in tables]]
     summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table else None,
-                       report=self._report)
+                       report=self._report, comparison=comparison, verdict=verdict)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
@@ -154,12 +167,14 @@ class _FinishFn(beam.DoFn):
     logging.info('run %s: published attempt %s', plan.run_id, plan.attempt)
     yield published
 
-  def _write_profile_and_report(self, counts: dict[str, int], profile: dict[str, Any]) -> None:
+  def _write_profile_and_report(self, counts: dict[str, int], profile: dict[str, Any], comparison: Optional[dict],
+                                verdict: Optional[dict]) -> None:
     plan = self._plan
     publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
     if self._report:
-      write_report(plan.record_folder, _summary(plan, counts, rows_written=None, report=True), profile,
-                   training_statistics=plan.bundle.training_statistics, model=plan.bundle.metadata)
+      summary = _summary(plan, counts, rows_written=None, report=True, comparison=comparison, verdict=verdict)
+      write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
+                   model=plan.bundle.metadata, sections=report_sections(comparison, verdict))
 
   def _publish_table(self, destination: Destination, files: list[Any], counts: dict[str, int]) -> int:
     """Makes the run's rows in a table the new ones; returns the run's rows in it now.
@@ -220,13 +235,16 @@ class FinishRun(beam.PTransform):
   dead_letter_files: beam.PCollection
   profile: Optional[beam.PCollection] = None
   report: bool = True
+  comparison: Optional[beam.PCollection] = None  # one dict (transforms.challenger.CompareModels), with --challenger
+  thresholds: tuple[gate.Threshold, ...] = ()  # --gate
 
   def __post_init__(self):
     super().__init__()
 
   def expand(self, counts: beam.PCollection[dict[str, int]]) -> beam.PCollection[dict[str, Any]]:
     return counts | 'Publish' >> beam.ParDo(
-        _FinishFn(self.plan, report=self.report and self.profile is not None),
+        _FinishFn(self.plan, report=self.report and self.profile is not None, thresholds=self.thresholds),
         profile=beam.pvalue.AsSingleton(self.profile) if self.profile is not None else None,
+        comparison=beam.pvalue.AsSingleton(self.comparison) if self.comparison is not None else None,
         prediction_files=beam.pvalue.AsList(self.prediction_files),
         dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

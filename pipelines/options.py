@@ -179,6 +179,23 @@ class BatchInferenceOptions(PipelineOptions):
         'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
         'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
     parser.add_argument(
+        '--challenger', default=None,
+        help='A second model bundle (same outputs) that scores the same validated rows in the same job. Only '
+        'the --model\'s predictions are published; the two are compared (agreement, class flips, score shift by '
+        'quantile, PSI, per --segment_column) in comparison.json and the run report. Features are computed once '
+        'when both bundles\' feature specs are equal.')
+    parser.add_argument(
+        '--segment_column', default=None,
+        help='With --challenger: an input column whose values split the comparison into segments '
+        '(e.g. region). Default: none.')
+    parser.add_argument(
+        '--gate', default=None,
+        help='Thresholds checked before publishing, comma-separated METRIC OP NUMBER (OP: >=, <=, >, <), e.g. '
+        '"agreement>=0.97,psi<=0.1,rejected_rate<=0.01". A run that breaks one publishes nothing, keeps its '
+        'staged output and gate.json (which threshold broke, by how much) in the attempt folder, and exits 4. '
+        'Metrics: rejected_rate, drifted_features, feature_psi, missing_rate_shift (against the training '
+        'statistics); with --challenger also agreement, psi, score_shift, challenger_unscored_rate.')
+    parser.add_argument(
         '--preflight_only', type=parse_bool, nargs='?', const=True, default=False,
         help='Only check that the run can succeed (the model loads and matches its feature spec, the input '
         'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
@@ -250,5 +267,7 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--watch_max_files must be at least 1')
     if self.inference_accelerator and self.device == 'cpu':
       problems.append('--inference_accelerator asks for a GPU but --device is cpu')
+    if self.segment_column and not self.challenger:
+      problems.append('--segment_column splits the --challenger comparison: give --challenger too')
     if problems:
       raise ValueError('; '.join(problems))

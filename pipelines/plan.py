@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import ModelBundle
+from pipelines import gate as gate_
 from pipelines import preflight
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
@@ -78,6 +79,8 @@ class JobPlan:
   project: Optional[str] = None  # billing project of BigQuery calls
   bigquery_input: Optional[bqp.BigQueryInput] = None
   parquet_base: Optional[str] = None  # TEMP/PARQUET_STAGING, when a table is loaded from Parquet files
+  challenger: Optional[ModelBundle] = None  # --challenger: scores the same rows, compared, never published
+  gate: tuple[gate_.Threshold, ...] = ()  # --gate: thresholds checked before publishing
 
   @property
   def record_folder(self) -> str:
@@ -215,6 +218,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   project = options.view_as(GoogleCloudOptions).project
   report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
+  challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   try:
@@ -241,5 +245,31 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   plan = JobPlan(run_id=opts.run_id, attempt=attempt, started_at=datetime.datetime.now(datetime.timezone.utc),
                  bundle=bundle, columns=columns, source=source, predictions=predictions, dead_letters=dead_letters,
                  records=opts.records_location(), runner=_runner(options), project=project, bigquery_input=bq_input,
-                 parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None)
+                 parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None,
+                 challenger=challenger, gate=thresholds)
   return plan, report
+
+
+def _challenger_and_gate(opts: BatchInferenceOptions, bundle: ModelBundle, *,
+                         check_model: bool) -> tuple[Optional[ModelBundle], tuple[gate_.Threshold, ...]]:
+  """Loads and checks --challenger against the model; parses --gate. Raises PreflightError."""
+  problems, challenger, thresholds = [], None, ()
+  if opts.challenger:
+    from transforms.challenger import check_comparable
+    try:
+      challenger = ModelBundle.load(opts.challenger)
+      if check_model:
+        challenger.check_signature()
+      check_comparable(bundle, challenger)
+    except ValueError as e:  # BundleError is one
+      problems.append(f'--challenger: {e}')
+  try:
+    thresholds = gate_.parse(opts.gate, challenger=bool(opts.challenger))
+  except ValueError as e:
+    problems.append(str(e))
+  needs = gate_.needs_training_statistics(thresholds)
+  if needs and bundle.training_statistics is None:
+    problems.append(f'--gate: {", ".join(needs)} compare with training, but {bundle.path} holds no training statistics')
+  if problems:
+    raise preflight.PreflightError(problems)
+  return challenger, thresholds

@@ -25,7 +25,7 @@ from apache_beam.runners.runner import PipelineState
 
 from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
-from pipelines import publish, status
+from pipelines import gate, publish, status
 from pipelines.batch_inference import build_pipeline
 from pipelines.finish import drop_staging_tables
 from pipelines.options import BatchInferenceOptions
@@ -126,6 +126,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
         return None
       state = result.wait_until_finish()
   except BaseException as e:
+    verdict = gate.read_verdict(plan.record_folder)
+    if verdict is not None and not verdict['passed']:  # keep the staged output for inspection
+      raise gate.GateBreachedError(gate.breach_message(plan.run_id, verdict)
+                                   + f': {publish.attempt_folder(plan.records, plan.run_id, plan.attempt)}') from e
     _discard(plan, _first_line(e))
     if not isinstance(e, Exception):
       raise
@@ -165,6 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, BundleError, NoGpuError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except gate.GateBreachedError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return gate.GATE_EXIT_STATUS
   except RunError as e:
     logging.error('the job failed:\n%s', ''.join(traceback.format_exception(e.__cause__ or e)))
     print(f'error: {e}', file=sys.stderr)

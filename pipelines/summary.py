@@ -50,6 +50,8 @@ class RunSummary:
   finished_at: Optional[str] = None
   input_snapshot: Optional[str] = None  # the BigQuery snapshot time a table input was read at
   report: Optional[str] = None  # the run report's path, when one was written
+  gate: Optional[dict[str, Any]] = None  # --gate: passed, and each threshold with its measured value
+  challenger: Optional[dict[str, Any]] = None  # --challenger: the model and the headline of its comparison
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -89,4 +91,16 @@ class RunSummary:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
     lines += [f'  read = predicted + rejected: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']
+    if self.challenger:
+      c = self.challenger
+      agreement = f'agreement {c["agreement"]:.2%}, ' if c.get('agreement') is not None else ''
+      psi = f'{c["psi"]:.3g}' if c.get('psi') is not None else '–'
+      lines.append(f'  challenger      {c["name"]} v{c["version"]}: {agreement}PSI {psi}')
+    if self.gate:
+      checks = ', '.join(f'{c["threshold"]} ({_value(c["value"])})' for c in self.gate['checks'])
+      lines.append(f'  gate            {"passed" if self.gate["passed"] else "BROKEN"}: {checks}')
     return '\n'.join(lines)
+
+
+def _value(value: Optional[float]) -> str:
+  return '–' if value is None else f'{value:.4g}'
