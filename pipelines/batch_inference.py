@@ -17,6 +17,7 @@ import pyarrow as pa
 from models.handler import SavedModelHandler
 from pipelines import gate
 from pipelines.finish import CountRows, FinishRun
+from pipelines.manifest import DigestPredictions
 from pipelines.options import BatchInferenceOptions
 from pipelines.plan import Destination, JobPlan
 from transforms.bigquery import WriteBigQueryBatches, refused_rows, table_schema
@@ -130,9 +131,10 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
     profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
   counts = tallies | 'Count' >> CountRows()
   comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels() if plan.challenger else None
+  digest = predicted['predictions'] | 'Digest' >> DigestPredictions(columns.score_names)
   summary = counts | 'Finish' >> FinishRun(
       plan, _written(prediction_files, plan.predictions), _written(dead_letter_files, plan.dead_letters),
-      profile, report=opts.report, comparison=comparison, thresholds=plan.gate)
+      profile, report=opts.report, comparison=comparison, thresholds=plan.gate, digest=digest)
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
                          counts, summary, profile)
 

@@ -33,6 +33,7 @@ from pipelines import bigquery_publish as bqpub
 from pipelines import gate
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
+from pipelines.manifest import MANIFEST_FILE
 from pipelines.plan import Destination, JobPlan
 from pipelines.report import REPORT_FILE, write_report
 from pipelines.report_sections import challenger_summary, report_sections
@@ -100,7 +101,8 @@ class CountRows(beam.PTransform):
 
 
 def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool,
-             comparison: Optional[dict] = None, verdict: Optional[dict] = None) -> RunSummary:
+             comparison: Optional[dict] = None, verdict: Optional[dict] = None,
+             digest: Optional[dict] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
   def where(d: Destination) -> str:
@@ -121,7 +123,9 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       attempt=plan.attempt, finished_at=now.isoformat(timespec='seconds'),
       input_snapshot=session.snapshot_time if session else None,
       report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None,
-      gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison))
+      gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison),
+      manifest=FileSystems.join(plan.record_folder, MANIFEST_FILE) if plan.manifest is not None else None,
+      predictions_digest=digest)
 
 
 class _FinishFn(beam.DoFn):
@@ -133,7 +137,7 @@ class _FinishFn(beam.DoFn):
     self._thresholds = thresholds
 
   def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
-              dead_letter_files: list[Any], comparison: Optional[dict] = None):
+              dead_letter_files: list[Any], comparison: Optional[dict] = None, digest: Optional[dict] = None):
     plan = self._plan
     current = publish.read_pointer(plan.records, plan.run_id)
     if current is not None and current.get('attempt') == plan.attempt:  # a retry after publishing
@@ -149,6 +153,8 @@ class _FinishFn(beam.DoFn):
         counts, profile, comparison, plan.bundle.training_statistics)) if self._thresholds else None
     if comparison is not None:
       publish.write_json(FileSystems.join(plan.record_folder, COMPARISON_FILE), comparison)
+    if plan.manifest is not None:
+      publish.write_json(FileSystems.join(plan.record_folder, MANIFEST_FILE), {**plan.manifest, 'predictions': digest})
     if profile is not None:  # before the tables: once their rows are swapped in, nothing may fail
       self._write_profile_and_report(counts, profile, comparison, verdict)
     if verdict is not None:
@@ -158,7 +164,7 @@ class _FinishFn(beam.DoFn):
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
       rows = [future.result() for future in [pool.submit(self._publish_table, d, files, counts) for d, files in tables]]
     summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table else None,
-                       report=self._report, comparison=comparison, verdict=verdict)
+                       report=self._report, comparison=comparison, verdict=verdict, digest=digest)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
@@ -237,6 +243,7 @@ class FinishRun(beam.PTransform):
   report: bool = True
   comparison: Optional[beam.PCollection] = None  # one dict (transforms.challenger.CompareModels), with --challenger
   thresholds: tuple[gate.Threshold, ...] = ()  # --gate
+  digest: Optional[beam.PCollection] = None  # one dict (pipelines.manifest.DigestPredictions)
 
   def __post_init__(self):
     super().__init__()
@@ -246,5 +253,6 @@ class FinishRun(beam.PTransform):
         _FinishFn(self.plan, report=self.report and self.profile is not None, thresholds=self.thresholds),
         profile=beam.pvalue.AsSingleton(self.profile) if self.profile is not None else None,
         comparison=beam.pvalue.AsSingleton(self.comparison) if self.comparison is not None else None,
+        digest=beam.pvalue.AsSingleton(self.digest) if self.digest is not None else None,
         prediction_files=beam.pvalue.AsList(self.prediction_files),
         dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from typing import Optional
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
@@ -196,9 +197,28 @@ class BatchInferenceOptions(PipelineOptions):
         'Metrics: rejected_rate, drifted_features, feature_psi, missing_rate_shift (against the training '
         'statistics); with --challenger also agreement, psi, score_shift, challenger_unscored_rate.')
     parser.add_argument(
+        '--input_snapshot', default=None,
+        help='With a bq:// --input: read the table as it was at this UTC time, ISO 8601 (BigQuery time '
+        'travel, within the table\'s time-travel window, 7 days by default), e.g. 2026-11-25T02:00:00Z. '
+        'Default: the launch time (recorded in the run summary as input_snapshot).')
+    parser.add_argument(
+        '--replay', default=None,
+        help='A run_summary.json (local or gs://) to re-run exactly: the same model bundle (refused if its digest '
+        'changed), the same input files (refused if any changed, appeared or vanished) or the same table snapshot '
+        '(BigQuery time travel), the same options, under a new run id (RUN_ID-replay-TIME unless --run_id); then '
+        'checks that the predictions match the original\'s digest. Flags given beside it override the '
+        'recorded ones (e.g. --output).')
+    parser.add_argument(
         '--preflight_only', type=parse_bool, nargs='?', const=True, default=False,
         help='Only check that the run can succeed (the model loads and matches its feature spec, the input '
         'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
+
+  def snapshot(self) -> Optional[datetime.datetime]:
+    """--input_snapshot as a UTC time; None for now."""
+    if not self.input_snapshot:
+      return None
+    when = datetime.datetime.fromisoformat(self.input_snapshot.replace('Z', '+00:00'))
+    return when.replace(tzinfo=datetime.timezone.utc) if when.tzinfo is None else when
 
   def share_model(self) -> bool:
     """--share_model_across_processes, or its default for the runner this job runs on."""
@@ -267,6 +287,13 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--watch_max_files must be at least 1')
     if self.inference_accelerator and self.device == 'cpu':
       problems.append('--inference_accelerator asks for a GPU but --device is cpu')
+    if self.input_snapshot:
+      try:
+        self.snapshot()
+      except ValueError:
+        problems.append(f'--input_snapshot {self.input_snapshot!r} is not an ISO 8601 time')
+      if not is_table(self.input):
+        problems.append('--input_snapshot applies to a bq:// --input only')
     if self.segment_column and not self.challenger:
       problems.append('--segment_column splits the --challenger comparison: give --challenger too')
     if problems:

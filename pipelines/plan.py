@@ -81,6 +81,7 @@ class JobPlan:
   parquet_base: Optional[str] = None  # TEMP/PARQUET_STAGING, when a table is loaded from Parquet files
   challenger: Optional[ModelBundle] = None  # --challenger: scores the same rows, compared, never published
   gate: tuple[gate_.Threshold, ...] = ()  # --gate: thresholds checked before publishing
+  manifest: Optional[dict] = None  # what the run reads and runs (pipelines.manifest), written beside the summary
 
   @property
   def record_folder(self) -> str:
@@ -141,7 +142,8 @@ def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: O
     table = TableRef.parse(opts.input)
   schema = bqp.check_input_table(bq, table, bundle.features, key_column=opts.key_column, passthrough=opts.passthrough)
   session = None if check_only else create_read_session(
-      table, schema, project=bq.project, row_restriction=opts.input_filter, max_streams=opts.bq_read_streams)
+      table, schema, project=bq.project, row_restriction=opts.input_filter, max_streams=opts.bq_read_streams,
+      snapshot_time=opts.snapshot())
   return bqp.BigQueryInput(table, schema, bytes_processed, session)
 
 

@@ -52,6 +52,8 @@ class RunSummary:
   report: Optional[str] = None  # the run report's path, when one was written
   gate: Optional[dict[str, Any]] = None  # --gate: passed, and each threshold with its measured value
   challenger: Optional[dict[str, Any]] = None  # --challenger: the model and the headline of its comparison
+  manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.manifest), for --replay
+  predictions_digest: Optional[dict[str, Any]] = None  # an order-free digest of the predictions
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
