@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery_publish as bqpub
-from pipelines import gate
+from pipelines import gate, incremental
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
 from pipelines.manifest import MANIFEST_FILE
@@ -94,6 +94,8 @@ class CountRows(beam.PTransform):
         'rejected': _rejections,
         'files': lambda unused_path: {'files_read': 1},
         'not_written': lambda b: {'rows_not_written': b.num_rows},
+        'skipped': lambda n: {'rows_skipped': n},  # --only_unscored: rows scored by an earlier run
+        'skipped_by_bigquery': lambda n: {'rows_read': n, 'rows_skipped': n},  # left out by BigQuery's anti-join
     }
     counts = [pcoll | f'Tally{name.title().replace("_", "")}' >> beam.Map(tally[name])
               for name, pcoll in pcolls.items()]
@@ -116,7 +118,7 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       runner=plan.runner, state='DONE', started_at=plan.started_at.isoformat(timespec='seconds'),
       wall_seconds=round((now - plan.started_at).total_seconds(), 3),
       rows_read=counts.get('rows_read', 0), rows_predicted=counts.get('rows_predicted', 0),
-      rows_rejected=counts.get('rows_rejected', 0),
+      rows_rejected=counts.get('rows_rejected', 0), rows_skipped=counts.get('rows_skipped', 0),
       rejected_by_reason={k[len('rejected_'):]: n for k, n in sorted(counts.items()) if k.startswith('rejected_')},
       files_read=counts.get('files_read', 0), rows_written=rows_written,
       output_link=bqp.console_link(plan.predictions.table) if plan.predictions.is_table else None,
@@ -141,14 +143,17 @@ class _FinishFn(beam.DoFn):
     plan = self._plan
     current = publish.read_pointer(plan.records, plan.run_id)
     if current is not None and current.get('attempt') == plan.attempt:  # a retry after publishing
+      incremental.record(plan)
       self._clean_up()
       yield current
       return
-    read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
-    if read != predicted + rejected:
+    read, predicted, rejected, skipped = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected',
+                                                                      'rows_skipped'))
+    if read != predicted + rejected + skipped:
       raise NotReconciledError(
-          f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
-          f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
+          f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,}, rejected '
+          f'{rejected:,} and skipped {skipped:,} ({read - predicted - rejected - skipped:+,} unaccounted for); '
+          'nothing was published')
     verdict = gate.evaluate(self._thresholds, gate.measure(
         counts, profile, comparison, plan.bundle.training_statistics)) if self._thresholds else None
     if comparison is not None:
@@ -169,6 +174,7 @@ class _FinishFn(beam.DoFn):
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
         return
+    incremental.record(plan)  # only now are this run's keys scored
     self._clean_up()
     logging.info('run %s: published attempt %s', plan.run_id, plan.attempt)
     yield published

@@ -197,6 +197,16 @@ class BatchInferenceOptions(PipelineOptions):
         'Metrics: rejected_rate, drifted_features, feature_psi, missing_rate_shift (against the training '
         'statistics); with --challenger also agreement, psi, score_shift, challenger_unscored_rate.')
     parser.add_argument(
+        '--only_unscored', type=parse_bool, nargs='?', const=True, default=False,
+        help='Predict only the rows whose --key_column (and --row_version_column) has no prediction yet from this '
+        'model name and version in the output; the rest are counted as skipped (read = predicted + rejected + '
+        'skipped). A file output keeps the keys each run scored under OUTPUT/_scored/; a bq:// input with a '
+        'bq:// output is anti-joined in BigQuery (needs --bq_temp_dataset). Default: false.')
+    parser.add_argument(
+        '--row_version_column', default=None,
+        help='With --only_unscored: an input column that changes when a row changes (e.g. updated_at); a row is '
+        'scored again when its value differs from the one last scored. Copied to the predictions.')
+    parser.add_argument(
         '--input_snapshot', default=None,
         help='With a bq:// --input: read the table as it was at this UTC time, ISO 8601 (BigQuery time '
         'travel, within the table\'s time-travel window, 7 days by default), e.g. 2026-11-25T02:00:00Z. '
@@ -231,7 +241,12 @@ class BatchInferenceOptions(PipelineOptions):
 
   @property
   def passthrough(self) -> list[str]:
-    return [c.strip() for c in (self.passthrough_columns or '').split(',') if c.strip()]
+    """--passthrough_columns, and --row_version_column (the predictions say which version they scored)."""
+    columns = [c.strip() for c in (self.passthrough_columns or '').split(',') if c.strip()]
+    version = self.row_version_column
+    if version and version not in columns and version != self.key_column:
+      columns.append(version)
+    return columns
 
   @property
   def reads_bigquery(self) -> bool:
@@ -294,6 +309,13 @@ class BatchInferenceOptions(PipelineOptions):
         problems.append(f'--input_snapshot {self.input_snapshot!r} is not an ISO 8601 time')
       if not is_table(self.input):
         problems.append('--input_snapshot applies to a bq:// --input only')
+    if self.only_unscored and not self.key_column:
+      problems.append('--only_unscored needs --key_column: generated row ids do not name a row across runs')
+    if self.row_version_column and not self.only_unscored:
+      problems.append('--row_version_column applies with --only_unscored')
+    if self.only_unscored and is_table(self.output) and not (is_table(self.input) and self.bq_temp_dataset):
+      problems.append('--only_unscored with a bq:// --output anti-joins in BigQuery: it needs a bq:// --input '
+                      'and --bq_temp_dataset for the unscored rows')
     if self.segment_column and not self.challenger:
       problems.append('--segment_column splits the --challenger comparison: give --challenger too')
     if problems:

@@ -46,8 +46,11 @@ def _png(fig) -> bytes:
 def outcome_chart(summary: RunSummary) -> bytes:
   labels = ['predicted'] + [f'rejected: {code}' for code in sorted(summary.rejected_by_reason)]
   values = [summary.rows_predicted] + [summary.rejected_by_reason[c] for c in sorted(summary.rejected_by_reason)]
+  colors = ['#4f81bd'] + ['#c0504d'] * (len(labels) - 1)
+  if summary.rows_skipped:
+    labels, values, colors = labels + ['skipped: scored before'], values + [summary.rows_skipped], colors + ['#999']
   fig, ax = _figure(height=1.0 + 0.4 * len(labels))
-  bars = ax.barh(labels[::-1], values[::-1], color=['#c0504d'] * (len(labels) - 1) + ['#4f81bd'])
+  bars = ax.barh(labels[::-1], values[::-1], color=colors[::-1])
   ax.bar_label(bars, labels=[f'{v:,}' for v in values[::-1]], padding=3)
   ax.set_xlabel('rows')
   ax.set_title(f'{summary.rows_read:,} rows read')
@@ -224,6 +227,8 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
            else '<span class="flag">NO: some rows are unaccounted for</span>')
   reasons = ''.join(f'<tr><td>&nbsp;&nbsp;rejected: {e(code)}</td><td>{n:,}</td></tr>'
                     for code, n in sorted(summary.rejected_by_reason.items()))
+  skipped = (f'<tr><td>rows skipped (scored before by this model version)</td><td>{summary.rows_skipped:,}</td></tr>'
+             if summary.rows_skipped else '')
   flagged = [r for r in drift if r['flags']]
   if training is None:
     verdict = 'The model bundle holds no training statistics, so this run cannot be compared with training.'
@@ -268,7 +273,7 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
 <table><tr><td>rows read</td><td>{summary.rows_read:,}</td></tr>
 <tr><td>rows predicted</td><td>{summary.rows_predicted:,}</td></tr>
 <tr><td>rows rejected</td><td>{summary.rows_rejected:,}</td></tr>{reasons}
-<tr><td>read = predicted + rejected</td><td>{check}</td></tr></table>
+{skipped}<tr><td>read = predicted + rejected{' + skipped' if summary.rows_skipped else ''}</td><td>{check}</td></tr></table>
 {img('outcome', 'rows predicted and rejected by reason')}
 <h2>Throughput</h2>
 {img('throughput', 'rows predicted per second over the run')}

@@ -54,6 +54,7 @@ class RunSummary:
   challenger: Optional[dict[str, Any]] = None  # --challenger: the model and the headline of its comparison
   manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.manifest), for --replay
   predictions_digest: Optional[dict[str, Any]] = None  # an order-free digest of the predictions
+  rows_skipped: int = 0  # --only_unscored: rows an earlier run of this model version scored
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -63,7 +64,7 @@ class RunSummary:
 
   @property
   def reconciled(self) -> bool:
-    return self.rows_read == self.rows_predicted + self.rows_rejected
+    return self.rows_read == self.rows_predicted + self.rows_rejected + self.rows_skipped
 
   @property
   def rows_per_second(self) -> float:
@@ -89,9 +90,12 @@ class RunSummary:
         f'  rows rejected   {self.rows_rejected:>12,}',
     ]
     lines += [f'    {code:<20} {count:>9,}' for code, count in sorted(self.rejected_by_reason.items())]
+    if self.rows_skipped:
+      lines.append(f'  rows skipped    {self.rows_skipped:>12,}  (scored before by this model version)')
     if self.rows_written is not None:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
-    lines += [f'  read = predicted + rejected: {check}',
+    skipped = ' + skipped' if self.rows_skipped else ''
+    lines += [f'  read = predicted + rejected{skipped}: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']
     if self.challenger:
       c = self.challenger
