@@ -207,6 +207,24 @@ class BatchInferenceOptions(PipelineOptions):
         help='With --only_unscored: an input column that changes when a row changes (e.g. updated_at); a row is '
         'scored again when its value differs from the one last scored. Copied to the predictions.')
     parser.add_argument(
+        '--estimate', type=parse_bool, nargs='?', const=True, default=False,
+        help='Do not run: forecast the run\'s wall time and cost on Dataflow. Runs the job here on a sample '
+        '(--estimate_rows), measures rows/s per core and bytes per row, and forecasts the whole input for the '
+        'chosen --machine_type, GPU and --max_num_workers, and for every machine type and worker count of the '
+        'dated price table in pipelines/prices.py; suggests the cheapest meeting --deadline. Writes estimate.html '
+        '(with a chart) and estimate.json to --estimate_output.')
+    parser.add_argument(
+        '--estimate_rows', type=int, default=50000,
+        help='With --estimate: rows of the input to run the sample on (its first rows; a second run repeats them 8 times). Default: 50000.')
+    parser.add_argument(
+        '--deadline', default=None,
+        help='With --estimate: the wall time the run must finish in, e.g. 45m, 2h or 1h30m; the estimate '
+        'suggests the cheapest setting that meets it. Default: none (the cheapest).')
+    parser.add_argument(
+        '--estimate_output', default=None,
+        help='With --estimate: the folder, local or gs://, for estimate.html and estimate.json. Default: '
+        'OUTPUT/_estimates/RUN_ID (SUMMARY_LOCATION/_estimates/RUN_ID for a bq:// output).')
+    parser.add_argument(
         '--input_snapshot', default=None,
         help='With a bq:// --input: read the table as it was at this UTC time, ISO 8601 (BigQuery time '
         'travel, within the table\'s time-travel window, 7 days by default), e.g. 2026-11-25T02:00:00Z. '
@@ -316,6 +334,12 @@ class BatchInferenceOptions(PipelineOptions):
     if self.only_unscored and is_table(self.output) and not (is_table(self.input) and self.bq_temp_dataset):
       problems.append('--only_unscored with a bq:// --output anti-joins in BigQuery: it needs a bq:// --input '
                       'and --bq_temp_dataset for the unscored rows')
+    if self.estimate and self.reads_bigquery:
+      problems.append('--estimate samples input files; a BigQuery input is not supported yet')
+    if self.estimate and self.estimate_rows < 100:
+      problems.append('--estimate_rows must be at least 100')
+    if self.deadline and not self.estimate:
+      problems.append('--deadline applies with --estimate')
     if self.segment_column and not self.challenger:
       problems.append('--segment_column splits the --challenger comparison: give --challenger too')
     if problems:

@@ -167,6 +167,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       from pipelines.watch import watch
       summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
       return 0 if all(s.reconciled for s in summaries) else 1
+    if opts.estimate:
+      from pipelines import estimate
+      print(estimate.render(estimate.estimate(argv)))
+      return 0
     replayed = None
     replaying = bool(opts.replay)
     if replaying:
