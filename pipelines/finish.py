@@ -150,10 +150,11 @@ class _FinishFn(beam.DoFn):
     read, predicted, rejected, skipped = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected',
                                                                       'rows_skipped'))
     if read != predicted + rejected + skipped:
+      outcome = (f'predicted {predicted:,}, rejected {rejected:,} and skipped {skipped:,}' if skipped
+                 else f'predicted {predicted:,} and rejected {rejected:,}')
       raise NotReconciledError(
-          f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,}, rejected '
-          f'{rejected:,} and skipped {skipped:,} ({read - predicted - rejected - skipped:+,} unaccounted for); '
-          'nothing was published')
+          f'run {plan.run_id} did not reconcile: read {read:,} rows but {outcome} '
+          f'({read - predicted - rejected - skipped:+,} unaccounted for); nothing was published')
     verdict = gate.evaluate(self._thresholds, gate.measure(
         counts, profile, comparison, plan.bundle.training_statistics)) if self._thresholds else None
     if comparison is not None:

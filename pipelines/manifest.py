@@ -149,7 +149,8 @@ class PredictionDigestFn(beam.CombineFn):
   """An order-free digest of the predictions: the sum (mod 2^64) of a hash of each row's key,
   class and scores (rounded to DIGEST_DECIMALS), and the row count.
 
-  Hashing is pandas' vectorised `hash_array`, one call per column per batch.
+  Rows are hashed with numpy over the Arrow buffers (`hash_column`), one pass per column per batch:
+  no Python object per row.
   """
 
   def __init__(self, score_names: list[str]):
@@ -172,21 +173,53 @@ class PredictionDigestFn(beam.CombineFn):
     return {'sum64': f'{acc[0]:016x}', 'rows': acc[1], 'decimals': DIGEST_DECIMALS}
 
 
+_U64 = np.uint64
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+  """splitmix64's finaliser: spreads every input bit over the output."""
+  with np.errstate(over='ignore'):
+    h = (h ^ (h >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return h ^ (h >> _U64(31))
+
+
+def hash_column(column: pa.Array) -> np.ndarray:
+  """A 64-bit hash per value: strings from their UTF-8 bytes, numbers from their float64 bits."""
+  if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+    values = np.round(pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False),
+                      DIGEST_DECIMALS) + 0.0  # -0.0 and 0.0 alike
+    return _mix(values.view(np.uint64).copy())
+  strings = pc.fill_null(column.cast(pa.large_string()), '')
+  strings = pa.concat_arrays([strings]) if strings.offset else strings
+  n = len(strings)
+  offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64, count=n + 1)
+  data = strings.buffers()[2]
+  data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+  lengths = np.diff(offsets)
+  h = lengths.astype(np.uint64) + _U64(0x9E3779B97F4A7C15)  # the empty string does not hash to 0
+  total = int(offsets[-1] - offsets[0])
+  if total:
+    with np.errstate(over='ignore'):
+      powers = np.cumprod(np.full(int(lengths.max()), 1099511628211, dtype=np.uint64))  # FNV prime, wrapping
+      starts = offsets[:-1] - offsets[0]
+      position = np.arange(total, dtype=np.int64)
+      position -= np.repeat(starts, lengths)
+      contributions = powers[position]
+      contributions *= data[offsets[0]:offsets[-1]].astype(np.uint64) + _U64(1)
+      nonempty = lengths > 0
+      h[nonempty] += np.add.reduceat(contributions, starts[nonempty])
+  return _mix(h)
+
+
 def batch_digest(batch: pa.RecordBatch, score_names: list[str]) -> int:
-  from pandas.util import hash_array
-  key = batch.column(0).to_numpy(zero_copy_only=False).astype(object)
-  h = hash_array(key)
-  names = (['predicted_class'] if 'predicted_class' in batch.schema.names else []) + score_names
-  for name in names:
-    column = batch.column(name)
-    if pa.types.is_floating(column.type):
-      values = np.round(column.to_numpy(zero_copy_only=False).astype(np.float64), DIGEST_DECIMALS)
-      values = values + 0.0  # -0.0 and 0.0 hash alike
-      part = hash_array(values)
-    else:
-      part = hash_array(pc.fill_null(column, '').to_numpy(zero_copy_only=False).astype(object))
-    h = (h * np.uint64(1000003)) ^ part
-  return int(h.sum(dtype=np.uint64))
+  """The sum mod 2^64 of the rows' hashes (key, class, scores)."""
+  names = [batch.schema.names[0]] + (['predicted_class'] if 'predicted_class' in batch.schema.names else [])
+  h = np.zeros(batch.num_rows, dtype=np.uint64)
+  with np.errstate(over='ignore'):
+    for name in names + list(score_names):
+      h = _mix(h * _U64(31) + hash_column(batch.column(name)))
+    return int(h.sum(dtype=np.uint64))
 
 
 class DigestPredictions(beam.PTransform):

@@ -119,3 +119,15 @@ def test_challenger_with_other_outputs_is_refused_before_the_run(tmp_path, pengu
   assert run_job.main([f'--input={train.EXAMPLE_DATA}', f'--model={penguin_bundle.path}',
                        f'--output={tmp_path / "out"}', f'--challenger={other}']) == 2
   assert 'only models of the same outputs can be compared' in capsys.readouterr().err
+
+
+def test_challenger__one_shared_copy_of_both_models_across_processes(tmp_path, penguin_bundle, challengers):
+  """Two SDK processes share one loaded pair of models (Beam's shared model), as on a Dataflow VM."""
+  out = tmp_path / 'out'
+  summary = run_job.run([f'--input={train.EXAMPLE_DATA}', f'--model={penguin_bundle.path}', f'--output={out}',
+                         '--run_id=shared', f'--challenger={challengers["other_spec"].path}', '--report=false',
+                         '--direct_num_workers=2', '--direct_running_mode=multi_processing',
+                         '--share_model_across_processes=true'])
+  assert summary.rows_predicted == 342 and summary.challenger['agreement'] is not None
+  comparison = json.loads(open(f'{summary.output}/comparison.json').read())
+  assert comparison['rows'] == comparison['scored_by_both'] == 342
