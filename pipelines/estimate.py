@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
-import json
 import logging
 import os
 import re
@@ -45,8 +44,7 @@ from pipelines import prices, publish
 from pipelines.options import BatchInferenceOptions, new_run_id
 from pipelines.report import _figure, _png, embed
 from transforms import dead_letters as dl
-from transforms.readers import Rejected, infer_format
-from transforms.readers import open_file, read_file
+from transforms.readers import Rejected, infer_format, open_file, read_file
 
 ESTIMATE_FILE = 'estimate.html'
 # An assumption, not a measurement: a Dataflow batch job's workers take minutes to boot and pull the image.

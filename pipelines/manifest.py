@@ -17,6 +17,7 @@ in the plan, and written by the job's final step beside the summary
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.metadata
 import os
@@ -114,8 +115,6 @@ def _jsonable(value: Any) -> Any:
 def options_of(options: PipelineOptions) -> tuple[dict[str, Any], dict[str, Any]]:
   """Every option of ours (defaults included), and the other options set away from their defaults."""
   ours = options.view_as(BatchInferenceOptions).get_all_options(drop_default=False)
-  names = set()
-  import argparse
   parser = argparse.ArgumentParser()
   BatchInferenceOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   names = {a.dest for a in parser._actions}  # pylint: disable=protected-access

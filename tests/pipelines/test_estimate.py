@@ -94,7 +94,7 @@ def test_estimate__measures_a_sample_here_and_draws_the_forecast(tmp_path, pengu
   assert best['cost_usd'] == min(c['cost_usd'] for c in result['candidates'] if c['wall_seconds'] <= 1200)
   assert result['prices_date'] == prices.PRICES_DATE
   assert f'prices          {prices.PRICES_DATE}, us-central1' in printed
-  assert f'chosen          3 x n2-standard-4: ' in printed and 'suggested       ' in printed
+  assert 'chosen          3 x n2-standard-4: ' in printed and 'suggested       ' in printed
   page = (folder / 'estimate.html').read_text()
   assert 'Prices of 2025-06-01' in page and 'id="chart-estimate"' in page
   if not _browser():
