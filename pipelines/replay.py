@@ -67,6 +67,9 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], dict[str, Any], dict[str, A
   if recorded is None:
     raise ReplayRefusedError(f'--replay: run {summary.get("run_id")} has no manifest (written by every run since '
                              'manifests were added), so what it read cannot be known')
+  if recorded['options'].get('only_unscored'):
+    raise ReplayRefusedError(f'--replay: run {summary["run_id"]} ran with --only_unscored, so the rows it predicted '
+                             'depended on what earlier runs had scored then; replaying it is not supported')
   problems = []
   for role in ('model', 'challenger'):
     then = recorded.get(role)
