@@ -263,10 +263,11 @@ def chart(options: list[dict[str, Any]], chosen: dict[str, Any], best: Optional[
           deadline: Optional[float]) -> bytes:
   """Cost against wall time of every setting, by machine type; the deadline, the chosen and the suggested."""
   fig, ax = _figure(width=8.0, height=4.5)
-  for name in dict.fromkeys(c['machine'] for c in options):
+  from matplotlib import colormaps
+  for i, name in enumerate(dict.fromkeys(c['machine'] for c in options)):
     points = [c for c in options if c['machine'] == name]
     ax.plot([c['wall_seconds'] / 3600 for c in points], [c['cost_usd'] for c in points], marker='.', linewidth=0.8,
-            label=name)
+            label=name, color=colormaps['tab20'](i % 20), linestyle='--' if points[0]['gpu'] else '-')
   ax.scatter([chosen['wall_seconds'] / 3600], [chosen['cost_usd']], s=140, facecolors='none', edgecolors='black',
              linewidths=1.5, label='chosen', zorder=5)
   if best is not None:
