@@ -15,12 +15,17 @@ import apache_beam as beam
 import pyarrow as pa
 
 from models.handler import SavedModelHandler
+from pipelines import gate
 from pipelines.finish import CountRows, FinishRun
+from pipelines.incremental import KEYS_BASE
+from pipelines.manifest import DigestPredictions
 from pipelines.options import BatchInferenceOptions
 from pipelines.plan import Destination, JobPlan
 from transforms.bigquery import WriteBigQueryBatches, refused_rows, table_schema
 from transforms.bigquery_read import ReadBigQueryStreams
+from transforms.challenger import COMPARISON, CompareModels, challenger_step
 from transforms.features import ApplyFeatures
+from transforms.incremental import KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
 from transforms.inference import Predict, PredictionColumns
 from transforms.profile import ProfileRun
 from transforms.sinks import WriteBatches
@@ -83,17 +88,31 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   """
   bundle, columns = plan.bundle, plan.columns
   spec = bundle.features
-  needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough))
+  challenger = plan.challenger.features.columns if plan.challenger else []
+  segment = [opts.segment_column] if plan.challenger and opts.segment_column else []
+  needed = list(dict.fromkeys(spec.columns + ([opts.key_column] if opts.key_column else []) + opts.passthrough
+                              + challenger + segment))
 
   read = _read(pipeline, opts, plan, needed)
-  validated = read['batches'] | 'Validate' >> ValidateRows(
+  batches, skipped = read['batches'], {}
+  incremental = plan.incremental
+  if incremental is not None and incremental.key_files is not None:  # a file output: skip keys scored before
+    scored = pipeline | 'ScoredKeys' >> ReadScoredKeys(incremental.key_files,
+                                                       with_versions=bool(incremental.version_column))
+    split = batches | 'SkipScored' >> SkipScored(scored, opts.key_column, incremental.version_column)
+    batches, skipped['skipped'] = split['unscored'], split[SKIPPED]
+  if incremental is not None and incremental.skipped_by_bigquery:  # BigQuery's anti-join left these out
+    skipped['skipped_by_bigquery'] = pipeline | 'SkippedByBigQuery' >> beam.Create([incremental.skipped_by_bigquery])
+  validated = batches | 'Validate' >> ValidateRows(
       spec, key_column=opts.key_column, integer_key=pa.types.is_integer(columns.key_type))
-  pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
-  handler = model_handler or SavedModelHandler(
-      bundle.saved_model_path, signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
-      min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
-      share_across_processes=opts.share_model(), device=opts.device)
-  predict = Predict(handler, columns)
+  settings = dict(signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
+                  min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
+                  share_across_processes=opts.share_model(), device=opts.device)
+  if plan.challenger is None:
+    pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
+    predict = Predict(model_handler or SavedModelHandler(bundle.saved_model_path, **settings), columns)
+  else:
+    pairs, predict = challenger_step(validated.valid, plan, settings, segment_column=opts.segment_column)
   if opts.inference_accelerator:
     # Only the predict step asks for the GPU; reading and features stay on plain workers
     # where the runner fits machines to steps (Dataflow right fitting).
@@ -105,7 +124,7 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
       | 'AllDeadLetters' >> beam.Flatten()
       | 'StampRunId' >> beam.Map(_stamp_run_id, plan.run_id))
   tallies = {'read': read['batches'], 'unreadable': read[DEAD_LETTERS], 'predicted': predicted['predictions'],
-             'rejected': dead_letters}
+             'rejected': dead_letters, **skipped}
   if plan.bigquery_input is None:
     tallies['files'] = read[FILES]
 
@@ -121,12 +140,22 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   dead_letter_files = _write(dead_letters, 'WriteDeadLetters', plan.dead_letters, 'dead_letters', opts=opts,
                              file_format='jsonl')
   profile = None
-  if opts.report:
+  if opts.report or gate.needs_training_statistics(plan.gate):
     profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
   counts = tallies | 'Count' >> CountRows()
+  comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels() if plan.challenger else None
+  digest = predicted['predictions'] | 'Digest' >> DigestPredictions(columns.score_names)
+  written = _written(prediction_files, plan.predictions)
+  if incremental is not None and incremental.index is not None:  # the keys scored, published with the attempt
+    key_files = (predicted['predictions']
+                 | 'KeysScored' >> beam.Map(scored_keys, key_name=columns.key_name,
+                                            version_column=incremental.version_column)
+                 | 'WriteKeysScored' >> WriteBatches(f'{plan.predictions.folder}/{KEYS_BASE}', KEYS_SCHEMA))
+    written = (written, key_files) | 'AllWritten' >> beam.Flatten()
   summary = counts | 'Finish' >> FinishRun(
-      plan, _written(prediction_files, plan.predictions), _written(dead_letter_files, plan.dead_letters),
-      profile, report=opts.report, max_rejected_fraction=opts.max_rejected_fraction)
+      plan, written, _written(dead_letter_files, plan.dead_letters),
+      profile, report=opts.report, comparison=comparison, thresholds=plan.gate, digest=digest,
+      max_rejected_fraction=opts.max_rejected_fraction)
   return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
                          counts, summary, profile)
 

@@ -30,15 +30,20 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery_publish as bqpub
+from pipelines import gate, incremental
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
+from pipelines.manifest import MANIFEST_FILE
 from pipelines.plan import Destination, JobPlan
 from pipelines.report import REPORT_FILE, write_report
+from pipelines.report_sections import challenger_summary, report_sections
 from pipelines.summary import RunSummary
 from transforms.bigquery import table_schema
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
 PROFILE_FILE = 'profile.json'
+# With --challenger: how the two models' predictions compare (transforms.challenger), beside the profile.
+COMPARISON_FILE = 'comparison.json'
 
 
 class NotReconciledError(RuntimeError):
@@ -57,6 +62,7 @@ def check_rejected(run_id: str, counts: dict[str, int], max_fraction: Optional[f
   depends on the data, so the default fails only a run that produced nothing.
   """
   read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
+  read -= counts.get('rows_skipped', 0)  # rows an earlier run scored (--only_unscored) were not asked for
   if not read or (rejected <= max_fraction * read if max_fraction is not None else predicted):
     return
   reasons = ', '.join(f'{k[len("rejected_"):]} {n:,}' for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
@@ -112,13 +118,17 @@ class CountRows(beam.PTransform):
         'rejected': _rejections,
         'files': lambda unused_path: {'files_read': 1},
         'not_written': lambda b: {'rows_not_written': b.num_rows},
+        'skipped': lambda n: {'rows_skipped': n},  # --only_unscored: rows scored by an earlier run
+        'skipped_by_bigquery': lambda n: {'rows_read': n, 'rows_skipped': n},  # left out by BigQuery's anti-join
     }
     counts = [pcoll | f'Tally{name.title().replace("_", "")}' >> beam.Map(tally[name])
               for name, pcoll in pcolls.items()]
     return counts | 'AllTallies' >> beam.Flatten() | 'Sum' >> beam.CombineGlobally(SumCounts())
 
 
-def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool) -> RunSummary:
+def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool,
+             comparison: Optional[dict] = None, verdict: Optional[dict] = None,
+             digest: Optional[dict] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
   def where(d: Destination) -> str:
@@ -132,59 +142,79 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       runner=plan.runner, state='DONE', started_at=plan.started_at.isoformat(timespec='seconds'),
       wall_seconds=round((now - plan.started_at).total_seconds(), 3),
       rows_read=counts.get('rows_read', 0), rows_predicted=counts.get('rows_predicted', 0),
-      rows_rejected=counts.get('rows_rejected', 0),
+      rows_rejected=counts.get('rows_rejected', 0), rows_skipped=counts.get('rows_skipped', 0),
       rejected_by_reason={k[len('rejected_'):]: n for k, n in sorted(counts.items()) if k.startswith('rejected_')},
       files_read=counts.get('files_read', 0), rows_written=rows_written,
       output_link=bqp.console_link(plan.predictions.table) if plan.predictions.is_table else None,
       attempt=plan.attempt, finished_at=now.isoformat(timespec='seconds'),
       input_snapshot=session.snapshot_time if session else None,
-      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None)
+      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None,
+      gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison),
+      manifest=FileSystems.join(plan.record_folder, MANIFEST_FILE) if plan.manifest is not None else None,
+      predictions_digest=digest)
 
 
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
-  def __init__(self, plan: JobPlan, *, report: bool, max_rejected_fraction: Optional[float] = None):
+  def __init__(self, plan: JobPlan, *, report: bool, max_rejected_fraction: Optional[float] = None,
+               thresholds: tuple[gate.Threshold, ...] = ()):
     self._plan = plan
     self._report = report
     self._max_rejected_fraction = max_rejected_fraction
+    self._thresholds = thresholds
 
   def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
-              dead_letter_files: list[Any]):
+              dead_letter_files: list[Any], comparison: Optional[dict] = None, digest: Optional[dict] = None):
     plan = self._plan
     current = publish.read_pointer(plan.records, plan.run_id)
     if current is not None and current.get('attempt') == plan.attempt:  # a retry after publishing
+      incremental.record(plan)
       self._clean_up()
       yield current
       return
-    read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
-    if read != predicted + rejected:
+    read, predicted, rejected, skipped = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected',
+                                                                      'rows_skipped'))
+    if read != predicted + rejected + skipped:
+      outcome = (f'predicted {predicted:,}, rejected {rejected:,} and skipped {skipped:,}' if skipped
+                 else f'predicted {predicted:,} and rejected {rejected:,}')
       raise NotReconciledError(
-          f'run {plan.run_id} did not reconcile: read {read:,} rows but predicted {predicted:,} and rejected '
-          f'{rejected:,} ({read - predicted - rejected:+,} unaccounted for); nothing was published')
+          f'run {plan.run_id} did not reconcile: read {read:,} rows but {outcome} '
+          f'({read - predicted - rejected - skipped:+,} unaccounted for); nothing was published')
     check_rejected(plan.run_id, counts, self._max_rejected_fraction)
+    verdict = gate.evaluate(self._thresholds, gate.measure(
+        counts, profile, comparison, plan.bundle.training_statistics)) if self._thresholds else None
+    if comparison is not None:
+      publish.write_json(FileSystems.join(plan.record_folder, COMPARISON_FILE), comparison)
+    if plan.manifest is not None:
+      publish.write_json(FileSystems.join(plan.record_folder, MANIFEST_FILE), {**plan.manifest, 'predictions': digest})
     if profile is not None:  # before the tables: once their rows are swapped in, nothing may fail
-      self._write_profile_and_report(counts, profile)
+      self._write_profile_and_report(counts, profile, comparison, verdict)
+    if verdict is not None:
+      gate.enforce(plan, verdict)  # a breach raises: nothing is published, the staged files stay
     tables = [(d, files) for d, files in ((plan.predictions, prediction_files), (plan.dead_letters, dead_letter_files))
               if d.is_table]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
       rows = [future.result() for future in [pool.submit(self._publish_table, d, files, counts) for d, files in tables]]
     summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table else None,
-                       report=self._report)
+                       report=self._report, comparison=comparison, verdict=verdict, digest=digest)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
         return
+    incremental.record(plan)  # only now are this run's keys scored
     self._clean_up()
     logging.info('run %s: published attempt %s', plan.run_id, plan.attempt)
     yield published
 
-  def _write_profile_and_report(self, counts: dict[str, int], profile: dict[str, Any]) -> None:
+  def _write_profile_and_report(self, counts: dict[str, int], profile: dict[str, Any], comparison: Optional[dict],
+                                verdict: Optional[dict]) -> None:
     plan = self._plan
     publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
     if self._report:
-      write_report(plan.record_folder, _summary(plan, counts, rows_written=None, report=True), profile,
-                   training_statistics=plan.bundle.training_statistics, model=plan.bundle.metadata)
+      summary = _summary(plan, counts, rows_written=None, report=True, comparison=comparison, verdict=verdict)
+      write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
+                   model=plan.bundle.metadata, sections=report_sections(comparison, verdict))
 
   def _publish_table(self, destination: Destination, files: list[Any], counts: dict[str, int]) -> int:
     """Makes the run's rows in a table the new ones; returns the run's rows in it now.
@@ -248,6 +278,9 @@ class FinishRun(beam.PTransform):
   profile: Optional[beam.PCollection] = None
   report: bool = True
   max_rejected_fraction: Optional[float] = None
+  comparison: Optional[beam.PCollection] = None  # one dict (transforms.challenger.CompareModels), with --challenger
+  thresholds: tuple[gate.Threshold, ...] = ()  # --gate
+  digest: Optional[beam.PCollection] = None  # one dict (pipelines.manifest.DigestPredictions)
 
   def __post_init__(self):
     super().__init__()
@@ -255,7 +288,9 @@ class FinishRun(beam.PTransform):
   def expand(self, counts: beam.PCollection[dict[str, int]]) -> beam.PCollection[dict[str, Any]]:
     return counts | 'Publish' >> beam.ParDo(
         _FinishFn(self.plan, report=self.report and self.profile is not None,
-                  max_rejected_fraction=self.max_rejected_fraction),
+                  max_rejected_fraction=self.max_rejected_fraction, thresholds=self.thresholds),
         profile=beam.pvalue.AsSingleton(self.profile) if self.profile is not None else None,
+        comparison=beam.pvalue.AsSingleton(self.comparison) if self.comparison is not None else None,
+        digest=beam.pvalue.AsSingleton(self.digest) if self.digest is not None else None,
         prediction_files=beam.pvalue.AsList(self.prediction_files),
         dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

@@ -10,7 +10,7 @@ import datetime
 import difflib
 import logging
 import uuid
-from typing import Sequence
+from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
@@ -223,10 +223,74 @@ class BatchInferenceOptions(PipelineOptions):
         help='Fail the run, publishing nothing (exit 1), when more than this fraction of the rows read is '
         'rejected, e.g. 0.01; 1 never fails for rejections. Default: only a run that reads rows and predicts '
         'none of them fails.')
+    parser.add_argument(
+        '--challenger', default=None,
+        help='A second model bundle (same outputs) that scores the same validated rows in the same job. Only '
+        'the --model\'s predictions are published; the two are compared (agreement, class flips, score shift by '
+        'quantile, PSI, per --segment_column) in comparison.json and the run report. Features are computed once '
+        'when both bundles\' feature specs are equal.')
+    parser.add_argument(
+        '--segment_column', default=None,
+        help='With --challenger: an input column whose values split the comparison into segments '
+        '(e.g. region). Default: none.')
+    parser.add_argument(
+        '--gate', default=None,
+        help='Thresholds checked before publishing, comma-separated METRIC OP NUMBER (OP: >=, <=, >, <), e.g. '
+        '"agreement>=0.97,psi<=0.1,rejected_rate<=0.01". A run that breaks one publishes nothing, keeps its '
+        'staged output and gate.json (which threshold broke, by how much) in the attempt folder, and exits 4. '
+        'Metrics: rejected_rate, drifted_features, feature_psi, missing_rate_shift (against the training '
+        'statistics); with --challenger also agreement, psi, score_shift, challenger_unscored_rate.')
+    _add_bool(
+        parser, '--only_unscored', False,
+        'Predict only the rows whose --key_column (and --row_version_column) has no prediction yet from this '
+        'model name and version in the output; the rest are counted as skipped (read = predicted + rejected + '
+        'skipped). A file output keeps the keys each run scored under OUTPUT/_scored/; a bq:// input with a '
+        'bq:// output is anti-joined in BigQuery (needs --bq_temp_dataset). Default: false.')
+    parser.add_argument(
+        '--row_version_column', default=None,
+        help='With --only_unscored: an input column that changes when a row changes (e.g. updated_at); a row is '
+        'scored again when its value differs from the one last scored. Copied to the predictions.')
+    _add_bool(
+        parser, '--estimate', False,
+        'Do not run: forecast the run\'s wall time and cost on Dataflow. Runs the job here on a sample '
+        '(--estimate_rows), measures rows/s per core and bytes per row, and forecasts the whole input for the '
+        'chosen --machine_type, GPU and --max_num_workers, and for every machine type and worker count of the '
+        'dated price table in pipelines/prices.py; suggests the cheapest meeting --deadline. Writes estimate.html '
+        '(with a chart) and estimate.json to --estimate_output.')
+    parser.add_argument(
+        '--estimate_rows', type=int, default=50000,
+        help='With --estimate: rows of the input to run the sample on (its first rows; a second run repeats them 8 times). Default: 50000.')
+    parser.add_argument(
+        '--deadline', default=None,
+        help='With --estimate: the wall time the run must finish in, e.g. 45m, 2h or 1h30m; the estimate '
+        'suggests the cheapest setting that meets it. Default: none (the cheapest).')
+    parser.add_argument(
+        '--estimate_output', default=None,
+        help='With --estimate: the folder, local or gs://, for estimate.html and estimate.json. Default: '
+        'OUTPUT/_estimates/RUN_ID (SUMMARY_LOCATION/_estimates/RUN_ID for a bq:// output).')
+    parser.add_argument(
+        '--input_snapshot', default=None,
+        help='With a bq:// --input: read the table as it was at this UTC time, ISO 8601 (BigQuery time '
+        'travel, within the table\'s time-travel window, 7 days by default), e.g. 2026-11-25T02:00:00Z. '
+        'Default: the launch time (recorded in the run summary as input_snapshot).')
+    parser.add_argument(
+        '--replay', default=None,
+        help='A run_summary.json (local or gs://) to re-run exactly: the same model bundle (refused if its digest '
+        'changed), the same input files (refused if any changed, appeared or vanished) or the same table snapshot '
+        '(BigQuery time travel), the same options, under a new run id (RUN_ID-replay-TIME unless --run_id); then '
+        'checks that the predictions match the original\'s digest. Flags given beside it override the '
+        'recorded ones (e.g. --output).')
     _add_bool(
         parser, '--preflight_only', False,
         'Only check that the run can succeed (the model loads and matches its feature spec, the input '
         'exists and has the features, the output is writable), then exit: 0 if it can, 2 if not.')
+
+  def snapshot(self) -> Optional[datetime.datetime]:
+    """--input_snapshot as a UTC time; None for now."""
+    if not self.input_snapshot:
+      return None
+    when = datetime.datetime.fromisoformat(self.input_snapshot.replace('Z', '+00:00'))
+    return when.replace(tzinfo=datetime.timezone.utc) if when.tzinfo is None else when
 
   def share_model(self) -> bool:
     """--share_model_across_processes, or its default for the runner this job runs on."""
@@ -239,7 +303,12 @@ class BatchInferenceOptions(PipelineOptions):
 
   @property
   def passthrough(self) -> list[str]:
-    return [c.strip() for c in (self.passthrough_columns or '').split(',') if c.strip()]
+    """--passthrough_columns, and --row_version_column (the predictions say which version they scored)."""
+    columns = [c.strip() for c in (self.passthrough_columns or '').split(',') if c.strip()]
+    version = self.row_version_column
+    if version and version not in columns and version != self.key_column:
+      columns.append(version)
+    return columns
 
   @property
   def reads_bigquery(self) -> bool:
@@ -297,5 +366,27 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--watch_max_files must be at least 1')
     if self.inference_accelerator and self.device == 'cpu':
       problems.append('--inference_accelerator asks for a GPU but --device is cpu')
+    if self.input_snapshot:
+      try:
+        self.snapshot()
+      except ValueError:
+        problems.append(f'--input_snapshot {self.input_snapshot!r} is not an ISO 8601 time')
+      if not is_table(self.input):
+        problems.append('--input_snapshot applies to a bq:// --input only')
+    if self.only_unscored and not self.key_column:
+      problems.append('--only_unscored needs --key_column: generated row ids do not name a row across runs')
+    if self.row_version_column and not self.only_unscored:
+      problems.append('--row_version_column applies with --only_unscored')
+    if self.only_unscored and is_table(self.output) and not (is_table(self.input) and self.bq_temp_dataset):
+      problems.append('--only_unscored with a bq:// --output anti-joins in BigQuery: it needs a bq:// --input '
+                      'and --bq_temp_dataset for the unscored rows')
+    if self.estimate and self.reads_bigquery:
+      problems.append('--estimate samples input files; a BigQuery input is not supported yet')
+    if self.estimate and self.estimate_rows < 100:
+      problems.append('--estimate_rows must be at least 100')
+    if self.deadline and not self.estimate:
+      problems.append('--deadline applies with --estimate')
+    if self.segment_column and not self.challenger:
+      problems.append('--segment_column splits the --challenger comparison: give --challenger too')
     if problems:
       raise ValueError('; '.join(problems))

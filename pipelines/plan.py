@@ -20,6 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import ModelBundle
+from pipelines import gate as gate_
+from pipelines import incremental as incremental_
 from pipelines import preflight
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
@@ -78,6 +80,10 @@ class JobPlan:
   project: Optional[str] = None  # billing project of BigQuery calls
   bigquery_input: Optional[bqp.BigQueryInput] = None
   parquet_base: Optional[str] = None  # TEMP/PARQUET_STAGING, when a table is loaded from Parquet files
+  challenger: Optional[ModelBundle] = None  # --challenger: scores the same rows, compared, never published
+  gate: tuple[gate_.Threshold, ...] = ()  # --gate: thresholds checked before publishing
+  manifest: Optional[dict] = None  # what the run reads and runs (pipelines.manifest), written beside the summary
+  incremental: Optional[incremental_.Incremental] = None  # --only_unscored
 
   @property
   def record_folder(self) -> str:
@@ -138,7 +144,7 @@ def _input_types(opts: BatchInferenceOptions, bundle: ModelBundle, bq_input: Opt
 
 
 def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str], *, run_id: str,
-                    check_only: bool) -> Optional[bqp.BigQueryInput]:
+                    check_only: bool, table: Optional[TableRef] = None) -> Optional[bqp.BigQueryInput]:
   """Checks a BigQuery input; saves a query's result and opens the read session unless only checking."""
   if not opts.reads_bigquery:
     return None
@@ -153,10 +159,11 @@ def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: O
                                                    temp_dataset=opts.bq_temp_dataset, run_id=run_id)
     logging.info('--input_query processed %s bytes into %s', f'{bytes_processed:,}', table)
   else:
-    table = TableRef.parse(opts.input)
+    table = table or TableRef.parse(opts.input)
   schema = bqp.check_input_table(bq, table, bundle.features, key_column=opts.key_column, passthrough=opts.passthrough)
   session = None if check_only else create_read_session(
-      table, schema, project=bq.project, row_restriction=opts.input_filter, max_streams=opts.bq_read_streams)
+      table, schema, project=bq.project, row_restriction=opts.input_filter, max_streams=opts.bq_read_streams,
+      snapshot_time=opts.snapshot())
   return bqp.BigQueryInput(table, schema, bytes_processed, session)
 
 
@@ -233,16 +240,21 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   project = options.view_as(GoogleCloudOptions).project
   report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
+  challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   try:
     if offline:
       bq_input = _offline_bigquery_input(opts, bundle) if opts.reads_bigquery else None
+      incremental = (incremental_.Incremental(opts.row_version_column, (), FileSystems.join(incremental_.index_folder(
+          opts.output, bundle.name, bundle.version), f'{opts.run_id}.json'))
+                     if opts.only_unscored and not is_table(opts.output) else None)
     else:
       if opts.input_query:  # before the query costs anything, without the passthrough columns it will type
         probe = PredictionColumns(bundle.outputs, key, (), bundle.name, bundle.version, opts.run_id)
         check_tables(project, _destinations(opts, probe, opts.run_id, attempt))
-      bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only)
+      incremental, unscored = _incremental(opts, bundle, project, check_only=check_only)
+      bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
     key_type, passthrough = _input_types(opts, bundle, bq_input, offline) if typed else (pa.string(), ())
     columns = PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id,
@@ -260,5 +272,62 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   plan = JobPlan(run_id=opts.run_id, attempt=attempt, started_at=datetime.datetime.now(datetime.timezone.utc),
                  bundle=bundle, columns=columns, source=source, predictions=predictions, dead_letters=dead_letters,
                  records=opts.records_location(), runner=_runner(options), project=project, bigquery_input=bq_input,
-                 parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None)
+                 parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None,
+                 challenger=challenger, gate=thresholds, incremental=incremental)
   return plan, report
+
+
+def _incremental(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str], *,
+                 check_only: bool) -> tuple[Optional[incremental_.Incremental], Optional[TableRef]]:
+  """--only_unscored: earlier runs' key files (a file output), or the input's unscored rows saved by one
+  anti-join in BigQuery (a table output), which the job then reads instead of the input table."""
+  if not opts.only_unscored or check_only:
+    return None, None
+  if not is_table(opts.output):
+    return incremental_.for_files(opts.output, bundle.name, bundle.version, opts.run_id,
+                                  opts.row_version_column), None
+  from google.api_core import exceptions
+  from google.cloud import bigquery
+  bq = bqp.client(project or bqp.home_project(opts))
+  source, output = TableRef.parse(opts.input), TableRef.parse(opts.output)
+  try:
+    bq.get_table(output.dotted)
+  except exceptions.NotFound:  # nothing scored yet
+    return incremental_.Incremental(opts.row_version_column), None
+  query = incremental_.unscored_query(source, output, key_column=opts.key_column,
+                                      version_column=opts.row_version_column, input_filter=opts.input_filter)
+  parameters = [bigquery.ScalarQueryParameter('model_name', 'STRING', bundle.name),
+                bigquery.ScalarQueryParameter('model_version', 'STRING', bundle.version),
+                bigquery.ScalarQueryParameter('run_id', 'STRING', opts.run_id)]
+  table, _ = bqp.materialize_query(bq, query, parameters, temp_dataset=opts.bq_temp_dataset,
+                                   run_id=f'unscored_{opts.run_id}')
+  total = list(bq.query(incremental_.count_query(source, opts.input_filter)).result())[0][0]
+  unscored = bq.get_table(table.dotted).num_rows
+  logging.info('--only_unscored: %s of %s input rows have no prediction from %s v%s yet (saved in %s)',
+               f'{unscored:,}', f'{total:,}', bundle.name, bundle.version, table)
+  return incremental_.Incremental(opts.row_version_column, skipped_by_bigquery=total - unscored), table
+
+
+def _challenger_and_gate(opts: BatchInferenceOptions, bundle: ModelBundle, *,
+                         check_model: bool) -> tuple[Optional[ModelBundle], tuple[gate_.Threshold, ...]]:
+  """Loads and checks --challenger against the model; parses --gate. Raises PreflightError."""
+  problems, challenger, thresholds = [], None, ()
+  if opts.challenger:
+    from transforms.challenger import check_comparable
+    try:
+      challenger = ModelBundle.load(opts.challenger)
+      if check_model:
+        challenger.check_signature()
+      check_comparable(bundle, challenger)
+    except ValueError as e:  # BundleError is one
+      problems.append(f'--challenger: {e}')
+  try:
+    thresholds = gate_.parse(opts.gate, challenger=bool(opts.challenger))
+  except ValueError as e:
+    problems.append(str(e))
+  needs = gate_.needs_training_statistics(thresholds)
+  if needs and bundle.training_statistics is None:
+    problems.append(f'--gate: {", ".join(needs)} compare with training, but {bundle.path} holds no training statistics')
+  if problems:
+    raise preflight.PreflightError(problems)
+  return challenger, thresholds

@@ -9,10 +9,11 @@ charts, so it can be mailed or opened from a bucket as one file.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 import io
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -45,8 +46,11 @@ def _png(fig) -> bytes:
 def outcome_chart(summary: RunSummary) -> bytes:
   labels = ['predicted'] + [f'rejected: {code}' for code in sorted(summary.rejected_by_reason)]
   values = [summary.rows_predicted] + [summary.rejected_by_reason[c] for c in sorted(summary.rejected_by_reason)]
+  colors = ['#4f81bd'] + ['#c0504d'] * (len(labels) - 1)
+  if summary.rows_skipped:
+    labels, values, colors = labels + ['skipped: scored before'], values + [summary.rows_skipped], colors + ['#999']
   fig, ax = _figure(height=1.0 + 0.4 * len(labels))
-  bars = ax.barh(labels[::-1], values[::-1], color=['#c0504d'] * (len(labels) - 1) + ['#4f81bd'])
+  bars = ax.barh(labels[::-1], values[::-1], color=colors[::-1])
   ax.bar_label(bars, labels=[f'{v:,}' for v in values[::-1]], padding=3)
   ax.set_xlabel('rows')
   ax.set_title(f'{summary.rows_read:,} rows read')
@@ -144,13 +148,34 @@ def _num(value: Optional[float]) -> str:
   return '–' if value is None else f'{value:,.3g}'
 
 
+def embed(name: str, png: bytes, alt: str) -> str:
+  """An <img> holding a chart, so the page stays one file."""
+  return (f'<img id="chart-{name}" alt="{html.escape(alt)}" '
+          f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  """A part of the page a feature adds: HTML with `{chart:NAME}` where each chart goes."""
+  html: str
+  charts: dict[str, bytes]
+  alts: dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def render(self, charts: dict[str, bytes]) -> str:
+    text = self.html
+    for name in self.charts:
+      text = text.replace(f'{{chart:{name}}}', embed(name, charts[name], self.alts.get(name, name)))
+    return text
+
+
 def _write(path: str, data: bytes) -> None:
   with FileSystems.create(path, mime_type='application/octet-stream') as f:
     f.write(data)
 
 
 def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
-                 training_statistics: Optional[dict[str, Any]], model: dict[str, Any]) -> str:
+                 training_statistics: Optional[dict[str, Any]], model: dict[str, Any],
+                 sections: Sequence[Section] = ()) -> str:
   """Writes report.html and report-*.png under `out_dir`; returns the HTML path.
 
   Args:
@@ -159,6 +184,7 @@ def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
     profile: what `transforms.profile.ProfileRun` produced for this run.
     training_statistics: the bundle's training profile; None for older bundles.
     model: the bundle's metadata (name, version, created, training metrics).
+    sections: more parts of the page (the gate, a challenger's comparison), each with its charts.
   """
   drift = drift_rows(profile['input'], training_statistics)
   charts = {'outcome': outcome_chart(summary),
@@ -173,9 +199,12 @@ def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
   if strings:
     charts['oov'] = rate_chart('Unseen (out-of-vocabulary) categories', [r['feature'] for r in strings],
                                [r['oov_rate'] for r in strings], [r['training_oov_rate'] for r in strings])
+  for section in sections:
+    charts.update(section.charts)
   for name, png in charts.items():
     _write(FileSystems.join(out_dir, f'report-{name}.png'), png)
   page = _html(summary, profile, drift, charts, training_statistics, model)
+  page = page.replace('</body>', ''.join(s.render(charts) for s in sections) + '</body>')
   path = FileSystems.join(out_dir, REPORT_FILE)
   _write(path, page.encode('utf-8'))
   return path
@@ -198,6 +227,8 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
            else '<span class="flag">NO: some rows are unaccounted for</span>')
   reasons = ''.join(f'<tr><td>&nbsp;&nbsp;rejected: {e(code)}</td><td>{n:,}</td></tr>'
                     for code, n in sorted(summary.rejected_by_reason.items()))
+  skipped = (f'<tr><td>rows skipped (scored before by this model version)</td><td>{summary.rows_skipped:,}</td></tr>'
+             if summary.rows_skipped else '')
   flagged = [r for r in drift if r['flags']]
   if training is None:
     verdict = 'The model bundle holds no training statistics, so this run cannot be compared with training.'
@@ -242,7 +273,7 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
 <table><tr><td>rows read</td><td>{summary.rows_read:,}</td></tr>
 <tr><td>rows predicted</td><td>{summary.rows_predicted:,}</td></tr>
 <tr><td>rows rejected</td><td>{summary.rows_rejected:,}</td></tr>{reasons}
-<tr><td>read = predicted + rejected</td><td>{check}</td></tr></table>
+{skipped}<tr><td>read = predicted + rejected{' + skipped' if summary.rows_skipped else ''}</td><td>{check}</td></tr></table>
 {img('outcome', 'rows predicted and rejected by reason')}
 <h2>Throughput</h2>
 {img('throughput', 'rows predicted per second over the run')}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ from apache_beam.runners.runner import PipelineState
 
 from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
-from pipelines import publish, status
+from pipelines import gate, manifest, publish, replay, status
 from pipelines.batch_inference import build_pipeline
 from pipelines.finish import drop_staging_tables
 from pipelines.options import BatchInferenceOptions, unknown_flags
@@ -105,6 +106,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
     require_gpu()  # before preflight touches anything; remote workers check at model load
   plan, _ = resolve(options)
+  plan = dataclasses.replace(plan, manifest=manifest.build(options, plan))
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
   show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
@@ -126,6 +128,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
         return None
       state = result.wait_until_finish()
   except BaseException as e:
+    verdict = gate.read_verdict(plan.record_folder)
+    if verdict is not None and not verdict['passed']:  # keep the staged output for inspection
+      raise gate.GateBreachedError(gate.breach_message(plan.run_id, verdict)
+                                   + f': {publish.attempt_folder(plan.records, plan.run_id, plan.attempt)}') from e
     _discard(plan, _first_line(e))
     if not isinstance(e, Exception):
       raise
@@ -165,10 +171,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       from pipelines.watch import watch
       summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
       return 0 if all(s.reconciled for s in summaries) else 1
+    if opts.estimate:
+      from pipelines import estimate
+      print(estimate.render(estimate.estimate(argv)))
+      return 0
+    replayed = None
+    replaying = bool(opts.replay)
+    if replaying:
+      argv, original, recorded = replay.prepare(argv)
+      opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
     summary = run(argv)
+    if replaying:
+      replayed = replay.check(original, recorded, summary)
   except (ValueError, BundleError, NoGpuError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except gate.GateBreachedError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return gate.GATE_EXIT_STATUS
+  except replay.ReplayMismatchError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   except RunError as e:
     logging.error('the job failed:\n%s', ''.join(traceback.format_exception(e.__cause__ or e)))
     print(f'error: {e}', file=sys.stderr)
@@ -186,6 +209,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print(f'  summary         {publish.pointer_path(opts.records_location(), summary.run_id)}')
   if summary.report:
     print(f'  report          {summary.report}')
+  if replayed:
+    print(replayed)
   return 0 if summary.reconciled else 1
 
 

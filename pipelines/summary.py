@@ -50,6 +50,11 @@ class RunSummary:
   finished_at: Optional[str] = None
   input_snapshot: Optional[str] = None  # the BigQuery snapshot time a table input was read at
   report: Optional[str] = None  # the run report's path, when one was written
+  gate: Optional[dict[str, Any]] = None  # --gate: passed, and each threshold with its measured value
+  challenger: Optional[dict[str, Any]] = None  # --challenger: the model and the headline of its comparison
+  manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.manifest), for --replay
+  predictions_digest: Optional[dict[str, Any]] = None  # an order-free digest of the predictions
+  rows_skipped: int = 0  # --only_unscored: rows an earlier run of this model version scored
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -59,7 +64,7 @@ class RunSummary:
 
   @property
   def reconciled(self) -> bool:
-    return self.rows_read == self.rows_predicted + self.rows_rejected
+    return self.rows_read == self.rows_predicted + self.rows_rejected + self.rows_skipped
 
   @property
   def rows_per_second(self) -> float:
@@ -85,8 +90,23 @@ class RunSummary:
         f'  rows rejected   {self.rows_rejected:>12,}',
     ]
     lines += [f'    {code:<20} {count:>9,}' for code, count in sorted(self.rejected_by_reason.items())]
+    if self.rows_skipped:
+      lines.append(f'  rows skipped    {self.rows_skipped:>12,}  (scored before by this model version)')
     if self.rows_written is not None:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
-    lines += [f'  read = predicted + rejected: {check}',
+    skipped = ' + skipped' if self.rows_skipped else ''
+    lines += [f'  read = predicted + rejected{skipped}: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']
+    if self.challenger:
+      c = self.challenger
+      agreement = f'agreement {c["agreement"]:.2%}, ' if c.get('agreement') is not None else ''
+      psi = f'{c["psi"]:.3g}' if c.get('psi') is not None else '–'
+      lines.append(f'  challenger      {c["name"]} v{c["version"]}: {agreement}PSI {psi}')
+    if self.gate:
+      checks = ', '.join(f'{c["threshold"]} ({_value(c["value"])})' for c in self.gate['checks'])
+      lines.append(f'  gate            {"passed" if self.gate["passed"] else "BROKEN"}: {checks}')
     return '\n'.join(lines)
+
+
+def _value(value: Optional[float]) -> str:
+  return '–' if value is None else f'{value:.4g}'

@@ -160,3 +160,14 @@ def test_same_final_steps__on_the_direct_runner_and_in_the_dataflow_job(penguin_
   build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan)
   direct = _top_level_steps(pipeline.to_runner_api())
   assert {'Count', 'Finish'} <= direct and direct == described
+
+
+def test_rollout_flags__are_described_offline_with_their_steps(penguin_bundle, monkeypatch, offline):
+  """--challenger, --gate and --only_unscored build into the Dataflow job without contacting Google Cloud."""
+  monkeypatch.chdir(REPO)
+  argv = [f'--input={EXAMPLE}', f'--model={penguin_bundle.path}', '--output=gs://my-bucket/o', '--project=my-project',
+          '--region=us-central1', '--temp_location=gs://my-bucket/tmp', '--run_id=rollout',
+          f'--challenger={penguin_bundle.path}', '--segment_column=island', '--gate=agreement>=0.97,rejected_rate<=0.01',
+          '--key_column=island', '--only_unscored']
+  steps = _top_level_steps(dataflow_job.describe_job(argv, bundle=penguin_bundle).proto_pipeline)
+  assert {'ScoredKeys', 'SkipScored', 'CompareModels', 'Digest', 'WriteKeysScored', 'Count', 'Finish'} <= steps

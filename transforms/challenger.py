@@ -1,0 +1,375 @@
+"""Challenger scoring: a second model scores the same validated rows in the same step.
+
+Both models run on each batch in one `RunInference` call, so the champion's
+prediction and the challenger's for a row meet without a join (a per-row
+CoGroupByKey would cost a Python object per row). Where both bundles' feature
+specs are equal the feature matrix is computed once and shared; otherwise each
+batch carries both matrices side by side. Only the champion's predictions are
+written: the challenger never changes the published output, and a row it
+cannot score (it raised, or returned NaN) is counted as unscored rather than
+rejected. `CompareModels` reduces the pairs to one dict: agreement, the
+class-flip matrix, score quantiles and their shift, the PSI of the
+challenger's predictions against the champion's, and the same per segment.
+"""
+
+from __future__ import annotations
+
+import collections
+import uuid
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+
+from models.bundle import ModelBundle, Outputs
+from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, SavedModelPredictor, _predict_row_by_row
+from transforms.features import FeatureSpec
+from transforms.inference import PredictionColumns, _FormatFn, _model_error_letters
+from transforms.profile import _significant, _unique_counts
+from transforms.validation import DEAD_LETTERS, coerce_column
+
+COMPARISON = 'comparison'
+# Quantiles at which the two models' scores are compared.
+QUANTILES = tuple(round(q, 2) for q in np.arange(0.05, 0.96, 0.05))
+# Segments kept in the comparison, the largest first.
+TOP_SEGMENTS = 30
+_SEP = '\x1f'
+
+
+def specs_agree(a: FeatureSpec, b: FeatureSpec) -> bool:
+  """Whether two fitted specs make the same matrix from the same rows (then it is computed once)."""
+  return a.to_dict() == b.to_dict()
+
+
+def check_comparable(champion: ModelBundle, challenger: ModelBundle) -> None:
+  """Raises ValueError unless both bundles predict the same kind of thing (the same classes)."""
+  a, b = champion.outputs, challenger.outputs
+  if a.kind != b.kind or set(a.classes) != set(b.classes):
+    raise ValueError(f'--challenger {challenger.path} predicts {b.kind} {list(b.classes) or ""} but the model '
+                     f'predicts {a.kind} {list(a.classes) or ""}: only models of the same outputs can be compared')
+
+
+class PairedPredictor:
+  """The champion and the challenger, loaded together (one shared copy of each per worker)."""
+
+  def __init__(self, champion: SavedModelPredictor, challenger: SavedModelPredictor):
+    self._champion = champion
+    self._challenger = challenger
+
+  def predict(self, features: np.ndarray) -> np.ndarray:
+    return self._champion.predict(features)
+
+  def predict_challenger(self, features: np.ndarray) -> np.ndarray:
+    return self._challenger.predict(features)
+
+
+class _ChallengerView:
+  """The challenger alone behind `predict`, for the row-by-row retry."""
+
+  def __init__(self, model: PairedPredictor):
+    self._model = model
+
+  def predict(self, features: np.ndarray) -> np.ndarray:
+    return self._model.predict_challenger(features)
+
+
+class ChallengerHandler(SavedModelHandler):
+  """Runs the champion as `SavedModelHandler` does, then the challenger on the same rows.
+
+  Each element's matrix is the champion's features, followed by the
+  challenger's from column `split` on (or shared by both when `split` is None).
+  Each result's `inference` is `(champion output, challenger output)`, the
+  latter NaN on rows the challenger failed on.
+  """
+
+  def __init__(self, champion_uri: str, challenger: ModelBundle, *, split: Optional[int], **kwargs):
+    super().__init__(champion_uri, **kwargs)
+    self._challenger = challenger
+    self._split = split
+
+  def load_model(self) -> PairedPredictor:
+    champion = super().load_model()
+    try:
+      challenger = SavedModelPredictor(self._challenger.saved_model_path, self._challenger.outputs.signature,
+                                       self._challenger.outputs.output_key, self._device)
+    except Exception as e:  # pylint: disable=broad-except
+      raise RuntimeError(f'cannot load the challenger {self._challenger.saved_model_path} on a worker: {e}') from e
+    return PairedPredictor(champion, challenger)
+
+  def run_inference(self, batch: Sequence[np.ndarray], model: PairedPredictor,
+                    inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+    if not batch:
+      return []
+    split = self._split
+    champion = super().run_inference([m[:, :split] if split is not None else m for m in batch], model)
+    features = np.concatenate([m[:, split:] if split is not None else m for m in batch])
+    try:
+      challenger = np.asarray(model.predict_challenger(features), dtype=np.float32)
+    except Exception:  # pylint: disable=broad-except  (each row is retried; failures stay NaN)
+      challenger, _ = _predict_row_by_row(_ChallengerView(model), features)
+    results, start = [], 0
+    for matrix, result in zip(batch, champion):
+      end = start + matrix.shape[0]
+      results.append(PredictionResult(matrix, (result.inference, challenger[start:end]), self._model_uri))
+      start = end
+    return results
+
+
+def _top(scores: np.ndarray, outputs: Outputs) -> tuple[Optional[pa.Array], np.ndarray]:
+  """The predicted class (None for a regressor) and its score, per row."""
+  if outputs.kind == 'regression':
+    return None, scores[:, 0].astype(np.float64)
+  best = np.nan_to_num(scores, nan=-np.inf).argmax(axis=1)
+  return pa.array(outputs.classes, pa.string()).take(best), scores[np.arange(len(scores)), best].astype(np.float64)
+
+
+class _FormatWithChallengerFn(_FormatFn):
+  """Lays out the champion's predictions as `Predict` does, and pairs both models' verdicts per row."""
+
+  def __init__(self, columns: PredictionColumns, challenger: Outputs, segment_column: Optional[str]):
+    super().__init__(columns)
+    self._challenger = challenger
+    self._segment = segment_column
+
+  def process(self, element: tuple[pa.RecordBatch, PredictionResult]):
+    rows, result = element
+    champion, challenger = result.inference
+    yield from super().process((rows, PredictionResult(result.example, champion, result.model_id)))
+    ok = np.ones(rows.num_rows, dtype=bool)
+    if isinstance(champion, RowFailures):
+      ok[list(champion.errors)] = False
+      champion = champion.outputs
+    if not ok.any():
+      return
+    rows, champion, challenger = rows.filter(pa.array(ok)), champion[ok], challenger[ok]
+    champion_class, champion_score = _top(champion, self._columns.outputs)
+    challenger_class, challenger_score = _top(challenger, self._challenger)
+    unscored = np.isnan(challenger).any(axis=1)
+    segment = (rows.column(self._segment).cast(pa.string()).fill_null('<null>') if self._segment
+               else pa.repeat(pa.scalar('', pa.string()), rows.num_rows))
+    arrays = {'segment': segment, 'champion_score': pa.array(champion_score),
+              'challenger_score': pa.array(np.where(unscored, np.nan, challenger_score)),
+              'unscored': pa.array(unscored)}
+    if champion_class is not None:
+      arrays['champion_class'] = champion_class
+      arrays['challenger_class'] = pc.if_else(pa.array(unscored), pa.scalar(None, pa.string()), challenger_class)
+    yield beam.pvalue.TaggedOutput(COMPARISON, pa.RecordBatch.from_pydict(arrays))
+
+
+class PredictWithChallenger(beam.PTransform):
+  """`transforms.inference.Predict` with a challenger scoring the same rows.
+
+  Outputs `{'predictions', DEAD_LETTERS, COMPARISON}`: the champion's
+  predictions and dead letters exactly as `Predict` gives them, and one
+  RecordBatch per predicted batch pairing both models' class and score.
+  """
+
+  def __init__(self, handler: ChallengerHandler, columns: PredictionColumns, challenger: Outputs, *,
+               segment_column: Optional[str] = None):
+    super().__init__()
+    self._handler = handler
+    self._columns = columns
+    self._challenger = challenger
+    self._segment = segment_column
+    self._model_identifier = f'batch-inference-challenger-{uuid.uuid4().hex}'
+
+  def expand(self, pairs):
+    predicted, failed = pairs | 'RunInference' >> RunInference(
+        KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
+    formatted = predicted | 'Format' >> beam.ParDo(
+        _FormatWithChallengerFn(self._columns, self._challenger, self._segment)).with_outputs(
+            DEAD_LETTERS, COMPARISON, main='predictions')
+    letters = ((formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters))
+               | 'AllModelErrors' >> beam.Flatten())
+    return {'predictions': formatted['predictions'], DEAD_LETTERS: letters, COMPARISON: formatted[COMPARISON]}
+
+
+class ApplyBothFeatures(beam.PTransform):
+  """`(batch, champion features | challenger features)`: both matrices side by side in one element.
+
+  Rows were validated against the champion's spec; columns only the challenger
+  reads are typed here, and a batch the challenger's features fail on gets NaN
+  (its rows count as unscored by the challenger, never rejected).
+  """
+
+  def __init__(self, champion: FeatureSpec, challenger: FeatureSpec):
+    super().__init__()
+    self._champion = champion
+    self._challenger = challenger
+
+  def expand(self, batches):
+    return batches | 'Transform' >> beam.Map(
+        _both_matrices, champion=self._champion, challenger=self._challenger).with_output_types(
+            beam.typehints.Tuple[pa.RecordBatch, np.ndarray])
+
+
+def _both_matrices(batch: pa.RecordBatch, champion: FeatureSpec,
+                   challenger: FeatureSpec) -> tuple[pa.RecordBatch, np.ndarray]:
+  own = [f for f in challenger.features if f.name not in champion.columns]
+  typed = batch
+  for feature in own:
+    if feature.name in typed.schema.names:
+      column = coerce_column(typed.column(feature.name), feature.dtype)[0]
+      typed = typed.set_column(typed.schema.get_field_index(feature.name), feature.name, column)
+  try:
+    theirs = challenger.transform(typed)
+  except Exception:  # pylint: disable=broad-except  (the challenger never rejects a row)
+    theirs = np.full((batch.num_rows, len(challenger.output_names)), np.nan, dtype=np.float32)
+  return batch, np.hstack([champion.transform(batch), theirs]).astype(np.float32)
+
+
+def _value_counts(values: pa.Array) -> dict[Any, int]:
+  counts = pc.value_counts(values)
+  return dict(zip(counts.field('values').to_pylist(), counts.field('counts').to_pylist()))
+
+
+class CompareFn(beam.CombineFn):
+  """Reduces the paired verdicts (`_FormatWithChallengerFn`) to the comparison of the two models.
+
+  Scores (a classifier's probability of its predicted class, or a regressor's
+  score) are counted at three significant digits, so the accumulator stays
+  small however many rows pass and quantiles are exact to that precision.
+  """
+
+  def create_accumulator(self) -> dict[str, Any]:
+    return {'rows': 0, 'unscored': 0, 'agree': 0, 'flips': collections.Counter(),
+            'champion': collections.Counter(), 'challenger': collections.Counter(),
+            'segments': {}}
+
+  def add_input(self, acc, batch: pa.RecordBatch):
+    n = batch.num_rows
+    unscored = batch.column('unscored').to_numpy(zero_copy_only=False)
+    scored = ~unscored
+    acc['rows'] += n
+    acc['unscored'] += int(unscored.sum())
+    champion = batch.column('champion_score').to_numpy(zero_copy_only=False)
+    challenger = batch.column('challenger_score').to_numpy(zero_copy_only=False)
+    acc['champion'].update(_unique_counts(_significant(champion[scored])))
+    acc['challenger'].update(_unique_counts(_significant(challenger[scored])))
+    if 'champion_class' in batch.schema.names:
+      same = pc.fill_null(pc.equal(batch.column('champion_class'), batch.column('challenger_class')), False)
+      agree = same.to_numpy(zero_copy_only=False)
+      acc['agree'] += int(agree.sum())
+      pairs = pc.binary_join_element_wise(batch.column('champion_class'),
+                                          pc.fill_null(batch.column('challenger_class'), '<unscored>'), _SEP)
+      acc['flips'].update(_value_counts(pairs))
+    else:
+      agree = np.zeros(n, dtype=bool)
+    table = pa.table({'segment': batch.column('segment'), 'agree': pa.array(agree.astype(np.int64)),
+                      'champion': pa.array(np.where(scored, champion, 0.0)),
+                      'challenger': pa.array(np.where(scored, challenger, 0.0)),
+                      'scored': pa.array(scored.astype(np.int64))})
+    grouped = table.group_by('segment').aggregate(
+        [('agree', 'count'), ('agree', 'sum'), ('champion', 'sum'), ('challenger', 'sum'), ('scored', 'sum')])
+    for row in zip(*(grouped.column(c).to_pylist() for c in ('segment', 'agree_count', 'agree_sum', 'champion_sum',
+                                                             'challenger_sum', 'scored_sum'))):
+      into = acc['segments'].setdefault(row[0], [0, 0, 0.0, 0.0, 0])
+      for i, value in enumerate(row[1:]):
+        into[i] += value
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    merged = self.create_accumulator()
+    for acc in accumulators:
+      for key in ('rows', 'unscored', 'agree'):
+        merged[key] += acc[key]
+      for key in ('flips', 'champion', 'challenger'):
+        merged[key].update(acc[key])
+      for segment, values in acc['segments'].items():
+        into = merged['segments'].setdefault(segment, [0, 0, 0.0, 0.0, 0])
+        for i, value in enumerate(values):
+          into[i] += value
+    return merged
+
+  def extract_output(self, acc) -> dict[str, Any]:
+    scored = acc['rows'] - acc['unscored']
+    classes = bool(acc['flips'])
+    flips: dict[str, dict[str, int]] = {}
+    for pair, n in acc['flips'].items():
+      a, b = pair.split(_SEP)
+      flips.setdefault(a, {})[b] = n
+    quantiles = []
+    if scored:
+      for q in QUANTILES:
+        a, b = _quantile(acc['champion'], q), _quantile(acc['challenger'], q)
+        quantiles.append({'q': q, 'champion': a, 'challenger': b, 'shift': b - a})
+    if classes:
+      champion_shares = collections.Counter()
+      challenger_shares = collections.Counter()
+      for a, row in flips.items():
+        for b, n in row.items():
+          champion_shares[a] += n
+          if b != '<unscored>':
+            challenger_shares[b] += n
+      psi = _psi_of_counts(champion_shares, challenger_shares)
+    else:
+      psi = _binned_psi(acc['champion'], acc['challenger'])
+    segments = sorted(acc['segments'].items(), key=lambda kv: (-kv[1][0], str(kv[0])))[:TOP_SEGMENTS]
+    return {
+        'rows': acc['rows'], 'scored_by_both': scored, 'challenger_unscored': acc['unscored'],
+        'challenger_unscored_rate': acc['unscored'] / acc['rows'] if acc['rows'] else 0.0,
+        'agreement': acc['agree'] / scored if classes and scored else None,
+        'flips': flips, 'psi': psi, 'quantiles': quantiles,
+        'score_shift': max((abs(q['shift']) for q in quantiles), default=None),
+        'segments': [{'segment': s, 'rows': v[0], 'agreement': v[1] / v[4] if classes and v[4] else None,
+                      'champion_mean': v[2] / v[4] if v[4] else None, 'challenger_mean': v[3] / v[4] if v[4] else None,
+                      'mean_shift': (v[3] - v[2]) / v[4] if v[4] else None} for s, v in segments],
+        'segments_total': len(acc['segments']),
+    }
+
+
+def _quantile(counts: collections.Counter, q: float) -> float:
+  values = np.array(sorted(counts), dtype=np.float64)
+  cumulative = np.cumsum([counts[v] for v in values])
+  return float(values[min(np.searchsorted(cumulative, q * cumulative[-1]), len(values) - 1)])
+
+
+def _psi_of_counts(expected: collections.Counter, actual: collections.Counter) -> Optional[float]:
+  from pipelines.gate import psi
+  e_total, a_total = sum(expected.values()), sum(actual.values())
+  if not e_total or not a_total:
+    return None
+  return psi({k: v / e_total for k, v in expected.items()}, {k: v / a_total for k, v in actual.items()})
+
+
+def _binned_psi(champion: collections.Counter, challenger: collections.Counter) -> Optional[float]:
+  """PSI of scores over the champion's deciles."""
+  if not champion or not challenger:
+    return None
+  edges = sorted({_quantile(champion, q) for q in np.arange(0.1, 0.91, 0.1)})
+  def bins(counts):
+    values = np.array(list(counts), dtype=np.float64)
+    which = np.searchsorted(edges, values, side='right')
+    out = collections.Counter()
+    for b, n in zip(which.tolist(), counts.values()):
+      out[b] += n
+    return out
+  return _psi_of_counts(bins(champion), bins(challenger))
+
+
+class CompareModels(beam.PTransform):
+  """One dict comparing the two models (`CompareFn`), also when no row was predicted."""
+
+  def expand(self, pairs: beam.PCollection[pa.RecordBatch]) -> beam.PCollection[dict[str, Any]]:
+    return pairs | 'Combine' >> beam.CombineGlobally(CompareFn())
+
+
+def challenger_step(validated: beam.PCollection, plan, settings: dict[str, Any], *,
+                    segment_column: Optional[str]) -> tuple[beam.PCollection, PredictWithChallenger]:
+  """The feature step and the predict step of a run with a challenger (`plan.challenger`).
+
+  `settings` are the champion handler's keyword arguments; the challenger runs with the same.
+  """
+  champion, challenger = plan.bundle, plan.challenger
+  shared = specs_agree(champion.features, challenger.features)
+  if shared:
+    from transforms.features import ApplyFeatures
+    pairs = validated | 'Features' >> ApplyFeatures(champion.features)
+  else:
+    pairs = validated | 'Features' >> ApplyBothFeatures(champion.features, challenger.features)
+  handler = ChallengerHandler(champion.saved_model_path, challenger,
+                              split=None if shared else len(champion.features.output_names), **settings)
+  return pairs, PredictWithChallenger(handler, plan.columns, challenger.outputs, segment_column=segment_column)
