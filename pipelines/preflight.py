@@ -17,10 +17,12 @@ from typing import Optional
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from models import registry
 from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
 from pipelines.publish import check_run_id
 from transforms.bigquery import is_table
+from transforms.postgres import is_database
 from transforms.features import FeatureSpec
 from transforms.readers import infer_format
 from transforms.sources import peek_schema
@@ -151,10 +153,10 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     raise PreflightError(str(e).split('; ')) from None
   problems: list[str] = []
   try:
-    bundle = bundle or ModelBundle.load(opts.model)
+    bundle = bundle or registry.load_bundle(opts.model, api_endpoint=opts.vertex_api_endpoint)
     if check_model:
       bundle.check_signature()
-  except BundleError as e:
+  except (BundleError, registry.RegistryError) as e:
     problems.append(str(e))
     bundle = None
   except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
@@ -165,7 +167,8 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
     problems += found
   folders = [opts.output, opts.dead_letter_target, opts.records_location()]
-  for directory in [] if offline else [d for d in dict.fromkeys(folders) if d and not is_table(d)]:
+  folders = [d for d in dict.fromkeys(folders) if d and not is_table(d) and not is_database(d)]
+  for directory in [] if offline else folders:
     problem = check_writable(directory)
     if problem:
       problems.append(problem)
