@@ -123,7 +123,8 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       output_link=bqp.console_link(plan.predictions.table) if plan.predictions.is_table else None,
       attempt=plan.attempt, finished_at=now.isoformat(timespec='seconds'),
       input_snapshot=session.snapshot_time if session else None,
-      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None)
+      report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None,
+      rows_not_written=counts.get('rows_not_written'))
 
 
 class _FinishFn(beam.DoFn):

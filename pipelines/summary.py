@@ -50,6 +50,8 @@ class RunSummary:
   finished_at: Optional[str] = None
   input_snapshot: Optional[str] = None  # the BigQuery snapshot time a table input was read at
   report: Optional[str] = None  # the run report's path, when one was written
+  # Predicted rows the output table refused (a database constraint; streamed BigQuery rows): dead letters too.
+  rows_not_written: Optional[int] = None
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -87,6 +89,8 @@ class RunSummary:
     lines += [f'    {code:<20} {count:>9,}' for code, count in sorted(self.rejected_by_reason.items())]
     if self.rows_written is not None:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
+    if self.rows_not_written:
+      lines.append(f'  refused by it   {self.rows_not_written:>12,} (predicted, then dead letters)')
     lines += [f'  read = predicted + rejected: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']
     return '\n'.join(lines)
