@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from models import registry
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from transforms.features import FeatureSpec, fit_in_memory
 from transforms.profile import profile_in_memory
@@ -146,6 +147,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='Sample of the training data (path or glob): fits unfitted steps, stores the statistics '
                       'run reports compare against, and smoke-tests the model.')
   parser.add_argument('--data_format', default=None, help='Format of --data. Default: from the extension.')
+  parser.add_argument('--register', default=None,
+                      help='Once the bundle is checked, register --output (gs://) as a new version of this Vertex AI '
+                      'Model Registry model, projects/P/locations/L/models/M (created if missing); then run with '
+                      '--model=projects/P/locations/L/models/M@VERSION or @ALIAS.')
+  parser.add_argument('--alias', action='append', default=None,
+                      help='With --register: a version alias to give the new version (e.g. champion); repeatable.')
+  parser.add_argument('--serving_image', default=registry.DEFAULT_SERVING_IMAGE,
+                      help='With --register: the serving container the registry requires of a model version '
+                      f'(batch jobs do not use it). Default: {registry.DEFAULT_SERVING_IMAGE}.')
+  parser.add_argument('--vertex_api_endpoint', default=None,
+                      help='With --register: the Vertex AI API endpoint. Default: LOCATION-aiplatform.googleapis.com.')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   try:
@@ -159,6 +171,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print(f'wrote bundle {bundle.name} v{bundle.version} to {args.output}: {bundle.outputs.kind}, '
         f'{len(bundle.features.output_names)} model inputs ({inputs}); checked'
         + (' and smoke-tested on the sample' if args.data else ''))
+  if args.register:
+    try:
+      version = registry.register_version(args.register, args.output.rstrip('/'), display_name=bundle.name,
+                                          serving_image=args.serving_image, aliases=args.alias or (),
+                                          api_endpoint=args.vertex_api_endpoint)
+    except registry.RegistryError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(f'registered {args.output} as {version.versioned_name} (aliases: {", ".join(version.aliases) or "none"})')
   return 0
 
 

@@ -19,6 +19,8 @@ import dataclasses
 import re
 from typing import Optional, Sequence
 
+# The registry requires a serving container of every model version; batch jobs never start it.
+DEFAULT_SERVING_IMAGE = 'us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest'
 _MODEL = re.compile(r'^projects/(?P<project>[^/@]+)/locations/(?P<location>[^/@]+)/models/(?P<model>[^/@]+)'
                     r'(?:@(?P<version>[A-Za-z0-9][A-Za-z0-9_\-]*))?$')
 
