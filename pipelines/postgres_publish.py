@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Optional, Sequence
 
 import pyarrow as pa
@@ -149,6 +150,7 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
       is gone and the table does not hold them either; the table is unchanged.
   """
   staging = target.staging_table(run_id, attempt)
+  started = time.monotonic()
   with connect(target, password_secret=password_secret) as conn, conn.cursor() as cursor:
     serving, staged_table = quote(conn, target.schema, target.table), quote(conn, target.schema, staging)
     cursor.execute(f'LOCK TABLE {serving} IN SHARE ROW EXCLUSIVE MODE')  # one publisher at a time; readers go on
@@ -184,7 +186,8 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
       inserted = cursor.rowcount
     cursor.execute(f'DROP TABLE {staged_table}')
     conn.commit()
-  logging.info('run %s: published %d rows to %s (%s)', run_id, inserted, target, mode)
+  logging.info('run %s: published %d rows to %s (%s) in %.2fs', run_id, inserted, target, mode,
+               time.monotonic() - started)
   return inserted
 
 
