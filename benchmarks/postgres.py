@@ -173,7 +173,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rounds = throughput(server, py, args.out, args.rows, args.repeats, penguins)
     latency = lookups(server, py, args.out, args.users, recs)
   ratios = [pg['rows_per_s'] / files['rows_per_s'] for files, pg in zip(rounds[::2], rounds[1::2])]
-  result = {'machine': machine(), 'load_average_at_end': [round(x, 2) for x in os.getloadavg()], 'rounds': rounds, 'pg_over_parquet': [round(r, 2) for r in ratios],
+  result = {'machine': machine(), 'load_average_at_end': [round(x, 2) for x in os.getloadavg()],
+            'rounds': rounds, 'pg_over_parquet': [round(r, 2) for r in ratios],
             'pg_over_parquet_median': round(float(np.median(ratios)), 2), 'lookups': latency}
   with open(os.path.join(args.out, 'postgres.json'), 'w', encoding='utf-8') as f:
     json.dump(result, f, indent=2)

@@ -263,6 +263,9 @@ class BatchInferenceOptions(PipelineOptions):
     if (is_table(self.output) or is_database(self.output)) and not self.records_location():
       problems.append('a table --output keeps its run summary and report in --summary_location (or '
                       '--temp_location/runs): give one of them')
+    if self.watch and is_database(self.output):
+      problems.append('--watch keeps its record of processed files beside a folder --output; it does not take a '
+                      'database --output')
     if is_database(self.dead_letter):
       problems.append('--dead_letter takes a folder or a bq:// table; dead letters do not go to PostgreSQL')
     if self.top_k < 1:

@@ -207,6 +207,10 @@ def _checked_tables(bq_input: Optional[bqp.BigQueryInput], destinations: tuple[D
 
 def _columns(opts: BatchInferenceOptions, bundle: ModelBundle, key: str,
              passthrough: tuple[pa.Field, ...]) -> PredictionColumns:
+  if bundle.outputs.kind == 'ranking' and opts.output_format == 'csv' and not (
+      is_table(opts.output) or is_database(opts.output)):
+    raise ValueError('a ranking model writes lists (top_items, top_scores), which CSV cannot hold: '
+                     'use --output_format=parquet or jsonl')
   return PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id,
                            top_k=opts.top_k, model_resource=bundle.registry_resource)
 

@@ -48,7 +48,7 @@ class PreflightReport:
   files: int
   files_peeked: int
   notes: list[str]
-  tables: list[str] = dataclasses.field(default_factory=list)  # what was checked of BigQuery, one line each
+  tables: list[str] = dataclasses.field(default_factory=list)  # what was checked of BigQuery or PostgreSQL
   writable: list[str] = dataclasses.field(default_factory=list)  # folders a probe file was written to
 
   def render(self) -> str:
@@ -56,7 +56,7 @@ class PreflightReport:
              f'{len(self.bundle.features.output_names)} feature values']
     if self.files:
       lines.append(f'  input      {self.files} files; schema checked on {self.files_peeked}')
-    lines += [f'  bigquery   {line}' for line in self.tables]
+    lines += [f'  tables     {line}' for line in self.tables]
     if self.writable:
       lines.append(f'  writable   {", ".join(self.writable)}')
     return '\n'.join(lines + [f'  note: {n}' for n in self.notes])

@@ -78,7 +78,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _published_to(plan: JobPlan) -> str:
-  return plan.predictions.uri if plan.predictions.is_table or plan.predictions.is_database else publish.run_folder(plan.records, plan.run_id)
+  if plan.predictions.is_table or plan.predictions.is_database:
+    return plan.predictions.uri
+  return publish.run_folder(plan.records, plan.run_id)
 
 
 def _discard(plan: JobPlan, error: str) -> None:

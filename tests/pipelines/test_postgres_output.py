@@ -204,3 +204,9 @@ def test_preflight__names_incompatible_columns_a_missing_key_and_missing_privile
   assert code == 0 and 'keyed by user_id, rank' in out
   with postgres_server.connect() as conn:  # --preflight_only changes nothing
     assert conn.execute("SELECT to_regclass('recs_new')").fetchone()[0] is None
+
+
+def test_a_ranking_to_csv_files_is_refused_before_it_starts(tmp_path, recommender_bundle, few_shoppers, capsys):
+  code = run_job.main([f'--input={few_shoppers}', f'--model={recommender_bundle.path}', f'--output={tmp_path}',
+                       '--key_column=user_id', '--output_format=csv', '--preflight_only'])
+  assert code == 2 and 'CSV cannot hold' in capsys.readouterr().err

@@ -32,3 +32,13 @@ def test_rank_rows__one_row_per_key_and_rank_other_columns_repeated():
   assert rows.schema.names == ['user_id', 'rank', 'item_id', 'score', 'run_id']
   assert rows.to_pydict() == {'user_id': ['u1', 'u1', 'u2'], 'rank': [1, 2, 1], 'item_id': ['x', 'y', 'z'],
                               'score': pytest.approx([0.9, 0.1, 0.5]), 'run_id': ['r', 'r', 'r']}
+
+
+def test_bigquery_schema__ranking_lists_are_repeated_columns():
+  from transforms.bigquery import table_schema
+  schema = pa.schema([pa.field('user_id', pa.string(), nullable=False),
+                      pa.field(ranking.ITEMS, pa.list_(pa.string())), pa.field(ranking.SCORES, pa.list_(pa.float32()))])
+  assert table_schema(schema)['fields'] == [
+      {'name': 'user_id', 'type': 'STRING', 'mode': 'REQUIRED'},
+      {'name': ranking.ITEMS, 'type': 'STRING', 'mode': 'REPEATED'},
+      {'name': ranking.SCORES, 'type': 'FLOAT64', 'mode': 'REPEATED'}]
