@@ -4,7 +4,8 @@ The server binaries come from the Debian `postgresql` package (`./launch.sh
 test` installs it where missing). PostgreSQL refuses to run as root, so under
 root the folder is handed to the unprivileged `nobody` user and the server runs
 as that user (`runuser`). The tests connect over the socket as the `postgres`
-superuser, trusted locally; nothing listens on a network port.
+superuser, trusted locally (the `app` role needs its password); nothing
+listens on a network port.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ import tempfile
 from typing import Iterator, Optional
 
 import pytest
+
+
+# Who may connect over the socket: the `app` role only with its password (so a test can tell that the
+# job took it from libpq's environment), every other role trusted.
+PASSWORD_ROLE = 'app'
+HBA = f"""local all {PASSWORD_ROLE} scram-sha-256
+local all all trust
+"""
 
 
 def binaries() -> Optional[str]:
@@ -91,6 +100,8 @@ def running_server(*, durable: bool = False) -> Iterator[PostgresServer]:
   try:
     server._run(os.path.join(folder_bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8',
                 '--no-instructions', cwd=folder)
+    with open(os.path.join(data, 'pg_hba.conf'), 'w', encoding='utf-8') as f:
+      f.write(HBA)
     server._run(os.path.join(folder_bin, 'pg_ctl'), '-D', data, '-l', os.path.join(folder, 'server.log'), '-w',
                 '-t', '60', '-o', ' '.join(settings), 'start', cwd=folder)
     yield server

@@ -210,3 +210,29 @@ def test_a_ranking_to_csv_files_is_refused_before_it_starts(tmp_path, recommende
   code = run_job.main([f'--input={few_shoppers}', f'--model={recommender_bundle.path}', f'--output={tmp_path}',
                        '--key_column=user_id', '--output_format=csv', '--preflight_only'])
   assert code == 2 and 'CSV cannot hold' in capsys.readouterr().err
+
+
+def test_the_password_comes_from_libpqs_environment_and_is_never_written(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, monkeypatch, capsys, caplog):
+  from tests.postgres_server import PASSWORD_ROLE
+  canary = 'CANARY-pg-0123456789-SECRET'
+  with postgres_server.connect(autocommit=True) as conn:
+    conn.execute(f'DROP ROLE IF EXISTS {PASSWORD_ROLE}')
+    conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{canary}'")
+    conn.execute(f'GRANT CREATE ON SCHEMA public TO {PASSWORD_ROLE}')
+  url = postgres_server.url('recs_password', user=PASSWORD_ROLE)
+  caplog.set_level('DEBUG')
+  monkeypatch.delenv('PGPASSWORD', raising=False)
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'pw-0')) == 2  # no password: refused
+  assert 'cannot connect' in capsys.readouterr().err
+
+  monkeypatch.setenv('PGPASSWORD', canary)
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'pw-1')) == 0
+  with postgres_server.connect() as conn:
+    assert conn.execute('SELECT count(*) FROM recs_password').fetchone()[0] == 2_000 * TOP_K
+  written = ''.join(open(p, encoding='utf-8', errors='replace').read()
+                    for p in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(p))
+  captured = capsys.readouterr()
+  assert 'rows_read' in written
+  for text in (written, captured.out, captured.err, caplog.text):
+    assert canary not in text
