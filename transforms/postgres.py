@@ -167,7 +167,7 @@ def read_secret(name: str) -> str:
   return client.access_secret_version(name=name).payload.data.decode('utf-8')
 
 
-def cloud_sql_arguments(target: PgTarget, password: Optional[str]) -> tuple[dict[str, Any], tuple[str, str],
+def cloud_sql_arguments(target: PgTarget, password: Optional[str], *, autocommit: bool = False) -> tuple[dict[str, Any], tuple[str, str],
                                                                                dict[str, Any]]:
   """The Cloud SQL Python Connector's arguments: (Connector(...), connect's positional, connect's keyword).
 
@@ -175,7 +175,7 @@ def cloud_sql_arguments(target: PgTarget, password: Optional[str]) -> tuple[dict
   so the same COPY code serves Cloud SQL and any PostgreSQL.
   """
   connector = {'enable_iam_auth': password is None, 'ip_type': target.ip_type, 'refresh_strategy': 'lazy'}
-  connect = {'user': target.user, 'db': target.database, 'autocommit': False,
+  connect = {'user': target.user, 'db': target.database, 'autocommit': autocommit,
              'application_name': 'batch-inference'}
   if password is not None:
     connect['password'] = password
@@ -183,17 +183,18 @@ def cloud_sql_arguments(target: PgTarget, password: Optional[str]) -> tuple[dict
 
 
 @contextlib.contextmanager
-def connect(target: PgTarget, *, password_secret: Optional[str] = None) -> Iterator[Any]:
-  """A psycopg connection to the target's database, outside autocommit; closed on exit."""
+def connect(target: PgTarget, *, password_secret: Optional[str] = None, autocommit: bool = False) -> Iterator[Any]:
+  """A psycopg connection to the target's database; closed on exit (committing unless an error left it)."""
   import psycopg
   password = read_secret(password_secret) if password_secret else None
   if not target.is_cloud_sql:
     kwargs = {'password': password} if password is not None else {}
-    with psycopg.connect(target.conninfo, autocommit=False, application_name='batch-inference', **kwargs) as conn:
+    with psycopg.connect(target.conninfo, autocommit=autocommit, application_name='batch-inference',
+                         **kwargs) as conn:
       yield conn
     return
   from google.cloud.sql.connector import Connector
-  connector_args, positional, connect_args = cloud_sql_arguments(target, password)
+  connector_args, positional, connect_args = cloud_sql_arguments(target, password, autocommit=autocommit)
   with Connector(**connector_args) as connector:
     conn = connector.connect(*positional, **connect_args)
     try:
@@ -275,9 +276,11 @@ def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, ke
 class _CopyToStagingFn(beam.DoFn):
   """COPYs batches into the attempt's staging table, one transaction per bundle.
 
-  A bundle that fails rolls back, so a retried bundle never leaves half its
-  rows; a bundle a runner retries after its commit leaves duplicates, which
-  the publish step collapses by primary key (and counts).
+  The transaction opens with the bundle and commits when it finishes; each
+  COPY runs in a savepoint inside it. A bundle that fails rolls back, so a
+  retried bundle never leaves half its rows; a bundle a runner retries after
+  its commit leaves duplicates, which the publish step collapses by primary
+  key (and counts).
   """
 
   def __init__(self, target: PgTarget, staging: str, *, key_name: str, run_id: str,
@@ -290,11 +293,17 @@ class _CopyToStagingFn(beam.DoFn):
     self._layout = layout  # RecordBatch -> the table's rows (e.g. one row per rank)
     self._stack: Optional[contextlib.ExitStack] = None
     self._conn = None
+    self._bundle = None  # the open transaction of the current bundle
     self._not_written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_not_written')
 
   def setup(self):
     self._stack = contextlib.ExitStack()
-    self._conn = self._stack.enter_context(connect(self._target, password_secret=self._password_secret))
+    self._conn = self._stack.enter_context(connect(self._target, password_secret=self._password_secret,
+                                                   autocommit=True))  # transactions are ours, below
+
+  def start_bundle(self):
+    self._bundle = self._conn.transaction()
+    self._bundle.__enter__()
 
   def process(self, batch: pa.RecordBatch):
     rows = self._layout(batch)
@@ -306,12 +315,14 @@ class _CopyToStagingFn(beam.DoFn):
     yield rows.num_rows - len(refused)
 
   def finish_bundle(self):
-    self._conn.commit()
+    bundle, self._bundle = self._bundle, None
+    bundle.__exit__(None, None, None)  # COMMIT
 
   def teardown(self):
-    if self._stack is not None:
+    if self._bundle is not None:  # a bundle failed: roll its rows back
       with contextlib.suppress(Exception):
-        self._conn.rollback()
+        self._bundle.__exit__(RuntimeError, RuntimeError('bundle failed'), None)
+    if self._stack is not None:
       self._stack.close()
 
 

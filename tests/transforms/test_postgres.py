@@ -113,3 +113,20 @@ def test_write_postgres__copies_every_batch_and_routes_refused_rows_to_dead_lett
   with postgres_server.connect() as conn:
     assert conn.execute(f'SELECT id FROM {scored_table} ORDER BY id').fetchall() == [('k0',), ('k1',), ('k2',),
                                                                                      ('x',)]
+
+
+def test_copy_to_staging__a_bundle_that_fails_leaves_none_of_its_rows(postgres_server, scored_table):
+  target = PgTarget.parse(postgres_server.url(scored_table))
+  fn = postgres._CopyToStagingFn(target, scored_table, key_name='id', run_id='r1', password_secret=None,
+                                 layout=lambda b: b)
+  fn.setup()
+  fn.start_bundle()
+  assert list(fn.process(_batch([0.1, 0.2]))) == [2]
+  fn.teardown()  # the runner gave up on the bundle before finish_bundle: its transaction rolls back
+  fn.setup()
+  fn.start_bundle()
+  list(fn.process(_batch([0.3])))
+  fn.finish_bundle()
+  fn.teardown()
+  with postgres_server.connect() as conn:
+    assert conn.execute(f'SELECT id, score FROM {scored_table}').fetchall() == [('k0', pytest.approx(0.3))]
