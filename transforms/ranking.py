@@ -65,7 +65,7 @@ def rank_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
   items = batch.column(ITEMS)
   parents = pc.list_parent_indices(items)
   lengths = pc.list_value_length(items).fill_null(0).to_numpy(zero_copy_only=False)
-  arrays, fields = [], []
+  arrays = []
   for field, column in zip(batch.schema, batch.columns):
     if field.name == ITEMS:
       arrays += [pa.array(positions(lengths)), pc.list_flatten(items), pc.list_flatten(batch.column(SCORES))]
