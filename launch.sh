@@ -81,6 +81,21 @@ ensure_browser() {
   fi
 }
 
+# The PostgreSQL output tests start a real server from Debian's `postgresql` package (initdb, pg_ctl).
+# Installed when missing and we are root, like chromium; otherwise those tests skip and say why.
+ensure_postgres() {
+  if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing postgresql for the database output tests" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } \
+      >/dev/null || echo "could not install postgresql: the database output tests will skip" >&2
+  else
+    echo "postgresql not found and not root: the database output tests will skip" >&2
+  fi
+}
+
 quiet_tf() {
   export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 }
@@ -333,6 +348,7 @@ case "$verb" in
   test)
     install
     ensure_browser
+    ensure_postgres
     quiet_tf
     "$PYTHON" -m pytest "$@"
     ;;

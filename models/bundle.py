@@ -27,6 +27,7 @@ SAVED_MODEL = 'saved_model'
 FEATURES = 'features.json'
 OUTPUTS = 'outputs.json'
 METADATA = 'metadata.json'
+OUTPUT_KINDS = ('classification', 'regression', 'ranking')
 
 
 class BundleError(ValueError):
@@ -38,17 +39,24 @@ class Outputs:
   """What the model's output tensor means.
 
   A classifier returns one probability per class, in `classes` order; a
-  regressor (or a binary scorer) returns a single `score` column.
+  regressor (or a binary scorer) returns a single `score` column; a ranker
+  (a recommender) returns one score per item of its catalogue, in `items`
+  order, and the job keeps the K best (`--top_k`).
   """
-  kind: str  # 'classification' | 'regression'
+  kind: str  # 'classification' | 'regression' | 'ranking'
   classes: tuple[str, ...] = ()
+  items: tuple[str, ...] = ()
   signature: str = 'serving_default'
   output_key: Optional[str] = None
 
   def __post_init__(self):
     object.__setattr__(self, 'classes', tuple(self.classes))
-    if self.kind not in ('classification', 'regression'):
-      raise BundleError(f"{OUTPUTS}: kind must be 'classification' or 'regression', got {self.kind!r}")
+    object.__setattr__(self, 'items', tuple(str(i) for i in self.items))
+    if self.kind not in OUTPUT_KINDS:
+      raise BundleError(f"{OUTPUTS}: kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.kind!r}")
+    if self.kind == 'ranking' and (len(self.items) < 1 or len(set(self.items)) != len(self.items)):
+      raise BundleError(f'{OUTPUTS}: a ranking needs its catalogue as "items", distinct ids in the order of the '
+                        f'model\'s scores; got {len(self.items)} items, {len(set(self.items))} distinct')
     if self.kind == 'classification' and len(set(self.classes)) != len(self.classes) or (
         self.kind == 'classification' and len(self.classes) < 2):
       raise BundleError(f'{OUTPUTS}: a classifier needs two or more distinct class names, got {list(self.classes)}')
@@ -56,10 +64,13 @@ class Outputs:
   @property
   def width(self) -> int:
     """Number of values the model returns per row."""
+    if self.kind == 'ranking':
+      return len(self.items)
     return len(self.classes) if self.kind == 'classification' else 1
 
   def to_dict(self) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if v is not None}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+            if v is not None and not (k == 'items' and not v)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,11 @@ class ModelBundle:
   @property
   def version(self) -> str:
     return str(self.metadata['version'])
+
+  @property
+  def registry_resource(self) -> Optional[str]:
+    """projects/P/locations/L/models/M@VERSION_ID when the bundle came from the Vertex AI Model Registry."""
+    return (self.metadata.get('registry') or {}).get('resource')
 
   @property
   def training_statistics(self) -> Optional[dict[str, Any]]:

@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from models import diagnosis, parity
+from models import diagnosis, parity, registry
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from models.samples import read_validated
 from transforms.features import FeatureSpec, fit_in_memory
@@ -215,6 +215,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--min_accuracy', type=float, default=None,
                       help='With --expected_label: the least accuracy accepted. Default: the share of the most '
                       'common label (the bundle must beat always guessing it).')
+  parser.add_argument('--register', default=None,
+                      help='Once the bundle is checked, register --output (gs://) as a new version of this Vertex AI '
+                      'Model Registry model, projects/P/locations/L/models/M (created if missing); then run with '
+                      '--model=projects/P/locations/L/models/M@VERSION or @ALIAS.')
+  parser.add_argument('--alias', action='append', default=None,
+                      help='With --register: a version alias to give the new version (e.g. champion); repeatable.')
+  parser.add_argument('--serving_image', default=registry.DEFAULT_SERVING_IMAGE,
+                      help='With --register: the serving container the registry requires of a model version '
+                      f'(batch jobs do not use it). Default: {registry.DEFAULT_SERVING_IMAGE}.')
+  parser.add_argument('--vertex_api_endpoint', default=None,
+                      help='With --register: the Vertex AI API endpoint. Default: LOCATION-aiplatform.googleapis.com.')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   try:
@@ -235,6 +246,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not args.expected:
     print('note: not compared with your model\'s own outputs; pass --expected with rows your code predicted to '
           'prove that the bundle predicts the same')
+  if args.register:
+    try:
+      version = registry.register_version(args.register, args.output.rstrip('/'), display_name=bundle.name,
+                                          serving_image=args.serving_image, aliases=args.alias or (),
+                                          api_endpoint=args.vertex_api_endpoint)
+    except registry.RegistryError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(f'registered {args.output} as {version.versioned_name} (aliases: {", ".join(version.aliases) or "none"})')
   return 0
 
 

@@ -27,6 +27,7 @@ from transforms.challenger import COMPARISON, CompareModels, challenger_step
 from transforms.features import ApplyFeatures
 from transforms.incremental import KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
 from transforms.inference import Predict, PredictionColumns
+from transforms.postgres import WritePostgres
 from transforms.profile import ProfileRun
 from transforms.sinks import WriteBatches
 from transforms.sources import FILES, ReadRecordBatches
@@ -38,7 +39,7 @@ class PipelineOutputs:
   """The job's PCollections, for tests and callers that extend the graph."""
   predictions: beam.PCollection  # RecordBatches of `columns.schema`
   dead_letters: beam.PCollection  # RecordBatches of the dead letters' schema
-  prediction_files: beam.PCollection  # final file names, or Beam's BigQuery WriteResult
+  prediction_files: beam.PCollection  # final file names, Beam's BigQuery WriteResult, or rows COPYed per batch
   dead_letter_files: beam.PCollection
   columns: PredictionColumns
   counts: beam.PCollection  # one dict: rows_read, rows_predicted, rows_rejected, ... (CountRows)
@@ -128,8 +129,16 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   if plan.bigquery_input is None:
     tallies['files'] = read[FILES]
 
-  prediction_files = _write(predicted['predictions'], 'WritePredictions', plan.predictions, 'predictions',
-                            opts=opts, file_format=opts.output_format)
+  if plan.database is not None:  # COPY into the attempt's staging table; refused rows are dead letters
+    db = plan.database
+    written = predicted['predictions'] | 'WritePredictions' >> WritePostgres(
+        db.target, db.staging, key_name=columns.key_name, run_id=plan.run_id, password_secret=db.password_secret,
+        layout=columns.table_rows)
+    prediction_files, tallies['not_written'] = written['written'], written[DEAD_LETTERS]
+    dead_letters = (dead_letters, written[DEAD_LETTERS]) | 'WithRefusedRows' >> beam.Flatten()
+  else:
+    prediction_files = _write(predicted['predictions'], 'WritePredictions', plan.predictions, 'predictions',
+                              opts=opts, file_format=opts.output_format)
   if plan.predictions.is_table and not plan.predictions.loads_parquet:  # rows BigQuery refused: dead letters too
     refused = prediction_files.failed_rows_with_errors | 'RefusedRows' >> beam.Map(
         refused_rows, key_name=columns.key_name, run_id=plan.run_id)

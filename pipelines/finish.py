@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery_publish as bqpub
 from pipelines import gate, incremental
+from pipelines import postgres_publish as pgpub
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
 from pipelines.manifest import MANIFEST_FILE
@@ -126,18 +127,25 @@ class CountRows(beam.PTransform):
     return counts | 'AllTallies' >> beam.Flatten() | 'Sum' >> beam.CombineGlobally(SumCounts())
 
 
+def _registry(plan: JobPlan) -> dict[str, str]:
+  """The Model Registry version the bundle came from, for the summary's model."""
+  found = plan.bundle.metadata.get('registry') or {}
+  return {k: found[k] for k in ('resource', 'version_id') if k in found}
+
+
 def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool,
              comparison: Optional[dict] = None, verdict: Optional[dict] = None,
              digest: Optional[dict] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
   def where(d: Destination) -> str:
-    return d.uri if d.is_table else d.folder
+    return d.uri if d.is_table or d.is_database else d.folder
 
   session = plan.bigquery_input.session if plan.bigquery_input else None
   return RunSummary(
       run_id=plan.run_id,
-      model={'name': plan.bundle.name, 'version': plan.bundle.version, 'path': plan.bundle.path},
+      model={'name': plan.bundle.name, 'version': plan.bundle.version, 'path': plan.bundle.path,
+             **_registry(plan)},
       input=plan.source, output=where(plan.predictions), dead_letter=where(plan.dead_letters),
       runner=plan.runner, state='DONE', started_at=plan.started_at.isoformat(timespec='seconds'),
       wall_seconds=round((now - plan.started_at).total_seconds(), 3),
@@ -151,7 +159,8 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None,
       gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison),
       manifest=FileSystems.join(plan.record_folder, MANIFEST_FILE) if plan.manifest is not None else None,
-      predictions_digest=digest)
+      predictions_digest=digest,
+      rows_not_written=counts.get('rows_not_written'))
 
 
 class _FinishFn(beam.DoFn):
@@ -196,7 +205,9 @@ class _FinishFn(beam.DoFn):
               if d.is_table]
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
       rows = [future.result() for future in [pool.submit(self._publish_table, d, files, counts) for d, files in tables]]
-    summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table else None,
+    if plan.database is not None:  # one transaction: the run's rows appear all at once
+      rows = [self._publish_database(prediction_files)]
+    summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table or plan.database else None,
                        report=self._report, comparison=comparison, verdict=verdict, digest=digest)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
@@ -235,6 +246,12 @@ class _FinishFn(beam.DoFn):
     logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, plan.run_id, destination.uri)
     return bqpub.rows_of_run(bq, destination.table, plan.run_id)
 
+  def _publish_database(self, written: list[int]) -> int:
+    """Publishes the staged rows: `written` are the rows each batch COPYed (refused rows excluded)."""
+    plan, db = self._plan, self._plan.database
+    return pgpub.publish_run(db.target, plan.predictions.schema, db.key, run_id=plan.run_id, attempt=plan.attempt,
+                             rows=sum(written), mode=db.mode, password_secret=db.password_secret)
+
   def _clean_up(self) -> None:
     """Deletes older attempts' folders, and the staged Parquet files and staging tables of this
     attempt and older ones; the published output is untouched."""
@@ -244,6 +261,8 @@ class _FinishFn(beam.DoFn):
     for base in plan.parquet_staging:
       publish.remove_tree(publish.attempt_folder(base, plan.run_id, plan.attempt))
     drop_staging_tables(plan, every_attempt=True)
+    if plan.database is not None:
+      pgpub.drop_staging(plan.database.target, plan.run_id, password_secret=plan.database.password_secret)
 
 
 def drop_staging_tables(plan: JobPlan, *, every_attempt: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from transforms.bigquery import WRITE_METHODS, is_table
+from transforms.postgres import PUBLISH_MODES, is_database
 from transforms.sinks import OUTPUT_FORMATS
 from transforms.readers import FORMATS
 
@@ -129,12 +130,36 @@ class BatchInferenceOptions(PipelineOptions):
         help='Format of the input files. Default: inferred from each file extension.')
     parser.add_argument(
         '--model', default=None,
-        help='Model bundle directory, local or gs:// (SavedModel, features.json, outputs.json, metadata.json).')
+        help='Model bundle directory, local or gs:// (SavedModel, features.json, outputs.json, metadata.json), '
+        'or a Vertex AI Model Registry model, projects/P/locations/L/models/M[@VERSION_OR_ALIAS] (e.g. @champion; '
+        'none: the default version), resolved on the launcher to its artifact URI and version id.')
+    parser.add_argument(
+        '--vertex_api_endpoint', default=None,
+        help='With a registry --model: the Vertex AI API endpoint. Default: LOCATION-aiplatform.googleapis.com.')
+    parser.add_argument(
+        '--top_k', type=int, default=10,
+        help='For a ranking model (outputs.json kind "ranking"): how many of the best items each row keeps, '
+        'best first. Files and BigQuery get them as list columns top_items and top_scores; a PostgreSQL '
+        'table gets one row per (key, rank). Default: 10.')
     parser.add_argument(
         '--output', default=None,
         help='Output directory, local or gs://: predictions go to OUTPUT/RUN_ID/, '
         'with run_summary.json beside them. Or a BigQuery table, bq://PROJECT.DATASET.TABLE: created if '
-        'needed, partitioned by day of predicted_at; a re-run of a --run_id replaces that run\'s rows.')
+        'needed, partitioned by day of predicted_at; a re-run of a --run_id replaces that run\'s rows. '
+        'Or a PostgreSQL table, postgresql://[USER@]HOST[:PORT]/DATABASE?table=[SCHEMA.]TABLE, or a Cloud SQL one, '
+        'cloudsql://PROJECT:REGION:INSTANCE/DATABASE?table=[SCHEMA.]TABLE&user=IAM_USER (IAM database '
+        'authentication): created if needed with the key as primary key, written with COPY into a staging table, '
+        'published in one transaction when the run ends (see --db_publish_mode). Never put a password in the URL.')
+    parser.add_argument(
+        '--db_publish_mode', default='upsert', choices=PUBLISH_MODES,
+        help='How a database --output takes a run\'s rows, in one transaction: upsert (each key of the run gets '
+        'its new rows, other keys keep theirs; a re-run of a --run_id replaces its own rows) or replace (the run\'s '
+        'rows become the whole table, swapped in by renaming). Default: upsert.')
+    parser.add_argument(
+        '--db_password_secret', default=None,
+        help='With a database --output: a Secret Manager version, projects/P/secrets/S/versions/V, holding the '
+        'password, read where the job connects. Default: none; libpq\'s environment (PGPASSWORD, ~/.pgpass) for '
+        'postgresql://, IAM database authentication for cloudsql://.')
     parser.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
         help='How rows reach a bq:// output: FILE_LOADS (the default: Parquet files under --temp_location, '
@@ -319,12 +344,14 @@ class BatchInferenceOptions(PipelineOptions):
     """Where rejected rows go: --dead_letter, else beside the output."""
     if self.dead_letter:
       return self.dead_letter
+    if is_database(self.output):
+      return self.records_location()
     return f'{self.output}_dead_letters' if is_table(self.output) else self.output
 
   def records_location(self) -> str:
     """The base folder of each run's summary and report: the output folder, or for a table
     --summary_location (default TEMP_LOCATION/runs)."""
-    if not is_table(self.output):
+    if not is_table(self.output) and not is_database(self.output):
       return self.output
     temp = (self.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
     return self.summary_location or (f'{temp}/runs' if temp else '')
@@ -347,9 +374,16 @@ class BatchInferenceOptions(PipelineOptions):
         self.view_as(GoogleCloudOptions).temp_location or '').startswith('gs://'):
       problems.append('--bq_write_method=FILE_LOADS stages files under --temp_location, which must be '
                       'gs://BUCKET/PREFIX (or pick --bq_write_method=STREAMING_INSERTS)')
-    if is_table(self.output) and not self.records_location():
-      problems.append('a bq:// --output keeps its run summary and report in --summary_location (or '
+    if (is_table(self.output) or is_database(self.output)) and not self.records_location():
+      problems.append('a table --output keeps its run summary and report in --summary_location (or '
                       '--temp_location/runs): give one of them')
+    if self.watch and is_database(self.output):
+      problems.append('--watch keeps its record of processed files beside a folder --output; it does not take a '
+                      'database --output')
+    if is_database(self.dead_letter):
+      problems.append('--dead_letter takes a folder or a bq:// table; dead letters do not go to PostgreSQL')
+    if self.top_k < 1:
+      problems.append('--top_k must be at least 1')
     if self.bq_read_streams < 0:
       problems.append('--bq_read_streams must be 0 (as many as BigQuery offers) or more')
     if self.read_batch_size < 1:

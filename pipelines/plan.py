@@ -23,6 +23,7 @@ from models.bundle import ModelBundle
 from pipelines import gate as gate_
 from pipelines import incremental as incremental_
 from pipelines import preflight
+from pipelines import postgres_publish as pgpub
 from pipelines import preflight_bigquery as bqp
 from pipelines import publish
 from pipelines.options import BatchInferenceOptions, new_run_id
@@ -30,6 +31,7 @@ from transforms import dead_letters as dl
 from transforms.bigquery import TableRef, is_table, table_schema
 from transforms.bigquery_read import ReadSession, create_read_session
 from transforms.inference import PredictionColumns
+from transforms.postgres import PgTarget, is_database
 from transforms.sources import peek_schema
 
 DEFAULT_KEY = 'row_id'
@@ -59,6 +61,11 @@ class Destination:
     return TableRef.parse(self.uri)
 
   @property
+  def is_database(self) -> bool:
+    """A PostgreSQL or Cloud SQL table (`JobPlan.database` says how it is written)."""
+    return is_database(self.uri)
+
+  @property
   def loads_parquet(self) -> bool:
     """A table filled by one load job from Parquet files, then published atomically."""
     return self.is_table and self.folder is not None
@@ -84,6 +91,7 @@ class JobPlan:
   gate: tuple[gate_.Threshold, ...] = ()  # --gate: thresholds checked before publishing
   manifest: Optional[dict] = None  # what the run reads and runs (pipelines.manifest), written beside the summary
   incremental: Optional[incremental_.Incremental] = None  # --only_unscored
+  database: Optional[pgpub.DatabaseOutput] = None  # a PostgreSQL / Cloud SQL --output
 
   @property
   def record_folder(self) -> str:
@@ -94,7 +102,8 @@ class JobPlan:
   def bases(self) -> list[str]:
     """The folders holding run folders of this run: file outputs elsewhere, then the records last
     (their pointer is the one `status` and the launcher read, so it is switched last)."""
-    folders = [d.uri for d in (self.predictions, self.dead_letters) if not d.is_table] + [self.records]
+    folders = [d.uri for d in (self.predictions, self.dead_letters) if not d.is_table and not d.is_database]
+    folders += [self.records]
     folders = [f.rstrip('/') for f in folders]
     return [f for f in dict.fromkeys(folders) if f != folders[-1]] + [folders[-1]]
 
@@ -112,6 +121,19 @@ def _runner(options: PipelineOptions) -> str:
 def _key_type(field: Optional[pa.Field]) -> pa.DataType:
   """An integer key stays an integer; any other key is written as text."""
   return pa.int64() if field is not None and pa.types.is_integer(field.type) else pa.string()
+
+
+def _output_key_type(opts: BatchInferenceOptions, project: Optional[str], key: str) -> pa.DataType:
+  """The key's type in an existing output table (the query that would type it has not run yet), else text."""
+  if not is_table(opts.output):
+    return pa.string()
+  table = TableRef.parse(opts.output)
+  try:
+    fields = {f.name: f for f in bqp.client(project or table.project).get_table(table.dotted).schema}
+  except Exception:  # pylint: disable=broad-except  (a missing table or dataset: check_tables says which)
+    return pa.string()
+  kind = fields[key].field_type if key in fields else 'STRING'
+  return pa.int64() if kind in ('INT64', 'INTEGER') else pa.string()
 
 
 def _input_types(opts: BatchInferenceOptions, bundle: ModelBundle, bq_input: Optional[bqp.BigQueryInput],
@@ -185,6 +207,8 @@ def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns, run_i
                   attempt: str) -> tuple[Destination, Destination]:
   """The predictions' and the dead letters' destinations for this attempt."""
   def folder(uri: str, name: str) -> Optional[str]:
+    if is_database(uri):
+      return None
     if not is_table(uri):
       return publish.attempt_folder(uri, run_id, attempt)
     if opts.bq_write_method == 'FILE_LOADS':
@@ -192,7 +216,8 @@ def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns, run_i
     return None
 
   dead = opts.dead_letter_target
-  return (Destination(opts.output, columns.schema, bqp.prediction_descriptions(columns), 'predicted_at',
+  schema = columns.table_schema if is_database(opts.output) else columns.schema
+  return (Destination(opts.output, schema, bqp.prediction_descriptions(columns), 'predicted_at',
                       folder(opts.output, 'predictions'), tuple(columns.dictionary_columns)),
           Destination(dead, BIGQUERY_DEAD_LETTER_SCHEMA if is_table(dead) else DEAD_LETTER_SCHEMA,
                       bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at', folder(dead, 'dead_letters')))
@@ -216,6 +241,38 @@ def _checked_tables(bq_input: Optional[bqp.BigQueryInput], destinations: tuple[D
   lines += [f'output {d.uri}: the dataset exists and the table (or the one the job creates) takes every column'
             for d in destinations if d.is_table]
   return lines
+
+
+def _columns(opts: BatchInferenceOptions, bundle: ModelBundle, key: str, passthrough: tuple[pa.Field, ...],
+             key_type: pa.DataType) -> PredictionColumns:
+  if bundle.outputs.kind == 'ranking' and opts.output_format == 'csv' and not (
+      is_table(opts.output) or is_database(opts.output)):
+    raise ValueError('a ranking model writes lists (top_items, top_scores), which CSV cannot hold: '
+                     'use --output_format=parquet or jsonl')
+  return PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id,
+                           key_type, top_k=opts.top_k, model_resource=bundle.registry_resource)
+
+
+def _database(opts: BatchInferenceOptions, columns: PredictionColumns, attempt: str, *, offline: bool,
+              check_only: bool, report: preflight.PreflightReport) -> Optional[pgpub.DatabaseOutput]:
+  """Checks a database --output (connection, columns, privileges); unless only checking, creates the
+  serving table if missing and this attempt's staging table."""
+  if not is_database(opts.output):
+    return None
+  target = PgTarget.parse(opts.output)
+  database = pgpub.DatabaseOutput(target, target.staging_table(opts.run_id, attempt), tuple(columns.primary_key),
+                                  opts.db_publish_mode, opts.db_password_secret)
+  if offline:
+    return database
+  problems = pgpub.check_target(target, columns.table_schema, database.key, password_secret=database.password_secret)
+  if problems:
+    raise preflight.PreflightError(problems)
+  report.tables.append(f'output {target}: connects; the table (or the one the job creates) takes every column, '
+                       f'keyed by {", ".join(database.key)}; the user may create, insert and delete')
+  if not check_only:
+    pgpub.create_tables(target, columns.table_schema, database.key, database.staging,
+                        password_secret=database.password_secret)
+  return database
 
 
 def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool = False,
@@ -251,17 +308,17 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
                      if opts.only_unscored and not is_table(opts.output) else None)
     else:
       if opts.input_query:  # before the query costs anything, without the passthrough columns it will type
-        probe = PredictionColumns(bundle.outputs, key, (), bundle.name, bundle.version, opts.run_id)
+        probe = _columns(opts, bundle, key, (), _output_key_type(opts, project, key))
         check_tables(project, _destinations(opts, probe, opts.run_id, attempt))
       incremental, unscored = _incremental(opts, bundle, project, check_only=check_only)
       bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
     key_type, passthrough = _input_types(opts, bundle, bq_input, offline) if typed else (pa.string(), ())
-    columns = PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id,
-                                key_type)
+    columns = _columns(opts, bundle, key, passthrough, key_type)
     predictions, dead_letters = _destinations(opts, columns, opts.run_id, attempt)
     if not offline and typed:
       check_tables(project, (predictions, dead_letters))
+    database = _database(opts, columns, attempt, offline=offline, check_only=check_only, report=report)
   except preflight.PreflightError:
     raise
   except ValueError as e:
@@ -273,7 +330,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
                  bundle=bundle, columns=columns, source=source, predictions=predictions, dead_letters=dead_letters,
                  records=opts.records_location(), runner=_runner(options), project=project, bigquery_input=bq_input,
                  parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None,
-                 challenger=challenger, gate=thresholds, incremental=incremental)
+                 challenger=challenger, gate=thresholds, incremental=incremental, database=database)
   return plan, report
 
 

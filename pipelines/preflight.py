@@ -17,10 +17,12 @@ from typing import Optional
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from models import registry
 from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
 from pipelines.publish import check_run_id
 from transforms.bigquery import is_table
+from transforms.postgres import is_database
 from transforms.features import FeatureSpec
 from transforms.readers import DUPLICATE_MARK, infer_format
 from transforms.sources import peek_schema
@@ -46,7 +48,7 @@ class PreflightReport:
   files: int
   files_peeked: int
   notes: list[str]
-  tables: list[str] = dataclasses.field(default_factory=list)  # what was checked of BigQuery, one line each
+  tables: list[str] = dataclasses.field(default_factory=list)  # what was checked of BigQuery or PostgreSQL
   writable: list[str] = dataclasses.field(default_factory=list)  # folders a probe file was written to
 
   def render(self) -> str:
@@ -54,7 +56,7 @@ class PreflightReport:
              f'{len(self.bundle.features.output_names)} feature values']
     if self.files:
       lines.append(f'  input      {self.files} files; schema checked on {self.files_peeked}')
-    lines += [f'  bigquery   {line}' for line in self.tables]
+    lines += [f'  tables     {line}' for line in self.tables]
     if self.writable:
       lines.append(f'  writable   {", ".join(self.writable)}')
     return '\n'.join(lines + [f'  note: {n}' for n in self.notes])
@@ -169,10 +171,10 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     raise PreflightError(str(e).split('; ')) from None
   problems: list[str] = []
   try:
-    bundle = bundle or ModelBundle.load(opts.model)
+    bundle = bundle or registry.load_bundle(opts.model, api_endpoint=opts.vertex_api_endpoint)
     if check_model:
       bundle.check_signature()
-  except BundleError as e:
+  except (BundleError, registry.RegistryError) as e:
     problems.append(str(e))
     bundle = None
   except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
@@ -183,7 +185,8 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
     problems += found
   folders = [opts.output, opts.dead_letter_target, opts.records_location()]
-  for directory in [] if offline else [d for d in dict.fromkeys(folders) if d and not is_table(d)]:
+  folders = [d for d in dict.fromkeys(folders) if d and not is_table(d) and not is_database(d)]
+  for directory in [] if offline else folders:
     problem = check_writable(directory)
     if problem:
       problems.append(problem)

@@ -27,6 +27,7 @@ from apache_beam.runners.runner import PipelineState
 from models.bundle import BundleError
 from models.handler import NoGpuError, require_gpu
 from pipelines import gate, manifest, publish, replay, status
+from pipelines import postgres_publish as pgpub
 from pipelines.batch_inference import build_pipeline
 from pipelines.finish import drop_staging_tables
 from pipelines.options import BatchInferenceOptions, unknown_flags
@@ -78,7 +79,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _published_to(plan: JobPlan) -> str:
-  return plan.predictions.uri if plan.predictions.is_table else publish.run_folder(plan.records, plan.run_id)
+  if plan.predictions.is_table or plan.predictions.is_database:
+    return plan.predictions.uri
+  return publish.run_folder(plan.records, plan.run_id)
 
 
 def _discard(plan: JobPlan, error: str) -> None:
@@ -87,6 +90,9 @@ def _discard(plan: JobPlan, error: str) -> None:
     publish.discard_attempt(base, plan.run_id, plan.attempt)
   try:
     drop_staging_tables(plan, every_attempt=False)
+    if plan.database is not None:
+      pgpub.drop_staging(plan.database.target, plan.run_id, plan.attempt,
+                         password_secret=plan.database.password_secret)
   except Exception as e:  # pylint: disable=broad-except  (cleanup must not hide the real error)
     logging.warning('could not drop the staging tables of run %s: %s', plan.run_id, e)
   status.record_failure(plan, error)

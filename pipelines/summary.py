@@ -55,6 +55,8 @@ class RunSummary:
   manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.manifest), for --replay
   predictions_digest: Optional[dict[str, Any]] = None  # an order-free digest of the predictions
   rows_skipped: int = 0  # --only_unscored: rows an earlier run of this model version scored
+  # Predicted rows the output table refused (a database constraint; streamed BigQuery rows): dead letters too.
+  rows_not_written: Optional[int] = None
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -94,6 +96,8 @@ class RunSummary:
       lines.append(f'  rows skipped    {self.rows_skipped:>12,}  (scored before by this model version)')
     if self.rows_written is not None:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
+    if self.rows_not_written:
+      lines.append(f'  refused by it   {self.rows_not_written:>12,} (predicted, then dead letters)')
     skipped = ' + skipped' if self.rows_skipped else ''
     lines += [f'  read = predicted + rejected{skipped}: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']

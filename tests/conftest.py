@@ -21,3 +21,13 @@ def penguin_bundle(tmp_path_factory) -> ModelBundle:
   """The example penguin classifier, trained for real (a few seconds)."""
   from models.penguins import train
   return train.train(str(tmp_path_factory.mktemp('bundle') / 'penguins'), epochs=30)
+
+
+from tests.postgres_server import postgres_server  # noqa: E402,F401  (a real PostgreSQL server, session-wide)
+
+
+@pytest.fixture(scope='session')
+def recommender_bundle(tmp_path_factory) -> ModelBundle:
+  """The example recommender (top car makes), trained for real on vega_datasets' cars."""
+  from models.recommender import train
+  return train.train(str(tmp_path_factory.mktemp('bundle') / 'car-makes'), epochs=40)

@@ -117,8 +117,9 @@ def table_schema(schema: pa.Schema, descriptions: Optional[Mapping[str, str]] = 
   descriptions = descriptions or {}
   fields = []
   for field in schema:
-    entry = {'name': field.name, 'type': bigquery_type(field.type),
-             'mode': 'NULLABLE' if field.nullable else 'REQUIRED'}
+    repeated = pa.types.is_list(field.type)  # a ranking's top_items and top_scores
+    entry = {'name': field.name, 'type': bigquery_type(field.type.value_type if repeated else field.type),
+             'mode': 'REPEATED' if repeated else 'NULLABLE' if field.nullable else 'REQUIRED'}
     if field.name in descriptions:
       entry['description'] = descriptions[field.name]
     fields.append(entry)

@@ -24,6 +24,7 @@ from models.bundle import Outputs
 from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, error_text
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms import dead_letters as dl
+from transforms import ranking
 from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
 
 
@@ -38,6 +39,9 @@ class PredictionColumns:
     model_name, model_version, run_id: stamped on every row.
     key_type: the key column's type: an integer key stays int64; every other key
       (and the generated row id) is text.
+    top_k: for a ranking model, how many of the best items each row keeps.
+    model_resource: the Vertex AI Model Registry version the model came from
+      (projects/P/locations/L/models/M@VERSION), stamped on every row; None for a bundle path.
   """
   outputs: Outputs
   key_name: str
@@ -46,11 +50,23 @@ class PredictionColumns:
   model_version: str
   run_id: str
   key_type: pa.DataType = pa.string()
+  top_k: int = 10
+  model_resource: Optional[str] = None
+
+  @property
+  def provenance(self) -> list[tuple[str, str]]:
+    """The constant columns stamped on every row, with their values."""
+    stamps = [('model_name', self.model_name), ('model_version', self.model_version)]
+    if self.model_resource:
+      stamps.append(('model_resource', self.model_resource))
+    return stamps + [('run_id', self.run_id)]
 
   @property
   def score_names(self) -> list[str]:
     if self.outputs.kind == 'regression':
       return ['score']
+    if self.outputs.kind == 'ranking':
+      return []
     return ['probability_' + re.sub(r'\W', '_', str(c)) for c in self.outputs.classes]
 
   @property
@@ -58,10 +74,25 @@ class PredictionColumns:
     fields = [pa.field(self.key_name, self.key_type, nullable=False), *self.passthrough]
     if self.outputs.kind == 'classification':
       fields += [pa.field('predicted_class', pa.string()), pa.field('predicted_probability', pa.float32())]
+    if self.outputs.kind == 'ranking':
+      fields += [pa.field(ranking.ITEMS, pa.list_(pa.string())), pa.field(ranking.SCORES, pa.list_(pa.float32()))]
     fields += [pa.field(name, pa.float32()) for name in self.score_names]
-    fields += [pa.field('model_name', pa.string()), pa.field('model_version', pa.string()),
-               pa.field('run_id', pa.string()), pa.field('predicted_at', pa.timestamp('us', tz='UTC'))]
+    fields += [pa.field(name, pa.string()) for name, _ in self.provenance]
+    fields.append(pa.field('predicted_at', pa.timestamp('us', tz='UTC')))
     return pa.schema(fields)
+
+  @property
+  def table_schema(self) -> pa.Schema:
+    """The schema of a keyed database table: one row per key, or per (key, rank) for a ranking."""
+    return ranking.rank_schema(self.schema) if self.outputs.kind == 'ranking' else self.schema
+
+  @property
+  def primary_key(self) -> list[str]:
+    return [self.key_name, ranking.RANK] if self.outputs.kind == 'ranking' else [self.key_name]
+
+  def table_rows(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A prediction batch laid out as the database table's rows."""
+    return ranking.rank_rows(batch) if self.outputs.kind == 'ranking' else batch
 
   @property
   def dictionary_columns(self) -> list[str]:
@@ -71,7 +102,7 @@ class PredictionColumns:
     falling back made the files bigger and the writes about twice as slow.
     """
     names = ['predicted_class'] if self.outputs.kind == 'classification' else []
-    names += ['model_name', 'model_version', 'run_id', 'predicted_at']
+    names += [name for name, _ in self.provenance] + ['predicted_at']
     numeric = (pa.types.is_floating, pa.types.is_integer)
     return names + [f.name for f in self.passthrough if not any(is_type(f.type) for is_type in numeric)]
 
@@ -88,11 +119,13 @@ class PredictionColumns:
     if self.outputs.kind == 'classification':
       best = scores.argmax(axis=1)
       arrays += [pa.array(self.outputs.classes, pa.string()).take(best), pa.array(scores[np.arange(n), best])]
-    arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
+    if self.outputs.kind == 'ranking':
+      arrays += list(ranking.ranking_arrays(scores, self.outputs.items, self.top_k))
+    else:
+      arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
     now = datetime.datetime.now(datetime.timezone.utc)
     # Constant columns are built in Arrow, not from one Python object per row.
-    arrays += [pa.repeat(pa.scalar(value, pa.string()), n) for value in (self.model_name, self.model_version,
-                                                                          self.run_id)]
+    arrays += [pa.repeat(pa.scalar(value, pa.string()), n) for _, value in self.provenance]
     arrays.append(pa.repeat(pa.scalar(now, pa.timestamp('us', tz='UTC')), n))
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 

@@ -95,7 +95,9 @@ def test_load__an_invalid_spec_says_why(bundle_copy):
 
 
 @pytest.mark.parametrize('outputs, message', [
-    ({'kind': 'ranking'}, "kind must be 'classification' or 'regression', got 'ranking'"),
+    ({'kind': 'clustering'}, "kind must be one of classification, regression, ranking, got 'clustering'"),
+    ({'kind': 'ranking'}, 'a ranking needs its catalogue as "items"'),
+    ({'kind': 'ranking', 'items': ['a', 'b', 'a']}, 'got 3 items, 2 distinct'),
     ({'kind': 'classification', 'classes': ['only']}, 'two or more distinct class names'),
     ({'kind': 'classification', 'classes': ['a', 'a']}, 'two or more distinct class names'),
     ({'kind': 'regression', 'labels': ['x']}, "unexpected keyword argument 'labels'"),
