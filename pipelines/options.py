@@ -166,8 +166,9 @@ class BatchInferenceOptions(PipelineOptions):
         help='With --watch: stop after this many seconds. Default: no limit.')
     parser.add_argument(
         '--device', default='auto', choices=DEVICES,
-        help='Where the model runs: gpu fails at model load when TensorFlow sees no GPU, cpu keeps '
-        'the model on the CPU, auto uses a GPU when there is one. Default: auto.')
+        help='Where the model runs: gpu fails at model load when the model\'s framework sees no GPU '
+        '(TensorFlow, PyTorch CUDA, onnxruntime-gpu\'s CUDA provider, XGBoost cuda; scikit-learn has none), '
+        'cpu keeps the model on the CPU, auto uses a GPU when there is one. Default: auto.')
     parser.add_argument(
         '--inference_accelerator', default=None,
         help='Beam accelerator resource hint for the predict step only, e.g. '
