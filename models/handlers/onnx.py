@@ -66,7 +66,10 @@ class Predictor:
       return outputs.output_key
     if len(found) == 1:
       return found[0].name
-    fitting = [o.name for o in found if o.type in _FLOATS and _width(o.shape) in (None, outputs.width)]
+    floats = [o for o in found if o.type in _FLOATS]
+    fitting = [o.name for o in floats if _width(o.shape) in (None, outputs.width)]
+    if len(fitting) != 1 and len(floats) == 1:  # one float output: its width is checked where it is used
+      fitting = [floats[0].name]
     if len(fitting) != 1:
       raise ValueError(f'the ONNX model {path} returns {[(o.name, o.type) for o in found]}; name the one to use '
                        'as output_key in outputs.json (a scikit-learn classifier needs skl2onnx options '
