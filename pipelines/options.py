@@ -89,7 +89,8 @@ class BatchInferenceOptions(PipelineOptions):
         help='Format of the input files. Default: inferred from each file extension.')
     parser.add_argument(
         '--model', default=None,
-        help='Model bundle directory, local or gs:// (SavedModel, features.json, outputs.json, metadata.json).')
+        help='Model bundle directory, local or gs:// (a SavedModel, or the ONNX, PyTorch, XGBoost or scikit-learn '
+        'model metadata.json names; features.json, outputs.json, metadata.json). ./launch.sh import makes one.')
     parser.add_argument(
         '--output', default=None,
         help='Output directory, local or gs://: predictions go to OUTPUT/RUN_ID/, '
