@@ -23,8 +23,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from models.bundle import BundleError
-from models.handler import NoGpuError, require_gpu
+from models.bundle import BundleError, bundle_format
+from models.handler import NoGpuError
+from models.handlers import require_gpu
 from pipelines import publish, status
 from pipelines.batch_inference import build_pipeline
 from pipelines.finish import drop_staging_tables
@@ -103,7 +104,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
-    require_gpu()  # before preflight touches anything; remote workers check at model load
+    require_gpu(bundle_format(opts.model))  # before preflight touches anything; remote workers check at model load
   plan, _ = resolve(options)
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
   show_progress = _shows_progress(options, argv)
