@@ -34,7 +34,12 @@ COPY transforms ./transforms
 COPY models ./models
 # Our package without dependencies (they are installed and pinned above), then a
 # consistency check so a conflicting pin fails the build, not the job.
-RUN pip install --no-cache-dir --no-deps . && pip check
+# The model formats' frameworks, GPU builds where they differ: onnxruntime-gpu (its CUDA provider),
+# PyTorch's Linux wheel (a CUDA build), XGBoost (CUDA-capable as it is), scikit-learn (CPU only).
+# (the pins equal setup.py's extras `onnx-gpu`, `torch`, `xgboost` and `sklearn`; a test checks).
+RUN pip install --no-cache-dir --no-deps . \
+    && pip install --no-cache-dir onnxruntime-gpu==1.32.0 torch==2.13.0 xgboost==3.2.0 scikit-learn==1.9.1 skops==0.16.0 \
+    && pip check
 
 # The launcher runs this file; the package is installed, so no setup or requirements
 # file is staged at launch and workers start without installing anything. Workers run

@@ -14,9 +14,10 @@ Usage: ./launch.sh VERB [ARGS...]
 
   demo          Create the virtualenv if missing, train the example model if its bundle
                 is missing, and predict the bundled example data on the DirectRunner.
-  test [ARGS]   Install if needed and run the whole test suite (ARGS go to pytest). The cloud
-                tests start local GCS and BigQuery emulators themselves (installed once
-                under build/emulators/) and stop them at the end.
+  test [ARGS]   Install if needed, with every model framework (pip install -e ".[all]"), and
+                run the whole test suite (ARGS go to pytest). The cloud tests start local
+                GCS and BigQuery emulators themselves (installed once under
+                build/emulators/) and stop them at the end.
   bench [ARGS]  Benchmark the job against the raw model and the alternatives
                 (python -m benchmarks.run ARGS; --rows 1000000 is the documented run).
   train [ARGS]  Train the example penguin model (python -m models.penguins.train).
@@ -26,9 +27,9 @@ Usage: ./launch.sh VERB [ARGS...]
                 How a run went, from what it left in OUTPUT (or, for a bq:// output, in
                 --summary_location, default gs://\$BUCKET/tmp/runs): its summary, or that it
                 failed, or that it has not published yet (python -m pipelines.status).
-  import [ARGS] Bring your own SavedModel: make a checked bundle of it, proven with
-                --expected on rows your own code predicted (python -m models.import_savedmodel,
-                see ./launch.sh import --help).
+  import [ARGS] Bring your own model (TensorFlow, ONNX, PyTorch, XGBoost, scikit-learn): make a
+                checked bundle of it, proven with --expected on rows your own code predicted
+                (python -m models.import_model, see ./launch.sh import --help).
   help          This text.
 
  On Google Cloud (settings below; VERB --help for each):
@@ -62,6 +63,17 @@ install() {
     "$PYTHON" -m pip install --quiet --upgrade pip
     "$PYTHON" -m pip install --quiet -r requirements.txt -r requirements-dev.txt
     "$PYTHON" -m pip install --quiet --no-deps -e .
+    echo "$want" > "$stamp"
+  fi
+}
+
+# The model formats' frameworks (setup.py extras), so the tests run every framework, none skipped.
+install_extras() {
+  local stamp="$VENV/.installed-extras"
+  local want
+  want=$(cat setup.py | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$PYTHON" -m pip install --quiet -e ".[all]"
     echo "$want" > "$stamp"
   fi
 }
@@ -347,6 +359,7 @@ case "$verb" in
     ;;
   test)
     install
+    install_extras
     ensure_browser
     ensure_postgres
     quiet_tf
@@ -373,7 +386,7 @@ case "$verb" in
   import)
     install
     quiet_tf
-    "$PYTHON" -m models.import_savedmodel "$@"
+    "$PYTHON" -m models.import_model "$@"
     ;;
   status)
     if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then

@@ -5,6 +5,18 @@ import setuptools
 with open('requirements.txt', encoding='utf-8') as f:
   REQUIREMENTS = [line.strip() for line in f if line.strip() and not line.startswith('#')]
 
+# Model formats beside TensorFlow's, each an optional extra (models/handlers/): pip install ".[onnx]".
+# `onnx-gpu` is onnxruntime with its CUDA provider (instead of, not beside, `onnx`); PyTorch's wheel
+# on PyPI for Linux is its CUDA build, and XGBoost's wheel runs on CUDA as it is.
+EXTRAS = {
+    'onnx': ['onnxruntime==1.32.0'],
+    'onnx-gpu': ['onnxruntime-gpu==1.32.0'],
+    'torch': ['torch==2.13.0'],
+    'xgboost': ['xgboost==3.2.0'],
+    'sklearn': ['scikit-learn==1.9.1', 'skops==0.16.0'],
+}
+EXTRAS['all'] = EXTRAS['onnx'] + EXTRAS['torch'] + EXTRAS['xgboost'] + EXTRAS['sklearn']
+
 setuptools.setup(
     name='beam-batch-inference',
     version='0.1.0',
@@ -13,4 +25,5 @@ setuptools.setup(
     package_data={'models.penguins': ['example/*.csv']},
     python_requires='>=3.10',
     install_requires=REQUIREMENTS,
+    extras_require=EXTRAS,
 )

@@ -1,13 +1,18 @@
 """The model bundle: everything a run needs to predict, in one directory (local or gs://).
 
     BUNDLE/
-      saved_model/      a TensorFlow SavedModel; its signature takes one float32
-                        matrix whose columns are the feature spec's outputs
+      saved_model/      a TensorFlow SavedModel (the default format); its signature
+                        takes one float32 matrix whose columns are the feature spec's
+                        outputs. Or, by metadata.json's `format`, model.onnx (onnx),
+                        model.pt2 / model.torchscript.pt (torch), model.ubj /
+                        model.json (xgboost) or model.skops (sklearn), taking the same
+                        matrix (models/handlers/)
       features.json     the fitted feature spec (columns, types, fill values,
                         statistics, vocabularies, feature order)
       outputs.json      what the model returns: class names, or a score
-      metadata.json     name, version, created, training metrics, and (optional)
-                        training statistics that run reports compare against
+      metadata.json     name, version, created, format (default saved_model),
+                        model_file, training metrics, and (optional) training
+                        statistics that run reports compare against
 
 Serving reads the artifacts that training wrote, so features match by construction.
 """
@@ -103,15 +108,40 @@ class ModelBundle:
   def saved_model_path(self) -> str:
     return FileSystems.join(self.path, SAVED_MODEL)
 
+  @property
+  def format(self) -> str:
+    """The model's format (`models.handlers.FORMATS`); bundles without one hold a SavedModel."""
+    return str(self.metadata.get('format', SAVED_MODEL))
+
+  @property
+  def model_path(self) -> str:
+    """The model file (or the SavedModel directory) in the bundle."""
+    from models.handlers import get_format
+    return FileSystems.join(self.path, self.metadata.get('model_file') or get_format(self.format).files[0])
+
+  @property
+  def load_options(self) -> dict[str, Any]:
+    """What the format's loader needs beyond the file, e.g. the types skops may load."""
+    return dict(self.metadata.get('load_options') or {})
+
   @classmethod
   def load(cls, path: str) -> 'ModelBundle':
     """Reads and validates a bundle; raises `BundleError` naming what is wrong."""
+    from models.handlers import get_format
     path = path.rstrip('/')
-    missing = [part for part in (FEATURES, OUTPUTS, METADATA, f'{SAVED_MODEL}/saved_model.pb')
+    fmt = bundle_format(path)
+    try:
+      model_part = f'{SAVED_MODEL}/saved_model.pb' if fmt == SAVED_MODEL else get_format(fmt).files[0]
+    except ValueError as e:
+      raise BundleError(f'{path}/{METADATA}: {e}') from None
+    if fmt != SAVED_MODEL and FileSystems.exists(FileSystems.join(path, METADATA)):
+      model_part = _read_json(path, METADATA).get('model_file') or model_part
+    missing = [part for part in (FEATURES, OUTPUTS, METADATA, model_part)
                if not FileSystems.exists(FileSystems.join(path, part))]
     if missing:
       raise BundleError(f'model bundle {path} is missing {", ".join(missing)}; a bundle holds '
-                        f'{SAVED_MODEL}/, {FEATURES}, {OUTPUTS} and {METADATA}')
+                        f'{SAVED_MODEL}/, {FEATURES}, {OUTPUTS} and {METADATA} (or, as metadata.json\'s format '
+                        'says, another model file in place of saved_model/)')
     try:
       features = FeatureSpec.from_dict(_read_json(path, FEATURES))
     except (ValueError, KeyError, TypeError) as e:
@@ -133,23 +163,47 @@ class ModelBundle:
     return cls(path, features, outputs, metadata)
 
   def check_signature(self) -> None:
-    """Loads the SavedModel and checks its signature against the spec and outputs.
+    """Loads the model and checks what it takes and returns against the spec and outputs.
 
     Costs a model load, so preflight calls it once on the launcher, not per worker.
+    A model that does not say its widths (TorchScript, some ONNX graphs) is
+    called on two rows of zeros instead.
     """
-    from models.handler import SavedModelPredictor  # TensorFlow import is heavy; only here.
+    from models.handlers import get_format, load_predictor  # frameworks are heavy imports; only here.
+    label = get_format(self.format).label
     try:
-      predictor = SavedModelPredictor(self.saved_model_path, self.outputs.signature, self.outputs.output_key)
-    except Exception as e:  # TF raises many types for a corrupt or foreign model.
-      raise BundleError(f'{self.saved_model_path}: cannot load the SavedModel: {e}') from None
-    width_in, width_out = predictor.input_width, predictor.output_width
+      predictor = load_predictor(self.format, self.saved_model_path if self.format == SAVED_MODEL else self.model_path,
+                                 self.outputs, options=self.load_options)
+    except Exception as e:  # frameworks raise many types for a corrupt or foreign model.
+      raise BundleError(f'{self.model_path}: cannot load the {label}: {e}') from None
+    width_in, width_out = predictor.input_width, getattr(predictor, 'output_width', None)
     expected_in = len(self.features.output_names)
     if width_in not in (None, expected_in):
-      raise BundleError(f'{self.path}: the SavedModel takes {width_in} inputs but {FEATURES} produces '
+      raise BundleError(f'{self.path}: the {label} takes {width_in} inputs but {FEATURES} produces '
                         f'{expected_in} ({", ".join(self.features.output_names)})')
     if width_out not in (None, self.outputs.width):
-      raise BundleError(f'{self.path}: the SavedModel returns {width_out} values per row but {OUTPUTS} '
+      raise BundleError(f'{self.path}: the {label} returns {width_out} values per row but {OUTPUTS} '
                         f'describes {self.outputs.width}')
+    if self.format != SAVED_MODEL:
+      import numpy as np
+      try:
+        scores = predictor.predict(np.zeros((2, expected_in), np.float32))
+      except Exception as e:  # pylint: disable=broad-except
+        raise BundleError(f'{self.path}: the {label} fails on a matrix of 2 rows × {expected_in} features '
+                          f'(the width {FEATURES} produces): {e}') from None
+      if scores.shape != (2, self.outputs.width):
+        raise BundleError(f'{self.path}: the {label} returns {scores.shape[1:]} per row but {OUTPUTS} '
+                          f'describes {self.outputs.width}')
+
+
+def bundle_format(path: str) -> str:
+  """The format a bundle's metadata.json names, without loading the rest; `saved_model` when it cannot be read
+  (preflight then says what is wrong with the bundle)."""
+  try:
+    metadata = _read_json(path.rstrip('/'), METADATA)
+    return str(metadata.get('format', SAVED_MODEL)) if isinstance(metadata, dict) else SAVED_MODEL
+  except Exception:  # pylint: disable=broad-except  # missing, unreadable or not JSON: preflight reports it
+    return SAVED_MODEL
 
 
 def _read_json(path: str, name: str) -> dict[str, Any]:

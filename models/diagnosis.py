@@ -169,5 +169,5 @@ def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], exp
                   '(another sample, another order), give them explicitly in features.json (the values fitted '
                   'are printed above)')
   causes.append('check the feature order (the model-input columns, in order, are printed above), each step and '
-                'its statistics, and that the expected outputs come from this SavedModel')
+                'its statistics, and that the expected outputs come from the model you imported')
   return causes

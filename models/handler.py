@@ -1,17 +1,20 @@
-"""A Beam `ModelHandler` for TensorFlow SavedModels that takes whole feature matrices.
+"""Beam `ModelHandler`s that take whole feature matrices: the shared part, and TensorFlow's.
 
 Beam's `TFModelHandlerNumpy` loads through `keras.models.load_model`, which
-Keras 3 refuses for SavedModels, and batches one example per row. This handler
-loads with `tf.saved_model.load`, calls the serving signature, and treats each
-element as a matrix of many rows, so `RunInference` batches by rows, not
-elements.
+Keras 3 refuses for SavedModels, and batches one example per row. Our handlers
+treat each element as a matrix of many rows, so `RunInference` batches by rows,
+not elements. `MatrixModelHandler` holds what every model format shares (row
+batching, one model copy shared across processes, the row-by-row retry, the
+check for non-finite outputs); `SavedModelHandler` loads a TensorFlow
+SavedModel with `tf.saved_model.load` and calls its serving signature. The
+other formats live in `models/handlers/`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
@@ -25,7 +28,7 @@ NO_GPU_HELP = (
 
 
 class NoGpuError(RuntimeError):
-  """GPU inference was asked for where TensorFlow sees no GPU."""
+  """GPU inference was asked for where the model's framework sees no GPU."""
 
 
 def require_gpu() -> None:
@@ -93,6 +96,11 @@ class SavedModelPredictor:
     return self._input_width
 
   @property
+  def device(self) -> str:
+    """Where the model runs: TensorFlow's device for --device, or `auto` (TensorFlow places it)."""
+    return _DEVICE_SCOPES.get(self._device, 'auto')
+
+  @property
   def output_width(self) -> Optional[int]:
     return self._output_width
 
@@ -132,7 +140,18 @@ def error_text(error) -> str:
   return f'{name}: {" ".join(kept)}'[:500]
 
 
-def _predict_row_by_row(model: SavedModelPredictor, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+class Predictor(Protocol):
+  """What every format's loaded model offers: one call per feature matrix.
+
+  When the model is shared across processes, callers hold a proxy that
+  forwards method calls only; `predict` is the only call made per batch.
+  """
+
+  def predict(self, features: np.ndarray) -> np.ndarray:
+    """(rows, features) float32 in, (rows, outputs) out."""
+
+
+def _predict_row_by_row(model: Predictor, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
   """Predicts one row at a time, so one poisonous row is rejected alone."""
   rows: list[Optional[np.ndarray]] = []
   errors: dict[int, str] = {}
@@ -150,34 +169,46 @@ def _predict_row_by_row(model: SavedModelPredictor, features: np.ndarray) -> tup
   return outputs, errors
 
 
+def _non_finite_rows(outputs: np.ndarray, errors: dict[int, str]) -> dict[int, str]:
+  """Rows whose outputs are NaN or infinite and did not already fail: a model's silent failure.
+
+  A network fed an overflowing feature answers NaN instead of raising; writing
+  that as a prediction (argmax of NaN is class 0) would hide it.
+  """
+  finite = np.isfinite(outputs).all(axis=1) if outputs.size else np.ones(len(outputs), dtype=bool)
+  if finite.all():
+    return {}
+  return {int(i): f'ValueError: the model returned non-finite values {outputs[i].tolist()} for this row'
+          for i in np.flatnonzero(~finite) if int(i) not in errors}
+
+
 def num_rows(element: Any) -> int:
   """Rows in a feature matrix, or in a keyed `(key, matrix)` element."""
   matrix = element[1] if isinstance(element, tuple) else element
   return matrix.shape[0]
 
 
-class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPredictor]):
-  """Runs a SavedModel's signature over feature matrices of many rows each.
+class MatrixModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
+  """What every model format shares: feature matrices of many rows in, a row of outputs per row out.
+
+  A subclass only says how to load its model (`load_model`, returning an
+  object with `predict(matrix) -> matrix`); batching by rows, one model copy
+  per machine, the row-by-row retry and the non-finite check are here.
 
   Args:
-    model_uri: the SavedModel directory, local or gs://.
-    signature: the signature to call.
-    output_key: which output of the signature to return; None when it has one.
+    model_uri: the model file or directory, local or gs://.
     min_batch_rows, max_batch_rows: bounds on rows per model call. Elements
       are whole matrices, so `RunInference` packs them up to these row counts.
     share_across_processes: load one copy per worker machine, shared by all
       its SDK processes (one copy per GPU), instead of one per process.
-    device: 'gpu' fails at load when TensorFlow sees no GPU, 'cpu' keeps the
-      model off any GPU, 'auto' lets TensorFlow place it.
+    device: 'gpu' fails at load when the framework sees no GPU, 'cpu' keeps
+      the model off any GPU, 'auto' uses a GPU when there is one.
   """
 
-  def __init__(self, model_uri: str, *, signature: str = 'serving_default', output_key: Optional[str] = None,
-               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True,
-               device: str = 'auto'):
+  def __init__(self, model_uri: str, *, min_batch_rows: int = 1, max_batch_rows: int = 8192,
+               share_across_processes: bool = True, device: str = 'auto'):
     super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
     self._model_uri = model_uri
-    self._signature = signature
-    self._output_key = output_key
     self._share_across_processes = share_across_processes
     self._device = device
 
@@ -185,27 +216,20 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
   def model_uri(self) -> str:
     return self._model_uri
 
-  def load_model(self) -> SavedModelPredictor:
-    try:
-      return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)
-    except NoGpuError:
-      raise  # already says what to fix
-    except Exception as e:  # TF raises many types for a corrupt or changed model; say which model.
-      raise RuntimeError(f'cannot load the SavedModel {self._model_uri} on a worker: {e}') from e
-
-  def run_inference(self, batch: Sequence[np.ndarray], model: SavedModelPredictor,
+  def run_inference(self, batch: Sequence[np.ndarray], model: Predictor,
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
     """Runs the model once over all matrices in `batch` and splits the result back.
 
     A batch the model fails on is retried row by row, here rather than in a
     second RunInference step: joining a retry branch back to the main one
     needs a Flatten, which the DirectRunner materialises (every prediction
-    held in memory and pickled once more).
+    held in memory and pickled once more). Rows the model answers with NaN
+    or infinity fail alone, like rows it raises on.
 
     Args:
       batch: feature matrices, one per element.
       model: the loaded predictor (or its cross-process proxy).
-      inference_args: unused; the signature takes only the features.
+      inference_args: unused; the models take only the features.
 
     Returns:
       One `PredictionResult` per matrix, whose `inference` has a row per input
@@ -217,8 +241,9 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
     features = batch[0] if len(batch) == 1 else np.concatenate(batch)
     try:
       outputs, errors = model.predict(features), {}
-    except Exception:  # pylint: disable=broad-except  # TF raises many types; each row is retried below.
+    except Exception:  # pylint: disable=broad-except  # frameworks raise many types; each row is retried below.
       outputs, errors = _predict_row_by_row(model, features)
+    errors.update(_non_finite_rows(outputs, errors))
     results, start = [], 0
     for matrix in batch:
       end = start + matrix.shape[0]
@@ -237,6 +262,34 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, SavedModelPre
 
   def share_model_across_processes(self) -> bool:
     return self._share_across_processes
+
+
+class SavedModelHandler(MatrixModelHandler):
+  """Runs a SavedModel's signature over feature matrices of many rows each.
+
+  Args:
+    model_uri: the SavedModel directory, local or gs://.
+    signature: the signature to call.
+    output_key: which output of the signature to return; None when it has one.
+    min_batch_rows, max_batch_rows, share_across_processes, device: see
+      `MatrixModelHandler`; 'gpu' fails where TensorFlow sees no GPU.
+  """
+
+  def __init__(self, model_uri: str, *, signature: str = 'serving_default', output_key: Optional[str] = None,
+               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True,
+               device: str = 'auto'):
+    super().__init__(model_uri, min_batch_rows=min_batch_rows, max_batch_rows=max_batch_rows,
+                     share_across_processes=share_across_processes, device=device)
+    self._signature = signature
+    self._output_key = output_key
+
+  def load_model(self) -> SavedModelPredictor:
+    try:
+      return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)
+    except NoGpuError:
+      raise  # already says what to fix
+    except Exception as e:  # TF raises many types for a corrupt or changed model; say which model.
+      raise RuntimeError(f'cannot load the SavedModel {self._model_uri} on a worker: {e}') from e
 
 
 class KeyedRowsHandler(KeyedModelHandler):

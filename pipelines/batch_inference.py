@@ -14,7 +14,8 @@ from typing import Optional
 import apache_beam as beam
 import pyarrow as pa
 
-from models.handler import SavedModelHandler
+from models.handler import MatrixModelHandler
+from models.handlers import handler_for
 from pipelines import gate
 from pipelines.finish import CountRows, FinishRun
 from pipelines.incremental import KEYS_BASE
@@ -79,10 +80,11 @@ def _write(batches: beam.PCollection, label: str, destination: Destination, base
 
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, *,
-                   model_handler: Optional[SavedModelHandler] = None) -> PipelineOutputs:
+                   model_handler: Optional[MatrixModelHandler] = None) -> PipelineOutputs:
   """Adds the job to `pipeline`, from a resolved plan; does no I/O.
 
-  `model_handler` replaces the bundle's SavedModel handler (same contract:
+  The bundle's format (metadata.json) chooses the handler (`models.handlers`).
+  `model_handler` replaces it (same contract:
   float32 feature matrices in, a row of outputs per row out), so a benchmark
   can serve another model through the same read, validation, features,
   batching, writes and final steps.
@@ -106,12 +108,11 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
     skipped['skipped_by_bigquery'] = pipeline | 'SkippedByBigQuery' >> beam.Create([incremental.skipped_by_bigquery])
   validated = batches | 'Validate' >> ValidateRows(
       spec, key_column=opts.key_column, integer_key=pa.types.is_integer(columns.key_type))
-  settings = dict(signature=bundle.outputs.signature, output_key=bundle.outputs.output_key,
-                  min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
+  settings = dict(min_batch_rows=opts.min_batch_rows, max_batch_rows=opts.max_batch_rows,
                   share_across_processes=opts.share_model(), device=opts.device)
   if plan.challenger is None:
     pairs = validated.valid | 'Features' >> ApplyFeatures(spec)
-    predict = Predict(model_handler or SavedModelHandler(bundle.saved_model_path, **settings), columns)
+    predict = Predict(model_handler or handler_for(bundle, **settings), columns)
   else:
     pairs, predict = challenger_step(validated.valid, plan, settings, segment_column=opts.segment_column)
   if opts.inference_accelerator:

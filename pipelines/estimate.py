@@ -213,7 +213,7 @@ def _sample_argv(argv: Sequence[str], sample: str, out: str, run_id: str) -> lis
 
 def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   """CPU seconds per row of the model call alone, on the sample's valid rows."""
-  from models.handler import SavedModelPredictor
+  from models.handlers import load_predictor
   from transforms.validation import validate
   table = pq.read_table(sample)
   batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
@@ -222,7 +222,7 @@ def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   batch = batch.append_column('__estimate_key', pa.array(np.arange(batch.num_rows)))
   valid, _ = validate(batch, bundle.features, key_column='__estimate_key')
   matrix = bundle.features.transform(valid)
-  model = SavedModelPredictor(bundle.saved_model_path, bundle.outputs.signature, bundle.outputs.output_key)
+  model = load_predictor(bundle.format, bundle.model_path, bundle.outputs, 'cpu', bundle.load_options)
   model.predict(matrix[:min(len(matrix), 16)])  # traced once, outside the timing
   start = time.process_time()
   for i in range(0, len(matrix), max_rows):

@@ -130,8 +130,9 @@ class BatchInferenceOptions(PipelineOptions):
         help='Format of the input files. Default: inferred from each file extension.')
     parser.add_argument(
         '--model', default=None,
-        help='Model bundle directory, local or gs:// (SavedModel, features.json, outputs.json, metadata.json), '
-        'or a Vertex AI Model Registry model, projects/P/locations/L/models/M[@VERSION_OR_ALIAS] (e.g. @champion; '
+        help='Model bundle directory, local or gs:// (a SavedModel, or the ONNX, PyTorch, XGBoost or scikit-learn '
+        'model metadata.json names; features.json, outputs.json, metadata.json). ./launch.sh import makes one. '
+        'Or a Vertex AI Model Registry model, projects/P/locations/L/models/M[@VERSION_OR_ALIAS] (e.g. @champion; '
         'none: the default version), resolved on the launcher to its artifact URI and version id.')
     parser.add_argument(
         '--vertex_api_endpoint', default=None,
@@ -231,8 +232,9 @@ class BatchInferenceOptions(PipelineOptions):
         help='With --watch: stop after this many seconds. Default: no limit.')
     parser.add_argument(
         '--device', default='auto', choices=DEVICES,
-        help='Where the model runs: gpu fails at model load when TensorFlow sees no GPU, cpu keeps '
-        'the model on the CPU, auto uses a GPU when there is one. Default: auto.')
+        help='Where the model runs: gpu fails at model load when the model\'s framework sees no GPU '
+        '(TensorFlow, PyTorch CUDA, onnxruntime-gpu\'s CUDA provider, XGBoost cuda; scikit-learn has none), '
+        'cpu keeps the model on the CPU, auto uses a GPU when there is one. Default: auto.')
     parser.add_argument(
         '--inference_accelerator', default=None,
         help='Beam accelerator resource hint for the predict step only, e.g. '

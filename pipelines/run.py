@@ -24,8 +24,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from models.bundle import BundleError
-from models.handler import NoGpuError, require_gpu
+from models.bundle import BundleError, bundle_format
+from models.handler import NoGpuError
+from models.handlers import require_gpu
 from pipelines import gate, manifest, publish, replay, status
 from pipelines import postgres_publish as pgpub
 from pipelines.batch_inference import build_pipeline
@@ -110,7 +111,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
-    require_gpu()  # before preflight touches anything; remote workers check at model load
+    require_gpu(bundle_format(opts.model))  # before preflight touches anything; remote workers check at model load
   plan, _ = resolve(options)
   plan = dataclasses.replace(plan, manifest=manifest.build(options, plan))
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish

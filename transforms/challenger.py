@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import ModelBundle, Outputs
-from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, SavedModelPredictor, _predict_row_by_row
+from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, _predict_row_by_row
+from models.handlers import handler_for, load_predictor
 from transforms.features import FeatureSpec
 from transforms.inference import PredictionColumns, _FormatFn, _model_error_letters
 from transforms.profile import _significant, _unique_counts
@@ -55,7 +56,7 @@ def check_comparable(champion: ModelBundle, challenger: ModelBundle) -> None:
 class PairedPredictor:
   """The champion and the challenger, loaded together (one shared copy of each per worker)."""
 
-  def __init__(self, champion: SavedModelPredictor, challenger: SavedModelPredictor):
+  def __init__(self, champion, challenger):
     self._champion = champion
     self._challenger = challenger
 
@@ -76,8 +77,8 @@ class _ChallengerView:
     return self._model.predict_challenger(features)
 
 
-class ChallengerHandler(SavedModelHandler):
-  """Runs the champion as `SavedModelHandler` does, then the challenger on the same rows.
+class ChallengerHandler(MatrixModelHandler):
+  """Runs the champion as its own format's handler does, then the challenger on the same rows.
 
   Each element's matrix is the champion's features, followed by the
   challenger's from column `split` on (or shared by both when `split` is None).
@@ -85,18 +86,19 @@ class ChallengerHandler(SavedModelHandler):
   latter NaN on rows the challenger failed on.
   """
 
-  def __init__(self, champion_uri: str, challenger: ModelBundle, *, split: Optional[int], **kwargs):
-    super().__init__(champion_uri, **kwargs)
+  def __init__(self, champion: ModelBundle, challenger: ModelBundle, *, split: Optional[int], **settings):
+    super().__init__(champion.model_path, **settings)
+    self._champion = handler_for(champion, **settings)
     self._challenger = challenger
     self._split = split
 
   def load_model(self) -> PairedPredictor:
-    champion = super().load_model()
+    champion = self._champion.load_model()
+    bundle = self._challenger
     try:
-      challenger = SavedModelPredictor(self._challenger.saved_model_path, self._challenger.outputs.signature,
-                                       self._challenger.outputs.output_key, self._device)
+      challenger = load_predictor(bundle.format, bundle.model_path, bundle.outputs, self._device, bundle.load_options)
     except Exception as e:  # pylint: disable=broad-except
-      raise RuntimeError(f'cannot load the challenger {self._challenger.saved_model_path} on a worker: {e}') from e
+      raise RuntimeError(f'cannot load the challenger {bundle.model_path} on a worker: {e}') from e
     return PairedPredictor(champion, challenger)
 
   def run_inference(self, batch: Sequence[np.ndarray], model: PairedPredictor,
@@ -370,6 +372,6 @@ def challenger_step(validated: beam.PCollection, plan, settings: dict[str, Any],
     pairs = validated | 'Features' >> ApplyFeatures(champion.features)
   else:
     pairs = validated | 'Features' >> ApplyBothFeatures(champion.features, challenger.features)
-  handler = ChallengerHandler(champion.saved_model_path, challenger,
+  handler = ChallengerHandler(champion, challenger,
                               split=None if shared else len(champion.features.output_names), **settings)
   return pairs, PredictWithChallenger(handler, plan.columns, challenger.outputs, segment_column=segment_column)

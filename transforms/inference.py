@@ -21,7 +21,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
-from models.handler import KeyedRowsHandler, RowFailures, SavedModelHandler, error_text
+from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, error_text
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms import dead_letters as dl
 from transforms import ranking
@@ -174,7 +174,7 @@ class Predict(beam.PTransform):
       the processes of a worker.
   """
 
-  def __init__(self, handler: SavedModelHandler, columns: PredictionColumns, *,
+  def __init__(self, handler: MatrixModelHandler, columns: PredictionColumns, *,
                model_identifier: Optional[str] = None):
     super().__init__()
     self._handler = handler

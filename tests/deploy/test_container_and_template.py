@@ -63,6 +63,17 @@ def test_dockerfile__copies_only_files_that_exist_and_that_the_build_context_kee
     assert source.rstrip('/') in kept, f'.dockerignore drops {source}, which the Dockerfile copies'
 
 
+def test_dockerfile__model_frameworks_match_the_setup_py_extras_the_gpu_needs():
+  with open(os.path.join(REPO, 'setup.py'), encoding='utf-8') as f:
+    setup = f.read()
+  extras = {}
+  for name in ('onnx-gpu', 'torch', 'xgboost', 'sklearn'):
+    listed, = re.findall(rf"^    '{name}': \[([^\]]*)\],$", setup, flags=re.MULTILINE)
+    extras.update(dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", listed)))
+  in_image = dict(re.findall(r'\b(onnxruntime-gpu|torch|xgboost|scikit-learn|skops)==(\S+)', _dockerfile()))
+  assert in_image == extras and len(extras) == 5
+
+
 def test_dockerfile__launcher_runs_the_entry_point_and_workers_boot_beam():
   text = _dockerfile()
   py_file, = re.findall(r'FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)', text)

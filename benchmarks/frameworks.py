@@ -1,0 +1,257 @@
+"""The model formats beside TensorFlow's: our job against each framework's own raw batch loop, on CPU.
+
+    python -m benchmarks.frameworks --rows 1000000 --repeats 1
+
+For each framework (ONNX, PyTorch, XGBoost, scikit-learn) a penguin classifier
+is trained on the example data with the example's features and imported as a
+bundle (`models.import_model`). Then, on the same N resampled rows as the main
+benchmark (benchmarks/data.py), each in its own process, measured from
+outside (benchmarks/measure.py):
+
+    raw-FW            no Beam: pyarrow reads large batches, `FeatureSpec.transform`,
+                      the framework's own call (onnxruntime `run`, the torch module,
+                      XGBoost `inplace_predict`, scikit-learn `predict_proba`), pyarrow writes
+    ours-FW           python -m pipelines.run with the bundle, in one process (defaults: report on)
+    ours-FW-shared    the same with --direct_num_workers=2 --direct_running_mode=multi_processing
+                      and one model copy shared by the two processes (Beam's model server)
+    ours-FW-copy      the same, with a model copy per process (--share_model_across_processes=false)
+
+Variants run interleaved, round after round; ratios are medians of ratios
+taken within one round. Results: WORK/results.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+
+FRAMEWORKS = ('onnx', 'torch', 'xgboost', 'sklearn')
+KINDS = ('raw', 'ours', 'ours-shared', 'ours-copy')
+SEED = 0
+# A forest's trees are a type skops loads only when named (models/handlers/sklearn.py).
+TRUSTED = {'sklearn': ['sklearn.tree._tree.Tree']}
+
+
+def _train(framework: str, x: np.ndarray, y: np.ndarray, directory: str) -> str:
+  """A penguin classifier of `framework`, saved as that framework saves it; returns the file."""
+  if framework == 'onnx':  # a scikit-learn MLP like the example's Keras one, exported to ONNX
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+    model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=500, random_state=SEED).fit(x, y)
+    path = os.path.join(directory, 'model.onnx')
+    with open(path, 'wb') as f:
+      f.write(to_onnx(model, x[:1], options={'zipmap': False}).SerializeToString())
+    return path
+  if framework == 'torch':  # the example's MLP shape: 16 ReLU units, softmax
+    import torch
+    torch.manual_seed(SEED)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 16), torch.nn.ReLU(), torch.nn.Linear(16, 3),
+                              torch.nn.Softmax(dim=1))
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    for _ in range(200):
+      optimizer.zero_grad()
+      torch.nn.functional.nll_loss(torch.log(net(xt) + 1e-9), yt).backward()
+      optimizer.step()
+    path = os.path.join(directory, 'model.pt2')
+    torch.export.save(torch.export.export(net.eval(), (xt[:4],), dynamic_shapes=({0: torch.export.Dim('rows')},)),
+                      path)
+    return path
+  if framework == 'xgboost':
+    import xgboost
+    path = os.path.join(directory, 'model.ubj')
+    xgboost.train({'objective': 'multi:softprob', 'num_class': 3, 'max_depth': 4, 'seed': SEED},
+                  xgboost.DMatrix(x, label=y), num_boost_round=50).save_model(path)
+    return path
+  if framework == 'sklearn':
+    import skops.io
+    from sklearn.ensemble import RandomForestClassifier
+    path = os.path.join(directory, 'model.skops')
+    skops.io.dump(RandomForestClassifier(n_estimators=50, max_depth=8, random_state=SEED).fit(x, y), path)
+    return path
+  raise ValueError(framework)
+
+
+def make_bundle(framework: str, output: str) -> str:
+  """The framework's penguin bundle at `output` (made once), through the import command."""
+  from models.bundle import Outputs
+  from models.import_model import import_model
+  from models.penguins import train
+  if os.path.exists(os.path.join(output, 'metadata.json')):
+    return output
+  spec = train.fit_features()
+  rows, _, labels, _ = train.training_split(train.training_data_path(), 7)
+  with tempfile.TemporaryDirectory() as directory:
+    model = _train(framework, spec.transform(rows), labels, directory)
+    features, outputs = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
+    with open(features, 'w', encoding='utf-8') as f:
+      json.dump(spec.to_dict(), f)
+    with open(outputs, 'w', encoding='utf-8') as f:
+      json.dump(Outputs('classification', train.CLASSES).to_dict(), f)
+    import_model(model=model, features=features, outputs=outputs, name=f'penguin-species-{framework}', version='1',
+                 output=output, trusted_types=TRUSTED.get(framework, ()))
+  return output
+
+
+def raw_predict(framework: str, path: str):
+  """The framework's own batch call on a feature matrix, with nothing of ours between."""
+  if framework == 'onnx':
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(['probabilities'], {name: x})[0]
+  if framework == 'torch':
+    import torch
+    module = torch.export.load(path).module()
+
+    def call(x):
+      with torch.inference_mode():
+        return module(torch.from_numpy(x)).numpy()
+    return call
+  if framework == 'xgboost':
+    import xgboost
+    booster = xgboost.Booster(model_file=path)
+    return lambda x: booster.inplace_predict(x, validate_features=False)
+  if framework == 'sklearn':
+    import skops.io
+    return skops.io.load(path, trusted=TRUSTED['sklearn']).predict_proba
+  raise ValueError(framework)
+
+
+def run_raw(args) -> dict:
+  """The raw loop of benchmarks/raw.py with the framework's own call."""
+  from benchmarks.raw import predict_files
+  from models.bundle import ModelBundle
+  from transforms.inference import PredictionColumns
+  bundle = ModelBundle.load(args.model)
+  columns = PredictionColumns(bundle.outputs, 'id', (), bundle.name, bundle.version, 'raw')
+  return predict_files(args.input, args.output, bundle.features, raw_predict(args.framework, bundle.model_path),
+                       columns)
+
+
+def command(kind: str, framework: str, data: str, bundle: str, output: str) -> list[str]:
+  py, files = sys.executable, os.path.join(data, '*.parquet')
+  if kind == 'raw':
+    return [py, '-m', 'benchmarks.frameworks', 'raw', f'--framework={framework}', f'--input={files}',
+            f'--model={bundle}', f'--output={output}']
+  cmd = [py, '-m', 'pipelines.run', f'--input={files}', f'--model={bundle}', f'--output={output}', '--key_column=id',
+         '--run_id=bench', '--quiet']
+  if kind != 'ours':
+    cmd += ['--direct_num_workers=2', '--direct_running_mode=multi_processing',
+            f'--share_model_across_processes={"true" if kind == "ours-shared" else "false"}']
+  return cmd
+
+
+def run_once(kind: str, framework: str, args, data: str, manifest: dict, bundle: str, round_no: int) -> dict:
+  from benchmarks.measure import run_measured
+  from benchmarks.run import predicted_rows
+  output = os.path.join(args.work, 'out', f'{kind}-{framework}')
+  shutil.rmtree(output, ignore_errors=True)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (os.getcwd(), env.get('PYTHONPATH')) if p)
+  m = run_measured(command(kind, framework, data, bundle, output), output_dir=output,
+                   log_path=os.path.join(args.work, 'logs', f'{kind}-{framework}-{round_no}.log'), env=env)
+  predicted = predicted_rows(output) if m.returncode == 0 else 0
+  ok = m.returncode == 0 and predicted == manifest['complete_rows']
+  result = {'framework': framework, 'variant': f'{kind}-{framework}', 'kind': kind, 'round': round_no, 'ok': ok,
+            'rows': args.rows, 'rows_predicted': predicted, 'wall_s': round(m.wall_s, 3),
+            'rows_per_s': round(args.rows / m.wall_s, 1), 'peak_rss_mb': round(m.peak_rss_mb, 1)}
+  print(json.dumps(result), flush=True)
+  if not ok:
+    print(f'{kind}-{framework} failed (exit {m.returncode}); log tail:\n{m.log[-1500:]}', file=sys.stderr, flush=True)
+  shutil.rmtree(output, ignore_errors=True)
+  return result
+
+
+def _ratio(results: list[dict], framework: str, kind: str, base: str) -> float:
+  """Median over rounds of (kind's rows/s ÷ base's rows/s) within the round."""
+  ratios = []
+  for r in {r['round'] for r in results}:
+    by_kind = {x['kind']: x for x in results if x['framework'] == framework and x['round'] == r and x['ok']}
+    if kind in by_kind and base in by_kind:
+      ratios.append(by_kind[kind]['rows_per_s'] / by_kind[base]['rows_per_s'])
+  return round(statistics.median(ratios), 2) if ratios else float('nan')
+
+
+def markdown(results: list[dict], args, kinds: list[str], frameworks: list[str]) -> str:
+  import apache_beam
+  versions = []
+  for name, module in (('onnxruntime', 'onnxruntime'), ('PyTorch', 'torch'), ('XGBoost', 'xgboost'),
+                       ('scikit-learn', 'sklearn')):
+    try:
+      versions.append(f'{name} {__import__(module).__version__}')
+    except ImportError:
+      pass
+  cpu = platform.processor() or platform.machine()
+  lines = [f'{args.rows:,} rows, {args.repeats} round(s), {os.cpu_count()} CPUs ({cpu}), no GPU; '
+           f'Beam {apache_beam.__version__}, {", ".join(versions)}.', '',
+           '| variant | rows/s | × raw-FW | wall s | peak RSS MB |', '| --- | ---: | ---: | ---: | ---: |']
+  for framework in frameworks:
+    for kind in kinds:
+      runs = [r for r in results if r['framework'] == framework and r['kind'] == kind and r['ok']]
+      if not runs:
+        lines.append(f'| {kind}-{framework} | failed | | | |')
+        continue
+      lines.append(f'| {kind}-{framework} | {statistics.median(r["rows_per_s"] for r in runs):,.0f} | '
+                   f'{_ratio(results, framework, kind, "raw"):.2f} | '
+                   f'{statistics.median(r["wall_s"] for r in runs):.1f} | '
+                   f'{statistics.median(r["peak_rss_mb"] for r in runs):,.0f} |')
+  lines.append('')
+  if 'ours-shared' in kinds and 'ours-copy' in kinds:
+    lines.append('- 2 processes, shared model ÷ a copy per process (rows/s): ' + ', '.join(
+        f'{fw} {_ratio(results, fw, "ours-shared", "ours-copy"):.2f}×' for fw in frameworks))
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('mode', nargs='?', default='bench', choices=('bench', 'raw'),
+                      help='bench: the whole comparison; raw: one raw-FW run (what bench starts).')
+  parser.add_argument('--rows', type=int, default=200_000, help='Rows of input (the documented run uses 1000000).')
+  parser.add_argument('--repeats', type=int, default=1, help='Rounds of every variant; medians are reported.')
+  parser.add_argument('--frameworks', default=','.join(FRAMEWORKS), help=f'Comma-separated subset of {FRAMEWORKS}.')
+  parser.add_argument('--kinds', default=','.join(KINDS), help=f'Comma-separated subset of {KINDS}.')
+  parser.add_argument('--work', default='build/bench/frameworks', help='Bundles, data, logs and results go here.')
+  parser.add_argument('--framework', help='raw: the framework.')
+  parser.add_argument('--input', help='raw: the input files (a glob).')
+  parser.add_argument('--model', help='raw: the bundle.')
+  parser.add_argument('--output', help='raw: the output folder.')
+  args = parser.parse_args(argv)
+  if args.mode == 'raw':
+    print(json.dumps(run_raw(args)))
+    return 0
+
+  from benchmarks.data import make_dataset  # the bench's own imports; a raw run imports only what it uses
+  frameworks = [f.strip() for f in args.frameworks.split(',') if f.strip()]
+  kinds = [k.strip() for k in args.kinds.split(',') if k.strip()]
+  bundles = {fw: make_bundle(fw, os.path.join(args.work, 'bundles', fw)) for fw in frameworks}
+  data = os.path.join(args.work, '..', f'data-{args.rows}')
+  manifest = make_dataset(data, args.rows)
+  variants = [(kind, fw) for fw in frameworks for kind in kinds]
+  results = []
+  for round_no in range(args.repeats):
+    shift = round_no % len(variants)
+    for kind, fw in variants[shift:] + variants[:shift]:
+      results.append(run_once(kind, fw, args, data, manifest, bundles[fw], round_no))
+  table = markdown(results, args, kinds, frameworks)
+  os.makedirs(args.work, exist_ok=True)
+  with open(os.path.join(args.work, 'results.json'), 'w', encoding='utf-8') as f:
+    json.dump({'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+               'rows': args.rows, 'results': results}, f, indent=1)
+  with open(os.path.join(args.work, 'results.md'), 'w', encoding='utf-8') as f:
+    f.write(table + '\n')
+  print(table)
+  return 0 if all(r['ok'] for r in results) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())

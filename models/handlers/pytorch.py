@@ -1,0 +1,94 @@
+"""PyTorch models saved without their training code: `torch.export` programs (`.pt2`) or TorchScript.
+
+Both load from the file alone. A pickled module (`torch.save(model)`) needs
+the class that defined it and runs code on load, so it is refused with how to
+export it instead. The model takes one float32 matrix (rows × inputs), with
+a dynamic first dimension, and returns a tensor with a row per input row
+(probabilities for a classifier, as a SavedModel would).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Optional
+
+import numpy as np
+
+from models.handler import NO_GPU_HELP, NoGpuError
+from models.handlers import as_rows, read_bytes
+
+EXPORT_HELP = ('export the model without its code: torch.export.save(torch.export.export(model, (example,), '
+               'dynamic_shapes=({0: torch.export.Dim("rows")},)), "model.pt2"), or '
+               'torch.jit.save(torch.jit.script(model), "model.pt")')
+
+
+def require_gpu() -> None:
+  import torch
+  if not torch.cuda.is_available():
+    cuda = f'built with CUDA {torch.version.cuda}' if torch.version.cuda else 'a CPU-only build'
+    raise NoGpuError(f'--device=gpu, but PyTorch {torch.__version__} ({cuda}) sees no CUDA device on this '
+                     f'machine. {NO_GPU_HELP}')
+
+
+def kind_of(data: bytes) -> str:
+  """'export' (a torch.export program) or 'torchscript'; a ValueError saying how to export anything else."""
+  if not zipfile.is_zipfile(io.BytesIO(data)):
+    raise ValueError(f'not a torch.export program or TorchScript archive (a legacy pickle?): {EXPORT_HELP}')
+  names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+  if any('/code/' in n for n in names) and any(n.endswith('constants.pkl') for n in names):
+    return 'torchscript'
+  if any(n.endswith('/archive_format') for n in names) and any('/models/' in n for n in names):
+    return 'export'
+  raise ValueError(f'a pickled module (torch.save(model)) needs its training code and runs code when loaded; '
+                   f'{EXPORT_HELP}')
+
+
+class Predictor:
+  """A torch.export program or TorchScript module on one torch device behind `predict`."""
+
+  def __init__(self, path: str, outputs, device: str = 'auto'):
+    import torch
+    if device == 'gpu':
+      require_gpu()
+    self._torch = torch
+    self._device = torch.device('cuda' if device != 'cpu' and torch.cuda.is_available() else 'cpu')
+    data = read_bytes(path)
+    self._input_width = None
+    if kind_of(data) == 'export':
+      program = torch.export.load(io.BytesIO(data))
+      self._input_width = _input_width(program)
+      self._model = program.module().to(self._device)
+    else:
+      self._model = torch.jit.load(io.BytesIO(data), map_location=self._device).eval()
+    self._outputs = outputs
+
+  @property
+  def input_width(self) -> Optional[int]:
+    return self._input_width
+
+  @property
+  def device(self) -> str:
+    return str(self._device)
+
+  def predict(self, features: np.ndarray) -> np.ndarray:
+    torch = self._torch
+    with torch.inference_mode():
+      x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(self._device)
+      out = self._model(x)
+      if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+      if not isinstance(out, torch.Tensor):
+        raise ValueError(f'the PyTorch model returned {type(out).__name__}; expected one tensor')
+      return as_rows(out.float().cpu().numpy(), self._outputs, 'PyTorch model')
+
+
+def _input_width(program) -> Optional[int]:
+  """The matrix width a torch.export program was exported for, from its one user input's example."""
+  user_inputs = list(program.graph_signature.user_inputs)
+  for node in program.graph.nodes:
+    if node.op == 'placeholder' and node.name in user_inputs and len(user_inputs) == 1:
+      shape = getattr(node.meta.get('val'), 'shape', None)
+      if shape is not None and len(shape) == 2 and isinstance(shape[-1], int):
+        return int(shape[-1])
+  return None
