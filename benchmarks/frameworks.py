@@ -138,13 +138,13 @@ def run_raw(args) -> dict:
                        columns)
 
 
-def command(kind: str, framework: str, data: str, bundle: str, output: str) -> list[str]:
+def command(kind: str, framework: str, data: str, bundle: str, output: str, ours_flags: list[str] = ()) -> list[str]:
   py, files = sys.executable, os.path.join(data, '*.parquet')
   if kind == 'raw':
     return [py, '-m', 'benchmarks.frameworks', 'raw', f'--framework={framework}', f'--input={files}',
             f'--model={bundle}', f'--output={output}']
   cmd = [py, '-m', 'pipelines.run', f'--input={files}', f'--model={bundle}', f'--output={output}', '--key_column=id',
-         '--run_id=bench', '--quiet']
+         '--run_id=bench', '--quiet', *ours_flags]
   if kind != 'ours':
     cmd += ['--direct_num_workers=2', '--direct_running_mode=multi_processing',
             f'--share_model_across_processes={"true" if kind == "ours-shared" else "false"}']
@@ -158,7 +158,7 @@ def run_once(kind: str, framework: str, args, data: str, manifest: dict, bundle:
   shutil.rmtree(output, ignore_errors=True)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   env['PYTHONPATH'] = os.pathsep.join(p for p in (os.getcwd(), env.get('PYTHONPATH')) if p)
-  m = run_measured(command(kind, framework, data, bundle, output), output_dir=output,
+  m = run_measured(command(kind, framework, data, bundle, output, args.ours_flags), output_dir=output,
                    log_path=os.path.join(args.work, 'logs', f'{kind}-{framework}-{round_no}.log'), env=env)
   predicted = predicted_rows(output) if m.returncode == 0 else 0
   ok = m.returncode == 0 and predicted == manifest['complete_rows']
@@ -221,11 +221,14 @@ def main(argv=None) -> int:
   parser.add_argument('--frameworks', default=','.join(FRAMEWORKS), help=f'Comma-separated subset of {FRAMEWORKS}.')
   parser.add_argument('--kinds', default=','.join(KINDS), help=f'Comma-separated subset of {KINDS}.')
   parser.add_argument('--work', default='build/bench/frameworks', help='Bundles, data, logs and results go here.')
+  parser.add_argument('--ours_flags', default='',
+                      help='Extra flags for the ours variants, e.g. "--report=false --max_batch_rows=65536".')
   parser.add_argument('--framework', help='raw: the framework.')
   parser.add_argument('--input', help='raw: the input files (a glob).')
   parser.add_argument('--model', help='raw: the bundle.')
   parser.add_argument('--output', help='raw: the output folder.')
   args = parser.parse_args(argv)
+  args.ours_flags = args.ours_flags.split()
   if args.mode == 'raw':
     print(json.dumps(run_raw(args)))
     return 0

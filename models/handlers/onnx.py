@@ -41,7 +41,11 @@ class Predictor:
     if device == 'gpu':
       require_gpu()
     providers = [CPU] if device == 'cpu' or CUDA not in ort.get_available_providers() else [CUDA, CPU]
-    self._session = ort.InferenceSession(read_bytes(path), providers=providers)
+    options = ort.SessionOptions()
+    # Between calls onnxruntime's threads spin waiting for work by default; in a Beam worker they
+    # would spin against the reading, feature and writing threads on the same cores.
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    self._session = ort.InferenceSession(read_bytes(path), options, providers=providers)
     if device == 'gpu' and CUDA not in self._session.get_providers():
       # onnxruntime-gpu falls back to the CPU when CUDA cannot start (no driver, no GPU).
       raise NoGpuError(f'--device=gpu, but onnxruntime could not start its CUDA provider on this machine. '
