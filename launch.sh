@@ -78,33 +78,21 @@ install_extras() {
   fi
 }
 
-# The report test renders a run report in headless Chromium (Debian package `chromium`).
-# Installed when missing and we are root; otherwise that test skips and says why.
-ensure_browser() {
-  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+# Real parts the tests start themselves, from Debian's packages: headless Chromium renders a run report,
+# a PostgreSQL server (initdb, pg_ctl) takes the database output. Installed when missing and we are
+# root; otherwise those tests skip and say why.
+# Usage: ensure_debian_package PACKAGE PURPOSE PRESENT_CHECK
+ensure_debian_package() {
+  local package=$1 purpose=$2 present=$3
+  if eval "$present" >/dev/null 2>&1; then
     return
   fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium for the report rendering test" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
-      >/dev/null || echo "could not install chromium: the report rendering test will skip" >&2
+    echo "installing $package for $purpose" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package"; } \
+      >/dev/null || echo "could not install $package: $purpose will skip" >&2
   else
-    echo "chromium not found and not root: the report rendering test will skip" >&2
-  fi
-}
-
-# The PostgreSQL output tests start a real server from Debian's `postgresql` package (initdb, pg_ctl).
-# Installed when missing and we are root, like chromium; otherwise those tests skip and say why.
-ensure_postgres() {
-  if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    return
-  fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing postgresql for the database output tests" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } \
-      >/dev/null || echo "could not install postgresql: the database output tests will skip" >&2
-  else
-    echo "postgresql not found and not root: the database output tests will skip" >&2
+    echo "$package not found and not root: $purpose will skip" >&2
   fi
 }
 
@@ -360,8 +348,10 @@ case "$verb" in
   test)
     install
     install_extras
-    ensure_browser
-    ensure_postgres
+    ensure_debian_package chromium 'the report rendering test' \
+      'command -v chromium || command -v chromium-browser'
+    ensure_debian_package postgresql 'the database output tests' \
+      'command -v initdb || ls /usr/lib/postgresql/*/bin/initdb'
     quiet_tf
     "$PYTHON" -m pytest "$@"
     ;;

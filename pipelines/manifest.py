@@ -18,6 +18,7 @@ in the plan, and written by the job's final step beside the summary
 from __future__ import annotations
 
 import argparse
+import re
 import hashlib
 import importlib.metadata
 import os
@@ -112,15 +113,26 @@ def _jsonable(value: Any) -> Any:
   return str(value)
 
 
+# Options whose values are credentials (Beam's --s3_secret_access_key, --azure_connection_string, ...):
+# the manifest names them but never holds their values; a replay takes them from its own flags.
+_CREDENTIAL = re.compile(r'secret|password|token|credential|access_key|private_key|connection_string', re.I)
+REDACTED = '<redacted>'
+
+
+def _kept(name: str, value: Any) -> Any:
+  return REDACTED if value is not None and _CREDENTIAL.search(name) else _jsonable(value)
+
+
 def options_of(options: PipelineOptions) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Every option of ours (defaults included), and the other options set away from their defaults."""
+  """Every option of ours (defaults included), and the other options set away from their defaults;
+  credentials are named, not kept."""
   ours = options.view_as(BatchInferenceOptions).get_all_options(drop_default=False)
   parser = argparse.ArgumentParser()
   BatchInferenceOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   names = {a.dest for a in parser._actions}  # pylint: disable=protected-access
   everything = options.get_all_options(drop_default=True, retain_unknown_options=True)
-  return ({k: _jsonable(ours.get(k)) for k in sorted(names) if k != 'help'},
-          {k: _jsonable(v) for k, v in sorted(everything.items()) if k not in names})
+  return ({k: _kept(k, ours.get(k)) for k in sorted(names) if k != 'help'},
+          {k: _kept(k, v) for k, v in sorted(everything.items()) if k not in names})
 
 
 def build(options: PipelineOptions, plan) -> dict[str, Any]:

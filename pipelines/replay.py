@@ -36,7 +36,7 @@ class ReplayMismatchError(RuntimeError):
 def _flags(options: dict[str, Any], bare_booleans: bool) -> list[str]:
   argv = []
   for name, value in options.items():
-    if value is None or name in _NOT_REPLAYED:
+    if value is None or name in _NOT_REPLAYED or value == manifest_.REDACTED:  # credentials: give them again
       continue
     if isinstance(value, list):
       argv += [f'--{name}={v}' for v in value]
