@@ -22,7 +22,9 @@ DEAD_LETTERS = 'dead_letters'
 METRICS_NAMESPACE = 'batch_inference'
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-_INTEGER = r'^[+-]?\d{1,18}$'
+_INTEGER = r'^-?\d{1,19}$'  # what pyarrow casts to int64: no '+', no spaces
+# int64's bounds as 19 digits: a 19-digit key fits when its digits compare no greater, as text.
+_INT64_MAX_DIGITS = {False: '9223372036854775807', True: '9223372036854775808'}  # by sign: negative or not
 _NUMBER = r'(?i)^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$'
 
 
@@ -93,6 +95,16 @@ def accepts(kind: pa.DataType, dtype: str) -> bool:
   return common or (dtype == 'float' and pa.types.is_decimal(kind))
 
 
+def _fits_int64(keys: pa.Array) -> np.ndarray:
+  """Per key text, whether it is an integer that int64 holds (missing keys count as fitting)."""
+  digits = pc.utf8_ltrim(keys, characters='-')
+  negative = pc.starts_with(keys, '-')
+  limit = pc.if_else(negative, _INT64_MAX_DIGITS[True], _INT64_MAX_DIGITS[False])
+  in_range = pc.or_(pc.less(pc.utf8_length(digits), 19), pc.less_equal(digits, limit))
+  fits = pc.and_(pc.match_substring_regex(keys, _INTEGER), in_range)
+  return pc.fill_null(fits, True).to_numpy(zero_copy_only=False)
+
+
 def _problem(feature: Feature, code: str, raw) -> str:
   if code == dl.MISSING_VALUE:
     return f'{feature.name}: missing required value (the model has no fill value for it)'
@@ -129,7 +141,7 @@ def validate(batch: pa.RecordBatch, spec: FeatureSpec, *, key_column: Optional[s
     reject(keys.is_null().to_numpy(zero_copy_only=False), dl.MISSING_KEY,
            lambda i: f'{key_column}: missing key value')
     if integer_key:
-      whole = pc.fill_null(pc.match_substring_regex(keys, _INTEGER), True).to_numpy(zero_copy_only=False)
+      whole = _fits_int64(keys)
       reject(~whole, dl.INVALID_TYPE,
              lambda i: f'{key_column}: key {keys[i].as_py()!r} is not an integer, as the key column is elsewhere')
   else:

@@ -156,6 +156,16 @@ def test_validate__key_column_is_the_key_and_a_missing_key_is_rejected():
   assert letters.column('reason').to_pylist()[0] == 'id: missing key value'
 
 
+def test_validate__integer_key_takes_every_int64_and_rejects_what_int64_cannot_hold():
+  keys = ['9223372036854775807', '-9223372036854775808', '1465432123456789012', '007',  # 19 digits: snowflake ids
+          '9223372036854775808', '-9223372036854775809', '12345678901234567890', '+5', ' 5', '5.0', 'x']
+  batch = _raw(id=keys, length=['1'] * len(keys), colour=['red'] * len(keys))
+  valid, letters = validate(batch, SPEC, key_column='id', integer_key=True)
+  assert valid.column(dl.KEY).cast(pa.int64()).to_pylist() == [2**63 - 1, -2**63, 1465432123456789012, 7]
+  assert letters.column('key').to_pylist() == keys[4:]
+  assert set(letters.column('reason_code').to_pylist()) == {'invalid_type'}
+
+
 def test_validate__key_column_absent_from_the_input_rejects_every_row():
   _, letters = validate(_raw(length=['1'], colour=['red']), SPEC, key_column='id')
   assert letters.column('reason_code').to_pylist() == ['missing_key']
