@@ -127,12 +127,11 @@ def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None,
     if repaired:  # pyarrow fails a whole file on one byte that is not UTF-8: mark it U+FFFD instead
       chunk = chunk.decode('utf-8', 'replace').encode('utf-8')
     try:
-      batch = pcsv.read_csv(
+      table = pcsv.read_csv(  # one block: the whole chunk
           io.BytesIO(chunk), read_options=pcsv.ReadOptions(column_names=names, use_threads=False,
                                                            block_size=len(chunk) + 1),
-          parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-          convert_options=convert).combine_chunks().to_batches(max_chunksize=len(chunk) + 1)
-      batch = batch[0] if batch else None
+          parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid), convert_options=convert)
+      batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     except pa.ArrowInvalid as e:
       raise ValueError(f'{source} near line {line + 1}: {e}') from None
     rows, bad_rows, line = _record_lines(batch, bad, line)
