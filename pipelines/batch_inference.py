@@ -8,7 +8,6 @@ the same graph and assert on the PCollections it returns.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Optional
 
 import apache_beam as beam
@@ -24,6 +23,7 @@ from pipelines.options import BatchInferenceOptions
 from pipelines.plan import Destination, JobPlan
 from transforms.bigquery import WriteBigQueryBatches, refused_rows, table_schema
 from transforms.bigquery_read import ReadBigQueryStreams
+from transforms.dead_letters import DEAD_LETTERS, RouteDeadLetters
 from transforms.challenger import COMPARISON, CompareModels, challenger_step
 from transforms.features import ApplyFeatures
 from transforms.incremental import KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
@@ -32,7 +32,8 @@ from transforms.postgres import WritePostgres
 from transforms.profile import ProfileRun
 from transforms.sinks import WriteBatches
 from transforms.sources import FILES, ReadRecordBatches
-from transforms.validation import DEAD_LETTERS, ValidateRows
+from transforms.dead_letters import DEAD_LETTERS
+from transforms.validation import ValidateRows
 
 
 @dataclasses.dataclass
@@ -48,15 +49,6 @@ class PipelineOutputs:
   profile: Optional[beam.PCollection] = None  # one dict (transforms.profile.ProfileRun), when --report
 
 
-def _stamp_run_id(letters: pa.RecordBatch, run_id: str) -> pa.RecordBatch:
-  return letters.append_column('run_id', pa.array([run_id] * letters.num_rows, pa.string()))
-
-
-def _stamp_rejected_at(letters: pa.RecordBatch) -> pa.RecordBatch:
-  now = datetime.datetime.now(datetime.timezone.utc)
-  return letters.append_column('rejected_at', pa.array([now] * letters.num_rows, pa.timestamp('us', tz='UTC')))
-
-
 def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, needed: list[str]):
   if plan.bigquery_input is not None:
     return pipeline | 'Read' >> ReadBigQueryStreams(plan.bigquery_input.session, batch_size=opts.read_batch_size)
@@ -65,18 +57,32 @@ def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, n
       key_column=opts.key_column)
 
 
-def _write(batches: beam.PCollection, label: str, destination: Destination, base_name: str, *,
-           opts: BatchInferenceOptions, file_format: str):
-  """Writes files DESTINATION.FOLDER/BASE_NAME-* (a table's as Parquet, loaded when the run
-  publishes), or streams rows into a table."""
-  if destination.is_table and not destination.loads_parquet:
-    return batches | label >> WriteBigQueryBatches(
-        destination.table, table_schema(destination.schema, destination.descriptions),
-        partition_field=destination.partition_field, method=opts.bq_write_method)
-  dictionary = list(destination.dictionary_columns) if destination.dictionary_columns is not None else None
-  return batches | label >> WriteBatches(f'{destination.folder}/{base_name}', destination.schema,
-                                         file_format='parquet' if destination.is_table else file_format,
-                                         dictionary_columns=dictionary)
+@dataclasses.dataclass(eq=False)
+class WriteDestination(beam.PTransform):
+  """Writes RecordBatches to one of the job's destinations: files DESTINATION.FOLDER/BASE_NAME-*
+  (a table's as Parquet, loaded when the run publishes), or rows streamed into a table.
+
+  Returns the PCollection that is complete once the write is: the file names,
+  or the rows a streamed table refused.
+  """
+  destination: Destination
+  base_name: str
+  file_format: str
+  write_method: str
+
+  def __post_init__(self):
+    super().__init__()
+
+  def expand(self, batches: beam.PCollection) -> beam.PCollection:
+    destination = self.destination
+    if destination.streams_rows:
+      return (batches | 'Stream' >> WriteBigQueryBatches(
+          destination.table, table_schema(destination.schema, destination.descriptions),
+          partition_field=destination.partition_field, method=self.write_method)).failed_rows_with_errors
+    dictionary = list(destination.dictionary_columns) if destination.dictionary_columns is not None else None
+    return batches | 'Files' >> WriteBatches(f'{destination.folder}/{self.base_name}', destination.schema,
+                                             file_format='parquet' if destination.is_table else self.file_format,
+                                             dictionary_columns=dictionary)
 
 
 def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, *,
@@ -121,12 +127,9 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
     predict = predict.with_resource_hints(accelerator=opts.inference_accelerator)
   predicted = pairs | 'Predict' >> predict
 
-  dead_letters = (
-      (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS])
-      | 'AllDeadLetters' >> beam.Flatten()
-      | 'StampRunId' >> beam.Map(_stamp_run_id, plan.run_id))
+  rejected = (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS]) | 'Rejected' >> beam.Flatten()
   tallies = {'read': read['batches'], 'unreadable': read[DEAD_LETTERS], 'predicted': predicted['predictions'],
-             'rejected': dead_letters, **skipped}
+             'rejected': rejected, **skipped}
   if plan.bigquery_input is None:
     tallies['files'] = read[FILES]
 
@@ -136,26 +139,22 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
         db.target, db.staging, key_name=columns.key_name, run_id=plan.run_id, password_secret=db.password_secret,
         layout=columns.table_rows)
     prediction_files, tallies['not_written'] = written['written'], written[DEAD_LETTERS]
-    dead_letters = (dead_letters, written[DEAD_LETTERS]) | 'WithRefusedRows' >> beam.Flatten()
   else:
-    prediction_files = _write(predicted['predictions'], 'WritePredictions', plan.predictions, 'predictions',
-                              opts=opts, file_format=opts.output_format)
-  if plan.predictions.is_table and not plan.predictions.loads_parquet:  # rows BigQuery refused: dead letters too
-    refused = prediction_files.failed_rows_with_errors | 'RefusedRows' >> beam.Map(
+    prediction_files = predicted['predictions'] | 'WritePredictions' >> WriteDestination(
+        plan.predictions, 'predictions', opts.output_format, opts.bq_write_method)
+  if plan.predictions.streams_rows:  # the rows BigQuery refused
+    tallies['not_written'] = prediction_files | 'RefusedRows' >> beam.Map(
         refused_rows, key_name=columns.key_name, run_id=plan.run_id)
-    tallies['not_written'] = refused
-    dead_letters = (dead_letters, refused) | 'WithRefusedRows' >> beam.Flatten()
-  if plan.dead_letters.is_table:
-    dead_letters = dead_letters | 'StampRejectedAt' >> beam.Map(_stamp_rejected_at)
-  dead_letter_files = _write(dead_letters, 'WriteDeadLetters', plan.dead_letters, 'dead_letters', opts=opts,
-                             file_format='jsonl')
+  routed = (rejected, *([tallies['not_written']] if 'not_written' in tallies else [])) | 'DeadLetters' >> (
+      RouteDeadLetters(plan.run_id, WriteDestination(plan.dead_letters, 'dead_letters', 'jsonl', opts.bq_write_method),
+                       rejected_at=plan.dead_letters.is_table))
   profile = None
   if opts.report or gate.needs_training_statistics(plan.gate):
     profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
   counts = tallies | 'Count' >> CountRows()
   comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels() if plan.challenger else None
   digest = predicted['predictions'] | 'Digest' >> DigestPredictions(columns.score_names)
-  written = _written(prediction_files, plan.predictions)
+  written = prediction_files
   if incremental is not None and incremental.index is not None:  # the keys scored, published with the attempt
     key_files = (predicted['predictions']
                  | 'KeysScored' >> beam.Map(scored_keys, key_name=columns.key_name,
@@ -163,15 +162,9 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
                  | 'WriteKeysScored' >> WriteBatches(f'{plan.predictions.folder}/{KEYS_BASE}', KEYS_SCHEMA))
     written = (written, key_files) | 'AllWritten' >> beam.Flatten()
   summary = counts | 'Finish' >> FinishRun(
-      plan, written, _written(dead_letter_files, plan.dead_letters),
+      plan, written, routed['written'],
       profile, report=opts.report, comparison=comparison, thresholds=plan.gate, digest=digest,
       max_rejected_fraction=opts.max_rejected_fraction)
-  return PipelineOutputs(predicted['predictions'], dead_letters, prediction_files, dead_letter_files, columns,
+  return PipelineOutputs(predicted['predictions'], routed['dead_letters'], prediction_files, routed['written'], columns,
                          counts, summary, profile)
 
-
-def _written(result, destination: Destination) -> beam.PCollection:
-  """The PCollection that is complete once a write is: file names, or the rows a stream refused."""
-  if destination.is_table and not destination.loads_parquet:
-    return result.failed_rows_with_errors
-  return result

@@ -35,9 +35,6 @@ from transforms.postgres import PgTarget, is_database
 from transforms.sources import peek_schema
 
 DEFAULT_KEY = 'row_id'
-DEAD_LETTER_SCHEMA = dl.SCHEMA.append(pa.field('run_id', pa.string()))
-# In BigQuery, dead letters also carry when they were written: the table is partitioned by it.
-BIGQUERY_DEAD_LETTER_SCHEMA = DEAD_LETTER_SCHEMA.append(pa.field('rejected_at', pa.timestamp('us', tz='UTC')))
 # Under --temp_location: the Parquet files a table output is loaded from, TEMP/PARQUET_STAGING/RUN_ID/ATTEMPT/.
 PARQUET_STAGING = 'batch-inference'
 
@@ -69,6 +66,11 @@ class Destination:
   def loads_parquet(self) -> bool:
     """A table filled by one load job from Parquet files, then published atomically."""
     return self.is_table and self.folder is not None
+
+  @property
+  def streams_rows(self) -> bool:
+    """A table whose rows the job streams in as they are predicted (--bq_write_method)."""
+    return self.is_table and self.folder is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +221,8 @@ def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns, run_i
   schema = columns.table_schema if is_database(opts.output) else columns.schema
   return (Destination(opts.output, schema, bqp.prediction_descriptions(columns), 'predicted_at',
                       folder(opts.output, 'predictions'), tuple(columns.dictionary_columns)),
-          Destination(dead, BIGQUERY_DEAD_LETTER_SCHEMA if is_table(dead) else DEAD_LETTER_SCHEMA,
-                      bqp.DEAD_LETTER_DESCRIPTIONS, 'rejected_at', folder(dead, 'dead_letters')))
+          Destination(dead, dl.TABLE_SCHEMA if is_table(dead) else dl.WRITTEN_SCHEMA,
+                      dl.DESCRIPTIONS, dl.REJECTED_AT, folder(dead, 'dead_letters')))
 
 
 def check_tables(project: Optional[str], destinations: tuple[Destination, ...]) -> None:

@@ -46,18 +46,6 @@ class BigQueryInput:
   bytes_processed: Optional[int] = None  # what the query costs, for --input_query
   session: Optional[ReadSession] = None
 
-DEAD_LETTER_DESCRIPTIONS = {
-    'key': 'Key of the rejected row, when it had one.',
-    'source': 'Where the row came from: a file or bq://PROJECT.DATASET.TABLE.',
-    'row': 'Position of the row in its file (1-based line or record number); empty for tables.',
-    'stage': 'The step that rejected the row: read, validate or predict.',
-    'reason_code': 'Stable code of the rejection, to count and filter on.',
-    'reason': 'What was wrong, for a person to act on.',
-    'record': 'The row as it arrived, as JSON.',
-    'run_id': 'The run that rejected the row.',
-    'rejected_at': 'When the row was written here; the table is partitioned by its day.',
-}
-
 
 def prediction_descriptions(columns: PredictionColumns) -> dict[str, str]:
   """Column descriptions for a predictions table."""

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional, TextIO
 from apache_beam.metrics import monitoring_infos
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from transforms.validation import METRICS_NAMESPACE
+from transforms import counters
 
 
 class LiveCounters:
@@ -47,7 +47,7 @@ class LiveCounters:
       if not (monitoring_infos.is_user_monitoring_info(info) and monitoring_infos.is_counter(info)):
         continue
       namespace, name = monitoring_infos.parse_namespace_and_name(info)
-      if namespace == METRICS_NAMESPACE:
+      if namespace == counters.NAMESPACE:
         values[name] = values.get(name, 0) + monitoring_infos.extract_counter_value(info)
     if not values:
       return  # a report before the bundle started, or after it finished

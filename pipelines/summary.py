@@ -14,13 +14,13 @@ from typing import Any, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.validation import METRICS_NAMESPACE
+from transforms import counters
 
 
 def counters(result) -> dict[str, int]:
   """Committed counter values of our namespace, summed over steps."""
   totals: dict[str, int] = {}
-  query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+  query = result.metrics().query(MetricsFilter().with_namespace(counters.NAMESPACE))
   for counter in query['counters']:
     value = counter.committed if counter.committed is not None else counter.attempted
     totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)

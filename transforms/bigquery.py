@@ -24,11 +24,9 @@ from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
 from transforms import dead_letters as dl
-from transforms.validation import METRICS_NAMESPACE
+from transforms import counters
 
 SCHEME = 'bq://'
-# Reason code of rows BigQuery refused for good (streamed rows only: a failed load job fails the run).
-WRITE_ERROR = 'write_error'
 WRITE_METHODS = ('FILE_LOADS', 'STREAMING_INSERTS', 'STORAGE_WRITE_API')
 # The methods that send rows, through WriteBigQueryBatches; FILE_LOADS is our Parquet load (pipelines.bigquery_publish).
 ROW_METHODS = ('STREAMING_INSERTS', 'STORAGE_WRITE_API')
@@ -186,8 +184,8 @@ def refused_rows(failed: tuple[str, dict, Any], *, key_name: str, run_id: str) -
   destination, row, errors = failed
   reason = f'{destination} refused the row: {json.dumps(errors, default=str)[:1000]}'
   letters = dl.from_records([json.dumps(row, default=str)], source=f'{SCHEME}{destination.replace(":", ".")}',
-                            rows=[None], code=WRITE_ERROR, reasons=[reason], stage='write')
+                            rows=[None], code=dl.WRITE_ERROR, reasons=[reason], stage='write')
   key = row.get(key_name)
   letters = letters.set_column(0, 'key', pa.array([None if key is None else str(key)], pa.string()))
-  beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_not_written').inc()
-  return letters.append_column('run_id', pa.array([run_id], pa.string()))
+  counters.counter('rows_not_written').inc()
+  return dl.stamp_run_id(letters, run_id)

@@ -23,7 +23,8 @@ from google.cloud import bigquery_storage_v1
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms import dead_letters as dl
 from transforms.bigquery import TableRef
-from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE
+from transforms import counters
+from transforms.dead_letters import DEAD_LETTERS
 
 _STORAGE_TYPES = bigquery_storage_v1.types
 # What the server answers for a session or stream that has expired (FAILED_PRECONDITION,
@@ -170,7 +171,7 @@ class _ReadStreamFn(beam.DoFn):
   def __init__(self, session: ReadSession, batch_size: int):
     self._session = session
     self._batch_size = batch_size
-    self._rows_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_read')
+    self._rows_read = counters.counter('rows_read')
 
   def setup(self):
     self._client = bigquery_storage_v1.BigQueryReadClient()

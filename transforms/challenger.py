@@ -30,7 +30,8 @@ from models.handlers import handler_for, load_predictor
 from transforms.features import FeatureSpec
 from transforms.inference import PredictionColumns, _FormatFn, _model_error_letters
 from transforms.profile import _significant, _unique_counts
-from transforms.validation import DEAD_LETTERS, coerce_column
+from transforms.dead_letters import DEAD_LETTERS
+from transforms.validation import coerce_column
 
 COMPARISON = 'comparison'
 # Quantiles at which the two models' scores are compared.

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.validation import METRICS_NAMESPACE
+from transforms import counters
 
 SKIPPED = 'skipped'
 # The key files' columns: the row key as text, and its version as text (null without --row_version_column).
@@ -86,7 +86,7 @@ class _SkipFn(beam.DoFn):
   def __init__(self, key_column: str, version_column: Optional[str]):
     self._key = key_column
     self._version = version_column
-    self._skipped = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_skipped')
+    self._skipped = counters.counter('rows_skipped')
 
   def process(self, batch: pa.RecordBatch, scored: pa.Array):
     if self._key not in batch.schema.names or not len(scored):

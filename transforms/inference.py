@@ -25,7 +25,8 @@ from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, er
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms import dead_letters as dl
 from transforms import ranking
-from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
+from transforms import counters
+from transforms.dead_letters import DEAD_LETTERS, count_rejections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +147,7 @@ class _FormatFn(beam.DoFn):
 
   def __init__(self, columns: PredictionColumns):
     self._columns = columns
-    self._rows_predicted = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_predicted')
+    self._rows_predicted = counters.counter('rows_predicted')
 
   def process(self, element: tuple[pa.RecordBatch, PredictionResult]):
     rows, result = element

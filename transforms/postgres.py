@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from transforms import dead_letters as dl
-from transforms.bigquery import WRITE_ERROR
-from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE
+from transforms import counters
+from transforms.dead_letters import DEAD_LETTERS
 
 SCHEMES = ('postgresql://', 'postgres://', 'cloudsql://')
 PUBLISH_MODES = ('upsert', 'replace')
@@ -266,11 +266,11 @@ def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, ke
   """Dead letters (with run_id) for the rows of `batch` the database refused."""
   rows = batch.take(pa.array([i for i, _ in refused], pa.int64())).to_pylist()
   letters = dl.from_records([json.dumps(r, default=str, ensure_ascii=False) for r in rows], source=source,
-                            rows=[None] * len(rows), code=WRITE_ERROR,
+                            rows=[None] * len(rows), code=dl.WRITE_ERROR,
                             reasons=[f'{source} refused the row: {reason}' for _, reason in refused], stage='write')
   keys = pa.array([None if r.get(key_name) is None else str(r[key_name]) for r in rows], pa.string())
   letters = letters.set_column(0, 'key', keys)
-  return letters.append_column('run_id', pa.repeat(pa.scalar(run_id, pa.string()), len(rows)))
+  return dl.stamp_run_id(letters, run_id)
 
 
 class _CopyToStagingFn(beam.DoFn):
@@ -294,7 +294,7 @@ class _CopyToStagingFn(beam.DoFn):
     self._stack: Optional[contextlib.ExitStack] = None
     self._conn = None
     self._bundle = None  # the open transaction of the current bundle
-    self._not_written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_not_written')
+    self._not_written = counters.counter('rows_not_written')
 
   def setup(self):
     self._stack = contextlib.ExitStack()

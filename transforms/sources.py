@@ -16,7 +16,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
 from transforms.readers import FORMATS, Rejected, infer_format, open_file, read_file
-from transforms.validation import DEAD_LETTERS, METRICS_NAMESPACE, count_rejections
+from transforms import counters
+from transforms.dead_letters import DEAD_LETTERS, count_rejections
 
 # The tag of the paths of the files read to the end, one element per file.
 FILES = 'files'
@@ -54,8 +55,8 @@ class _ReadFileFn(beam.DoFn):
     self._batch_size = batch_size
     self._columns = columns
     self._key_column = key_column
-    self._rows_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_read')
-    self._files_read = beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'files_read')
+    self._rows_read = counters.counter('rows_read')
+    self._files_read = counters.counter('files_read')
 
   def process(self, metadata: FileMetadata):
     path = metadata.path

@@ -18,9 +18,6 @@ from transforms import coders as _coders  # noqa: F401  (registers the coders of
 from transforms import dead_letters as dl
 from transforms.features import Feature, FeatureSpec
 
-DEAD_LETTERS = 'dead_letters'
-METRICS_NAMESPACE = 'batch_inference'
-
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INTEGER = r'^-?\d{1,19}$'  # what pyarrow casts to int64: no '+', no spaces
 # int64's bounds as 19 digits: a 19-digit key fits when its digits compare no greater, as text.
@@ -186,7 +183,7 @@ class ValidateRows(beam.PTransform):
     return batches | 'Validate' >> beam.ParDo(
         _ValidateFn(self._spec, self._key_column, self._integer_key)).with_output_types(
         pa.RecordBatch).with_outputs(
-        DEAD_LETTERS, main='valid')
+        dl.DEAD_LETTERS, main='valid')
 
 
 class _ValidateFn(beam.DoFn):
@@ -201,14 +198,6 @@ class _ValidateFn(beam.DoFn):
     if valid.num_rows:
       yield valid
     if letters is not None:
-      count_rejections(letters)
-      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letters)
-
-
-def count_rejections(letters: pa.RecordBatch) -> None:
-  """Adds dead letters to the `rows_rejected` and `rejected_<code>` counters."""
-  beam.metrics.Metrics.counter(METRICS_NAMESPACE, 'rows_rejected').inc(letters.num_rows)
-  counts = pc.value_counts(letters.column('reason_code'))
-  for code, count in zip(counts.field('values').to_pylist(), counts.field('counts').to_pylist()):
-    beam.metrics.Metrics.counter(METRICS_NAMESPACE, f'rejected_{code}').inc(count)
+      dl.count_rejections(letters)
+      yield beam.pvalue.TaggedOutput(dl.DEAD_LETTERS, letters)
 

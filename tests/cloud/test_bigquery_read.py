@@ -14,7 +14,7 @@ from tests.cloud.conftest import BUCKET, PROJECT
 from transforms import bigquery as bq
 from transforms import bigquery_read as bqr
 from transforms import dead_letters as dl
-from transforms.validation import DEAD_LETTERS
+from transforms.dead_letters import DEAD_LETTERS
 
 WHEN = datetime.datetime(2026, 11, 25, 17, 30, tzinfo=datetime.timezone.utc)
 

@@ -11,7 +11,7 @@ from models.bundle import Outputs
 from models.handler import RowFailures, SavedModelHandler
 from transforms import dead_letters as dl
 from transforms.inference import Predict, PredictionColumns
-from transforms.validation import DEAD_LETTERS
+from transforms.dead_letters import DEAD_LETTERS
 
 
 @pytest.fixture(scope='module')

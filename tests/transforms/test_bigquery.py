@@ -70,7 +70,7 @@ def test_refused_rows__a_dead_letter_with_bigquerys_reason():
   letters = bq.refused_rows(('p:d.predictions', {'id': 7, 'extra': 1}, errors), key_name='id', run_id='r1')
   [row] = letters.to_pylist()
   assert row['key'] == '7' and row['source'] == 'bq://p.d.predictions' and row['row'] is None
-  assert row['stage'] == 'write' and row['reason_code'] == bq.WRITE_ERROR and row['run_id'] == 'r1'
+  assert row['stage'] == 'write' and row['reason_code'] == dl.WRITE_ERROR and row['run_id'] == 'r1'
   assert 'no such field: extra' in row['reason'] and json.loads(row['record']) == {'id': 7, 'extra': 1}
   assert letters.schema.names == [*dl.SCHEMA.names, 'run_id']
 

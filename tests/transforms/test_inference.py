@@ -17,7 +17,8 @@ from tests.saved_models import linear, save_linear_model
 from transforms import dead_letters as dl
 from transforms.inference import Predict, PredictionColumns
 from transforms.readers import Rejected, read_file
-from transforms.validation import DEAD_LETTERS, validate
+from transforms.dead_letters import DEAD_LETTERS
+from transforms.validation import validate
 
 WEIGHTS = np.array([[0.1, -0.2], [0.3, 0.4]])
 BIAS = np.array([0.0, 0.5])

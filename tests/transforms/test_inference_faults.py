@@ -13,7 +13,7 @@ from models.bundle import Outputs
 from models.handler import SavedModelHandler
 from transforms import dead_letters as dl
 from transforms.inference import PredictionColumns, Predict
-from transforms.validation import DEAD_LETTERS
+from transforms.dead_letters import DEAD_LETTERS
 
 POISON = 1000.0  # the model refuses any row whose first feature reaches this
 

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import postgres
 from transforms.postgres import PgTarget
-from transforms.validation import DEAD_LETTERS
+from transforms.dead_letters import DEAD_LETTERS
 
 
 def test_parse__postgresql_url_keeps_libpq_parameters_and_takes_the_table():

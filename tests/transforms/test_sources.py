@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms import dead_letters as dl
 from transforms.readers import Rejected, infer_format, read_file
 from transforms.sources import ReadRecordBatches, peek_schema
-from transforms.validation import DEAD_LETTERS
+from transforms.dead_letters import DEAD_LETTERS
 
 ROWS = [
     {'name': 'ada', 'age': 36, 'score': 1.5},

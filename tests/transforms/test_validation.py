@@ -13,7 +13,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms import dead_letters as dl
 from transforms.features import Feature, FeatureSpec
 from transforms.preprocessing import FillMissing, Vocabulary, ZScore
-from transforms.validation import DEAD_LETTERS, ValidateRows, coerce_column, validate
+from transforms.dead_letters import DEAD_LETTERS
+from transforms.validation import ValidateRows, coerce_column, validate
 
 SPEC = FeatureSpec((
     Feature('length', 'float', (ZScore(mean=0.0, std=1.0),)),
