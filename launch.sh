@@ -26,7 +26,7 @@ Usage: ./launch.sh VERB [ARGS...]
   status RUN_ID --output=OUTPUT
                 How a run went, from what it left in OUTPUT (or, for a bq:// output, in
                 --summary_location, default gs://\$BUCKET/tmp/runs): its summary, or that it
-                failed, or that it has not published yet (python -m pipelines.status).
+                failed, or that it has not published yet (python -m pipelines.record.status).
   import [ARGS] Bring your own model (TensorFlow, ONNX, PyTorch, XGBoost, scikit-learn): make a
                 checked bundle of it, proven with --expected on rows your own code predicted
                 (python -m models.import_model, see ./launch.sh import --help).
@@ -261,7 +261,7 @@ Submits the job to Dataflow from this machine (python -m pipelines.run --runner=
 with the settings' project, region, bucket, image, device and workers, and waits for the summary
 (add --wait_for_job=false to return once it is submitted). Needs PROJECT and BUCKET; IMAGE for
 DEVICE=gpu. Check a job without submitting it:
-  python -m pipelines.dataflow_job FLAGS... --dataflow_job_file=job.json
+  python -m deploy.dataflow_job FLAGS... --dataflow_job_file=job.json
 USAGE
     ;;
     image) cat <<USAGE
@@ -389,7 +389,7 @@ case "$verb" in
     load_settings
     where=()
     if [ -n "${BUCKET:-}" ]; then where+=("--temp_location=gs://$BUCKET/tmp"); fi  # as launches set it
-    "$PYTHON" -m pipelines.status "--run_id=$run_id" "${where[@]}" "$@"
+    "$PYTHON" -m pipelines.record.status "--run_id=$run_id" "${where[@]}" "$@"
     ;;
   dataflow)
     require_cloud_settings

@@ -18,8 +18,8 @@ import statistics
 import time
 
 from benchmarks.data import make_dataset
-from pipelines import estimate
 from pipelines import run as run_job
+from pipelines.launcher import estimate
 
 
 def main(argv=None) -> int:
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
   shutil.rmtree(out, ignore_errors=True)
   start = time.perf_counter()
   result = estimate.estimate(flags + [f'--output={out}', '--run_id=forecast', '--estimate',
-                                      f'--estimate_rows={args.sample}'])
+                                      f'--estimate_rows={args.sample}'], run_job.run)
   estimate_seconds = time.perf_counter() - start
   forecast = result['measured']['local_wall_seconds']
   measured = []

@@ -131,7 +131,7 @@ def run_raw(args) -> dict:
   """The raw loop of benchmarks/raw.py with the framework's own call."""
   from benchmarks.raw import predict_files
   from models.bundle import ModelBundle
-  from transforms.inference import PredictionColumns
+  from models.inference import PredictionColumns
   bundle = ModelBundle.load(args.model)
   columns = PredictionColumns(bundle.outputs, 'id', (), bundle.name, bundle.version, 'raw')
   return predict_files(args.input, args.output, bundle.features, raw_predict(args.framework, bundle.model_path),

@@ -45,8 +45,8 @@ def check_imports() -> int:
   imports it anyway (for its model manager), so the line says whether it did.
   """
   import benchmarks.gpu_variants  # noqa: F401  (pulls in the bundle, handler, features)
-  import pipelines.batch_inference  # noqa: F401
-  import pipelines.summary  # noqa: F401
+  import pipelines.graph.batch_inference  # noqa: F401
+  import pipelines.record.summary  # noqa: F401
   from benchmarks import torch_model
   spec = torch_model.bench_bundle().features
   print(f'imports ok: {len(spec.output_names)} features; tensorflow imported: {"tensorflow" in sys.modules}; '

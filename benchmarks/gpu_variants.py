@@ -18,7 +18,7 @@ import sys
 
 from benchmarks import torch_model
 from benchmarks.raw import predict_files
-from transforms.inference import PredictionColumns
+from models.inference import PredictionColumns
 
 RAW_BATCH_ROWS = 65536
 
@@ -36,10 +36,10 @@ def run_ours(args) -> dict:
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from pipelines.batch_inference import build_pipeline
+  from pipelines.graph.batch_inference import build_pipeline
+  from pipelines.launcher.resolve import resolve
   from pipelines.options import BatchInferenceOptions
-  from pipelines.plan import resolve
-  from pipelines.summary import counters
+  from pipelines.record.summary import counters
 
   flags = [f'--input={args.input}', '--model=torch-mlp', f'--output={args.output}', '--key_column=id',
            '--run_id=bench', *args.ours_flags]

@@ -25,8 +25,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from benchmarks.textbook import SignatureHandlerNumpy, postprocess
 from models.bundle import ModelBundle
+from models.inference import PredictionColumns
 from transforms.features import FeatureSpec
-from transforms.inference import PredictionColumns
 from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
 
 

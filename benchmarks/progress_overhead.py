@@ -18,11 +18,11 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.batch_inference import build_pipeline
+from pipelines.graph.batch_inference import build_pipeline
+from pipelines.launcher.resolve import resolve
+from pipelines.launcher.progress import LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.options import BatchInferenceOptions
-from pipelines.plan import resolve
-from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
-from pipelines.summary import counters
+from pipelines.record.summary import counters
 
 
 def one_run(input_path: str, model: str, output: str, progress: bool) -> tuple[float, int]:

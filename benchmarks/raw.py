@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 
 from models.bundle import ModelBundle
 from models.handler import SavedModelPredictor
+from models.inference import PredictionColumns
 from transforms import dead_letters as dl
 from transforms.features import FeatureSpec
-from transforms.inference import PredictionColumns
 
 BATCH_ROWS = 65536
 

@@ -25,9 +25,9 @@ from google.cloud import bigquery, bigquery_storage_v1, storage
 from benchmarks.raw import BATCH_ROWS, predict_batches
 from models.bundle import ModelBundle
 from models.handler import SavedModelPredictor
+from models.inference import PredictionColumns
 from transforms.bigquery import TableRef, table_schema
 from transforms.bigquery_read import rechunk
-from transforms.inference import PredictionColumns
 
 _TYPES = bigquery_storage_v1.types
 

@@ -25,8 +25,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.bundle import ModelBundle
 from models.handler import SavedModelPredictor
+from models.inference import PredictionColumns
 from transforms.features import FeatureSpec
-from transforms.inference import PredictionColumns
 from transforms.preprocessing import FillMissing, MinMax, OneHot, Vocabulary, ZScore
 
 

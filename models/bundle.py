@@ -101,7 +101,7 @@ class ModelBundle:
 
   @property
   def training_statistics(self) -> Optional[dict[str, Any]]:
-    """The training data's profile (`transforms.profile.InputProfileFn`); None in older bundles."""
+    """The training data's profile (`transforms.data_profile.InputProfileFn`); None in older bundles."""
     return self.metadata.get('training_statistics')
 
   @property

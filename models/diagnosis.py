@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from models.bundle import Outputs
 from models.parity import Agreement, ExpectedRows, Tolerance, compare
-from transforms.features import FeatureSpec
 from transforms.analyzers import ORDERS, ValueCountsFn, order_tokens
+from transforms.features import FeatureSpec
 from transforms.preprocessing import Vocabulary
 
 # Rows each candidate fix is tried on: enough to tell orders apart, few enough to try dozens.

@@ -19,7 +19,6 @@ from typing import Any, Iterable, Optional, Protocol, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
 
-
 NO_GPU_HELP = (
     'On Dataflow, give the workers a GPU: --dataflow_service_options='
     '"worker_accelerator=type:GPU_TYPE;count:1;install-nvidia-driver", a machine type that takes '

@@ -73,9 +73,9 @@ from models import diagnosis, parity, registry
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from models.handlers import FORMATS, get_format, load_predictor, read_bytes
 from models.samples import read_validated
+from transforms.data_profile import profile_in_memory
 from transforms.features import FeatureSpec, fit_in_memory
 from transforms.preprocessing import OneHot, Vocabulary
-from transforms.profile import profile_in_memory
 
 # Sample rows the imported model must predict finite values for.
 SMOKE_ROWS = 256

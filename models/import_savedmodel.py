@@ -3,8 +3,7 @@ and proves any bundle with `--expected`."""
 
 import sys
 
-from models.import_model import (  # noqa: F401
-    describe, fitted_on_data, import_savedmodel, main, prove, smoke_test)
+from models.import_model import describe, fitted_on_data, import_savedmodel, main, prove, smoke_test  # noqa: F401
 
 if __name__ == '__main__':
   sys.exit(main())

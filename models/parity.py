@@ -40,7 +40,7 @@ SHOWN = 5
 
 
 def probability_column(class_name: str) -> str:
-  """The job's column for one class's probability (as `transforms.inference` names it)."""
+  """The job's column for one class's probability (as `models.inference` names it)."""
   return 'probability_' + re.sub(r'\W', '_', str(class_name))
 
 

@@ -9,8 +9,9 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from models.bundle import BundleError
+from transforms.dead_letters import Rejected
 from transforms.features import FeatureSpec
-from transforms.readers import Rejected, infer_format, open_file, read_file
+from transforms.readers import infer_format, open_file, read_file
 from transforms.validation import validate
 
 

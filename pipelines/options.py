@@ -16,8 +16,8 @@ from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptio
 
 from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.postgres import PUBLISH_MODES, is_database
-from transforms.sinks import OUTPUT_FORMATS
 from transforms.readers import FORMATS
+from transforms.sinks import OUTPUT_FORMATS
 
 # Rows per RecordBatch read from files, and so per element in every later step.
 # Measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2
@@ -41,6 +41,8 @@ DEVICES = ('auto', 'cpu', 'gpu')
 # it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about the same speed.
 # So by default the model is shared wherever a machine runs several processes.
 _ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
+# Runners that run the job on this machine: a GPU check here is meaningful, and there is no worker pool.
+LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
 
 
 def parse_bool(value: str) -> bool:
@@ -282,7 +284,7 @@ class BatchInferenceOptions(PipelineOptions):
         'Do not run: forecast the run\'s wall time and cost on Dataflow. Runs the job here on a sample '
         '(--estimate_rows), measures rows/s per core and bytes per row, and forecasts the whole input for the '
         'chosen --machine_type, GPU and --max_num_workers, and for every machine type and worker count of the '
-        'dated price table in pipelines/prices.py; suggests the cheapest meeting --deadline. Writes estimate.html '
+        'dated price table in pipelines/launcher/prices.py; suggests the cheapest meeting --deadline. Writes estimate.html '
         '(with a chart) and estimate.json to --estimate_output.')
     parser.add_argument(
         '--estimate_rows', type=int, default=50000,
@@ -319,14 +321,28 @@ class BatchInferenceOptions(PipelineOptions):
     when = datetime.datetime.fromisoformat(self.input_snapshot.replace('Z', '+00:00'))
     return when.replace(tzinfo=datetime.timezone.utc) if when.tzinfo is None else when
 
+  def runner_name(self) -> str:
+    """The runner's name, whether --runner named it or a caller passed a runner; DirectRunner by default."""
+    runner = self.view_as(StandardOptions).runner
+    return str(runner if isinstance(runner, str) else type(runner).__name__ if runner else 'DirectRunner')
+
+  def runs_locally(self) -> bool:
+    """Whether the job runs on this machine (a direct runner or Prism), not on a worker pool."""
+    return self.runner_name() in LOCAL_RUNNERS
+
   def share_model(self) -> bool:
     """--share_model_across_processes, or its default for the runner this job runs on."""
     if self.share_model_across_processes is not None:
       return self.share_model_across_processes
-    runner = self.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
     one_process = self.view_as(DirectOptions).direct_running_mode in _ONE_PROCESS_MODES
-    return not ((name or 'DirectRunner').endswith('DirectRunner') and one_process)
+    return not (self.runner_name().endswith('DirectRunner') and one_process)
+
+  def temp_dataset(self) -> Optional[tuple[Optional[str], str]]:
+    """--bq_temp_dataset as (project, dataset); the project is None when the flag names none."""
+    if not self.bq_temp_dataset:
+      return None
+    project, _, dataset = self.bq_temp_dataset.rpartition('.')
+    return project or None, dataset
 
   @property
   def passthrough(self) -> list[str]:

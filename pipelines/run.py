@@ -5,7 +5,7 @@ Parses flags, resolves and checks the job before any worker starts (alone with
 on a terminal). The job itself reconciles its counts, writes its summary and
 report and publishes its output as its last step; a launcher that waits then
 prints the summary the job wrote. With --watch it keeps running and does this
-for each new input file (pipelines.watch).
+for each new input file (pipelines.launcher.watch).
 """
 
 from __future__ import annotations
@@ -27,32 +27,29 @@ from apache_beam.runners.runner import PipelineState
 from models.bundle import BundleError, bundle_format
 from models.handler import NoGpuError
 from models.handlers import require_gpu
-from pipelines import gate, manifest, publish, replay, status
-from pipelines import postgres_publish as pgpub
-from pipelines.batch_inference import build_pipeline
-from pipelines.finish import drop_staging_tables
+from pipelines.graph import gate, manifest
+from pipelines.graph import postgres_publish as pgpub
+from pipelines.graph.batch_inference import build_pipeline
+from pipelines.graph.finish import drop_staging_tables
+from pipelines.graph.plan import JobPlan
+from pipelines.launcher import estimate, replay
+from pipelines.launcher.progress import PROGRESS_RUNNERS, LiveCounters, ProgressLine, direct_runner_progress
+from pipelines.launcher.resolve import resolve
+from pipelines.launcher.watch import watch
 from pipelines.options import BatchInferenceOptions, unknown_flags
-from pipelines.plan import JobPlan, resolve
-from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress
-from pipelines.summary import RunSummary
-
-# Runners that run the model on this machine, so a GPU check here is meaningful.
-LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
-
-
-def _is_direct(options: PipelineOptions) -> bool:
-  runner = options.view_as(StandardOptions).runner
-  return runner is None or str(runner) in ('DirectRunner', 'SwitchingDirectRunner')
+from pipelines.record import publish, status
+from pipelines.record.summary import RunSummary
 
 
 def _shows_progress(options: PipelineOptions, argv: Sequence[str]) -> bool:
   """Whether to draw the live progress line: a terminal, the DirectRunner, not --quiet.
 
   Sets the DirectRunner to run bundles on a worker thread when the user chose no
-  running mode: only such a worker answers progress requests (pipelines.progress).
+  running mode: only such a worker answers progress requests (pipelines.launcher.progress).
   Call before the Pipeline is created: it copies the options.
   """
-  if options.view_as(BatchInferenceOptions).quiet or not sys.stdout.isatty() or not _is_direct(options):
+  opts = options.view_as(BatchInferenceOptions)
+  if opts.quiet or not sys.stdout.isatty() or opts.runner_name() not in PROGRESS_RUNNERS:
     return False
   if not any(a.startswith('--direct_running_mode') for a in argv):
     options.view_as(DirectOptions).direct_running_mode = 'multi_threading'
@@ -105,12 +102,12 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   The job publishes its own output, summary and report as its last step, so a
   launcher that does not wait (`--wait_for_job=false`, Beam's
   `--no_wait_until_finish`, a Flex Template) gets all of them too; it returns
-  None here, and `python -m pipelines.status` reads the summary later.
+  None here, and `python -m pipelines.record.status` reads the summary later.
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   options = PipelineOptions(argv)
   opts = options.view_as(BatchInferenceOptions)
-  if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+  if opts.device == 'gpu' and opts.runs_locally():
     require_gpu(bundle_format(opts.model))  # before preflight touches anything; remote workers check at model load
   plan, _ = resolve(options)
   plan = dataclasses.replace(plan, manifest=manifest.build(options, plan))
@@ -175,12 +172,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(resolve(options, check_only=True)[1].render())
       return 0
     if opts.watch:
-      from pipelines.watch import watch
-      summaries = watch(argv, on_run=lambda s: print(s.render(), flush=True))
+      summaries = watch(argv, run, on_run=lambda s: print(s.render(), flush=True))
       return 0 if all(s.reconciled for s in summaries) else 1
     if opts.estimate:
-      from pipelines import estimate
-      print(estimate.render(estimate.estimate(argv)))
+      print(estimate.render(estimate.estimate(argv, run)))
       return 0
     replayed = None
     replaying = bool(opts.replay)
@@ -210,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if summary is None:
     print(f'Submitted run {opts.run_id}; the job publishes its output and writes its summary itself.\n'
           f'  summary         {publish.pointer_path(opts.records_location(), opts.run_id)} (once it is done)\n'
-          f'  status          python -m pipelines.status --run_id={opts.run_id} --output={opts.output}')
+          f'  status          python -m pipelines.record.status --run_id={opts.run_id} --output={opts.output}')
     return 0
   print(summary.render())
   print(f'  summary         {publish.pointer_path(opts.records_location(), summary.run_id)}')

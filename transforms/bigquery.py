@@ -2,7 +2,7 @@
 
 Tables are read with our own Storage Read source (`transforms.bigquery_read`)
 and, by default, written as Parquet files loaded by one load job when the run
-publishes (`pipelines.bigquery_publish`): both move Arrow, never a Python
+publishes (`pipelines.graph.bigquery_publish`): both move Arrow, never a Python
 object per row. `WriteBigQueryBatches` is the per-row route through Beam's
 WriteToBigQuery, kept for the two methods that need rows: STREAMING_INSERTS
 (rows visible at once) and STORAGE_WRITE_API (runs through Beam's Java
@@ -23,12 +23,12 @@ import pyarrow as pa
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
-from transforms import dead_letters as dl
 from transforms import counters
+from transforms import dead_letters as dl
 
 SCHEME = 'bq://'
 WRITE_METHODS = ('FILE_LOADS', 'STREAMING_INSERTS', 'STORAGE_WRITE_API')
-# The methods that send rows, through WriteBigQueryBatches; FILE_LOADS is our Parquet load (pipelines.bigquery_publish).
+# The methods that send rows, through WriteBigQueryBatches; FILE_LOADS is our Parquet load (pipelines.graph.bigquery_publish).
 ROW_METHODS = ('STREAMING_INSERTS', 'STORAGE_WRITE_API')
 _NAME = r'[A-Za-z0-9_\-]+'
 _TABLE = re.compile(rf'^bq://(?P<project>[a-z](?:[a-z0-9\-.:]*[a-z0-9])?)\.(?P<dataset>\w+)\.(?P<table>{_NAME})$')
@@ -43,6 +43,7 @@ _ARROW_OF = {
     'DATE': pa.date32(), 'DATETIME': pa.timestamp('us'), 'TIME': pa.time64('us'),
     'TIMESTAMP': pa.timestamp('us', tz='UTC'),
 }
+BIGQUERY_TYPES = tuple(_ARROW_OF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +142,7 @@ class WriteBigQueryBatches(beam.PTransform):
   """Writes RecordBatches of one schema to a BigQuery table row by row, created if needed.
 
   Only for the methods that need rows (streamed, visible at once); a batch job
-  loads Parquet files instead (`pipelines.bigquery_publish`).
+  loads Parquet files instead (`pipelines.graph.bigquery_publish`).
 
   Args:
     table: the destination.

@@ -21,9 +21,9 @@ from google.api_core import exceptions
 from google.cloud import bigquery_storage_v1
 
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
+from transforms import counters
 from transforms import dead_letters as dl
 from transforms.bigquery import TableRef
-from transforms import counters
 from transforms.dead_letters import DEAD_LETTERS
 
 _STORAGE_TYPES = bigquery_storage_v1.types

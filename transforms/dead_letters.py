@@ -72,6 +72,23 @@ DESCRIPTIONS = {
 }
 
 
+class Rejected:
+  """Dead letters produced while reading, yielded among the row batches."""
+
+  def __init__(self, letters: pa.RecordBatch):
+    self.letters = letters
+
+
+def with_position(batch: pa.RecordBatch, source: str, rows: np.ndarray,
+                  columns: Optional[Sequence[str]]) -> pa.RecordBatch:
+  """`batch`'s `columns` with where each row came from: the file and its 1-based position there."""
+  names = [c for c in columns if c in batch.schema.names] if columns is not None else batch.schema.names
+  arrays = [batch.column(c) for c in names]
+  return pa.RecordBatch.from_arrays(
+      arrays + [pa.repeat(pa.scalar(source, pa.string()), len(rows)), pa.array(rows, pa.int64())],
+      names=list(names) + [SOURCE, ROW])
+
+
 def _record_json(row: dict) -> str:
   return json.dumps({k: v for k, v in row.items() if k not in META_COLUMNS}, default=str, ensure_ascii=False)
 

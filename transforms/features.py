@@ -260,6 +260,7 @@ def fit_in_memory(spec: FeatureSpec, batches: Sequence[pa.RecordBatch]) -> Featu
   return spec
 
 
+@dataclasses.dataclass
 class FitFeatures(beam.PTransform):
   """Fits a feature spec on validated RecordBatches; outputs one fitted `FeatureSpec`.
 
@@ -267,34 +268,37 @@ class FitFeatures(beam.PTransform):
   column after the earlier (already fitted) steps, as it will when serving.
   """
 
-  def __init__(self, spec: FeatureSpec):
+  spec: FeatureSpec
+
+  def __post_init__(self):
     super().__init__()
-    self._spec = spec
 
   def expand(self, batches: beam.PCollection[pa.RecordBatch]) -> beam.PCollection[FeatureSpec]:
-    fitted = batches.pipeline | 'Unfitted' >> beam.Create([self._spec])
-    for stage in range(self._spec.depth):
+    fitted = batches.pipeline | 'Unfitted' >> beam.Create([self.spec])
+    for stage in range(self.spec.depth):
       statistics = (
           batches
           | f'Prepare{stage}' >> beam.Map(_stage_inputs, spec=beam.pvalue.AsSingleton(fitted), stage=stage)
-          | f'Analyze{stage}' >> beam.CombineGlobally(_StageStatisticsFn(self._spec.analyzers(stage))))
+          | f'Analyze{stage}' >> beam.CombineGlobally(_StageStatisticsFn(self.spec.analyzers(stage))))
       fitted = fitted | f'Fit{stage}' >> beam.Map(
           lambda spec, stats, stage: spec.with_fitted_stage(stage, stats),
           stats=beam.pvalue.AsSingleton(statistics), stage=stage)
     return fitted
 
 
+@dataclasses.dataclass
 class ApplyFeatures(beam.PTransform):
   """Pairs each validated batch with its model-input matrix: `(batch, features)`."""
 
-  def __init__(self, spec: FeatureSpec):
+  spec: FeatureSpec
+
+  def __post_init__(self):
     super().__init__()
-    if not spec.is_fitted:
+    if not self.spec.is_fitted:
       raise ValueError('ApplyFeatures needs a fitted feature spec')
-    self._spec = spec
 
   def expand(self, batches: beam.PCollection[pa.RecordBatch]) -> beam.PCollection[tuple[pa.RecordBatch, np.ndarray]]:
     return batches | 'Transform' >> beam.Map(
-        lambda batch, spec: (batch, spec.transform(batch)), spec=self._spec).with_output_types(
+        lambda batch, spec: (batch, spec.transform(batch)), spec=self.spec).with_output_types(
             beam.typehints.Tuple[pa.RecordBatch, np.ndarray])
 

@@ -1,6 +1,6 @@
 """Incremental scoring in the job: skip rows whose key (and row version) this model version already scored.
 
-`ReadScoredKeys` reads the key files earlier runs wrote (`pipelines.incremental`)
+`ReadScoredKeys` reads the key files earlier runs wrote (`pipelines.graph.incremental`)
 into one Arrow array, a side input; `SkipScored` splits each batch read with
 one vectorised `is_in` against it, before validation, and counts the rows it
 skips so the run reconciles read = predicted + rejected + skipped.
@@ -8,6 +8,7 @@ skips so the run reconciles read = predicted + rejected + skipped.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -66,18 +67,21 @@ class _UniqueFn(beam.CombineFn):
     return pc.unique(pa.concat_arrays(acc))
 
 
+@dataclasses.dataclass
 class ReadScoredKeys(beam.PTransform):
   """One Arrow string array: the identities of every row the listed key files hold (empty for none)."""
 
-  def __init__(self, files: Sequence[str], *, with_versions: bool):
+  files: Sequence[str]
+  _: dataclasses.KW_ONLY
+  with_versions: bool
+
+  def __post_init__(self):
     super().__init__()
-    self._files = list(files)
-    self._with_versions = with_versions
 
   def expand(self, pbegin):
     return (pbegin
-            | 'Files' >> beam.Create(self._files)
-            | 'Read' >> beam.Map(_read_keys, with_versions=self._with_versions)
+            | 'Files' >> beam.Create(self.files)
+            | 'Read' >> beam.Map(_read_keys, with_versions=self.with_versions)
             | 'Unique' >> beam.CombineGlobally(_UniqueFn()))
 
 
@@ -106,6 +110,7 @@ class _SkipFn(beam.DoFn):
       yield batch
 
 
+@dataclasses.dataclass
 class SkipScored(beam.PTransform):
   """Splits raw batches into those still to score (main output) and counts of skipped rows (`SKIPPED`).
 
@@ -115,13 +120,14 @@ class SkipScored(beam.PTransform):
     version_column: the input's row version column, or None to skip by key alone.
   """
 
-  def __init__(self, scored: beam.PCollection, key_column: str, version_column: Optional[str]):
+  scored: beam.PCollection
+  key_column: str
+  version_column: Optional[str]
+
+  def __post_init__(self):
     super().__init__()
-    self._scored = scored
-    self._key = key_column
-    self._version = version_column
 
   def expand(self, batches):
     return batches | 'Skip' >> beam.ParDo(
-        _SkipFn(self._key, self._version), scored=beam.pvalue.AsSingleton(self._scored)).with_outputs(
+        _SkipFn(self.key_column, self.version_column), scored=beam.pvalue.AsSingleton(self.scored)).with_outputs(
             SKIPPED, main='unscored')

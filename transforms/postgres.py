@@ -4,7 +4,7 @@ Applications read predictions by key from a database, so a run must never show
 half of itself there. The job writes every batch with COPY (CSV text that
 pyarrow renders from the whole batch, never one INSERT per row) into a staging
 table of its attempt, and the job's last step publishes the staged rows into
-the serving table in one transaction (`pipelines.postgres_publish`).
+the serving table in one transaction (`pipelines.graph.postgres_publish`).
 
 A target is named by a URL:
 
@@ -31,8 +31,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from transforms import dead_letters as dl
 from transforms import counters
+from transforms import dead_letters as dl
 from transforms.dead_letters import DEAD_LETTERS
 
 SCHEMES = ('postgresql://', 'postgres://', 'cloudsql://')

@@ -10,7 +10,6 @@ without a pipeline; `transforms.sources` runs them in Beam.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -23,25 +22,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import dead_letters as dl
+from transforms.csv_reader import read_csv
 
-# Bytes of CSV parsed at a time, at least.
-CSV_MIN_BLOCK_BYTES = 8 << 20
-# The longest CSV record that can be read: past it, a quote was probably never closed.
-CSV_MAX_RECORD_BYTES = 64 << 20
-# Joins a repeated CSV column name to its count, e.g. `year~2`, so every column has a name of its own.
-DUPLICATE_MARK = '~'
 FORMATS = ('parquet', 'csv', 'jsonl', 'tfrecord', 'avro')
 _EXTENSIONS = {
     'parquet': 'parquet', 'pq': 'parquet', 'csv': 'csv', 'jsonl': 'jsonl', 'json': 'jsonl',
     'ndjson': 'jsonl', 'tfrecord': 'tfrecord', 'tfrecords': 'tfrecord', 'avro': 'avro',
 }
-
-
-class Rejected:
-  """Dead letters produced while reading, yielded among the row batches."""
-
-  def __init__(self, letters: pa.RecordBatch):
-    self.letters = letters
 
 
 def infer_format(path: str) -> str:
@@ -57,15 +44,6 @@ def infer_format(path: str) -> str:
   return _EXTENSIONS[ext]
 
 
-def _with_position(batch: pa.RecordBatch, source: str, rows: np.ndarray,
-                   columns: Optional[Sequence[str]]) -> pa.RecordBatch:
-  names = [c for c in columns if c in batch.schema.names] if columns is not None else batch.schema.names
-  arrays = [batch.column(c) for c in names]
-  return pa.RecordBatch.from_arrays(
-      arrays + [pa.repeat(pa.scalar(source, pa.string()), len(rows)), pa.array(rows, pa.int64())],
-      names=list(names) + [dl.SOURCE, dl.ROW])
-
-
 def _rows(start: int, n: int) -> np.ndarray:
   return np.arange(start, start + n, dtype=np.int64)
 
@@ -76,210 +54,8 @@ def read_parquet(f: BinaryIO, source: str, batch_size: int, columns=None, key_co
   wanted = [c for c in columns if c in parquet.schema_arrow.names] if columns is not None else None
   start = 1
   for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False):
-    yield _with_position(batch, source, _rows(start, batch.num_rows), columns)
+    yield dl.with_position(batch, source, _rows(start, batch.num_rows), columns)
     start += batch.num_rows
-
-
-def read_csv(f: BinaryIO, source: str, batch_size: int, columns=None,
-             key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
-  """CSV as RFC 4180 has it (a quoted value may hold line breaks), streamed, with every column
-  read as text: typing happens in validation, per row, so one bad value cannot fail a whole block.
-
-  The file is cut into blocks at line breaks outside quotes and each block is parsed
-  by pyarrow, so a record never straddles two blocks. `__row` is the line a record
-  starts on.
-  """
-  import pyarrow.csv as pcsv
-  head = f.read(1 << 16)
-  while b'\n' not in head:
-    more = f.read(1 << 16)
-    if not more:
-      break
-    head += more
-  if not head.strip():
-    return
-  # Leading blank lines are skipped, but still counted, so positions stay line numbers.
-  body = head.lstrip(b'\r\n')
-  line = head[:len(head) - len(body)].count(b'\n') + 1  # the header's line
-  head = body
-  first_newline = head.find(b'\n')
-  try:
-    header = pcsv.read_csv(io.BytesIO(head[:first_newline + 1] if first_newline >= 0 else head + b'\n')).column_names
-  except pa.ArrowInvalid as e:
-    raise ValueError(f'cannot read the CSV header: {e}') from None
-  if first_newline < 0:  # the whole file is a header
-    return
-  names = _unique_names(header, columns, source)
-  key_at = header.index(key_column) if key_column in header else None
-  second_newline = head.find(b'\n', first_newline + 1)
-  line_width = max(1, second_newline - first_newline) if second_newline > 0 else 64
-  block_size = max(CSV_MIN_BLOCK_BYTES, line_width * batch_size)
-  convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=True)
-  for chunk in _csv_chunks(head[first_newline + 1:], f, block_size):
-    unclosed = chunk.count(b'"') % 2 == 1  # the file's last chunk, or one cut where quotes do not pair up
-    bad: list[tuple[int, str, str]] = []  # (record number in the chunk, text, problem)
-
-    def on_invalid(row) -> str:
-      bad.append((row.number, row.text, f'expected {row.expected_columns} columns, got {row.actual_columns}'))
-      return 'skip'
-
-    repaired = not _is_utf8(chunk)
-    if repaired:  # pyarrow fails a whole file on one byte that is not UTF-8: mark it U+FFFD instead
-      chunk = chunk.decode('utf-8', 'replace').encode('utf-8')
-    try:
-      table = pcsv.read_csv(  # one block: the whole chunk
-          io.BytesIO(chunk), read_options=pcsv.ReadOptions(column_names=names, use_threads=False,
-                                                           block_size=len(chunk) + 1),
-          parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid), convert_options=convert)
-      batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
-    except pa.ArrowInvalid as e:
-      raise ValueError(f'{source} near line {line + 1}: {e}') from None
-    rows, bad_rows, line = _record_lines(batch, bad, line)
-    if bad:
-      keys = [_csv_key(text, key_at) for _, text, _ in bad]
-      yield Rejected(dl.from_records([t for _, t, _ in bad], source=source, rows=bad_rows, code=dl.UNPARSABLE,
-                                     reasons=[f'malformed CSV line {n}: {why}' for n, (_, _, why) in zip(bad_rows, bad)],
-                                     keys=keys))
-    if batch is None or not batch.num_rows:
-      continue
-    garbled = _holds_replacements(batch) if repaired else np.zeros(batch.num_rows, bool)
-    reasons = {i: f'malformed CSV line {rows[i]}: not UTF-8 text (bytes that are not UTF-8 are shown as U+FFFD)'
-               for i in np.flatnonzero(garbled)}
-    last = batch.num_rows - 1
-    last_is_row = not bad or max(n for n, _, _ in bad) <= last + len(bad)
-    if unclosed and last_is_row and line > rows[last]:  # the last record runs on over the lines after it
-      garbled[last] = True
-      swallowed = line - rows[last] - chunk.endswith(b'\n')  # the chunk's last line break is in the value too
-      reasons[last] = (f'malformed CSV line {rows[last]}: a quote that is never closed runs over the next '
-                       f'{swallowed} line(s)')
-    if garbled.any():  # reject the record, keeping its text
-      yield Rejected(dl.from_batch(
-          _keyed(_with_position(batch, source, rows, None), key_column), garbled, stage='read',
-          codes=[dl.UNPARSABLE] * int(garbled.sum()), reasons=[reasons[i] for i in np.flatnonzero(garbled)]))
-      batch, rows = batch.filter(pa.array(~garbled)), rows[~garbled]
-    yield _with_position(batch, source, rows, columns)  # read_file cuts it to batch_size
-
-
-def _unique_names(header: list[str], columns: Optional[Sequence[str]], source: str) -> list[str]:
-  """The header with repeated names made unique; a repeated name the job reads is an error."""
-  counts: dict[str, int] = {}
-  for name in header:
-    counts[name] = counts.get(name, 0) + 1
-  repeated = sorted(n for n, c in counts.items() if c > 1)
-  used = [n for n in repeated if columns is not None and n in columns]
-  if used:
-    raise ValueError(f'{source}: the CSV header names column(s) {used} more than once, so which one to read is '
-                     'ambiguous; rename the copies')
-  seen: dict[str, int] = {}
-  names = []
-  for name in header:
-    seen[name] = seen.get(name, 0) + 1
-    names.append(name if seen[name] == 1 else f'{name}{DUPLICATE_MARK}{seen[name]}')
-  return names
-
-
-def _record_lines(batch: Optional[pa.RecordBatch], bad: list[tuple[int, str, str]],
-                  line: int) -> tuple[np.ndarray, list[int], int]:
-  """The line each record of a chunk starts on: (parsed rows', malformed rows', the chunk's last line).
-
-  pyarrow numbers records, not lines; a record spans one line more per line
-  break in its values.
-  """
-  parsed = batch.num_rows if batch is not None else 0
-  total = parsed + len(bad)
-  spans = np.zeros(total, np.int64)
-  is_bad = np.zeros(total, bool)
-  bad_at = np.array([n - 1 for n, _, _ in bad], np.int64)
-  is_bad[bad_at] = True
-  spans[bad_at] = [text.count('\n') for _, text, _ in bad]
-  if parsed:
-    spans[~is_bad] = _extra_lines(batch)
-  starts = line + 1 + np.arange(total, dtype=np.int64) + np.cumsum(spans) - spans
-  return starts[~is_bad], starts[is_bad].tolist(), line + total + int(spans.sum())
-
-
-def _csv_key(text: str, key_at: Optional[int]) -> Optional[str]:
-  """The key column's value in a malformed record's text, where it can be read."""
-  if key_at is None:
-    return None
-  try:
-    fields = next(csv.reader([text]))
-  except (csv.Error, StopIteration):
-    return None
-  value = fields[key_at].strip() if key_at < len(fields) else ''
-  return value or None
-
-
-def _keyed(batch: pa.RecordBatch, key_column: Optional[str]) -> pa.RecordBatch:
-  """The batch with the key column's text in `KEY`, so dead letters of the read step carry it."""
-  if key_column is None or key_column not in batch.schema.names:
-    return batch
-  return batch.append_column(dl.KEY, batch.column(key_column).cast(pa.string()))
-
-
-def _csv_chunks(head: bytes, rest: BinaryIO, block_size: int) -> Iterator[bytes]:
-  """The bytes after the header, about `block_size` at a time, each ending at a line break outside quotes.
-
-  In RFC 4180 a quote inside a quoted value is doubled, so a line break ends a
-  record exactly when an even number of quotes precede it.
-  """
-  pending = head
-  while True:
-    data = rest.read(block_size)
-    pending = pending + data if pending else data
-    if not data:
-      if pending:
-        yield pending
-      return
-    cut = _last_record_end(pending)
-    if not cut and len(pending) > CSV_MAX_RECORD_BYTES:
-      # Quotes that never pair up: a stray one inside an unquoted value (`12" screen`), which
-      # pyarrow reads as text. Cut at a line break, as pyarrow itself would.
-      cut = pending.rfind(b'\n') + 1
-      if not cut:
-        raise ValueError(f'a CSV line longer than {CSV_MAX_RECORD_BYTES >> 20} MiB')
-    if cut:
-      yield pending[:cut]
-      pending = pending[cut:]
-
-
-def _last_record_end(data: bytes) -> int:
-  """The offset just past the last line break outside quotes, or 0."""
-  array = np.frombuffer(data, np.uint8)
-  newlines = np.flatnonzero(array == ord('\n'))
-  if not newlines.size:
-    return 0
-  quotes = np.flatnonzero(array == ord('"'))
-  even = np.searchsorted(quotes, newlines) % 2 == 0
-  ends = newlines[even]
-  return int(ends[-1]) + 1 if ends.size else 0
-
-
-def _holds_replacements(batch: pa.RecordBatch) -> np.ndarray:
-  """Per row, whether a value holds U+FFFD, which stands for bytes that were not UTF-8."""
-  found = np.zeros(batch.num_rows, bool)
-  for column in batch.columns:
-    found |= pc.fill_null(pc.match_substring(column, '\ufffd'), False).to_numpy(zero_copy_only=False)
-  return found
-
-
-def _extra_lines(batch: pa.RecordBatch) -> np.ndarray:
-  """Per row, how many more lines of the file its values hold."""
-  extra = np.zeros(batch.num_rows, np.int64)
-  for column in batch.columns:
-    counts = pc.count_substring(column, '\n')
-    extra += pc.fill_null(counts, 0).to_numpy(zero_copy_only=False)
-  return extra
-
-
-def _is_utf8(chunk: bytes) -> bool:
-  if chunk.isascii():
-    return True
-  try:
-    chunk.decode('utf-8')
-    return True
-  except UnicodeDecodeError:
-    return False
 
 
 def _line_chunks(f: BinaryIO, block_size: int) -> Iterator[bytes]:
@@ -330,7 +106,7 @@ def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int, key_colu
       bad_rows.append(first_line + offset)
       reasons.append(f'malformed JSON on line {first_line + offset}: {e}')
   if bad:
-    yield Rejected(dl.from_records(bad, source=source, rows=bad_rows, code=dl.UNPARSABLE, reasons=reasons,
+    yield dl.Rejected(dl.from_records(bad, source=source, rows=bad_rows, code=dl.UNPARSABLE, reasons=reasons,
                                    keys=[_json_key(text, key_column) for text in bad]))
   if good:
     names = list(dict.fromkeys(k for r in good for k in r))
@@ -345,7 +121,7 @@ def _jsonl_lines_slow(lines: list[bytes], source: str, first_line: int, key_colu
 
 
 def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None,
-               key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+               key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, dl.Rejected]]:
   """JSON Lines, parsed by pyarrow a chunk of lines at a time; a chunk that fails
   (a malformed line, mixed types, blank lines) is re-parsed line by line."""
   import pyarrow.json as pjson
@@ -358,17 +134,17 @@ def read_jsonl(f: BinaryIO, source: str, batch_size: int, columns=None,
       if table.num_rows != len(lines):
         raise pa.ArrowInvalid('blank lines: positions would drift')
       for batch in table.to_batches(max_chunksize=batch_size):
-        yield _with_position(batch, source, _rows(first_line, batch.num_rows), columns)
+        yield dl.with_position(batch, source, _rows(first_line, batch.num_rows), columns)
         first_line += batch.num_rows
       continue
     except pa.ArrowInvalid:
       pass
     for item in _jsonl_lines_slow(lines, source, first_line, key_column):
-      if isinstance(item, Rejected):
+      if isinstance(item, dl.Rejected):
         yield item
       else:
         batch, rows = item
-        yield _with_position(batch, source, rows, columns)
+        yield dl.with_position(batch, source, rows, columns)
     first_line += len(lines)
 
 
@@ -378,11 +154,11 @@ def read_avro(f: BinaryIO, source: str, batch_size: int, columns=None, key_colum
   for record in fastavro.reader(f):
     records.append(record)
     if len(records) == batch_size:
-      yield _with_position(pa.RecordBatch.from_pylist(records), source, _rows(start, len(records)), columns)
+      yield dl.with_position(pa.RecordBatch.from_pylist(records), source, _rows(start, len(records)), columns)
       start += len(records)
       records = []
   if records:
-    yield _with_position(pa.RecordBatch.from_pylist(records), source, _rows(start, len(records)), columns)
+    yield dl.with_position(pa.RecordBatch.from_pylist(records), source, _rows(start, len(records)), columns)
 
 
 def _first_values(values: pa.Array) -> pa.Array:
@@ -401,7 +177,7 @@ def _first_values(values: pa.Array) -> pa.Array:
   return firsts
 
 
-def read_tfrecord(f: BinaryIO, source: str, batch_size: int, columns=None, key_column=None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+def read_tfrecord(f: BinaryIO, source: str, batch_size: int, columns=None, key_column=None) -> Iterator[Union[pa.RecordBatch, dl.Rejected]]:
   """TFRecord files of tf.Example protos, decoded a batch at a time by tfx-bsl."""
   from apache_beam.io.tfrecordio import _TFRecordUtil  # Beam's own record framing and CRC checks
   from tfx_bsl.coders import example_coder
@@ -428,12 +204,12 @@ def read_tfrecord(f: BinaryIO, source: str, batch_size: int, columns=None, key_c
         except Exception as e:
           bad.append((start + i, record, e))
       if bad:
-        yield Rejected(dl.from_records([r.hex() for _, r, _ in bad], source=source, rows=[n for n, _, _ in bad],
+        yield dl.Rejected(dl.from_records([r.hex() for _, r, _ in bad], source=source, rows=[n for n, _, _ in bad],
                                        code=dl.UNPARSABLE,
                                        reasons=[f'record {n} is not a tf.Example: {e}' for n, _, e in bad]))
     for batch, positions in zip(decoded, rows):
       flat = pa.RecordBatch.from_arrays([_first_values(c) for c in batch.columns], names=batch.schema.names)
-      yield _with_position(flat, source, positions, columns)
+      yield dl.with_position(flat, source, positions, columns)
     start += len(records)
 
 
@@ -442,14 +218,14 @@ READERS = {'parquet': read_parquet, 'csv': read_csv, 'jsonl': read_jsonl, 'avro'
 
 def read_file(f: BinaryIO, source: str, file_format: str, *, batch_size: int,
               columns: Optional[Sequence[str]] = None,
-              key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, Rejected]]:
+              key_column: Optional[str] = None) -> Iterator[Union[pa.RecordBatch, dl.Rejected]]:
   """Row batches of at most `batch_size` rows (and `Rejected` dead letters) from one open file.
 
   A record that cannot be parsed keeps the value of `key_column` in its dead
   letter wherever that can still be read from it.
   """
   for item in READERS[file_format](f, source, batch_size, columns, key_column):
-    if isinstance(item, Rejected) or item.num_rows <= batch_size:
+    if isinstance(item, dl.Rejected) or item.num_rows <= batch_size:
       yield item
     else:  # the CSV and JSON readers parse whole blocks, which can hold more rows
       for start in range(0, item.num_rows, batch_size):

@@ -15,9 +15,9 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
-from transforms.readers import FORMATS, Rejected, infer_format, open_file, read_file
 from transforms import counters
-from transforms.dead_letters import DEAD_LETTERS, count_rejections
+from transforms.dead_letters import DEAD_LETTERS, Rejected, count_rejections
+from transforms.readers import FORMATS, infer_format, open_file, read_file
 
 # The tag of the paths of the files read to the end, one element per file.
 FILES = 'files'

@@ -7,7 +7,8 @@ goes to the dead letters with its first problem; its neighbours carry on.
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -92,6 +93,34 @@ def accepts(kind: pa.DataType, dtype: str) -> bool:
   return common or (dtype == 'float' and pa.types.is_decimal(kind))
 
 
+@dataclasses.dataclass(frozen=True)
+class SchemaCheck:
+  """What an input's columns lack for a feature spec; the one check preflight runs on files and tables
+  alike, each rendering it in its own terms."""
+  missing: tuple[str, ...]  # required features with no column
+  unreadable: tuple[str, ...]  # features whose column type they cannot take (`accepts`)
+  absent: tuple[tuple[str, str], ...]  # (flag, column) for a key or passthrough column that is not there
+  filled: tuple[str, ...]  # optional features with no column: every row gets the fill value
+
+  @property
+  def ok(self) -> bool:
+    return not (self.missing or self.unreadable or self.absent)
+
+
+def check_schema(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optional[str] = None,
+                 passthrough: Sequence[str] = ()) -> SchemaCheck:
+  """Checks an input's Arrow schema against a feature spec, column by column."""
+  names = set(schema.names)
+  absent_features = [f for f in spec.features if f.name not in names]
+  flags = [('--key_column', key_column)] + [('--passthrough_columns', c) for c in passthrough]
+  return SchemaCheck(
+      missing=tuple(f.name for f in absent_features if f.required),
+      unreadable=tuple(f.name for f in spec.features
+                       if f.name in names and not accepts(schema.field(f.name).type, f.dtype)),
+      absent=tuple((flag, column) for flag, column in flags if column and column not in names),
+      filled=tuple(f.name for f in absent_features if not f.required))
+
+
 def _fits_int64(keys: pa.Array) -> np.ndarray:
   """Per key text, whether it is an integer that int64 holds (missing keys count as fitting)."""
   digits = pc.utf8_ltrim(keys, characters='-')
@@ -166,6 +195,7 @@ def validate(batch: pa.RecordBatch, spec: FeatureSpec, *, key_column: Optional[s
   return typed_batch.filter(pa.array(~rejected)), letters
 
 
+@dataclasses.dataclass
 class ValidateRows(beam.PTransform):
   """Validates raw RecordBatches against a feature spec.
 
@@ -173,15 +203,17 @@ class ValidateRows(beam.PTransform):
   `dead_letters` holds rejected rows. Counts rejections by reason code.
   """
 
-  def __init__(self, spec: FeatureSpec, *, key_column: Optional[str] = None, integer_key: bool = False):
+  spec: FeatureSpec
+  _: dataclasses.KW_ONLY
+  key_column: Optional[str] = None
+  integer_key: bool = False
+
+  def __post_init__(self):
     super().__init__()
-    self._spec = spec
-    self._key_column = key_column
-    self._integer_key = integer_key
 
   def expand(self, batches):
     return batches | 'Validate' >> beam.ParDo(
-        _ValidateFn(self._spec, self._key_column, self._integer_key)).with_output_types(
+        _ValidateFn(self.spec, self.key_column, self.integer_key)).with_output_types(
         pa.RecordBatch).with_outputs(
         dl.DEAD_LETTERS, main='valid')
 

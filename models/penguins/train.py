@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from models.bundle import ModelBundle, Outputs, write_bundle
+from transforms.data_profile import profile_in_memory
+from transforms.dead_letters import Rejected
 from transforms.features import Feature, FeatureSpec, fit_in_memory
 from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
-from transforms.profile import profile_in_memory
-from transforms.readers import Rejected, read_file
+from transforms.readers import read_file
 from transforms.validation import validate
 
 LABEL = 'species'

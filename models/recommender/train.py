@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.bundle import ModelBundle, Outputs, write_bundle
+from transforms.data_profile import profile_in_memory
 from transforms.features import Feature, FeatureSpec, fit_in_memory
 from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
-from transforms.profile import profile_in_memory
 
 # The first word of a car's name, as written in the data, to the make it means.
 SPELLINGS = {'chevy': 'chevrolet', 'chevroelt': 'chevrolet', 'vw': 'volkswagen', 'vokswagen': 'volkswagen',

@@ -7,8 +7,9 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from google.cloud import bigquery
 
-from pipelines import bigquery_publish, publish
 from pipelines import run as run_job
+from pipelines.graph import bigquery_publish
+from pipelines.record import publish
 from tests.cloud import penguins
 from tests.cloud.conftest import BUCKET, PROJECT
 from transforms.bigquery import TableRef
@@ -179,7 +180,7 @@ def test_failure_after_the_files_are_staged__leaves_the_table_as_it_was(bq_clien
 
 def test_not_waiting__a_table_run_publishes_and_status_reads_its_summary(bq_client, bq_dataset, penguin_bundle,
                                                                          capsys):
-  from pipelines import status
+  from pipelines.record import status
   load_penguins(bq_client, f'{bq_dataset}.penguins')
   args = job_args(penguin_bundle, f'--input=bq://{bq_dataset}.penguins', f'--output=bq://{bq_dataset}.predictions',
                   f'--bq_temp_dataset={bq_dataset}', '--run_id=scheduled')

@@ -11,7 +11,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from google.cloud import bigquery
 
-from pipelines import bigquery_publish as publish
+from pipelines.graph import bigquery_publish as publish
 from tests.cloud.conftest import PROJECT
 from transforms.bigquery import TableRef, table_schema
 

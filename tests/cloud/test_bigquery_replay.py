@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipelines import publish
 from pipelines import run as run_job
+from pipelines.record import publish
 from tests.cloud.test_bigquery_pipeline import job_args, load_penguins
 
 pytestmark = pytest.mark.slow

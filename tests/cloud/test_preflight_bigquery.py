@@ -3,8 +3,8 @@
 import pytest
 from google.cloud import bigquery
 
-from pipelines import preflight_bigquery as bqp
 from pipelines import run as run_job
+from pipelines.graph import bigquery_tables as bqp
 from tests.cloud import penguins
 from tests.cloud.test_bigquery_pipeline import job_args, load_penguins
 from transforms.bigquery import TableRef

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pipelines import template_metadata
+from deploy import template_metadata
 from pipelines.options import DEVICES, REQUIRED_FLAGS, BatchInferenceOptions
 from tests.deploy.helpers import REPO, tool
 
@@ -88,7 +88,7 @@ def test_committed_metadata__equals_the_generated_one():
   with open(os.path.join(REPO, template_metadata.METADATA_PATH), encoding='utf-8') as f:
     committed = f.read()
   assert committed == template_metadata.render(), (
-      'deploy/flex-template/metadata.json is stale: run python -m pipelines.template_metadata --write')
+      'deploy/flex-template/metadata.json is stale: run python -m deploy.template_metadata --write')
 
 
 def test_metadata__declares_every_flag_once_with_required_ones_not_optional():

@@ -1,7 +1,7 @@
 """The Dataflow jobs that `./launch.sh dataflow` would submit, built offline by Beam's own runner code.
 
 Each test takes the exact command launch.sh prints under DRY_RUN, builds that
-job with `pipelines.dataflow_job` (DataflowRunner translation, `--dry_run`, no
+job with `deploy.dataflow_job` (DataflowRunner translation, `--dry_run`, no
 staging) with no network at all, and asserts what the job would carry.
 """
 
@@ -11,7 +11,7 @@ import os
 import pytest
 from apache_beam.portability import common_urns
 
-from pipelines import dataflow_job
+from deploy import dataflow_job
 from tests.deploy.helpers import REPO, SETTINGS, launch, printed_command
 
 pytestmark = pytest.mark.slow
@@ -146,9 +146,10 @@ def test_bigquery_job__is_described_without_contacting_google_cloud(penguin_bund
 def test_same_final_steps__on_the_direct_runner_and_in_the_dataflow_job(penguin_bundle, monkeypatch, offline):
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
-  from pipelines.batch_inference import build_pipeline
+
+  from pipelines.graph.batch_inference import build_pipeline
+  from pipelines.launcher.resolve import resolve
   from pipelines.options import BatchInferenceOptions
-  from pipelines.plan import resolve
 
   monkeypatch.chdir(REPO)
   argv = [f'--input={EXAMPLE}', f'--model={penguin_bundle.path}', '--output=gs://my-bucket/o', '--project=my-project',

@@ -17,7 +17,8 @@ from models.handler import SavedModelPredictor
 from models.penguins import train
 from pipelines import run as run_job
 from transforms import dead_letters as dl
-from transforms.readers import Rejected, read_file
+from transforms.dead_letters import Rejected
+from transforms.readers import read_file
 from transforms.validation import validate
 
 with open(train.EXAMPLE_DATA, encoding='utf-8') as _f:

@@ -11,11 +11,11 @@ import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 
+from models.challenger import specs_agree
 from models.penguins import train
-from pipelines import publish
 from pipelines import run as run_job
+from pipelines.record import publish
 from tests.pipelines.test_report import _browser, _png_size, _rendered_images
-from transforms.challenger import specs_agree
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.data import make_dataset
-from pipelines import estimate, prices
 from pipelines import run as run_job
+from pipelines.launcher import estimate, prices
 from tests.pipelines.test_report import _browser, _png_size, _rendered_images
 
 

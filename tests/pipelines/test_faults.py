@@ -8,10 +8,12 @@ import shutil
 
 import pytest
 
+from models import inference
 from models.penguins import train
-from pipelines import preflight, publish
 from pipelines import run as run_job
-from transforms import inference, sources
+from pipelines.launcher import preflight
+from pipelines.record import publish
+from transforms import sources
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.penguins import train
-from pipelines import gate, publish, status
 from pipelines import run as run_job
+from pipelines.graph import gate
+from pipelines.record import publish, status
 
 
 def test_parse__reads_conditions_and_names_every_bad_one():

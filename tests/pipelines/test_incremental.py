@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.data import make_dataset
-from pipelines import incremental, publish
 from pipelines import run as run_job
+from pipelines.graph import incremental
+from pipelines.record import publish
 
 pytestmark = pytest.mark.slow
 ROWS, NEW, CHANGED = 200_000, 2_000, 500

@@ -13,10 +13,11 @@ import sys
 import pyarrow as pa
 import pytest
 
+from models import inference
 from models.penguins import train
-from pipelines import finish, publish, status
 from pipelines import run as run_job
-from transforms import inference
+from pipelines.graph import finish
+from pipelines.record import publish, status
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path
   out = tmp_path / 'out'
   first = run_job.run(_args(out, penguin_bundle, 'nightly'))
   before = _snapshot(out / 'nightly')
-  hook = 'from pipelines import publish\npublish.switch_pointer = lambda *a, **k: die()\n'
+  hook = 'from pipelines.record import publish\npublish.switch_pointer = lambda *a, **k: die()\n'
   done = _launch_and_kill(tmp_path, hook, _args(out, penguin_bundle, 'nightly'))
   assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
@@ -138,7 +139,8 @@ def test_publish_retried_by_the_runner__is_harmless(tmp_path, penguin_bundle):
   """A runner may run the final step again (a lost worker): once the pointer names the attempt, a
   retry changes nothing and returns the same summary."""
   from apache_beam.options.pipeline_options import PipelineOptions
-  from pipelines.plan import resolve
+
+  from pipelines.launcher.resolve import resolve
 
   out = tmp_path / 'out'
   plan, _ = resolve(PipelineOptions(_args(out, penguin_bundle, 'retried', '--report=false')), bundle=penguin_bundle)

@@ -13,10 +13,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.handler import SavedModelHandler
 from models.penguins import train
-from pipelines.batch_inference import build_pipeline
+from pipelines.graph.batch_inference import build_pipeline
+from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions
-from pipelines.plan import resolve
-from pipelines.summary import counters
+from pipelines.record.summary import counters
 from transforms.validation import validate
 
 pytestmark = pytest.mark.slow

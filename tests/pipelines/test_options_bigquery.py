@@ -4,8 +4,8 @@ import datetime
 
 import pytest
 
+from pipelines.graph.bigquery_tables import parse_parameter
 from pipelines.options import BatchInferenceOptions
-from pipelines.preflight_bigquery import parse_parameter
 
 
 def _options(*argv) -> BatchInferenceOptions:

@@ -21,10 +21,9 @@ import pytest
 from vega_datasets import local_data
 
 from models.bundle import ModelBundle, Outputs, write_bundle
-from pipelines import publish
 from pipelines import run as run_job
-from pipelines import status
 from pipelines.options import BatchInferenceOptions, unknown_flags
+from pipelines.record import publish, status
 from tests.saved_models import linear, save_linear_model
 from transforms.features import Feature, FeatureSpec, fit_in_memory
 from transforms.preprocessing import ZScore

@@ -9,13 +9,13 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.penguins import train
-from pipelines import preflight
 from pipelines import run as run_job
+from pipelines.launcher import preflight
 from pipelines.options import BatchInferenceOptions
 
 

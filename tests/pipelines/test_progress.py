@@ -9,16 +9,15 @@ import sys
 import threading
 import time
 
-import pytest
-
 import apache_beam as beam
+import pytest
 from apache_beam.metrics import monitoring_infos
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from models.penguins import train
-from pipelines.progress import LiveCounters, ProgressLine, direct_runner_progress, progress_line
+from pipelines.launcher.progress import LiveCounters, ProgressLine, direct_runner_progress, progress_line
 
 
 def _report(counters=None) -> beam_fn_api_pb2.ProcessBundleProgressResponse:
@@ -119,5 +118,6 @@ def test_run_on_a_terminal__draws_live_counters_then_the_summary(tmp_path, pengu
                                          (['--quiet=false'], False)])
 def test_quiet_flag__bare_or_with_a_value_as_flex_template_parameters_pass_it(argv, quiet):
   from apache_beam.options.pipeline_options import PipelineOptions
+
   from pipelines.options import BatchInferenceOptions
   assert PipelineOptions(argv).view_as(BatchInferenceOptions).quiet is quiet

@@ -1,10 +1,10 @@
-"""The pointer that publishes an attempt (pipelines.publish), on real folders."""
+"""The pointer that publishes an attempt (pipelines.record.publish), on real folders."""
 
 import datetime
 
 import pytest
 
-from pipelines import publish
+from pipelines.record import publish
 
 
 def _attempt(year: int) -> str:

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pytest
 
 from models.penguins import train
-from pipelines import manifest, publish
 from pipelines import run as run_job
-from pipelines.summary import RunSummary
+from pipelines.graph import manifest
+from pipelines.record import publish
+from pipelines.record.summary import RunSummary
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -12,8 +12,8 @@ import pytest
 from models.bundle import ModelBundle
 from models.penguins import train
 from pipelines import run as run_job
-from pipelines.report import drift_rows, write_report
-from pipelines.summary import RunSummary
+from pipelines.record.report import drift_rows, write_report
+from pipelines.record.summary import RunSummary
 
 CHARTS = ('outcome', 'throughput', 'predictions', 'confidence', 'missing', 'oov')
 

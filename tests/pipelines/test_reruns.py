@@ -1,5 +1,5 @@
 """Safe re-runs: the same --run_id replaces its output, a failed run publishes
-nothing, and other run ids are never touched (pipelines.publish)."""
+nothing, and other run ids are never touched (pipelines.record.publish)."""
 
 import glob
 import hashlib
@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.penguins import train
-from pipelines import preflight, publish
 from pipelines import run as run_job
+from pipelines.launcher import preflight
+from pipelines.record import publish
 
 pytestmark = pytest.mark.slow
 

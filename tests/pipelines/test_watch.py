@@ -8,7 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.penguins import train
 from pipelines import run as run_job
-from pipelines.watch import manifest_path, read_manifest, ready_files, run_id_for, watch
+from pipelines.launcher.watch import manifest_path, read_manifest, ready_files, run_id_for, watch
 
 
 def _land(directory, name) -> str:
@@ -55,7 +55,7 @@ def test_watch__predicts_each_landed_file_once_across_restarts(tmp_path, penguin
     if not landed:
       landed.append(_land(inbox, 'tuesday.csv'))
 
-  summaries = watch(argv, on_run=land_second)
+  summaries = watch(argv, run_job.run, on_run=land_second)
   assert [s.run_id for s in summaries] == [run_id_for(first, None), run_id_for(landed[0], None)]
   assert all(s.rows_read == 344 and s.reconciled for s in summaries)
   for s in summaries:
@@ -65,7 +65,7 @@ def test_watch__predicts_each_landed_file_once_across_restarts(tmp_path, penguin
 
   # A restarted watcher skips both files, then takes only the one that is new.
   third = _land(inbox, 'wednesday.csv')
-  again = watch([*argv[:-3], '--watch_interval=0.2', '--watch_timeout=3', '--report=false'])
+  again = watch([*argv[:-3], '--watch_interval=0.2', '--watch_timeout=3', '--report=false'], run_job.run)
   assert [s.run_id for s in again] == [run_id_for(third, None)]
   assert set(read_manifest(manifest_path(str(out)))) == {first, landed[0], third}
 

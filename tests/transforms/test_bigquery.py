@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from models.bundle import Outputs
+from models.inference import PredictionColumns
 from transforms import bigquery as bq
 from transforms import dead_letters as dl
-from transforms.inference import PredictionColumns
 
 
 def test_table_ref__parses_project_dataset_table():

@@ -12,12 +12,12 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from models.bundle import Outputs
 from models.handler import SavedModelHandler, SavedModelPredictor
+from models.inference import Predict, PredictionColumns
 from models.penguins import train
 from tests.saved_models import linear, save_linear_model
 from transforms import dead_letters as dl
-from transforms.inference import Predict, PredictionColumns
-from transforms.readers import Rejected, read_file
-from transforms.dead_letters import DEAD_LETTERS
+from transforms.dead_letters import DEAD_LETTERS, Rejected
+from transforms.readers import read_file
 from transforms.validation import validate
 
 WEIGHTS = np.array([[0.1, -0.2], [0.3, 0.4]])

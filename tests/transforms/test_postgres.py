@@ -10,8 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import postgres
-from transforms.postgres import PgTarget
 from transforms.dead_letters import DEAD_LETTERS
+from transforms.postgres import PgTarget
 
 
 def test_parse__postgresql_url_keeps_libpq_parameters_and_takes_the_table():
@@ -47,6 +47,7 @@ def test_cloud_sql__iam_authentication_through_the_connector_with_psycopg():
   assert positional == ('my-project:europe-west1:main', 'psycopg')
   assert connect['user'] == 'batch@my-project.iam' and connect['db'] == 'shop' and 'password' not in connect
   import inspect
+
   from google.cloud.sql.connector import Connector, IPTypes, RefreshStrategy
   from google.cloud.sql.connector import psycopg as connector_psycopg
   # The installed connector takes these arguments: its constructor's names, its values, a psycopg driver.

@@ -10,8 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.preprocessing import (FillMissing, MinMax, MomentsFn, OneHot, Step, ValueCountsFn, Vocabulary,
-                                      ZScore, _stable_hash)
+from transforms.preprocessing import (
+  FillMissing,
+  MinMax,
+  MomentsFn,
+  OneHot,
+  Step,
+  ValueCountsFn,
+  Vocabulary,
+  ZScore,
+  _stable_hash,
+)
 
 
 def _combine(fn, *batches):

@@ -8,9 +8,9 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.data_profile import InputProfileFn, PredictionProfileFn, ProfileRun, profile_in_memory
 from transforms.features import Feature, FeatureSpec
 from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
-from transforms.profile import InputProfileFn, PredictionProfileFn, ProfileRun, profile_in_memory
 
 SPEC = FeatureSpec((
     Feature('colour', 'string', (FillMissing('constant', 'none'), Vocabulary(('red', 'blue')), OneHot(3))),

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms import dead_letters as dl
-from transforms.readers import Rejected, read_file
+from transforms.dead_letters import Rejected
+from transforms.readers import read_file
 from transforms.sources import FILES, _ReadFileFn
 
 CSV_NULLS = set(pcsv.ConvertOptions().null_values)  # pyarrow reads these as missing, in text columns too
@@ -248,9 +249,9 @@ def test_csv_unclosed_quote__rejects_the_record_with_the_lines_it_swallowed():
 
 
 def test_csv_stray_quotes_in_unquoted_values__are_text_whatever_the_blocks(monkeypatch):
-  import transforms.readers as readers
-  monkeypatch.setattr(readers, 'CSV_MIN_BLOCK_BYTES', 32)
-  monkeypatch.setattr(readers, 'CSV_MAX_RECORD_BYTES', 256)  # quotes never pair up: cut at line breaks past this
+  import transforms.csv_reader as csv_reader
+  monkeypatch.setattr(csv_reader, 'CSV_MIN_BLOCK_BYTES', 32)
+  monkeypatch.setattr(csv_reader, 'CSV_MAX_RECORD_BYTES', 256)  # quotes never pair up: cut at line breaks past this
   lines = [f'{i},{i % 30}" screen' if i % 50 == 0 else f'{i},plain' for i in range(2000)]
   data = ('id,size\n' + '\n'.join(lines) + '\n').encode()
   batches, letters = _collect(read_file(io.BytesIO(data), 'f.csv', 'csv', batch_size=100))
@@ -349,8 +350,8 @@ multiline_cells = st.one_of(cells, st.text(alphabet='ab "\n\r,é', max_size=12),
 def test_csv_quoted_line_breaks__every_record_whole_at_the_line_it_starts(monkeypatch, records, batch_size, block):
   """RFC 4180 as csv writers write it: a value may hold line breaks, quotes and commas. Each record is one row,
   whatever block boundary falls inside it, and `__row` is the line it starts on."""
-  import transforms.readers as readers
-  monkeypatch.setattr(readers, 'CSV_MIN_BLOCK_BYTES', block)  # blocks far smaller than records
+  import transforms.csv_reader as csv_reader
+  monkeypatch.setattr(csv_reader, 'CSV_MIN_BLOCK_BYTES', block)  # blocks far smaller than records
   out = io.StringIO()
   writer = csv.writer(out)  # Excel's dialect: records end in CRLF, so a lone CR in a value is quoted too
   writer.writerow(COLUMNS)

@@ -15,9 +15,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import dead_letters as dl
-from transforms.readers import Rejected, infer_format, read_file
+from transforms.dead_letters import DEAD_LETTERS, Rejected
+from transforms.readers import infer_format, read_file
 from transforms.sources import ReadRecordBatches, peek_schema
-from transforms.dead_letters import DEAD_LETTERS
 
 ROWS = [
     {'name': 'ada', 'age': 36, 'score': 1.5},

@@ -11,9 +11,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import dead_letters as dl
+from transforms.dead_letters import DEAD_LETTERS
 from transforms.features import Feature, FeatureSpec
 from transforms.preprocessing import FillMissing, Vocabulary, ZScore
-from transforms.dead_letters import DEAD_LETTERS
 from transforms.validation import ValidateRows, coerce_column, validate
 
 SPEC = FeatureSpec((

@@ -33,7 +33,8 @@ KINDS = ('float', 'int', 'bool', 'string', 'numeric_text', 'null', 'list', 'dict
 @pytest.fixture(scope='module')
 def spec():
   """The penguin feature spec, fitted on the example data (no model needed)."""
-  from transforms.readers import Rejected, read_file
+  from transforms.dead_letters import Rejected
+  from transforms.readers import read_file
   with open(train.EXAMPLE_DATA, 'rb') as f:
     batches = [b for b in read_file(f, 'penguins.csv', 'csv', batch_size=400) if not isinstance(b, Rejected)]
   valid = [validate(b, train.FEATURES)[0] for b in batches]

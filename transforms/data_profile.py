@@ -10,6 +10,7 @@ category frequencies and means.
 
 from __future__ import annotations
 
+import dataclasses
 import collections
 import math
 from typing import Any, Iterable, Optional
@@ -154,6 +155,18 @@ class PredictionProfileFn(beam.CombineFn):
     return {key: sorted([[k, v] for k, v in counter.items()], key=lambda kv: kv[0]) for key, counter in acc.items()}
 
 
+def psi(expected: dict[Any, float], actual: dict[Any, float], *, floor: float = 1e-4) -> float:
+  """Population stability index of two distributions over the same buckets (shares, each summing to 1).
+
+  Empty buckets count as `floor`, so a bucket that appears or vanishes adds a large but finite term.
+  """
+  total = 0.0
+  for bucket in set(expected) | set(actual):
+    e, a = max(expected.get(bucket, 0.0), floor), max(actual.get(bucket, 0.0), floor)
+    total += (a - e) * math.log(a / e)
+  return total
+
+
 def _significant(x: np.ndarray, digits: int = 3) -> np.ndarray:
   x = x.astype(np.float64)
   finite = np.isfinite(x) & (x != 0)
@@ -176,6 +189,7 @@ def profile_in_memory(spec: FeatureSpec, batches: Iterable[pa.RecordBatch]) -> d
   return fn.extract_output(acc)
 
 
+@dataclasses.dataclass
 class ProfileRun(beam.PTransform):
   """Profiles the raw input and the predictions; outputs one dict `{'input': ..., 'predictions': ...}`.
 
@@ -183,13 +197,14 @@ class ProfileRun(beam.PTransform):
     spec: the bundle's fitted feature spec.
   """
 
-  def __init__(self, spec: FeatureSpec):
+  spec: FeatureSpec
+
+  def __post_init__(self):
     super().__init__()
-    self._spec = spec
 
   def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection[dict[str, Any]]:
     raw, predictions = inputs
-    input_profile = raw | 'ProfileInput' >> beam.CombineGlobally(InputProfileFn(self._spec))
+    input_profile = raw | 'ProfileInput' >> beam.CombineGlobally(InputProfileFn(self.spec))
     # Without defaults the combine adds no steps for the empty case; the side input's default
     # (the profile of no predictions) stands in when every row was rejected.
     fn = PredictionProfileFn()

@@ -54,7 +54,7 @@ def machine(name: str, gpu: Optional[str] = None) -> Machine:
   """A machine type of the table, with `gpu` attached (Dataflow's worker_accelerator); ValueError if unknown."""
   base = MACHINES.get(name)
   if base is None:
-    raise ValueError(f'machine type {name!r} is not in the price table (pipelines/prices.py, {PRICES_DATE}); '
+    raise ValueError(f'machine type {name!r} is not in the price table (pipelines/launcher/prices.py, {PRICES_DATE}); '
                      f'known: {", ".join(MACHINES)}')
   if gpu and gpu not in GPU_HOUR:
     raise ValueError(f'GPU {gpu!r} is not in the price table; known: {", ".join(GPU_HOUR)}')

@@ -23,9 +23,8 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from models.bundle import Outputs
 from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, error_text
 from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
+from transforms import counters, ranking
 from transforms import dead_letters as dl
-from transforms import ranking
-from transforms import counters
 from transforms.dead_letters import DEAD_LETTERS, count_rejections
 
 
@@ -165,6 +164,7 @@ class _FormatFn(beam.DoFn):
       yield self._columns.format(rows, scores)
 
 
+@dataclasses.dataclass
 class Predict(beam.PTransform):
   """Predicts `(rows, features)` elements; returns output RecordBatches and dead letters.
 
@@ -175,19 +175,21 @@ class Predict(beam.PTransform):
       the processes of a worker.
   """
 
-  def __init__(self, handler: MatrixModelHandler, columns: PredictionColumns, *,
-               model_identifier: Optional[str] = None):
+  handler: MatrixModelHandler
+  columns: PredictionColumns
+  _: dataclasses.KW_ONLY
+  # One tag per pipeline: its processes share one model copy, and Beam's files that
+  # locate the shared-model server (named by the tag) never collide across runs.
+  model_identifier: Optional[str] = None
+
+  def __post_init__(self):
     super().__init__()
-    self._handler = handler
-    self._columns = columns
-    # One tag per pipeline: its processes share one model copy, and Beam's files that
-    # locate the shared-model server (named by the tag) never collide across runs.
-    self._model_identifier = model_identifier or f'batch-inference-{uuid.uuid4().hex}'
+    self.model_identifier = self.model_identifier or f'batch-inference-{uuid.uuid4().hex}'
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
-        KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
-    formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self._columns)).with_output_types(
+        KeyedRowsHandler(self.handler), model_identifier=self.model_identifier).with_exception_handling()
+    formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self.columns)).with_output_types(
         pa.RecordBatch).with_outputs(
         DEAD_LETTERS, main='predictions')
     letters = (

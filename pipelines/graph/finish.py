@@ -12,7 +12,7 @@ Everything that may fail (the report, the loads) comes before what commits:
 a table's load or MERGE, then the pointer. Publishing is idempotent, so a
 runner may retry it: a retry after a table's rows landed finds them and swaps
 in the same rows again (`bigquery_publish.publish_run`), and once the pointer
-names this attempt (`pipelines.publish`) a retry only finishes the clean-up.
+names this attempt (`pipelines.record.publish`) a retry only finishes the clean-up.
 """
 
 from __future__ import annotations
@@ -29,21 +29,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import bigquery_publish as bqpub
-from pipelines import gate, incremental
-from pipelines import postgres_publish as pgpub
-from pipelines import preflight_bigquery as bqp
-from pipelines import publish
-from pipelines.manifest import MANIFEST_FILE
-from pipelines.plan import Destination, JobPlan
-from pipelines.report import REPORT_FILE, write_report
-from pipelines.report_sections import challenger_summary, report_sections
-from pipelines.summary import RunSummary
+from pipelines.graph import bigquery_publish as bqpub
+from pipelines.graph import bigquery_tables as bqp
+from pipelines.graph import gate, incremental
+from pipelines.graph import postgres_publish as pgpub
+from pipelines.graph.manifest import MANIFEST_FILE
+from pipelines.graph.plan import Destination, JobPlan
+from pipelines.record import publish
+from pipelines.record.report import REPORT_FILE, write_report
+from pipelines.record.report_sections import challenger_summary, report_sections
+from pipelines.record.summary import RunSummary
 from transforms.bigquery import table_schema
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
 PROFILE_FILE = 'profile.json'
-# With --challenger: how the two models' predictions compare (transforms.challenger), beside the profile.
+# With --challenger: how the two models' predictions compare (models.challenger), beside the profile.
 COMPARISON_FILE = 'comparison.json'
 
 
@@ -297,9 +297,9 @@ class FinishRun(beam.PTransform):
   profile: Optional[beam.PCollection] = None
   report: bool = True
   max_rejected_fraction: Optional[float] = None
-  comparison: Optional[beam.PCollection] = None  # one dict (transforms.challenger.CompareModels), with --challenger
+  comparison: Optional[beam.PCollection] = None  # one dict (models.challenger.CompareModels), with --challenger
   thresholds: tuple[gate.Threshold, ...] = ()  # --gate
-  digest: Optional[beam.PCollection] = None  # one dict (pipelines.manifest.DigestPredictions)
+  digest: Optional[beam.PCollection] = None  # one dict (pipelines.graph.manifest.DigestPredictions)
 
   def __post_init__(self):
     super().__init__()

@@ -23,7 +23,7 @@ from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import publish
+from pipelines.record import publish
 
 SCORED_FOLDER = '_scored'
 KEYS_BASE = 'scored_keys'

@@ -8,7 +8,7 @@ also timed alone on the sample, so a GPU worker's rate can be forecast with the
 model off its CPUs. Bytes per row come from the input files and the sample's
 prediction files.
 
-From those, for each machine type of the dated price table (`pipelines.prices`)
+From those, for each machine type of the dated price table (`pipelines.launcher.prices`)
 and worker count: wall = start-up + rows / (workers × vCPUs × per-core rate),
 cost = workers × hourly price × wall. The estimate gives the chosen setting
 (`--machine_type`, `--max_num_workers`/`--num_workers`, a GPU in
@@ -40,11 +40,17 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 
-from pipelines import prices, publish
+from models.handlers import load_predictor
+from pipelines.launcher import prices
+from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions, new_run_id
-from pipelines.report import _figure, _png, embed
+from pipelines.record import publish
+from pipelines.record.report import _figure, _png, embed
+from pipelines.record.summary import RunJob
 from transforms import dead_letters as dl
-from transforms.readers import Rejected, infer_format, open_file, read_file
+from transforms.dead_letters import Rejected
+from transforms.readers import infer_format, open_file, read_file
+from transforms.validation import validate
 
 ESTIMATE_FILE = 'estimate.html'
 # An assumption, not a measurement: a Dataflow batch job's workers take minutes to boot and pull the image.
@@ -213,8 +219,6 @@ def _sample_argv(argv: Sequence[str], sample: str, out: str, run_id: str) -> lis
 
 def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   """CPU seconds per row of the model call alone, on the sample's valid rows."""
-  from models.handlers import load_predictor
-  from transforms.validation import validate
   table = pq.read_table(sample)
   batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
   if batch is None:
@@ -230,17 +234,16 @@ def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   return (time.process_time() - start) / max(len(matrix), 1)
 
 
-def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: str) -> Measured:
-  """Runs the job on the sample here, on the DirectRunner: a warm-up, then the sample and the sample
-  repeated REPLICAS times, REPEATS times each, interleaved."""
-  from pipelines import run as run_job
+def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: str, run: RunJob) -> Measured:
+  """Runs the job (`run`, the launcher's) on the sample here, on the DirectRunner: a warm-up, then the
+  sample and the sample repeated REPLICAS times, REPEATS times each, interleaved."""
   paths, input_rows, input_bytes = _sample(opts.input, opts.input_format, opts.estimate_rows, folder)
   walls, cpus, rows = {1: [], 2: []}, {1: [], 2: []}, {}
   runs = [0] + [1, 2] * REPEATS  # a warm-up, then the two sizes interleaved
   for n, i in enumerate(runs):
     out = os.path.join(folder, f'out-{n}')
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    summary = run_job.run(_sample_argv(argv, paths[i], out, f'estimate-{n}'))
+    summary = run(_sample_argv(argv, paths[i], out, f'estimate-{n}'))
     if i:
       walls[i].append(time.perf_counter() - start_wall)
       cpus[i].append(time.process_time() - start_cpu)
@@ -330,9 +333,9 @@ shuffle is negligible. Each worker is billed per second, at least a minute.</p>
 """
 
 
-def estimate(argv: Sequence[str]) -> dict[str, Any]:
-  """Measures on a sample, forecasts, writes estimate.json and estimate.html; returns the result."""
-  from pipelines.plan import resolve
+def estimate(argv: Sequence[str], run: RunJob) -> dict[str, Any]:
+  """Measures on a sample with `run` (`pipelines.run.run`), forecasts, writes estimate.json and
+  estimate.html; returns the result."""
   options = PipelineOptions(list(argv))
   opts = options.view_as(BatchInferenceOptions)
   opts.run_id = opts.run_id or new_run_id()
@@ -342,7 +345,7 @@ def estimate(argv: Sequence[str]) -> dict[str, Any]:
                     check_only=True)
   folder = tempfile.mkdtemp(prefix='estimate-')
   try:
-    measured = measure(argv, opts, plan.bundle, folder)
+    measured = measure(argv, opts, plan.bundle, folder, run)
   finally:
     shutil.rmtree(folder, ignore_errors=True)
   rows = measured.input_rows

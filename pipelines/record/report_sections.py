@@ -1,6 +1,6 @@
 """Parts of the run report that options add: the publish gate's verdict and the challenger comparison.
 
-Each is a `pipelines.report.Section` (HTML plus its charts), appended to the
+Each is a `pipelines.record.report.Section` (HTML plus its charts), appended to the
 page by `write_report`, drawn from `gate.json` and `comparison.json`'s data.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any, Optional
 
-from pipelines.report import Section, _figure, _png
+from pipelines.record.report import Section, _figure, _png
 
 
 def flip_chart(flips: dict[str, dict[str, int]]) -> bytes:

@@ -14,6 +14,7 @@ challenger's predictions against the champion's, and the same per segment.
 
 from __future__ import annotations
 
+import dataclasses
 import collections
 import uuid
 from typing import Any, Iterable, Optional, Sequence
@@ -27,10 +28,10 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from models.bundle import ModelBundle, Outputs
 from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, _predict_row_by_row
 from models.handlers import handler_for, load_predictor
-from transforms.features import FeatureSpec
-from transforms.inference import PredictionColumns, _FormatFn, _model_error_letters
-from transforms.profile import _significant, _unique_counts
+from models.inference import PredictionColumns, _FormatFn, _model_error_letters
+from transforms.data_profile import _significant, _unique_counts, psi
 from transforms.dead_letters import DEAD_LETTERS
+from transforms.features import FeatureSpec
 from transforms.validation import coerce_column
 
 COMPARISON = 'comparison'
@@ -162,34 +163,37 @@ class _FormatWithChallengerFn(_FormatFn):
     yield beam.pvalue.TaggedOutput(COMPARISON, pa.RecordBatch.from_pydict(arrays))
 
 
+@dataclasses.dataclass
 class PredictWithChallenger(beam.PTransform):
-  """`transforms.inference.Predict` with a challenger scoring the same rows.
+  """`models.inference.Predict` with a challenger scoring the same rows.
 
   Outputs `{'predictions', DEAD_LETTERS, COMPARISON}`: the champion's
   predictions and dead letters exactly as `Predict` gives them, and one
   RecordBatch per predicted batch pairing both models' class and score.
   """
 
-  def __init__(self, handler: ChallengerHandler, columns: PredictionColumns, challenger: Outputs, *,
-               segment_column: Optional[str] = None):
+  handler: ChallengerHandler
+  columns: PredictionColumns
+  challenger: Outputs
+  _: dataclasses.KW_ONLY
+  segment_column: Optional[str] = None
+
+  def __post_init__(self):
     super().__init__()
-    self._handler = handler
-    self._columns = columns
-    self._challenger = challenger
-    self._segment = segment_column
     self._model_identifier = f'batch-inference-challenger-{uuid.uuid4().hex}'
 
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
-        KeyedRowsHandler(self._handler), model_identifier=self._model_identifier).with_exception_handling()
+        KeyedRowsHandler(self.handler), model_identifier=self._model_identifier).with_exception_handling()
     formatted = predicted | 'Format' >> beam.ParDo(
-        _FormatWithChallengerFn(self._columns, self._challenger, self._segment)).with_outputs(
+        _FormatWithChallengerFn(self.columns, self.challenger, self.segment_column)).with_outputs(
             DEAD_LETTERS, COMPARISON, main='predictions')
     letters = ((formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters))
                | 'AllModelErrors' >> beam.Flatten())
     return {'predictions': formatted['predictions'], DEAD_LETTERS: letters, COMPARISON: formatted[COMPARISON]}
 
 
+@dataclasses.dataclass
 class ApplyBothFeatures(beam.PTransform):
   """`(batch, champion features | challenger features)`: both matrices side by side in one element.
 
@@ -198,14 +202,15 @@ class ApplyBothFeatures(beam.PTransform):
   (its rows count as unscored by the challenger, never rejected).
   """
 
-  def __init__(self, champion: FeatureSpec, challenger: FeatureSpec):
+  champion: FeatureSpec
+  challenger: FeatureSpec
+
+  def __post_init__(self):
     super().__init__()
-    self._champion = champion
-    self._challenger = challenger
 
   def expand(self, batches):
     return batches | 'Transform' >> beam.Map(
-        _both_matrices, champion=self._champion, challenger=self._challenger).with_output_types(
+        _both_matrices, champion=self.champion, challenger=self.challenger).with_output_types(
             beam.typehints.Tuple[pa.RecordBatch, np.ndarray])
 
 
@@ -331,7 +336,6 @@ def _quantile(counts: collections.Counter, q: float) -> float:
 
 
 def _psi_of_counts(expected: collections.Counter, actual: collections.Counter) -> Optional[float]:
-  from pipelines.gate import psi
   e_total, a_total = sum(expected.values()), sum(actual.values())
   if not e_total or not a_total:
     return None

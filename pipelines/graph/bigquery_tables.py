@@ -1,9 +1,10 @@
-"""BigQuery's control plane for the launcher, through google-cloud-bigquery: checks that fail
-fast before any worker starts, and the query input saved as a table.
+"""BigQuery's control plane, through google-cloud-bigquery: the client, the tables' column
+descriptions, the checks the launcher runs before any worker starts, and the query input saved as
+a table.
 
 The data itself moves through the Storage Read API (transforms/bigquery_read.py)
-and load jobs (pipelines/bigquery_publish.py); this module only sends metadata
-calls, dry runs and the query.
+and load jobs (pipelines/graph/bigquery_publish.py); this module only sends
+metadata calls, dry runs and the query.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ import pyarrow as pa
 from google.api_core import exceptions
 from google.cloud import bigquery
 
-from transforms.bigquery import TableRef, arrow_schema
+from models.inference import PredictionColumns
+from transforms.bigquery import BIGQUERY_TYPES, TableRef, arrow_schema, arrow_type
 from transforms.bigquery_read import ReadSession
 from transforms.features import FeatureSpec
-from transforms.inference import PredictionColumns
+from transforms.validation import accepts, check_schema
 
-# BigQuery column types each feature type accepts (validation coerces them).
-_ACCEPTED = {
-    'float': {'INTEGER', 'INT64', 'FLOAT', 'FLOAT64', 'NUMERIC', 'BIGNUMERIC', 'BOOLEAN', 'BOOL', 'STRING'},
-    'string': {'STRING', 'INTEGER', 'INT64', 'BOOLEAN', 'BOOL', 'FLOAT', 'FLOAT64'},
-}
 _PARAMETER_TYPES = {
     'STRING': str, 'INT64': int, 'FLOAT64': float, 'BOOL': lambda v: v.lower() in ('true', '1', 'yes'),
     'NUMERIC': decimal.Decimal, 'BIGNUMERIC': decimal.Decimal, 'DATE': datetime.date.fromisoformat,
@@ -74,7 +71,7 @@ def home_project(opts) -> Optional[str]:
   """The project a BigQuery input lives in: the input table's, or the --bq_temp_dataset's."""
   if opts.input:
     return TableRef.parse(opts.input).project
-  return opts.bq_temp_dataset.split('.')[0] if '.' in (opts.bq_temp_dataset or '') else None
+  return opts.temp_dataset()[0] if opts.temp_dataset() else None
 
 
 def parse_parameter(text: str) -> bigquery.ScalarQueryParameter:
@@ -113,16 +110,16 @@ def dry_run(bq: bigquery.Client, query: str, parameters: Sequence[bigquery.Scala
 
 
 def materialize_query(bq: bigquery.Client, query: str, parameters: Sequence[bigquery.ScalarQueryParameter], *,
-                      temp_dataset: str, run_id: str) -> tuple[TableRef, int]:
+                      temp_dataset: tuple[Optional[str], str], run_id: str) -> tuple[TableRef, int]:
   """Saves the query's result as a table that expires in a day, for the Storage Read API to read.
 
   A CREATE TABLE ... AS statement carries the query parameters and an
-  expiration in one job.
+  expiration in one job. `temp_dataset` is (project, dataset) (`--bq_temp_dataset`); with no project,
+  the client's.
   """
   bytes_processed = dry_run(bq, query, parameters)
-  dataset = temp_dataset if '.' in temp_dataset else f'{bq.project}.{temp_dataset}'
-  project, dataset_id = dataset.split('.', 1)
-  table = TableRef(project, dataset_id, 'query_' + ''.join(c if c.isalnum() else '_' for c in run_id))
+  project, dataset_id = temp_dataset
+  table = TableRef(project or bq.project, dataset_id, 'query_' + ''.join(c if c.isalnum() else '_' for c in run_id))
   ddl = (f'CREATE OR REPLACE TABLE {table.sql} '
          f'OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {QUERY_RESULT_HOURS} HOUR)) '
          f'AS {query}')
@@ -142,20 +139,35 @@ def check_input_table(bq: bigquery.Client, table: TableRef, spec: FeatureSpec, *
   except exceptions.NotFound:
     raise ValueError(f'input table {table} does not exist (or this account cannot see it)') from None
   columns = {f.name: f for f in found.schema}
-  required = [f.name for f in spec.features if f.required] + [key_column, *passthrough]
-  missing = [name for name in dict.fromkeys(required) if name not in columns]
+  checked = check_schema(pa.schema([pa.field(name, _arrow_type(f)) for name, f in columns.items()]), spec,
+                         key_column=key_column, passthrough=passthrough)
+  missing = list(dict.fromkeys([*checked.missing, *(column for _, column in checked.absent)]))
   if missing:
     raise ValueError(f'input table {table} has no column {", ".join(missing)}; it has {", ".join(columns)}')
   for feature in spec.features:
-    field = columns.get(feature.name)
-    if field is not None and (field.field_type not in _ACCEPTED[feature.dtype] or field.mode == 'REPEATED'):
+    if feature.name in checked.unreadable:
+      field = columns[feature.name]
       raise ValueError(f'input table {table}: column {feature.name} is {field.mode} {field.field_type}, but the '
-                       f'model reads it as {feature.dtype} (accepted: {", ".join(sorted(_ACCEPTED[feature.dtype]))})')
+                       f'model reads it as {feature.dtype} (accepted: {", ".join(_accepted(feature.dtype))})')
   wanted = [name for name in dict.fromkeys([key_column, *spec.columns, *passthrough]) if name in columns]
   try:
     return arrow_schema([columns[name].to_api_repr() for name in wanted])
   except ValueError as e:
     raise ValueError(f'input table {table}: {e}') from None
+
+
+def _arrow_type(field: bigquery.SchemaField) -> pa.DataType:
+  """The Arrow type a BigQuery column is read as. JSON (a document, not a value) and the types the reader
+  does not take get a stand-in no feature accepts."""
+  try:
+    return arrow_type(field.field_type, field.mode or 'NULLABLE') if field.field_type != 'JSON' else pa.struct([])
+  except ValueError:
+    return pa.struct([])
+
+
+def _accepted(dtype: str) -> list[str]:
+  """The BigQuery column types a feature of `dtype` takes (`validation.accepts` of their Arrow types)."""
+  return sorted(t for t in BIGQUERY_TYPES if t != 'JSON' and accepts(arrow_type(t), dtype))
 
 
 def check_dataset(bq: bigquery.Client, table: TableRef) -> None:

@@ -1,4 +1,4 @@
-"""`python -m pipelines.status --run_id=RUN_ID --output=OUTPUT`: how a run nobody waited for went.
+"""`python -m pipelines.record.status --run_id=RUN_ID --output=OUTPUT`: how a run nobody waited for went.
 
 A launch that does not wait (a Flex Template, a schedule) leaves the run's
 record behind: the launcher writes `launch.json` into the attempt's folder
@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import publish
 from pipelines.options import BatchInferenceOptions
-from pipelines.summary import RunSummary
+from pipelines.record import publish
+from pipelines.record.summary import RunSummary
 
 LAUNCH_FILE = 'launch.json'
 FAILURE_FILE = 'failure.json'

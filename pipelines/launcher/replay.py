@@ -15,10 +15,10 @@ from typing import Any, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import manifest as manifest_
-from pipelines import publish
+from pipelines.graph import manifest as manifest_
 from pipelines.options import BatchInferenceOptions
-from pipelines.summary import RunSummary
+from pipelines.record import publish
+from pipelines.record.summary import RunSummary
 
 # Recorded options a replay never carries over: it sets or refuses them itself.
 _NOT_REPLAYED = {'replay', 'run_id', 'preflight_only', 'watch', 'watch_interval', 'watch_max_files', 'watch_timeout',

@@ -1,6 +1,6 @@
 """The run summary: what was read, predicted and rejected, and where it went.
 
-The job's last step (`pipelines.finish`) counts the rows from its PCollections
+The job's last step (`pipelines.graph.finish`) counts the rows from its PCollections
 and writes the summary; a launcher that waits reads it back. The same counts
 are Beam counters in the `batch_inference` namespace, so on Dataflow they show
 in the job page under the same names: rows_read, rows_predicted,
@@ -10,17 +10,17 @@ rows_rejected, rejected_<reason_code>, files_read.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import counters
+from transforms.counters import NAMESPACE
 
 
 def counters(result) -> dict[str, int]:
   """Committed counter values of our namespace, summed over steps."""
   totals: dict[str, int] = {}
-  query = result.metrics().query(MetricsFilter().with_namespace(counters.NAMESPACE))
+  query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
   for counter in query['counters']:
     value = counter.committed if counter.committed is not None else counter.attempted
     totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
@@ -46,13 +46,13 @@ class RunSummary:
   # For a bq:// output: rows of this run in the table, as BigQuery counts them, and where to see it.
   rows_written: Optional[int] = None
   output_link: Optional[str] = None
-  attempt: Optional[str] = None  # the attempt folder this summary publishes (pipelines.publish)
+  attempt: Optional[str] = None  # the attempt folder this summary publishes (pipelines.record.publish)
   finished_at: Optional[str] = None
   input_snapshot: Optional[str] = None  # the BigQuery snapshot time a table input was read at
   report: Optional[str] = None  # the run report's path, when one was written
   gate: Optional[dict[str, Any]] = None  # --gate: passed, and each threshold with its measured value
   challenger: Optional[dict[str, Any]] = None  # --challenger: the model and the headline of its comparison
-  manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.manifest), for --replay
+  manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.graph.manifest), for --replay
   predictions_digest: Optional[dict[str, Any]] = None  # an order-free digest of the predictions
   rows_skipped: int = 0  # --only_unscored: rows an earlier run of this model version scored
   # Predicted rows the output table refused (a database constraint; streamed BigQuery rows): dead letters too.
@@ -114,3 +114,8 @@ class RunSummary:
 
 def _value(value: Optional[float]) -> str:
   return '–' if value is None else f'{value:.4g}'
+
+
+# What the launcher's `pipelines.run.run` is: flags in, the run's summary out (None when it did not wait).
+# The launcher hands it to what runs the job more than once (`--watch`, `--estimate`).
+RunJob = Callable[[Sequence[str]], Optional[RunSummary]]

@@ -1,12 +1,12 @@
 """The Dataflow job that a set of flags would submit, described without submitting it.
 
-`python -m pipelines.dataflow_job FLAGS... --dataflow_job_file=job.json` runs
+`python -m deploy.dataflow_job FLAGS... --dataflow_job_file=job.json` runs
 DataflowRunner's own translation of the pipeline with Beam's `--dry_run`, which
 stops before staging and before any API call, then fills in the job's
 environment (worker pool, container image, service options, experiments, the
 pipeline options the workers get) with Beam's `apiclient.Environment`, the
 class the runner itself uses at submission. The plan is resolved offline
-(`pipelines.plan.resolve(offline=True)`): no input is listed or read, no table
+(`pipelines.launcher.resolve.resolve(offline=True)`): no input is listed or read, no table
 is checked, no query is run and no read session is opened, so nothing here
 contacts Google Cloud (except to read a gs:// model bundle), and tests and users
 can check a GPU or CPU job before paying for one.
@@ -20,17 +20,22 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, \
-  StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+  DebugOptions,
+  GoogleCloudOptions,
+  PipelineOptions,
+  StandardOptions,
+  TestOptions,
+)
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.internal import apiclient
 from apache_beam.runners.internal import names
 
 from models.bundle import BundleError, ModelBundle
-from pipelines.batch_inference import build_pipeline
+from pipelines.graph.batch_inference import build_pipeline
+from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions
-from pipelines.plan import resolve
 
 
 def _staged_names(pipeline_proto: beam_runner_api_pb2.Pipeline) -> list[str]:

@@ -20,13 +20,14 @@ from apache_beam.io.filesystems import FileSystems
 from models import registry
 from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
-from pipelines.publish import check_run_id
+from pipelines.record.publish import check_run_id
 from transforms.bigquery import is_table
-from transforms.postgres import is_database
+from transforms.csv_reader import DUPLICATE_MARK
 from transforms.features import FeatureSpec
-from transforms.readers import DUPLICATE_MARK, infer_format
+from transforms.postgres import is_database
+from transforms.readers import infer_format
 from transforms.sources import peek_schema
-from transforms.validation import accepts
+from transforms.validation import check_schema
 
 # Files whose schema preflight reads. Each costs one small read; the rest of a
 # large input is checked as it is read.
@@ -65,22 +66,18 @@ class PreflightReport:
 
 def schema_problems(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optional[str] = None,
                     passthrough: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-  """Problems (and notes) of one input schema against a feature spec, column by column."""
-  problems, notes = [], []
-  names = set(schema.names)
+  """Problems (and notes) of one input file's schema against a feature spec (`check_schema`), in the
+  order of the spec's features, then the flags."""
+  found = check_schema(schema, spec, key_column=key_column, passthrough=passthrough)
+  problems = []
   for feature in spec.features:
-    if feature.name not in names:
-      if feature.required:
-        problems.append(f'missing required feature column {feature.name!r} (the model has no fill value for it)')
-      else:
-        notes.append(f'no column {feature.name!r}: every row gets its fill value')
-    elif not accepts(schema.field(feature.name).type, feature.dtype):
+    if feature.name in found.missing:
+      problems.append(f'missing required feature column {feature.name!r} (the model has no fill value for it)')
+    elif feature.name in found.unreadable:
       problems.append(f'column {feature.name!r} is {schema.field(feature.name).type}, '
                       f'which cannot be read as {feature.dtype}')
-  for flag, column in [('--key_column', key_column)] + [('--passthrough_columns', c) for c in passthrough]:
-    if column and column not in names:
-      problems.append(f'{flag} {column!r} is not a column')
-  return problems, notes
+  problems += [f'{flag} {column!r} is not a column' for flag, column in found.absent]
+  return problems, [f'no column {name!r}: every row gets its fill value' for name in found.filled]
 
 
 def repeated_columns(schema: pa.Schema) -> dict[str, int]:
@@ -151,7 +148,7 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
           offline: bool = False, check_model: bool = True) -> PreflightReport:
   """Runs the flag, bundle and file checks; raises `PreflightError` listing all problems found.
 
-  BigQuery tables are checked by `pipelines.plan.resolve`, which calls this first.
+  BigQuery tables are checked by `pipelines.launcher.resolve.resolve`, which calls this first.
 
   Args:
     opts: the job's options.
@@ -181,7 +178,7 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
     bundle = None
   notes, files, peeked, writable = [], 0, 0, []
-  if not offline and not opts.reads_bigquery:  # tables are checked by pipelines.plan
+  if not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
     found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
     problems += found
   folders = [opts.output, opts.dead_letter_target, opts.records_location()]

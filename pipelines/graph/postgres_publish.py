@@ -6,7 +6,7 @@ and this attempt's staging table (`CREATE UNLOGGED TABLE ... (LIKE serving
 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`, so a row the serving table would
 refuse is refused while it is written, and becomes a dead letter). Workers
 COPY into the staging table (`transforms.postgres.WritePostgres`). The job's
-last step (`pipelines.finish`) calls `publish_run`, one transaction:
+last step (`pipelines.graph.finish`) calls `publish_run`, one transaction:
 
 - `upsert` (default): every key of the run gets exactly its staged rows (the
   key's old rows are deleted, the new inserted), and rows an earlier attempt

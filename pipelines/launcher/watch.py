@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import BeamIOError, FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import BatchInferenceOptions
-from pipelines.summary import RunSummary
+from pipelines.record.summary import RunJob, RunSummary
 
 MANIFEST = '_watch/processed.jsonl'
 
@@ -86,19 +86,19 @@ def _match(pattern: str) -> list[FileMetadata]:
     return []
 
 
-def watch(argv: Sequence[str], *, on_run: Callable[[RunSummary], None] = lambda summary: None,
+def watch(argv: Sequence[str], run: RunJob, *, on_run: Callable[[RunSummary], None] = lambda summary: None,
           sleep: Callable[[float], None] = time.sleep) -> list[RunSummary]:
-  """Runs `pipelines.run.run` on each new file matching `--input` until a stop flag says so.
+  """Runs the job on each new file matching `--input` until a stop flag says so.
 
   Args:
     argv: the job's flags, with --watch and its settings.
+    run: runs the job on flags and returns its summary (`pipelines.run.run`).
     on_run: called with each run's summary as soon as it ends.
     sleep: waits between looks (tests pass a shorter one).
 
   Returns:
     The summaries of the runs this watcher made, in order.
   """
-  from pipelines import run as job  # pipelines.run dispatches here: import late
   opts = PipelineOptions(list(argv)).view_as(BatchInferenceOptions)
   opts.validate_flags()
   pattern = opts.input + '*' if opts.input.endswith('/') else opts.input  # a prefix: every file in it
@@ -116,7 +116,7 @@ def watch(argv: Sequence[str], *, on_run: Callable[[RunSummary], None] = lambda 
       logging.info('new file %s: run %s', path, run_id)
       entry = {'path': path, 'run_id': run_id, 'size': last_seen[path][0]}
       try:
-        summary = job.run([*argv, f'--input={path}', f'--run_id={run_id}'])
+        summary = run([*argv, f'--input={path}', f'--run_id={run_id}'])
       except Exception as e:  # a bad file must not stop the watcher; it is recorded, not retried
         logging.error('run %s on %s failed: %s', run_id, path, e)
         entry.update(state='FAILED', error=f'{type(e).__name__}: {e}'[:1000])

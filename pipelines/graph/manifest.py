@@ -17,12 +17,13 @@ in the plan, and written by the job's final step beside the summary
 
 from __future__ import annotations
 
+import dataclasses
 import argparse
-import re
 import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from typing import Any, Optional
 
@@ -233,12 +234,14 @@ def batch_digest(batch: pa.RecordBatch, score_names: list[str]) -> int:
     return int(h.sum(dtype=np.uint64))
 
 
+@dataclasses.dataclass
 class DigestPredictions(beam.PTransform):
   """One dict (`PredictionDigestFn`), also for a run that predicted nothing."""
 
-  def __init__(self, score_names: list[str]):
+  score_names: list[str]
+
+  def __post_init__(self):
     super().__init__()
-    self._score_names = score_names
 
   def expand(self, predictions):
-    return predictions | 'Combine' >> beam.CombineGlobally(PredictionDigestFn(self._score_names))
+    return predictions | 'Combine' >> beam.CombineGlobally(PredictionDigestFn(self.score_names))

@@ -1,7 +1,7 @@
 """The publish gate: thresholds a run must meet before its output is published.
 
 `--gate=agreement>=0.97,psi<=0.1,rejected_rate<=0.01` names metrics of the
-run and the bound each must keep. The job's final step (`pipelines.finish`)
+run and the bound each must keep. The job's final step (`pipelines.graph.finish`)
 measures them once every row is counted, after the counts reconcile and before
 anything is published. A run that breaks one publishes nothing: its staged
 files stay in the attempt's folder for inspection, `gate.json` there says
@@ -10,20 +10,21 @@ which threshold broke and by how much, and the launcher exits with
 
 Metrics come from the run's own counts and its drift against the bundle's
 training statistics, and with `--challenger` from the comparison of the two
-models (`transforms.challenger`).
+models (`models.challenger`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import operator
 import re
 from typing import Any, Callable, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import publish
+from pipelines.record import publish, status
+from pipelines.record.report import drift_rows  # the report's own drift flags, so the gate and the page agree
+from transforms.data_profile import psi
 
 GATE_FILE = 'gate.json'
 # The launcher's exit status when a gate breaks (0 done, 1 failed, 2 bad flags or preflight).
@@ -93,18 +94,6 @@ def needs_training_statistics(thresholds: tuple[Threshold, ...]) -> list[str]:
   return [t.metric for t in thresholds if METRICS[t.metric][2]]
 
 
-def psi(expected: dict[Any, float], actual: dict[Any, float], *, floor: float = 1e-4) -> float:
-  """Population stability index of two distributions over the same buckets (shares, each summing to 1).
-
-  Empty buckets count as `floor`, so a bucket that appears or vanishes adds a large but finite term.
-  """
-  total = 0.0
-  for bucket in set(expected) | set(actual):
-    e, a = max(expected.get(bucket, 0.0), floor), max(actual.get(bucket, 0.0), floor)
-    total += (a - e) * math.log(a / e)
-  return total
-
-
 def _feature_psi(features: dict[str, Any], training: dict[str, Any]) -> Optional[float]:
   """Largest PSI of a categorical feature: its categories (those kept) plus the unseen share."""
   values = []
@@ -122,7 +111,6 @@ def _feature_psi(features: dict[str, Any], training: dict[str, Any]) -> Optional
 def measure(counts: dict[str, int], profile: Optional[dict[str, Any]], comparison: Optional[dict[str, Any]],
             training: Optional[dict[str, Any]]) -> dict[str, Optional[float]]:
   """Every gate metric this run can give (None where it cannot: no profile, training statistics or challenger)."""
-  from pipelines.report import drift_rows  # the report's own drift flags, so the gate and the page agree
   read = counts.get('rows_read', 0)
   metrics: dict[str, Optional[float]] = {m: None for m in METRICS}
   metrics['rejected_rate'] = counts.get('rows_rejected', 0) / read if read else 0.0
@@ -174,7 +162,6 @@ def enforce(plan, verdict: dict[str, Any]) -> None:
   """Writes the verdict into the attempt's folder; a breach records the failure for `status` and raises."""
   write_verdict(plan.record_folder, verdict)
   if not verdict['passed']:
-    from pipelines import status
     message = breach_message(plan.run_id, verdict)
     status.record_failure(plan, message)
     raise GateBreachedError(message)

@@ -4,120 +4,38 @@
 checks the bundle, runs the preflight checks (files and tables alike), saves a
 query input's result, opens the BigQuery read session, types the passthrough
 columns and names the run and its attempt. `build_pipeline` then only builds
-from the `JobPlan`, with no I/O, so the Dataflow job description can be built
+from the `JobPlan` (`pipelines.graph.plan`), with no I/O, so the Dataflow job description can be built
 offline from a plan made with `offline=True`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 from typing import Optional
 
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from models.bundle import ModelBundle
-from pipelines import gate as gate_
-from pipelines import incremental as incremental_
-from pipelines import preflight
-from pipelines import postgres_publish as pgpub
-from pipelines import preflight_bigquery as bqp
-from pipelines import publish
+from models.challenger import check_comparable
+from models.inference import PredictionColumns
+from pipelines.graph import bigquery_tables as bqp
+from pipelines.graph import gate as gate_
+from pipelines.graph import incremental as incremental_
+from pipelines.graph import postgres_publish as pgpub
+from pipelines.graph.plan import PARQUET_STAGING, Destination, JobPlan
+from pipelines.launcher import preflight
 from pipelines.options import BatchInferenceOptions, new_run_id
+from pipelines.record import publish
 from transforms import dead_letters as dl
 from transforms.bigquery import TableRef, is_table, table_schema
 from transforms.bigquery_read import ReadSession, create_read_session
-from transforms.inference import PredictionColumns
 from transforms.postgres import PgTarget, is_database
 from transforms.sources import peek_schema
 
 DEFAULT_KEY = 'row_id'
-# Under --temp_location: the Parquet files a table output is loaded from, TEMP/PARQUET_STAGING/RUN_ID/ATTEMPT/.
-PARQUET_STAGING = 'batch-inference'
-
-
-@dataclasses.dataclass(frozen=True)
-class Destination:
-  """Where one of the job's outputs goes, and how it is laid out there."""
-  uri: str  # bq://PROJECT.DATASET.TABLE, or the base folder of file outputs
-  schema: pa.Schema
-  descriptions: dict[str, str]  # column descriptions, for a table
-  partition_field: str  # the timestamp column a table is partitioned by
-  folder: Optional[str]  # this attempt's files: BASE/RUN_ID/ATTEMPT, or a table's staged Parquet; None: streamed
-  dictionary_columns: Optional[tuple[str, ...]] = None  # for Parquet files; None: every column
-
-  @property
-  def is_table(self) -> bool:
-    return is_table(self.uri)
-
-  @property
-  def table(self) -> TableRef:
-    return TableRef.parse(self.uri)
-
-  @property
-  def is_database(self) -> bool:
-    """A PostgreSQL or Cloud SQL table (`JobPlan.database` says how it is written)."""
-    return is_database(self.uri)
-
-  @property
-  def loads_parquet(self) -> bool:
-    """A table filled by one load job from Parquet files, then published atomically."""
-    return self.is_table and self.folder is not None
-
-  @property
-  def streams_rows(self) -> bool:
-    """A table whose rows the job streams in as they are predicted (--bq_write_method)."""
-    return self.is_table and self.folder is None
-
-
-@dataclasses.dataclass(frozen=True)
-class JobPlan:
-  """Everything the launcher resolved for one attempt of a run."""
-  run_id: str
-  attempt: str
-  started_at: datetime.datetime
-  bundle: ModelBundle
-  columns: PredictionColumns
-  source: str  # the input, as the summary names it
-  predictions: Destination
-  dead_letters: Destination
-  records: str  # base folder of the run's summary and report: RECORDS/RUN_ID/
-  runner: str
-  project: Optional[str] = None  # billing project of BigQuery calls
-  bigquery_input: Optional[bqp.BigQueryInput] = None
-  parquet_base: Optional[str] = None  # TEMP/PARQUET_STAGING, when a table is loaded from Parquet files
-  challenger: Optional[ModelBundle] = None  # --challenger: scores the same rows, compared, never published
-  gate: tuple[gate_.Threshold, ...] = ()  # --gate: thresholds checked before publishing
-  manifest: Optional[dict] = None  # what the run reads and runs (pipelines.manifest), written beside the summary
-  incremental: Optional[incremental_.Incremental] = None  # --only_unscored
-  database: Optional[pgpub.DatabaseOutput] = None  # a PostgreSQL / Cloud SQL --output
-
-  @property
-  def record_folder(self) -> str:
-    """This attempt's folder for the report and profile (beside file predictions)."""
-    return publish.attempt_folder(self.records, self.run_id, self.attempt)
-
-  @property
-  def bases(self) -> list[str]:
-    """The folders holding run folders of this run: file outputs elsewhere, then the records last
-    (their pointer is the one `status` and the launcher read, so it is switched last)."""
-    folders = [d.uri for d in (self.predictions, self.dead_letters) if not d.is_table and not d.is_database]
-    folders += [self.records]
-    folders = [f.rstrip('/') for f in folders]
-    return [f for f in dict.fromkeys(folders) if f != folders[-1]] + [folders[-1]]
-
-  @property
-  def parquet_staging(self) -> list[str]:
-    """The base folder of the Parquet files tables are loaded from, if any: BASE/RUN_ID/ATTEMPT/."""
-    return [self.parquet_base] if self.parquet_base else []
-
-
-def _runner(options: PipelineOptions) -> str:
-  runner = options.view_as(StandardOptions).runner
-  return str(runner if isinstance(runner, str) else type(runner).__name__ if runner else 'DirectRunner')
 
 
 def _key_type(field: Optional[pa.Field]) -> pa.DataType:
@@ -180,7 +98,7 @@ def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: O
       bytes_processed = bqp.dry_run(bq, opts.input_query, parameters)
       return bqp.BigQueryInput(None, None, bytes_processed)
     table, bytes_processed = bqp.materialize_query(bq, opts.input_query, parameters,
-                                                   temp_dataset=opts.bq_temp_dataset, run_id=run_id)
+                                                   temp_dataset=opts.temp_dataset(), run_id=run_id)
     logging.info('--input_query processed %s bytes into %s', f'{bytes_processed:,}', table)
   else:
     table = table or TableRef.parse(opts.input)
@@ -330,7 +248,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   source = opts.input or (f'query into {bq_input.table}' if bq_input.table else 'the --input_query')
   plan = JobPlan(run_id=opts.run_id, attempt=attempt, started_at=datetime.datetime.now(datetime.timezone.utc),
                  bundle=bundle, columns=columns, source=source, predictions=predictions, dead_letters=dead_letters,
-                 records=opts.records_location(), runner=_runner(options), project=project, bigquery_input=bq_input,
+                 records=opts.records_location(), runner=opts.runner_name(), project=project, bigquery_input=bq_input,
                  parquet_base=parquet_base(opts) if predictions.loads_parquet or dead_letters.loads_parquet else None,
                  challenger=challenger, gate=thresholds, incremental=incremental, database=database)
   return plan, report
@@ -358,7 +276,7 @@ def _incremental(opts: BatchInferenceOptions, bundle: ModelBundle, project: Opti
   parameters = [bigquery.ScalarQueryParameter('model_name', 'STRING', bundle.name),
                 bigquery.ScalarQueryParameter('model_version', 'STRING', bundle.version),
                 bigquery.ScalarQueryParameter('run_id', 'STRING', opts.run_id)]
-  table, _ = bqp.materialize_query(bq, query, parameters, temp_dataset=opts.bq_temp_dataset,
+  table, _ = bqp.materialize_query(bq, query, parameters, temp_dataset=opts.temp_dataset(),
                                    run_id=f'unscored_{opts.run_id}')
   total = list(bq.query(incremental_.count_query(source, opts.input_filter)).result())[0][0]
   unscored = bq.get_table(table.dotted).num_rows
@@ -372,7 +290,6 @@ def _challenger_and_gate(opts: BatchInferenceOptions, bundle: ModelBundle, *,
   """Loads and checks --challenger against the model; parses --gate. Raises PreflightError."""
   problems, challenger, thresholds = [], None, ()
   if opts.challenger:
-    from transforms.challenger import check_comparable
     try:
       challenger = ModelBundle.load(opts.challenger)
       if check_model:

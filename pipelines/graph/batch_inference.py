@@ -1,7 +1,7 @@
 """The batch-inference job graph: read → validate → features → predict → write → finish.
 
 `build_pipeline` only builds, from a plan the launcher resolved
-(`pipelines.plan.resolve`), with no I/O; `pipelines.run` runs it. Tests build
+(`pipelines.launcher.resolve.resolve`), with no I/O; `pipelines.run` runs it. Tests build
 the same graph and assert on the PCollections it returns.
 """
 
@@ -13,26 +13,25 @@ from typing import Optional
 import apache_beam as beam
 import pyarrow as pa
 
+from models.challenger import COMPARISON, CompareModels, challenger_step
 from models.handler import MatrixModelHandler
 from models.handlers import handler_for
-from pipelines import gate
-from pipelines.finish import CountRows, FinishRun
-from pipelines.incremental import KEYS_BASE
-from pipelines.manifest import DigestPredictions
+from models.inference import Predict, PredictionColumns
+from pipelines.graph import gate
+from pipelines.graph.finish import CountRows, FinishRun
+from pipelines.graph.incremental import KEYS_BASE
+from pipelines.graph.manifest import DigestPredictions
+from pipelines.graph.plan import Destination, JobPlan
 from pipelines.options import BatchInferenceOptions
-from pipelines.plan import Destination, JobPlan
 from transforms.bigquery import WriteBigQueryBatches, refused_rows, table_schema
 from transforms.bigquery_read import ReadBigQueryStreams
+from transforms.data_profile import ProfileRun
 from transforms.dead_letters import DEAD_LETTERS, RouteDeadLetters
-from transforms.challenger import COMPARISON, CompareModels, challenger_step
 from transforms.features import ApplyFeatures
 from transforms.incremental import KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
-from transforms.inference import Predict, PredictionColumns
 from transforms.postgres import WritePostgres
-from transforms.profile import ProfileRun
 from transforms.sinks import WriteBatches
 from transforms.sources import FILES, ReadRecordBatches
-from transforms.dead_letters import DEAD_LETTERS
 from transforms.validation import ValidateRows
 
 
@@ -46,7 +45,7 @@ class PipelineOutputs:
   columns: PredictionColumns
   counts: beam.PCollection  # one dict: rows_read, rows_predicted, rows_rejected, ... (CountRows)
   summary: beam.PCollection  # one dict: the published run summary (FinishRun)
-  profile: Optional[beam.PCollection] = None  # one dict (transforms.profile.ProfileRun), when --report
+  profile: Optional[beam.PCollection] = None  # one dict (transforms.data_profile.ProfileRun), when --report
 
 
 def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, needed: list[str]):
@@ -145,7 +144,7 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   if plan.predictions.streams_rows:  # the rows BigQuery refused
     tallies['not_written'] = prediction_files | 'RefusedRows' >> beam.Map(
         refused_rows, key_name=columns.key_name, run_id=plan.run_id)
-  routed = (rejected, *([tallies['not_written']] if 'not_written' in tallies else [])) | 'DeadLetters' >> (
+  routed = (rejected, *([tallies['not_written']] if 'not_written' in tallies else [])) | 'WriteDeadLetters' >> (
       RouteDeadLetters(plan.run_id, WriteDestination(plan.dead_letters, 'dead_letters', 'jsonl', opts.bq_write_method),
                        rejected_at=plan.dead_letters.is_table))
   profile = None

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 from google.api_core import exceptions
 from google.cloud import bigquery
 
-from pipelines.preflight_bigquery import _job_config, _reason
+from pipelines.graph.bigquery_tables import _job_config, _reason
 from transforms.bigquery import TableRef
 
 STAGING_PREFIX = '_staging_'

@@ -1,6 +1,6 @@
 """Flex Template metadata generated from `BatchInferenceOptions`, so each flag is declared once.
 
-`python -m pipelines.template_metadata --write` regenerates the committed
+`python -m deploy.template_metadata --write` regenerates the committed
 `deploy/flex-template/metadata.json`; a test fails when the two differ. Only
 our own flags are listed: standard Beam options (`sdk_container_image`,
 `dataflow_service_options`, ...) pass through a Flex Template launch without
@@ -78,7 +78,7 @@ def render() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m pipelines.template_metadata', description=__doc__)
+  parser = argparse.ArgumentParser(prog='python -m deploy.template_metadata', description=__doc__)
   parser.add_argument('--write', action='store_true', help=f'Write {METADATA_PATH} instead of printing.')
   args = parser.parse_args(argv)
   if args.write:

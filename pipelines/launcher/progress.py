@@ -27,6 +27,9 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from transforms import counters
 
+# The runners that answer the progress requests this line is fed by (Beam's FnApiRunner under them).
+PROGRESS_RUNNERS = ('DirectRunner', 'SwitchingDirectRunner')
+
 
 class LiveCounters:
   """Our counters summed over every bundle the runner reported progress for.
