@@ -16,15 +16,19 @@ def linear(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, softmax: boo
   return e / e.sum(axis=1, keepdims=True)
 
 
+POISON_MESSAGE = 'poisonous row: first feature too large'
+
+
 def save_linear_model(path: str, weights, bias, *, softmax: bool = True, poison_at: Optional[float] = None,
-                      outputs: tuple[str, ...] = ('probabilities',), signature: str = 'serving_default') -> str:
+                      outputs: tuple[str, ...] = ('probabilities',), signature: str = 'serving_default',
+                      poison_message: str = POISON_MESSAGE) -> str:
   """Exports `softmax(x @ weights + bias)` (or the logits) as a SavedModel at `path`.
 
   Args:
     weights, bias: a (features, outputs) matrix and (outputs,) vector.
     softmax: return probabilities; False returns the raw logits.
     poison_at: when set, the model raises (tf.debugging.assert_less) on any
-      batch holding a row whose first feature is >= this value.
+      batch holding a row whose first feature is >= this value, with `poison_message`.
     outputs: names of the signature's outputs; each returns the same tensor.
     signature: the signature's name.
   """
@@ -38,7 +42,7 @@ def save_linear_model(path: str, weights, bias, *, softmax: bool = True, poison_
   def serve(features):
     if poison_at is not None:
       tf.debugging.assert_less(features[:, 0], tf.constant(poison_at, tf.float32),
-                               message='poisonous row: first feature too large')
+                               message=poison_message)
     result = tf.matmul(features, module.weights) + module.bias
     if softmax:
       result = tf.nn.softmax(result)
@@ -46,3 +50,11 @@ def save_linear_model(path: str, weights, bias, *, softmax: bool = True, poison_
 
   tf.saved_model.save(module, path, signatures={signature: serve})
   return path
+
+
+def save_poisoned_softmax(path: str, *, width: int = 2, poison_at: float, outputs: tuple[str, ...] = ('probabilities',),
+                          poison_message: str = POISON_MESSAGE) -> str:
+  """The tests' poisoned model: `softmax(features)`, raising on any call that holds a row whose first
+  feature is >= `poison_at`, so a runner must retry its batch row by row to isolate that row."""
+  return save_linear_model(path, np.eye(width), np.zeros(width), poison_at=poison_at, outputs=outputs,
+                           poison_message=poison_message)

@@ -9,27 +9,17 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from models.bundle import Outputs
 from models.handler import RowFailures, SavedModelHandler
+from models.inference import Predict, PredictionColumns
 from transforms import dead_letters as dl
-from transforms.inference import Predict, PredictionColumns
+from tests.saved_models import save_poisoned_softmax
 from transforms.dead_letters import DEAD_LETTERS
 
 
 @pytest.fixture(scope='module')
 def poisoned_model(tmp_path_factory) -> str:
   """A SavedModel that softmaxes two features and raises on a first feature of 100 or more."""
-  import tensorflow as tf
-
-  class Poisoned(tf.Module):
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name='features')])
-    def serve(self, features):
-      tf.debugging.assert_less(features[:, 0], 100.0, message='feature 0 is too large')
-      return {'scores': tf.nn.softmax(features, axis=1)}
-
-  path = str(tmp_path_factory.mktemp('poisoned') / 'saved_model')
-  module = Poisoned()
-  tf.saved_model.save(module, path, signatures={'serving_default': module.serve})
-  return path
+  return save_poisoned_softmax(str(tmp_path_factory.mktemp('poisoned') / 'saved_model'), poison_at=100.0,
+                               outputs=('scores',), poison_message='feature 0 is too large')
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -1,18 +1,18 @@
 """A model that raises on some rows: the batch is retried row by row, so only
 the poisonous rows are rejected, with the model's own error text."""
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import apache_beam as beam
-
 from models.bundle import Outputs
 from models.handler import SavedModelHandler
+from models.inference import Predict, PredictionColumns
 from transforms import dead_letters as dl
-from transforms.inference import PredictionColumns, Predict
+from tests.saved_models import save_poisoned_softmax
 from transforms.dead_letters import DEAD_LETTERS
 
 POISON = 1000.0  # the model refuses any row whose first feature reaches this
@@ -21,19 +21,8 @@ POISON = 1000.0  # the model refuses any row whose first feature reaches this
 @pytest.fixture(scope='module')
 def touchy_model(tmp_path_factory) -> str:
   """A real SavedModel whose serving signature fails a whole call if one row is poisonous."""
-  import tensorflow as tf
-
-  class Touchy(tf.Module):
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
-    def serve(self, x):
-      tf.debugging.assert_less(x[:, 0], POISON, message='feature 0 out of range')
-      return {'probabilities': tf.nn.softmax(x, axis=1)}
-
-  path = str(tmp_path_factory.mktemp('touchy') / 'saved_model')
-  module = Touchy()
-  tf.saved_model.save(module, path, signatures={'serving_default': module.serve})
-  return path
+  return save_poisoned_softmax(str(tmp_path_factory.mktemp('touchy') / 'saved_model'), poison_at=POISON,
+                               poison_message='feature 0 out of range')
 
 
 def _names_the_model_error(reason: str) -> bool:
