@@ -12,7 +12,8 @@ library's errors. DirectRunner worker processes inherit descriptor 2 and the
 environment, so their start-up lines land in the same file. `--verbose` keeps
 everything on the console, as before.
 
-`start` runs once, first thing in the `python -m pipelines.run` process;
+`start` runs once, first thing in the `python -m pipelines.run` process,
+and `settle` moves the file beside a local output once the run passed preflight;
 `pipelines.run.main` called in-process (tests, other code) leaves logging as
 the caller set it.
 """
@@ -23,6 +24,7 @@ import argparse
 import datetime
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from typing import Optional, Sequence
@@ -76,42 +78,30 @@ def _drop_beam_memory_notice(record: logging.LogRecord) -> bool:
               and str(record.msg).startswith('Resource module is not available'))
 
 
-def _flags(argv: Sequence[str]) -> argparse.Namespace:
-  """--verbose, --output and the modes that write no run, read before Beam parses the flags."""
+def _verbose(argv: Sequence[str]) -> bool:
+  """--verbose (or --help), read before Beam parses the flags."""
   parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
   parser.add_argument('--verbose', nargs='?', const='true', default='false')
-  parser.add_argument('--output', default=None)
-  parser.add_argument('--preflight_only', nargs='?', const='true', default='false')
   parser.add_argument('-h', '--help', action='store_true')
   flags, _ = parser.parse_known_args(list(argv))
-  flags.verbose = flags.verbose.lower() in ('true', '1', 'yes')
-  flags.preflight_only = flags.preflight_only.lower() in ('true', '1', 'yes')
-  return flags
+  return flags.help or flags.verbose.lower() in ('true', '1', 'yes')
 
 
-def log_folder(output: Optional[str], writes_run: bool = True) -> str:
-  """OUTPUT/_logs for a local folder --output of a run; else the system's temporary folder."""
-  if output and writes_run and not output.startswith(_REMOTE):
+def log_folder(output: Optional[str]) -> str:
+  """OUTPUT/_logs for a local folder --output; else the system's temporary folder."""
+  if output and not output.startswith(_REMOTE):
     return os.path.join(output, LOGS_FOLDER)
   return os.path.join(tempfile.gettempdir(), 'batch-inference-logs')
 
 
-def _open(folder: str) -> str:
-  now = datetime.datetime.now(datetime.timezone.utc)
-  name = f'{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.log'
-  try:
-    os.makedirs(folder, exist_ok=True)
-  except OSError:  # an output folder we may not create: preflight will say so
-    folder = log_folder(None)
-    os.makedirs(folder, exist_ok=True)
-  return os.path.join(folder, name)
-
-
 def start(argv: Sequence[str]) -> Optional[str]:
-  """Sends library output to the log file and our own lines to the console; returns the file.
+  """Sends library output to a log file and our own lines to the console; returns the file.
 
-  Call before TensorFlow (or anything that loads it) is imported. With --verbose,
-  or --help, only sets TF_CPP_MIN_LOG_LEVEL's default and logs as before.
+  The file starts in the system's temporary folder: the flags are not checked
+  yet, and a run refused before it starts leaves nothing in its --output.
+  `settle` moves it beside the output once the run passed preflight. Call before
+  TensorFlow (or anything that loads it) is imported. With --verbose, or --help,
+  only sets TF_CPP_MIN_LOG_LEVEL's default and logs to the console as before.
   """
   global _path, _started
   if _started:
@@ -121,28 +111,67 @@ def start(argv: Sequence[str]) -> Optional[str]:
   logging.getLogger().addFilter(_drop_beam_memory_notice)
   # Beam's "Converting string literal type hint to Any", once per annotated transform at construction.
   logging.getLogger('apache_beam.typehints.native_type_compatibility').setLevel(logging.WARNING)
-  flags = _flags(argv)
-  if flags.verbose or flags.help:
+  if _verbose(argv):
     logging.basicConfig(level=logging.INFO, format=_FORMAT)
     return None
-  log_path = _open(log_folder(flags.output, writes_run=not flags.preflight_only))
+  folder = log_folder(None)
+  os.makedirs(folder, exist_ok=True)
+  now = datetime.datetime.now(datetime.timezone.utc)
+  log_path = os.path.join(folder, f'{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.log')
   sys.stdout.flush()
   sys.stderr.flush()
   console = os.fdopen(os.dup(2), 'w', buffering=1, encoding=sys.stderr.encoding, errors='backslashreplace')
-  log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-  os.dup2(log_fd, 2)  # C and C++ writes to stderr, this process's and its children's
-  os.close(log_fd)
+  _point_stderr_at(log_path)  # C and C++ writes to stderr, this process's and its children's
   sys.stderr = console  # Python's: our messages, tracebacks
   to_console = logging.StreamHandler(console)
   to_console.setLevel(logging.INFO)
   to_console.addFilter(_OurLines())
   to_console.setFormatter(_ConsoleFormat('%(message)s'))
-  to_file = logging.FileHandler(log_path, encoding='utf-8')
-  to_file.setFormatter(logging.Formatter(_FORMAT))
   root = logging.getLogger()
   root.setLevel(logging.INFO)
-  root.addHandler(to_file)
+  root.addHandler(_ToFile(log_path))
   root.addHandler(to_console)
   logging.captureWarnings(True)  # a library's Python warnings go to the file, not the console
   _path = log_path
   return log_path
+
+
+def settle(output: Optional[str]) -> None:
+  """Moves the log file to OUTPUT/_logs once a run with a local folder --output has passed preflight."""
+  global _path
+  folder = log_folder(output)
+  if _path is None or os.path.dirname(_path) == folder or folder == log_folder(None):
+    return
+  os.makedirs(folder, exist_ok=True)
+  moved = os.path.join(folder, os.path.basename(_path))
+  sys.stderr.flush()
+  shutil.copyfile(_path, moved)  # the output may be on another file system than the temporary folder
+  _point_stderr_at(moved)
+  for handler in logging.getLogger().handlers:
+    if isinstance(handler, _ToFile):
+      handler.move(moved)
+  os.remove(_path)
+  _path = moved
+
+
+def _point_stderr_at(log_path: str) -> None:
+  log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+  os.dup2(log_fd, 2)
+  os.close(log_fd)
+
+
+class _ToFile(logging.FileHandler):
+  """The log file's handler: every record, in full."""
+
+  def __init__(self, log_path: str):
+    super().__init__(log_path, encoding='utf-8')
+    self.setFormatter(logging.Formatter(_FORMAT))
+
+  def move(self, log_path: str) -> None:
+    self.acquire()
+    try:
+      self.close()
+      self.baseFilename = log_path
+      self.stream = self._open()
+    finally:
+      self.release()

@@ -118,6 +118,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   if opts.device == 'gpu' and options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
     require_gpu(bundle_format(opts.model))  # before preflight touches anything; remote workers check at model load
   plan, _ = resolve(options)
+  logs.settle(opts.output)
   plan = dataclasses.replace(plan, manifest=manifest.build(options, plan))
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
   show_progress = _shows_progress(options, argv)

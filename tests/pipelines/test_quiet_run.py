@@ -75,4 +75,3 @@ def test_log_folder__beside_a_local_output_else_the_temporary_folder(tmp_path):
   elsewhere = logs.log_folder(None)
   for output in ('gs://bucket/predictions', 'bq://p.d.t', 'postgresql://db/x?table=t'):
     assert logs.log_folder(output) == elsewhere
-  assert logs.log_folder(str(tmp_path / 'out'), writes_run=False) == elsewhere
