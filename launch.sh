@@ -100,10 +100,20 @@ quiet_tf() {
   export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 }
 
+# Trains the example model once. TensorFlow's start-up lines go to a log file (shown if training
+# fails), as the job's do (pipelines/logs.py), unless ARGS ask for --verbose.
+# Usage: ensure_bundle [ARGS...]
 ensure_bundle() {
-  if [ ! -f "$BUNDLE/metadata.json" ]; then
-    "$PYTHON" -m models.penguins.train --output "$BUNDLE"
+  if [ -f "$BUNDLE/metadata.json" ]; then
+    return
   fi
+  case " $* " in
+    *" --verbose "* | *" --verbose=true "*) "$PYTHON" -m models.penguins.train --output "$BUNDLE"; return ;;
+  esac
+  local log="$BUNDLE.train.log"
+  mkdir -p "$(dirname "$BUNDLE")"
+  echo "training the example model once (log: $log)" >&2
+  "$PYTHON" -m models.penguins.train --output "$BUNDLE" 2>"$log" || { cat "$log" >&2; return 1; }
 }
 
 # ---- Google Cloud ------------------------------------------------------------------------------
@@ -341,7 +351,7 @@ case "$verb" in
   demo)
     install
     quiet_tf
-    ensure_bundle
+    ensure_bundle "$@"
     "$PYTHON" -m pipelines.run --input "$EXAMPLE" --model "$BUNDLE" --output build/demo \
       --passthrough_columns species,year "$@"
     ;;

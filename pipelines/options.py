@@ -213,6 +213,12 @@ class BatchInferenceOptions(PipelineOptions):
         'No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
         'DirectRunner; on Dataflow the same counters show on the job page.)')
     _add_bool(
+        parser, '--verbose', False,
+        'Print everything on the console: Beam\'s and the libraries\' log lines and TensorFlow\'s start-up '
+        'lines. Default: false, the console shows our own progress lines and the summary, and the full log goes '
+        'to a file the summary names (OUTPUT/_logs/ for a local folder --output, else the system\'s temporary '
+        'folder).')
+    _add_bool(
         parser, '--report', True,
         'Profile the input and the predictions and write OUTPUT/RUN_ID/report.html with PNG charts '
         '(counts, rejection reasons, throughput, predictions, drift against the training statistics). '

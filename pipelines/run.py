@@ -20,7 +20,12 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-import apache_beam as beam
+from pipelines import logs
+
+if __name__ == '__main__':
+  logs.start(sys.argv[1:])  # before TensorFlow loads: its start-up lines go to the log file, not the console
+
+import apache_beam as beam  # the imports from here on may load TensorFlow
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
@@ -110,6 +115,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   if opts.device == 'gpu' and opts.runs_locally():
     require_gpu(bundle_format(opts.model))  # before preflight touches anything; remote workers check at model load
   plan, _ = resolve(options)
+  logs.settle(opts.output)
   plan = dataclasses.replace(plan, manifest=manifest.build(options, plan))
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
   show_progress = _shows_progress(options, argv)
@@ -151,8 +157,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-  logging.getLogger('apache_beam').setLevel(logging.WARNING)
+  if not logs.started():
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.getLogger('apache_beam').setLevel(logging.WARNING)
   argv = list(sys.argv[1:] if argv is None else argv)
   if '--help' in argv or '-h' in argv:
     parser = argparse.ArgumentParser(
@@ -209,6 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   print(summary.render())
   print(f'  summary         {publish.pointer_path(opts.records_location(), summary.run_id)}')
+  if logs.path():
+    print(f'  log             {logs.path()}')
   if summary.report:
     print(f'  report          {summary.report}')
   if replayed:
@@ -225,6 +234,8 @@ def exit_now(code: int) -> None:
   handlers still run (logging flushes, multiprocessing stops its helpers), and
   standard streams are flushed, as a normal exit would.
   """
+  if code and logs.path():
+    print(f'log: {logs.path()}', file=sys.stderr)
   atexit._run_exitfuncs()  # pylint: disable=protected-access
   sys.stdout.flush()
   sys.stderr.flush()
