@@ -101,7 +101,7 @@ quiet_tf() {
 }
 
 # Trains the example model once. TensorFlow's start-up lines go to a log file (shown if training
-# fails), as the job's do (pipelines/logs.py), unless ARGS ask for --verbose.
+# fails), as the job's do (pipelines/launcher/logs.py), unless ARGS ask for --verbose.
 # Usage: ensure_bundle [ARGS...]
 ensure_bundle() {
   if [ -f "$BUNDLE/metadata.json" ]; then

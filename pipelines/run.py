@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from pipelines import logs
+from pipelines.launcher import logs
 
 if __name__ == '__main__':
   logs.start(sys.argv[1:])  # before TensorFlow loads: its start-up lines go to the log file, not the console

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from models.penguins import train
-from pipelines import logs
+from pipelines.launcher import logs
 
 pytestmark = pytest.mark.slow
 
