@@ -110,8 +110,8 @@ ensure_bundle() {
 # The settings, their defaults and checks, and their spellings for each launch path live in
 # deploy/settings.py (standard library only, so the cloud verbs need no virtualenv).
 
-# Exports every setting, checked: the environment, then .env, then the defaults. What reads them
-# after this (require, view) reads the environment alone.
+# Exports every setting, checked: the environment, then .env, then the defaults. Every later
+# python3 deploy/settings.py call (require, the flags, the parameters) reads the environment alone.
 load_settings() {
   local resolved line
   resolved=$(python3 deploy/settings.py resolve) || exit $?
@@ -126,51 +126,34 @@ cloud() {
   if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
 
+# A cloud verb's --help: its own block of the text below.
 verb_usage() {
-  case "$1" in
-    dataflow) cat <<USAGE
+  awk -v verb="$1" '/^Usage: / { show = ($3 == verb) } show' <<'USAGE'
 Usage: ./launch.sh dataflow --input=gs://... --model=gs://... --output=gs://... [FLAGS...]
 Submits the job to Dataflow from this machine (python -m pipelines.run --runner=DataflowRunner),
 with the settings' project, region, bucket, image, device and workers, and waits for the summary
 (add --wait_for_job=false to return once it is submitted). Needs PROJECT and BUCKET; IMAGE for
 DEVICE=gpu. Check a job without submitting it:
   python -m pipelines.dataflow_job FLAGS... --dataflow_job_file=job.json
-USAGE
-    ;;
-    image) cat <<USAGE
 Usage: ./launch.sh image
 Builds the Dockerfile with Cloud Build and pushes it to IMAGE (an Artifact Registry path such as
 REGION-docker.pkg.dev/PROJECT/REPOSITORY/batch-inference:TAG). Needs PROJECT and IMAGE.
-USAGE
-    ;;
-    template) cat <<USAGE
 Usage: ./launch.sh template
 Writes the Flex Template spec to TEMPLATE (default gs://BUCKET/templates/batch-inference.json):
 the image IMAGE plus the parameters in deploy/flex-template/metadata.json. Needs PROJECT, BUCKET, IMAGE.
-USAGE
-    ;;
-    run-template) cat <<USAGE
 Usage: ./launch.sh run-template --input=gs://... --model=gs://... --output=gs://... [--name=value...]
 Launches a Dataflow job from TEMPLATE with the settings' workers and device; every --name=value
 becomes a template parameter (our flags, or Beam options such as --max_batch_rows=8192).
-USAGE
-    ;;
-    schedule) cat <<USAGE
 Usage: ./launch.sh schedule [--cron='0 2 * * *'] [--name=NAME] --input=gs://... --model=gs://... --output=gs://...
 Creates a Cloud Scheduler job (default name batch-inference) that launches the Flex Template on
 the cron (SCHEDULE, TIME_ZONE) as SERVICE_ACCOUNT, with the parameters given here. Each run gets
 a new run id. Change it later with gcloud scheduler jobs update http, or delete and re-create.
 Needs PROJECT, BUCKET, IMAGE, SERVICE_ACCOUNT.
-USAGE
-    ;;
-    k8s) cat <<USAGE
 Usage: ./launch.sh k8s job|cronjob --input=gs://... --model=gs://... --output=gs://... [FLAGS...]
 Prints deploy/k8s/job.yaml or cronjob.yaml with IMAGE, SERVICE_ACCOUNT, GPU_TYPE (and SCHEDULE,
 TIME_ZONE) filled in and the flags appended; apply it with: | kubectl apply -f -
 The pod runs the pipeline itself on one GPU node; Workload Identity gives it SERVICE_ACCOUNT.
 USAGE
-    ;;
-  esac
 }
 
 verb=${1:-help}
@@ -276,12 +259,7 @@ case "$verb" in
     done
     body=build/scheduler/$name.json
     mkdir -p build/scheduler
-    lines=$(python3 deploy/settings.py launch-environment api)
-    mapfile -t environment <<< "$lines"
-    lines=$(python3 deploy/settings.py template-parameters "${passthrough[@]+"${passthrough[@]}"}")
-    mapfile -t parameters <<< "$lines"
-    python3 deploy/render.py launch-request --job_name="$name" --template="$TEMPLATE" \
-      "${environment[@]/#/--environment=}" "${parameters[@]/#/--parameter=}" > "$body"
+    python3 deploy/settings.py launch-request "$name" "${passthrough[@]+"${passthrough[@]}"}" > "$body"
     echo "launch request: $body" >&2
     cloud gcloud scheduler jobs create http "$name" --project="$PROJECT" --location="$REGION" \
       --schedule="$SCHEDULE" --time-zone="$TIME_ZONE" --http-method=POST \

@@ -9,6 +9,7 @@ the cloud verbs need no virtualenv.
   python3 deploy/settings.py launch-environment gcloud|api    # the same, as gcloud flags or API fields
   python3 deploy/settings.py template-parameters [--name=value...]
   python3 deploy/settings.py gcloud-parameters [--name=value...]
+  python3 deploy/settings.py launch-request JOB_NAME [--name=value...]   # Cloud Scheduler's body
   python3 deploy/settings.py job-name
 
 `resolve` reads the environment, then the `.env` file (ENV_FILE, default .env; the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import sys
 from typing import Callable, Mapping, Optional, Sequence
@@ -126,6 +128,7 @@ class EnvironmentSetting:
   gcloud: str  # the `gcloud dataflow flex-template run` flag
   api: str  # the flexTemplates:launch environment field (Cloud Scheduler's request)
   value: str  # a format of the Settings' fields; a setting whose value is empty is left out
+  api_integer: bool = False  # the API field holds a number, not a string
 
 
 # Every launch path (dataflow, run-template, schedule) takes these, so they are written once.
@@ -135,7 +138,7 @@ LAUNCH_ENVIRONMENT = (
     EnvironmentSetting('service_account_email', 'service-account-email', 'serviceAccountEmail',
                        '{service_account}'),
     EnvironmentSetting('machine_type', 'worker-machine-type', 'machineType', '{machine_type}'),
-    EnvironmentSetting('max_num_workers', 'max-workers', 'maxWorkers', '{max_workers}'),
+    EnvironmentSetting('max_num_workers', 'max-workers', 'maxWorkers', '{max_workers}', api_integer=True),
 )
 SPELLINGS = ('beam', 'gcloud', 'api')
 
@@ -144,9 +147,13 @@ def launch_environment(settings: Settings, spelling: str) -> list[tuple[str, str
   """(name, value) of each launch environment setting that has a value, in `spelling`."""
   if spelling not in SPELLINGS:
     raise ValueError(f'spelling must be one of {SPELLINGS}, not {spelling!r}')
+  return [(getattr(setting, spelling), value) for setting, value in _environment_values(settings)]
+
+
+def _environment_values(settings: Settings) -> list[tuple[EnvironmentSetting, str]]:
   fields = dataclasses.asdict(settings)
-  pairs = [(getattr(setting, spelling), setting.value.format(**fields)) for setting in LAUNCH_ENVIRONMENT]
-  return [(name, value) for name, value in pairs if value]
+  values = [(setting, setting.value.format(**fields)) for setting in LAUNCH_ENVIRONMENT]
+  return [(setting, value) for setting, value in values if value]
 
 
 def worker_options(settings: Settings) -> list[tuple[str, str]]:
@@ -204,6 +211,14 @@ def gcloud_parameters(parameters: Sequence[tuple[str, str]]) -> str:
   return '--parameters=^~^' + '~'.join(f'{name}={value}' for name, value in parameters)
 
 
+def launch_request(settings: Settings, job_name: str, parameters: Sequence[tuple[str, str]]) -> dict:
+  """The body of a flexTemplates:launch call, which Cloud Scheduler posts on its cron."""
+  environment = {setting.api: int(value) if setting.api_integer else value
+                 for setting, value in _environment_values(settings)}
+  return {'launchParameter': {'jobName': job_name, 'containerSpecGcsPath': settings.template,
+                              'environment': environment, 'parameters': dict(parameters)}}
+
+
 def job_name(now: Optional[datetime.datetime] = None) -> str:
   """A Dataflow or Kubernetes job name, unique to the second."""
   now = now or datetime.datetime.now(datetime.timezone.utc)
@@ -240,6 +255,9 @@ def main(argv: Sequence[str]) -> int:
         lines = _lines(template_parameters(settings, args))
       elif view == 'gcloud-parameters':
         lines = [gcloud_parameters(template_parameters(settings, args))]
+      elif view == 'launch-request' and args:
+        request = launch_request(settings, args[0], template_parameters(settings, args[1:]))
+        lines = [json.dumps(request, indent=2)]
       else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -146,6 +146,16 @@ def test_template_parameters__worker_options_then_the_flags_given():
       deploy_settings.template_parameters(settings, [bad])
 
 
+def test_launch_request__environment_fields_as_the_api_types_them():
+  settings = Settings.from_values({'PROJECT': 'p', 'BUCKET': 'b', 'MAX_WORKERS': '12'})
+  request = deploy_settings.launch_request(settings, 'nightly', [('input', 'gs://in'), ('device', 'cpu')])
+  assert request == {'launchParameter': {
+      'jobName': 'nightly', 'containerSpecGcsPath': 'gs://b/templates/batch-inference.json',
+      'environment': {'tempLocation': 'gs://b/tmp', 'stagingLocation': 'gs://b/staging',
+                      'machineType': 'n2-standard-4', 'maxWorkers': 12},
+      'parameters': {'input': 'gs://in', 'device': 'cpu'}}}
+
+
 def test_job_name__is_unique_to_the_second_in_utc():
   moment = datetime.datetime(2026, 11, 29, 2, 3, 4, tzinfo=datetime.timezone.utc)
   assert deploy_settings.job_name(moment) == 'batch-inference-20261129-020304'
