@@ -7,7 +7,6 @@ the cloud verbs need no virtualenv.
   python3 deploy/settings.py require [--dataflow] [NAME...]   # fails, naming what is missing
   python3 deploy/settings.py beam-flags                       # --option=value for DataflowRunner
   python3 deploy/settings.py launch-environment gcloud|api    # the same, as gcloud flags or API fields
-  python3 deploy/settings.py template-parameters [--name=value...]
   python3 deploy/settings.py gcloud-parameters [--name=value...]
   python3 deploy/settings.py launch-request JOB_NAME [--name=value...]   # Cloud Scheduler's body
   python3 deploy/settings.py job-name
@@ -70,7 +69,8 @@ class Settings:
 
   def require(self, *names: str) -> None:
     """Fails, naming every one of `names` that is not set."""
-    missing = [name for name in names if not self.as_environment()[name]]
+    values = self.as_environment()
+    missing = [name for name in names if not values[name]]
     if missing:
       raise SettingsError(f'set {" ".join(missing)} in the environment or in .env '
                           '(./launch.sh help lists the settings)')
@@ -225,8 +225,8 @@ def job_name(now: Optional[datetime.datetime] = None) -> str:
   return f'batch-inference-{now:%Y%m%d-%H%M%S}'
 
 
-def _lines(pairs: Sequence[tuple[str, str]], separator: str = '=', prefix: str = '') -> list[str]:
-  return [f'{prefix}{name}{separator}{value}' for name, value in pairs]
+def _lines(pairs: Sequence[tuple[str, str]], prefix: str = '') -> list[str]:
+  return [f'{prefix}{name}={value}' for name, value in pairs]
 
 
 def main(argv: Sequence[str]) -> int:
@@ -251,8 +251,6 @@ def main(argv: Sequence[str]) -> int:
         lines = _lines(launch_environment(settings, 'gcloud'), prefix='--')
       elif view == 'launch-environment' and args == ['api']:
         lines = _lines(launch_environment(settings, 'api'))
-      elif view == 'template-parameters':
-        lines = _lines(template_parameters(settings, args))
       elif view == 'gcloud-parameters':
         lines = [gcloud_parameters(template_parameters(settings, args))]
       elif view == 'launch-request' and args:

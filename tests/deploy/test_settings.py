@@ -184,12 +184,14 @@ def test_cli__resolves_the_env_file_and_the_views_read_the_environment(tmp_path)
   assert '--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver' in (
       flags.stdout.splitlines())
   gcloud = _cli('launch-environment', 'gcloud', env=environment).stdout.splitlines()
+  assert _cli('gcloud-parameters', '--input=gs://in', env=environment).stdout.startswith(
+      '--parameters=^~^sdk_container_image=img~device=gpu~')
   assert gcloud == ['--temp-location=gs://b/tmp', '--staging-location=gs://b/staging',
                     '--worker-machine-type=g2-standard-4', '--max-workers=4']
   missing = _cli('require', '--dataflow', 'SERVICE_ACCOUNT', env={**environment, 'IMAGE': ''})
   assert missing.returncode == 2 and missing.stderr.startswith('DEVICE=gpu needs IMAGE')
   refused = _cli('resolve', env={'DEVICE': 'tpu', 'ENV_FILE': os.devnull})
   assert refused.returncode == 2 and refused.stderr == 'DEVICE must be cpu or gpu, not tpu\n'
-  bad = _cli('template-parameters', '--input', env=environment)
+  bad = _cli('gcloud-parameters', '--input', env=environment)
   assert bad.returncode == 2 and bad.stdout == '' and '--name=value' in bad.stderr
 
