@@ -57,6 +57,9 @@ class Settings:
     if not given['template']:
       given['template'] = f'gs://{given["bucket"] or "BUCKET"}/templates/batch-inference.json'
     settings = cls(**given)
+    for name, value in settings.as_environment().items():
+      if '\n' in value:
+        raise SettingsError(f'{name} holds a line break; a setting is one line')
     if settings.device not in ('cpu', 'gpu'):
       raise SettingsError(f'DEVICE must be cpu or gpu, not {settings.device}')
     if settings.gpu_scope not in ('job', 'predict'):

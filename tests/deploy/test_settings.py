@@ -79,8 +79,9 @@ def test_defaults__machine_follows_device_and_template_follows_bucket():
 @pytest.mark.parametrize('values, message', [
     ({'DEVICE': 'tpu'}, 'DEVICE must be cpu or gpu, not tpu'),
     ({'GPU_SCOPE': 'step'}, 'GPU_SCOPE must be job or predict, not step'),
+    ({'PROJECT': 'p\nBUCKET=elsewhere'}, 'PROJECT holds a line break; a setting is one line'),
 ])
-def test_invalid_choice__is_refused_with_the_choices(values, message):
+def test_invalid_value__is_refused_with_the_reason(values, message):
   with pytest.raises(SettingsError, match=f'^{message}$'):
     Settings.from_values(values)
 
