@@ -117,224 +117,53 @@ ensure_bundle() {
 }
 
 # ---- Google Cloud ------------------------------------------------------------------------------
+# The settings, their defaults and checks, and their spellings for each launch path live in
+# deploy/settings.py (standard library only, so the cloud verbs need no virtualenv).
 
-SETTINGS="PROJECT REGION BUCKET IMAGE SERVICE_ACCOUNT DEVICE GPU_TYPE MACHINE_TYPE MAX_WORKERS GPU_SCOPE
-ONE_SDK_PROCESS_PER_VM TEMPLATE SCHEDULE TIME_ZONE"
-
-# Reads NAME=VALUE lines of .env (never executes it); a setting already in the environment wins.
+# Exports every setting, checked: the environment, then .env, then the defaults. Every later
+# python3 deploy/settings.py call (require, the flags, the parameters) reads the environment alone.
 load_settings() {
-  local file=${ENV_FILE:-.env} line name value
-  if [ -f "$file" ]; then
-    while IFS= read -r line || [ -n "$line" ]; do
-      case "$line" in '' | '#'*) continue ;; esac
-      name=${line%%=*}
-      value=${line#*=}
-      value=${value#[\"\']}
-      value=${value%[\"\']}
-      case " $(echo "$SETTINGS" | tr '\n' ' ') " in
-        *" $name "*) ;;
-        *) echo "$file: ignoring unknown setting $name" >&2; continue ;;
-      esac
-      if [ -z "${!name:-}" ]; then
-        export "$name=$value"
-      fi
-    done < "$file"
-  fi
-  REGION=${REGION:-us-central1}
-  DEVICE=${DEVICE:-cpu}
-  GPU_TYPE=${GPU_TYPE:-nvidia-l4}
-  GPU_SCOPE=${GPU_SCOPE:-job}
-  ONE_SDK_PROCESS_PER_VM=${ONE_SDK_PROCESS_PER_VM:-0}
-  if [ "$DEVICE" = gpu ]; then
-    MACHINE_TYPE=${MACHINE_TYPE:-g2-standard-4}
-  else
-    MACHINE_TYPE=${MACHINE_TYPE:-n2-standard-4}
-  fi
-  MAX_WORKERS=${MAX_WORKERS:-4}
-  TEMPLATE=${TEMPLATE:-gs://${BUCKET:-BUCKET}/templates/batch-inference.json}
-  SCHEDULE=${SCHEDULE:-0 2 * * *}
-  TIME_ZONE=${TIME_ZONE:-Etc/UTC}
-  case "$DEVICE" in cpu | gpu) ;; *) echo "DEVICE must be cpu or gpu, not $DEVICE" >&2; exit 2 ;; esac
-  case "$GPU_SCOPE" in job | predict) ;; *) echo "GPU_SCOPE must be job or predict, not $GPU_SCOPE" >&2; exit 2 ;; esac
+  local resolved line
+  resolved=$(python3 deploy/settings.py resolve) || exit $?
+  while IFS= read -r line; do export "${line%%=*}=${line#*=}"; done <<< "$resolved"
 }
 
-require() {
-  local name missing=()
-  for name in "$@"; do
-    if [ -z "${!name:-}" ]; then missing+=("$name"); fi
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "set ${missing[*]} in the environment or in .env (./launch.sh help lists the settings)" >&2
-    exit 2
-  fi
-}
+# Fails, with the reason, unless NAME... are set (--dataflow: what a Dataflow launch needs).
+require() { python3 deploy/settings.py require "$@"; }
 
 # Runs a command, or prints it (shell-quoted, one line) when DRY_RUN=1.
 cloud() {
-  if [ "${DRY_RUN:-0}" = 1 ]; then
-    printf '%q ' "$@"
-    echo
-  else
-    "$@"
-  fi
+  if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
 
-# Where the job runs: Dataflow's launch environment, one NAME=VALUE a line (Beam option names).
-# Every launch path (dataflow, run-template, schedule) takes these, so they are written once.
-worker_environment() {
-  echo "temp_location=gs://$BUCKET/tmp"
-  echo "staging_location=gs://$BUCKET/staging"
-  if [ -n "${SERVICE_ACCOUNT:-}" ]; then echo "service_account_email=$SERVICE_ACCOUNT"; fi
-  echo "machine_type=$MACHINE_TYPE"
-  echo "max_num_workers=$MAX_WORKERS"
-}
-
-# What the workers run: container, GPU and model placement, one NAME=VALUE a line.
-#  - The project image is both launcher and worker; without IMAGE a CPU job ships the package
-#    with setup.py instead (workers then install the requirements at start-up, slower).
-#  - GPU_SCOPE=job gives every worker a GPU (worker_accelerator); GPU_SCOPE=predict asks for it
-#    only on the predict step with a Beam resource hint, for Dataflow right fitting.
-#  - One model copy per GPU: by default each VM runs one SDK process per vCPU, so reading and
-#    features use every core, and the shared-model handler loads the model once per VM in a
-#    separate process that they all call. ONE_SDK_PROCESS_PER_VM=1 runs a single SDK process
-#    instead: no cross-process calls, but Python work is limited to one core per VM.
-worker_settings() {
-  local accelerator="type:$GPU_TYPE;count:1;install-nvidia-driver"
-  if [ -n "${IMAGE:-}" ]; then
-    echo "sdk_container_image=$IMAGE"
-  else
-    echo "setup_file=./setup.py"
-  fi
-  echo "device=$DEVICE"
-  if [ "$DEVICE" = gpu ]; then
-    if [ "$GPU_SCOPE" = predict ]; then
-      echo "inference_accelerator=$accelerator"
-    else
-      echo "dataflow_service_options=worker_accelerator=$accelerator"
-    fi
-  fi
-  if [ "$ONE_SDK_PROCESS_PER_VM" = 1 ]; then
-    echo "experiments=no_use_multiple_sdk_containers"
-    echo "share_model_across_processes=false"
-  else
-    echo "share_model_across_processes=true"
-  fi
-}
-
-require_cloud_settings() {
-  require PROJECT BUCKET
-  if [ "$DEVICE" = gpu ] && [ -z "${IMAGE:-}" ]; then
-    echo "DEVICE=gpu needs IMAGE: GPU workers run the project image (./launch.sh image builds it)" >&2
-    exit 2
-  fi
-}
-
-job_name() {
-  echo "batch-inference-$(date -u +%Y%m%d-%H%M%S)"
-}
-
-# Flex Template parameters from --name=value flags.
-template_parameters() {
-  local arg
-  for arg in "$@"; do
-    case "$arg" in
-      --*=*) echo "${arg#--}" ;;
-      *) echo "pass template parameters as --name=value, not $arg" >&2; exit 2 ;;
-    esac
-  done
-}
-
-# Beam option, then the gcloud flex-template flag and the launch API field that set it.
-ENVIRONMENT_NAMES="temp_location temp-location tempLocation
-staging_location staging-location stagingLocation
-service_account_email service-account-email serviceAccountEmail
-machine_type worker-machine-type machineType
-max_num_workers max-workers maxWorkers"
-
-# The launch environment as gcloud flags (gcloud) or launch API fields (api), one a line.
-launch_environment() {
-  local line option flag field
-  while IFS= read -r line; do
-    while read -r option flag field; do
-      if [ "${line%%=*}" = "$option" ]; then
-        if [ "$1" = gcloud ]; then echo "--$flag=${line#*=}"; else echo "$field=${line#*=}"; fi
-      fi
-    done <<< "$ENVIRONMENT_NAMES"
-  done < <(worker_environment)
-}
-
+# A cloud verb's --help: its own block of the text below.
 verb_usage() {
-  case "$1" in
-    dataflow) cat <<USAGE
+  awk -v verb="$1" '/^Usage: / { show = ($3 == verb) } show' <<'USAGE'
 Usage: ./launch.sh dataflow --input=gs://... --model=gs://... --output=gs://... [FLAGS...]
 Submits the job to Dataflow from this machine (python -m pipelines.run --runner=DataflowRunner),
 with the settings' project, region, bucket, image, device and workers, and waits for the summary
 (add --wait_for_job=false to return once it is submitted). Needs PROJECT and BUCKET; IMAGE for
 DEVICE=gpu. Check a job without submitting it:
   python -m deploy.dataflow_job FLAGS... --dataflow_job_file=job.json
-USAGE
-    ;;
-    image) cat <<USAGE
 Usage: ./launch.sh image
 Builds the Dockerfile with Cloud Build and pushes it to IMAGE (an Artifact Registry path such as
 REGION-docker.pkg.dev/PROJECT/REPOSITORY/batch-inference:TAG). Needs PROJECT and IMAGE.
-USAGE
-    ;;
-    template) cat <<USAGE
 Usage: ./launch.sh template
 Writes the Flex Template spec to TEMPLATE (default gs://BUCKET/templates/batch-inference.json):
 the image IMAGE plus the parameters in deploy/flex-template/metadata.json. Needs PROJECT, BUCKET, IMAGE.
-USAGE
-    ;;
-    run-template) cat <<USAGE
 Usage: ./launch.sh run-template --input=gs://... --model=gs://... --output=gs://... [--name=value...]
 Launches a Dataflow job from TEMPLATE with the settings' workers and device; every --name=value
 becomes a template parameter (our flags, or Beam options such as --max_batch_rows=8192).
-USAGE
-    ;;
-    schedule) cat <<USAGE
 Usage: ./launch.sh schedule [--cron='0 2 * * *'] [--name=NAME] --input=gs://... --model=gs://... --output=gs://...
 Creates a Cloud Scheduler job (default name batch-inference) that launches the Flex Template on
 the cron (SCHEDULE, TIME_ZONE) as SERVICE_ACCOUNT, with the parameters given here. Each run gets
 a new run id. Change it later with gcloud scheduler jobs update http, or delete and re-create.
 Needs PROJECT, BUCKET, IMAGE, SERVICE_ACCOUNT.
-USAGE
-    ;;
-    k8s) cat <<USAGE
 Usage: ./launch.sh k8s job|cronjob --input=gs://... --model=gs://... --output=gs://... [FLAGS...]
 Prints deploy/k8s/job.yaml or cronjob.yaml with IMAGE, SERVICE_ACCOUNT, GPU_TYPE (and SCHEDULE,
 TIME_ZONE) filled in and the flags appended; apply it with: | kubectl apply -f -
 The pod runs the pipeline itself on one GPU node; Workload Identity gives it SERVICE_ACCOUNT.
 USAGE
-    ;;
-  esac
-}
-
-
-# A benchmark-only virtualenv that sees the project's pinned stack and adds one tool on top
-# (Ray, tf.Transform), so the tool never changes the stack. If it cannot be installed here,
-# the reason is kept in VENV/UNAVAILABLE and the benchmark reports it instead of a number.
-side_venv() {
-  local dir=$1 requirements=$2 stamp want
-  stamp="$dir/.installed"
-  want=$(cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    return 0
-  fi
-  rm -rf "$dir"
-  mkdir -p "$(dirname "$dir")"
-  "$PYTHON" -m venv "$dir"
-  "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
-    > "$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_stack.pth"
-  if "$dir/bin/python" -m pip install --quiet -r "$requirements" > "$dir/install.log" 2>&1; then
-    echo "$want" > "$stamp"
-  else
-    local why
-    why=$(grep -E '^ERROR' "$dir/install.log" | tail -1 | cut -c1-200)
-    rm -rf "${dir:?}/bin"
-    echo "pip could not install $(grep -v '^#' "$requirements" | tr '\n' ' ')here: ${why:-see $dir/install.log}" \
-      > "$dir/UNAVAILABLE"
-  fi
 }
 
 verb=${1:-help}
@@ -369,8 +198,7 @@ case "$verb" in
     install
     quiet_tf
     ensure_bundle
-    side_venv build/bench/ray-venv benchmarks/requirements-ray.txt
-    side_venv build/bench/tft-venv benchmarks/requirements-tft.txt
+    "$PYTHON" -m benchmarks.side_venvs
     "$PYTHON" -m benchmarks.run "$@"
     ;;
   train)
@@ -402,14 +230,12 @@ case "$verb" in
     "$PYTHON" -m pipelines.record.status "--run_id=$run_id" "${where[@]}" "$@"
     ;;
   dataflow)
-    require_cloud_settings
-    flags=(--runner=DataflowRunner "--project=$PROJECT" "--region=$REGION")
-    while IFS= read -r line; do flags+=("--$line"); done < <(worker_environment; worker_settings)
-    if [ "${DRY_RUN:-0}" != 1 ]; then
-      install
-      quiet_tf
-    fi
-    cloud "$PYTHON" -m pipelines.run "${flags[@]}" "$@"
+    require --dataflow
+    lines=$(python3 deploy/settings.py beam-flags)
+    mapfile -t flags <<< "$lines"
+    if [ "${DRY_RUN:-0}" != 1 ]; then install; quiet_tf; fi
+    cloud "$PYTHON" -m pipelines.run --runner=DataflowRunner "--project=$PROJECT" "--region=$REGION" \
+      "${flags[@]}" "$@"
     ;;
   image)
     require PROJECT IMAGE
@@ -423,20 +249,15 @@ case "$verb" in
       --sdk-language=PYTHON --metadata-file=deploy/flex-template/metadata.json
     ;;
   run-template)
-    require_cloud_settings
-    require IMAGE
-    # The launcher returns once the job is submitted instead of staying up until it ends.
-    params=$(worker_settings; echo wait_for_job=false; template_parameters "$@")
-    env_flags=()
-    while IFS= read -r line; do env_flags+=("$line"); done < <(launch_environment gcloud)
-    # ^~^ makes ~ the separator, since values hold commas and semicolons.
-    cloud gcloud dataflow flex-template run "$(job_name)" --project="$PROJECT" --region="$REGION" \
-      --template-file-gcs-location="$TEMPLATE" "${env_flags[@]}" \
-      "--parameters=^~^$(echo "$params" | paste -sd '~' -)"
+    require --dataflow IMAGE
+    lines=$(python3 deploy/settings.py launch-environment gcloud)
+    mapfile -t environment <<< "$lines"
+    parameters=$(python3 deploy/settings.py gcloud-parameters "$@")
+    cloud gcloud dataflow flex-template run "$(python3 deploy/settings.py job-name)" --project="$PROJECT" \
+      --region="$REGION" --template-file-gcs-location="$TEMPLATE" "${environment[@]}" "$parameters"
     ;;
   schedule)
-    require_cloud_settings
-    require IMAGE SERVICE_ACCOUNT
+    require --dataflow IMAGE SERVICE_ACCOUNT
     name=batch-inference
     passthrough=()
     for arg in "$@"; do
@@ -448,12 +269,7 @@ case "$verb" in
     done
     body=build/scheduler/$name.json
     mkdir -p build/scheduler
-    render=(python3 deploy/render.py launch-request --job_name="$name" --template="$TEMPLATE")
-    while IFS= read -r line; do render+=("--environment=$line"); done < <(launch_environment api)
-    while IFS= read -r line; do
-      render+=("--parameter=$line")
-    done < <(worker_settings; echo wait_for_job=false; template_parameters "${passthrough[@]+"${passthrough[@]}"}")
-    "${render[@]}" > "$body"
+    python3 deploy/settings.py launch-request "$name" "${passthrough[@]+"${passthrough[@]}"}" > "$body"
     echo "launch request: $body" >&2
     cloud gcloud scheduler jobs create http "$name" --project="$PROJECT" --location="$REGION" \
       --schedule="$SCHEDULE" --time-zone="$TIME_ZONE" --http-method=POST \
@@ -469,11 +285,10 @@ case "$verb" in
       *) verb_usage k8s >&2; exit 2 ;;
     esac
     require IMAGE SERVICE_ACCOUNT
-    render=(python3 deploy/render.py manifest "deploy/k8s/$kind.yaml" "--set=IMAGE=$IMAGE"
-      "--set=SERVICE_ACCOUNT=$SERVICE_ACCOUNT" "--set=GPU_TYPE=$GPU_TYPE" "--set=JOB_NAME=$(job_name)"
-      "--set=SCHEDULE=$SCHEDULE" "--set=TIME_ZONE=$TIME_ZONE")
-    for arg in "$@"; do render+=("--arg=$arg"); done
-    "${render[@]}"
+    python3 deploy/render.py manifest "deploy/k8s/$kind.yaml" "--set=IMAGE=$IMAGE" \
+      "--set=SERVICE_ACCOUNT=$SERVICE_ACCOUNT" "--set=GPU_TYPE=$GPU_TYPE" \
+      "--set=JOB_NAME=$(python3 deploy/settings.py job-name)" "--set=SCHEDULE=$SCHEDULE" \
+      "--set=TIME_ZONE=$TIME_ZONE" "${@/#/--arg=}"
     ;;
   help|-h|--help)
     usage

@@ -1,12 +1,10 @@
-"""Renders the deploy files from launch.sh settings; standard library only, so no virtualenv is needed.
+"""Renders the Kubernetes manifests from launch.sh settings; standard library only (no virtualenv).
 
-  python3 deploy/render.py launch-request --job_name N --template gs://... \\
-      --environment tempLocation=gs://... --parameter input=gs://... > body.json
   python3 deploy/render.py manifest deploy/k8s/job.yaml --set IMAGE=... --arg=--input=gs://...
 
-`launch-request` is the body of a Dataflow `flexTemplates:launch` call, which
-Cloud Scheduler posts on its cron. `manifest` fills a Kubernetes manifest's
-${NAME} placeholders and appends the job's flags to its container args.
+`manifest` fills a Kubernetes manifest's ${NAME} placeholders and appends the
+job's flags to its container args. (Cloud Scheduler's launch request is
+rendered by settings.py, beside the launch environment it holds.)
 """
 
 from __future__ import annotations
@@ -17,9 +15,6 @@ import string
 import sys
 from typing import Optional, Sequence
 
-# Launch environment fields that hold numbers in the API.
-_INTEGER_FIELDS = ('maxWorkers', 'numWorkers')
-
 
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
   pairs = {}
@@ -29,14 +24,6 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
       raise SystemExit(f'error: {what} {item!r} is not NAME=VALUE')
     pairs[name] = value
   return pairs
-
-
-def launch_request(job_name: str, template: str, environment: dict[str, str],
-                   parameters: dict[str, str]) -> dict:
-  """The flexTemplates:launch request body."""
-  env = {k: int(v) if k in _INTEGER_FIELDS else v for k, v in environment.items() if v != ''}
-  return {'launchParameter': {'jobName': job_name, 'containerSpecGcsPath': template,
-                              'environment': env, 'parameters': parameters}}
 
 
 def manifest(template_text: str, values: dict[str, str], args: Sequence[str]) -> str:
@@ -57,23 +44,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='deploy/render.py', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   verbs = parser.add_subparsers(dest='verb', required=True)
-  body = verbs.add_parser('launch-request', help='the Flex Template launch body Cloud Scheduler posts')
-  body.add_argument('--job_name', required=True)
-  body.add_argument('--template', required=True, help='gs:// path of the Flex Template spec')
-  body.add_argument('--environment', action='append', default=[], help='launch environment field NAME=VALUE')
-  body.add_argument('--parameter', action='append', default=[], help='template parameter NAME=VALUE')
   kube = verbs.add_parser('manifest', help='a Kubernetes manifest with its settings filled in')
   kube.add_argument('path')
   kube.add_argument('--set', action='append', default=[], help='placeholder NAME=VALUE')
   kube.add_argument('--arg', action='append', default=[], help='a flag appended to the container args')
   args = parser.parse_args(argv)
-  if args.verb == 'launch-request':
-    request = launch_request(args.job_name, args.template, _pairs(args.environment, '--environment'),
-                             _pairs(args.parameter, '--parameter'))
-    sys.stdout.write(json.dumps(request, indent=2) + '\n')
-  else:
-    with open(args.path, encoding='utf-8') as f:
-      sys.stdout.write(manifest(f.read(), _pairs(args.set, '--set'), args.arg))
+  with open(args.path, encoding='utf-8') as f:
+    sys.stdout.write(manifest(f.read(), _pairs(args.set, '--set'), args.arg))
   return 0
 
 
