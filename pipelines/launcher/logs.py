@@ -34,9 +34,9 @@ from typing import Optional, Sequence
 TF_CPP_MIN_LOG_LEVEL = '2'
 # The folder of the log files under a local --output, beside _watch and _estimates.
 LOGS_FOLDER = '_logs'
-# Our top-level packages: log records from their modules are our own lines.
-_OURS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
-              for package in ('pipelines', 'transforms', 'models'))
+# Our top-level packages (this file is ROOT/pipelines/launcher/logs.py): log records from their modules are our own lines.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_OURS = tuple(os.path.join(_ROOT, package) + os.sep for package in ('pipelines', 'transforms', 'models'))
 # Outputs that are not a local folder: their log file goes to the system's temporary folder.
 _REMOTE = ('gs://', 'bq://', 'postgresql://', 'postgres://', 'cloudsql://')
 _FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
