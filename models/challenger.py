@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import ModelBundle, Outputs
-from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, _predict_row_by_row
+from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row
 from models.handlers import handler_for, load_predictor
-from models.inference import PredictionColumns, _FormatFn, _model_error_letters
+from models.inference import PredictionColumns, FormatFn, model_error_letters
 from transforms.data_profile import _significant, _unique_counts, psi
 from transforms.dead_letters import DEAD_LETTERS
 from transforms.features import FeatureSpec
@@ -113,7 +113,7 @@ class ChallengerHandler(MatrixModelHandler):
     try:
       challenger = np.asarray(model.predict_challenger(features), dtype=np.float32)
     except Exception:  # pylint: disable=broad-except  (each row is retried; failures stay NaN)
-      challenger, _ = _predict_row_by_row(_ChallengerView(model), features)
+      challenger, _ = predict_row_by_row(_ChallengerView(model), features)
     results, start = [], 0
     for matrix, result in zip(batch, champion):
       end = start + matrix.shape[0]
@@ -130,7 +130,7 @@ def _top(scores: np.ndarray, outputs: Outputs) -> tuple[Optional[pa.Array], np.n
   return pa.array(outputs.classes, pa.string()).take(best), scores[np.arange(len(scores)), best].astype(np.float64)
 
 
-class _FormatWithChallengerFn(_FormatFn):
+class _FormatWithChallengerFn(FormatFn):
   """Lays out the champion's predictions as `Predict` does, and pairs both models' verdicts per row."""
 
   def __init__(self, columns: PredictionColumns, challenger: Outputs, segment_column: Optional[str]):
@@ -188,7 +188,7 @@ class PredictWithChallenger(beam.PTransform):
     formatted = predicted | 'Format' >> beam.ParDo(
         _FormatWithChallengerFn(self.columns, self.challenger, self.segment_column)).with_outputs(
             DEAD_LETTERS, COMPARISON, main='predictions')
-    letters = ((formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters))
+    letters = ((formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(model_error_letters))
                | 'AllModelErrors' >> beam.Flatten())
     return {'predictions': formatted['predictions'], DEAD_LETTERS: letters, COMPARISON: formatted[COMPARISON]}
 

@@ -150,7 +150,7 @@ class Predictor(Protocol):
     """(rows, features) float32 in, (rows, outputs) out."""
 
 
-def _predict_row_by_row(model: Predictor, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+def predict_row_by_row(model: Predictor, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
   """Predicts one row at a time, so one poisonous row is rejected alone."""
   rows: list[Optional[np.ndarray]] = []
   errors: dict[int, str] = {}
@@ -241,7 +241,7 @@ class MatrixModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     try:
       outputs, errors = model.predict(features), {}
     except Exception:  # pylint: disable=broad-except  # frameworks raise many types; each row is retried below.
-      outputs, errors = _predict_row_by_row(model, features)
+      outputs, errors = predict_row_by_row(model, features)
     errors.update(_non_finite_rows(outputs, errors))
     results, start = [], 0
     for matrix in batch:

@@ -130,7 +130,7 @@ class PredictionColumns:
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
+def model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):
   """Dead letters for every row of a batch that failed outside the model call itself."""
   elements, error = failed
   message = f'model failed on this row\'s batch: {error_text(error)}'
@@ -141,7 +141,7 @@ def _model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray
     yield letters
 
 
-class _FormatFn(beam.DoFn):
+class FormatFn(beam.DoFn):
   """Lays out predicted rows; rows the model failed on go to the dead letters."""
 
   def __init__(self, columns: PredictionColumns):
@@ -189,10 +189,10 @@ class Predict(beam.PTransform):
   def expand(self, pairs):
     predicted, failed = pairs | 'RunInference' >> RunInference(
         KeyedRowsHandler(self.handler), model_identifier=self.model_identifier).with_exception_handling()
-    formatted = predicted | 'Format' >> beam.ParDo(_FormatFn(self.columns)).with_output_types(
+    formatted = predicted | 'Format' >> beam.ParDo(FormatFn(self.columns)).with_output_types(
         pa.RecordBatch).with_outputs(
         DEAD_LETTERS, main='predictions')
     letters = (
-        (formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(_model_error_letters))
+        (formatted[DEAD_LETTERS], failed.failed_inferences | 'ModelErrors' >> beam.FlatMap(model_error_letters))
         | 'AllModelErrors' >> beam.Flatten())
     return {'predictions': formatted['predictions'], DEAD_LETTERS: letters}

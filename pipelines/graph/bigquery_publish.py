@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 from google.api_core import exceptions
 from google.cloud import bigquery
 
-from pipelines.graph.bigquery_tables import _job_config, _reason
+from pipelines.graph.bigquery_tables import job_config, error_reason
 from transforms.bigquery import TableRef
 
 STAGING_PREFIX = '_staging_'
@@ -109,7 +109,7 @@ def load_parquet(bq: bigquery.Client, uris: Sequence[str], table: TableRef, sche
     rows = _load(bq, uris, table, schema, bigquery.WriteDisposition.WRITE_TRUNCATE)
     bq.update_table(_expiring(table, expires_hours), ['expires'])
   except exceptions.GoogleAPICallError as e:
-    raise ValueError(f'loading {len(uris)} Parquet file(s) into {table} failed: {_reason(e)}. Nothing was '
+    raise ValueError(f'loading {len(uris)} Parquet file(s) into {table} failed: {error_reason(e)}. Nothing was '
                      'published: the output table is unchanged.') from None
   return rows
 
@@ -163,10 +163,10 @@ def replace_run_rows(bq: bigquery.Client, target: TableRef, staging: TableRef, r
            f'VALUES ({", ".join("S." + c for c in columns)})')
   parameters = [bigquery.ScalarQueryParameter('run_id', 'STRING', run_id)]
   try:
-    bq.query(merge, job_config=_job_config(parameters)).result()
+    bq.query(merge, job_config=job_config(parameters)).result()
   except exceptions.GoogleAPICallError as e:
     raise ValueError(f'replacing the rows of run {run_id!r} in {target} with those of {staging} failed: '
-                     f'{_reason(e)}. The target is unchanged.') from None
+                     f'{error_reason(e)}. The target is unchanged.') from None
   return int(staged.num_rows or 0)
 
 
@@ -190,7 +190,7 @@ def drop_tables(bq: bigquery.Client, tables: Sequence[TableRef]) -> None:
 def rows_of_run(bq: bigquery.Client, table: TableRef, run_id: str) -> int:
   """Rows of `run_id` in the table, as BigQuery counts them."""
   job = bq.query(f'SELECT COUNT(*) AS n FROM {table.sql} WHERE run_id = @run_id',
-                 job_config=_job_config([bigquery.ScalarQueryParameter('run_id', 'STRING', run_id)]))
+                 job_config=job_config([bigquery.ScalarQueryParameter('run_id', 'STRING', run_id)]))
   return int(next(iter(job.result()))['n'])
 
 
@@ -219,7 +219,7 @@ def publish_run(bq: bigquery.Client, target: TableRef, uris: Sequence[str], sche
     try:
       _load(bq, uris, target, schema, bigquery.WriteDisposition.WRITE_APPEND)
     except exceptions.GoogleAPICallError as e:
-      raise ValueError(f'loading {len(uris)} Parquet file(s) into {target} failed: {_reason(e)}. Nothing was '
+      raise ValueError(f'loading {len(uris)} Parquet file(s) into {target} failed: {error_reason(e)}. Nothing was '
                        'published: the output table is unchanged.') from None
     if rows_of_run(bq, target, run_id) == rows:
       return rows
@@ -244,10 +244,10 @@ def replace_earlier_rows(bq: bigquery.Client, table: TableRef, run_id: str, *, t
   parameters = [bigquery.ScalarQueryParameter('run_id', 'STRING', run_id),
                 bigquery.ScalarQueryParameter('started', 'TIMESTAMP', started)]
   try:
-    job = bq.query(delete, job_config=_job_config(parameters))
+    job = bq.query(delete, job_config=job_config(parameters))
     job.result()
   except exceptions.BadRequest as e:  # e.g. rows still in the streaming buffer (STREAMING_INSERTS)
     raise ValueError(f'{table}: the new rows of run {run_id} are written, but the earlier attempt\'s rows could '
-                     f'not be deleted yet ({_reason(e)}). Delete them later: DELETE FROM {table.sql} WHERE '
+                     f'not be deleted yet ({error_reason(e)}). Delete them later: DELETE FROM {table.sql} WHERE '
                      f'run_id = \'{run_id}\' AND {time_column} < TIMESTAMP \'{started.isoformat()}\'') from None
   return int(job.num_dml_affected_rows or 0)

@@ -88,11 +88,11 @@ def parse_parameter(text: str) -> bigquery.ScalarQueryParameter:
     raise ValueError(f'--query_parameter {text!r}: {value!r} is not a {kind}: {e}') from None
 
 
-def _job_config(parameters: Sequence[bigquery.ScalarQueryParameter], **kwargs) -> bigquery.QueryJobConfig:
+def job_config(parameters: Sequence[bigquery.ScalarQueryParameter], **kwargs) -> bigquery.QueryJobConfig:
   return bigquery.QueryJobConfig(query_parameters=list(parameters), use_legacy_sql=False, **kwargs)
 
 
-def _reason(error: exceptions.GoogleAPICallError) -> str:
+def error_reason(error: exceptions.GoogleAPICallError) -> str:
   """BigQuery's own words, without the request URL."""
   errors = getattr(error, 'errors', None) or []
   return '; '.join(e.get('message', '') for e in errors if isinstance(e, dict)) or error.message
@@ -101,11 +101,11 @@ def _reason(error: exceptions.GoogleAPICallError) -> str:
 def dry_run(bq: bigquery.Client, query: str, parameters: Sequence[bigquery.ScalarQueryParameter] = ()) -> int:
   """Bytes the query would process; raises ValueError with BigQuery's message for a bad query."""
   try:
-    job = bq.query(query, job_config=_job_config(parameters, dry_run=True, use_query_cache=False))
+    job = bq.query(query, job_config=job_config(parameters, dry_run=True, use_query_cache=False))
   except exceptions.BadRequest as e:
-    raise ValueError(f'--input_query is not valid: {_reason(e)}') from None
+    raise ValueError(f'--input_query is not valid: {error_reason(e)}') from None
   except exceptions.NotFound as e:
-    raise ValueError(f'--input_query reads something that does not exist: {_reason(e)}') from None
+    raise ValueError(f'--input_query reads something that does not exist: {error_reason(e)}') from None
   return int(job.total_bytes_processed or 0)
 
 
@@ -124,9 +124,9 @@ def materialize_query(bq: bigquery.Client, query: str, parameters: Sequence[bigq
          f'OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {QUERY_RESULT_HOURS} HOUR)) '
          f'AS {query}')
   try:
-    bq.query(ddl, job_config=_job_config(parameters)).result()
+    bq.query(ddl, job_config=job_config(parameters)).result()
   except exceptions.GoogleAPICallError as e:
-    raise ValueError(f'--input_query failed: {_reason(e)}') from None
+    raise ValueError(f'--input_query failed: {error_reason(e)}') from None
   return table, bytes_processed
 
 

@@ -45,7 +45,7 @@ from pipelines.launcher import prices
 from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions, new_run_id
 from pipelines.record import publish
-from pipelines.record.report import _figure, _png, embed
+from pipelines.record.report import figure, png, embed
 from pipelines.record.summary import RunJob
 from transforms import dead_letters as dl
 from transforms.dead_letters import Rejected
@@ -265,7 +265,7 @@ def _hours(seconds: float) -> str:
 def chart(options: list[dict[str, Any]], chosen: dict[str, Any], best: Optional[dict[str, Any]],
           deadline: Optional[float]) -> bytes:
   """Cost against wall time of every setting, by machine type; the deadline, the chosen and the suggested."""
-  fig, ax = _figure(width=8.0, height=4.5)
+  fig, ax = figure(width=8.0, height=4.5)
   from matplotlib import colormaps
   for i, name in enumerate(dict.fromkeys(c['machine'] for c in options)):
     points = [c for c in options if c['machine'] == name]
@@ -284,7 +284,7 @@ def chart(options: list[dict[str, Any]], chosen: dict[str, Any], best: Optional[
   ax.set_ylabel('forecast cost (USD)')
   ax.set_title('Dataflow settings: cost against time')
   ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
-  return _png(fig)
+  return png(fig)
 
 
 def _usd(x: float) -> str:

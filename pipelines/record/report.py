@@ -26,7 +26,7 @@ OOV_RATE_DRIFT = 0.02  # absolute change in the share of unseen categories
 MEAN_DRIFT_STDS = 0.5  # change in the mean, in training standard deviations
 
 
-def _figure(width: float = 7.0, height: float = 3.2):
+def figure(width: float = 7.0, height: float = 3.2):
   import matplotlib
   matplotlib.use('Agg')  # no display on workers or in CI
   from matplotlib import pyplot as plt
@@ -34,7 +34,7 @@ def _figure(width: float = 7.0, height: float = 3.2):
   return fig, ax
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
   from matplotlib import pyplot as plt
   buffer = io.BytesIO()
   fig.tight_layout()
@@ -49,28 +49,28 @@ def outcome_chart(summary: RunSummary) -> bytes:
   colors = ['#4f81bd'] + ['#c0504d'] * (len(labels) - 1)
   if summary.rows_skipped:
     labels, values, colors = labels + ['skipped: scored before'], values + [summary.rows_skipped], colors + ['#999']
-  fig, ax = _figure(height=1.0 + 0.4 * len(labels))
+  fig, ax = figure(height=1.0 + 0.4 * len(labels))
   bars = ax.barh(labels[::-1], values[::-1], color=colors[::-1])
   ax.bar_label(bars, labels=[f'{v:,}' for v in values[::-1]], padding=3)
   ax.set_xlabel('rows')
   ax.set_title(f'{summary.rows_read:,} rows read')
   ax.margins(x=0.15)
-  return _png(fig)
+  return png(fig)
 
 
 def throughput_chart(per_second: list[list[float]]) -> bytes:
-  fig, ax = _figure()
+  fig, ax = figure()
   if per_second:
     start = per_second[0][0]
     ax.bar([s - start for s, _ in per_second], [n for _, n in per_second], width=1.0, align='edge', color='#4f81bd')
   ax.set_xlabel('seconds since the first prediction')
   ax.set_ylabel('rows predicted per second')
   ax.set_title('Throughput over time')
-  return _png(fig)
+  return png(fig)
 
 
 def predictions_chart(predictions: dict[str, list]) -> bytes:
-  fig, ax = _figure()
+  fig, ax = figure()
   if predictions['classes']:
     names = [str(c) for c, _ in predictions['classes']]
     bars = ax.bar(names, [n for _, n in predictions['classes']], color='#4f81bd')
@@ -84,22 +84,22 @@ def predictions_chart(predictions: dict[str, list]) -> bytes:
     ax.set_xlabel('score')
     ax.set_ylabel('rows')
     ax.set_title('Distribution of scores')
-  return _png(fig)
+  return png(fig)
 
 
 def confidence_chart(confidence: list[list[float]]) -> bytes:
-  fig, ax = _figure()
+  fig, ax = figure()
   ax.hist([v for v, _ in confidence], weights=[n for _, n in confidence], bins=20, range=(0, 1), color='#4f81bd')
   ax.set_xlabel('probability of the predicted class')
   ax.set_ylabel('rows')
   ax.set_title('Model confidence')
-  return _png(fig)
+  return png(fig)
 
 
 def rate_chart(title: str, names: list[str], run: list[Optional[float]], training: list[Optional[float]]) -> bytes:
   """Side-by-side bars of a per-feature rate, this run against training."""
   import numpy as np
-  fig, ax = _figure(height=1.2 + 0.45 * len(names))
+  fig, ax = figure(height=1.2 + 0.45 * len(names))
   y = np.arange(len(names))
   as_percent = lambda values: [100 * (v or 0.0) for v in values]
   ax.barh(y + 0.2, as_percent(run), height=0.4, label='this run', color='#4f81bd')
@@ -110,7 +110,7 @@ def rate_chart(title: str, names: list[str], run: list[Optional[float]], trainin
   ax.set_xlabel('% of rows')
   ax.set_title(title)
   ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0))
-  return _png(fig)
+  return png(fig)
 
 
 def drift_rows(run: dict[str, Any], training: Optional[dict[str, Any]]) -> list[dict[str, Any]]:

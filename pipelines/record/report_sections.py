@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any, Optional
 
-from pipelines.record.report import Section, _figure, _png
+from pipelines.record.report import Section, figure, png
 
 
 def flip_chart(flips: dict[str, dict[str, int]]) -> bytes:
@@ -18,7 +18,7 @@ def flip_chart(flips: dict[str, dict[str, int]]) -> bytes:
   champion = sorted(flips)
   challenger = sorted({b for row in flips.values() for b in row})
   counts = np.array([[flips[a].get(b, 0) for b in challenger] for a in champion], dtype=float)
-  fig, ax = _figure(width=1.6 + 1.1 * len(challenger), height=1.4 + 0.7 * len(champion))
+  fig, ax = figure(width=1.6 + 1.1 * len(challenger), height=1.4 + 0.7 * len(champion))
   shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
   ax.imshow(shares, cmap='Blues', vmin=0, vmax=1, aspect='auto')
   for i in range(len(champion)):
@@ -30,12 +30,12 @@ def flip_chart(flips: dict[str, dict[str, int]]) -> bytes:
   ax.set_xlabel('challenger predicts')
   ax.set_ylabel('model predicts')
   ax.set_title('Class flips (rows)')
-  return _png(fig)
+  return png(fig)
 
 
 def quantile_chart(quantiles: list[dict[str, float]]) -> bytes:
   """Each model's score at each quantile, and the shift between them."""
-  fig, ax = _figure()
+  fig, ax = figure()
   qs = [100 * q['q'] for q in quantiles]
   ax.plot(qs, [q['champion'] for q in quantiles], marker='o', label='model', color='#4f81bd')
   ax.plot(qs, [q['challenger'] for q in quantiles], marker='s', label='challenger', color='#c0504d')
@@ -47,20 +47,20 @@ def quantile_chart(quantiles: list[dict[str, float]]) -> bytes:
   twin.set_ylabel('challenger − model')
   ax.set_title('Score by quantile')
   ax.legend(loc='upper left')
-  return _png(fig)
+  return png(fig)
 
 
 def segment_chart(segments: list[dict[str, Any]], classes: bool) -> bytes:
   """Per segment: agreement (a classifier) or mean score shift (a regressor)."""
   names = [str(s['segment']) for s in segments]
   values = [100 * (s['agreement'] or 0.0) if classes else (s['mean_shift'] or 0.0) for s in segments]
-  fig, ax = _figure(height=1.2 + 0.4 * len(names))
+  fig, ax = figure(height=1.2 + 0.4 * len(names))
   bars = ax.barh(names[::-1], values[::-1], color='#4f81bd')
   ax.bar_label(bars, labels=[f'{v:.1f}%' if classes else f'{v:+.3g}' for v in values[::-1]], padding=3)
   ax.set_xlabel('agreement (%)' if classes else 'mean score shift (challenger − model)')
   ax.set_title('By segment')
   ax.margins(x=0.15)
-  return _png(fig)
+  return png(fig)
 
 
 def challenger_summary(plan, comparison: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:

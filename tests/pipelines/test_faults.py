@@ -42,7 +42,7 @@ def _predicted(tmp_path, capsys, model, input_path, run_id='r1') -> str:
 
 
 def test_output_becomes_unwritable_mid_job(tmp_path, penguin_bundle, monkeypatch, capsys):
-  original = inference._FormatFn.process
+  original = inference.FormatFn.process
 
   def format_then_break_the_output(self, element):
     for staging in glob.glob(str(tmp_path / 'out' / 'r1' / 'attempt-*')):
@@ -51,7 +51,7 @@ def test_output_becomes_unwritable_mid_job(tmp_path, penguin_bundle, monkeypatch
         f.write('not a folder')
     yield from original(self, element)
 
-  monkeypatch.setattr(inference._FormatFn, 'process', format_then_break_the_output)
+  monkeypatch.setattr(inference.FormatFn, 'process', format_then_break_the_output)
   assert _main(tmp_path, penguin_bundle.path, train.EXAMPLE_DATA) == 1
   error = _error(capsys)
   assert error.startswith('error: run r1 failed: ') and 'Traceback' not in error

@@ -116,13 +116,13 @@ def test_failure_after_every_shard_is_written__publishes_nothing(tmp_path, pengu
 
 
 def test_rows_lost_between_read_and_write__fail_the_job_with_the_counts(tmp_path, penguin_bundle, monkeypatch, capsys):
-  original = inference._FormatFn.process
+  original = inference.FormatFn.process
 
   def drop_first_row(self, element):
     for output in original(self, element):
       yield output.slice(1) if isinstance(output, pa.RecordBatch) else output
 
-  monkeypatch.setattr(inference._FormatFn, 'process', drop_first_row)
+  monkeypatch.setattr(inference.FormatFn, 'process', drop_first_row)
   out = tmp_path / 'out'
   assert run_job.main(_args(out, penguin_bundle, 'lossy')) == 1
   error = capsys.readouterr().err
