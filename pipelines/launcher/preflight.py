@@ -51,6 +51,8 @@ class PreflightReport:
   notes: list[str]
   tables: list[str] = dataclasses.field(default_factory=list)  # what was checked of BigQuery or PostgreSQL
   writable: list[str] = dataclasses.field(default_factory=list)  # folders a probe file was written to
+  # The first input file with rows: its columns' types (read once here, used again to type the output).
+  input_schema: Optional[pa.Schema] = None
 
   def render(self) -> str:
     lines = [f'preflight passed: model {self.bundle.name} v{self.bundle.version} loads and takes '
@@ -90,15 +92,16 @@ def repeated_columns(schema: pa.Schema) -> dict[str, int]:
   return counts
 
 
-def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tuple[list[str], list[str], int, int]:
+def _check_input(opts: BatchInferenceOptions,
+                 spec: Optional[FeatureSpec]) -> tuple[list[str], list[str], int, int, Optional[pa.Schema]]:
   try:
     files = sorted((m.path, m.size_in_bytes) for m in FileSystems.match([opts.input])[0].metadata_list)
   except Exception as e:  # pylint: disable=broad-except  (each file system raises its own types)
-    return [f'--input {opts.input}: cannot list files: {e}'], [], 0, 0
+    return [f'--input {opts.input}: cannot list files: {e}'], [], 0, 0, None
   if not files:
-    return [f'--input {opts.input} matches no files'], [], 0, 0
+    return [f'--input {opts.input} matches no files'], [], 0, 0, None
   paths = [path for path, _ in files]
-  problems, notes, peeked = [], [], 0
+  problems, notes, peeked, first = [], [], 0, None
   if not opts.input_format:
     for path in paths:
       try:
@@ -117,6 +120,7 @@ def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tu
       problems.append(f'cannot read {path}: {type(e).__name__}: {e}')
       continue
     peeked += 1
+    first = first or schema
     if spec is not None:
       found, fills = schema_problems(schema, spec, key_column=opts.key_column, passthrough=tuple(opts.passthrough))
       problems += [f'{path}: {p}' for p in found]
@@ -129,7 +133,7 @@ def _check_input(opts: BatchInferenceOptions, spec: Optional[FeatureSpec]) -> tu
         else:
           notes.append(f'{path}: column {name!r} appears {copies} times; the job does not read it, so the '
                        'copies are ignored')
-  return problems, notes, len(paths), peeked
+  return problems, notes, len(paths), peeked, first
 
 
 def check_writable(directory: str) -> Optional[str]:
@@ -177,9 +181,9 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
   except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
     problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
     bundle = None
-  notes, files, peeked, writable = [], 0, 0, []
+  notes, files, peeked, writable, schema = [], 0, 0, [], None
   if not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
-    found, notes, files, peeked = _check_input(opts, bundle.features if bundle else None)
+    found, notes, files, peeked, schema = _check_input(opts, bundle.features if bundle else None)
     problems += found
   folders = [opts.output, opts.dead_letter_target, opts.records_location()]
   folders = [d for d in dict.fromkeys(folders) if d and not is_table(d) and not is_database(d)]
@@ -193,4 +197,4 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     raise PreflightError(problems)
   for note in notes:
     logging.info('preflight: %s', note)
-  return PreflightReport(bundle, files, peeked, notes, writable=writable)
+  return PreflightReport(bundle, files, peeked, notes, writable=writable, input_schema=schema)

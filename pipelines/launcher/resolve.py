@@ -33,7 +33,6 @@ from transforms import dead_letters as dl
 from transforms.bigquery import TableRef, is_table, table_schema
 from transforms.bigquery_read import ReadSession, create_read_session
 from transforms.postgres import PgTarget, is_database
-from transforms.sources import peek_schema
 
 DEFAULT_KEY = 'row_id'
 
@@ -57,10 +56,10 @@ def _output_key_type(opts: BatchInferenceOptions, project: Optional[str], key: s
 
 
 def _input_types(opts: BatchInferenceOptions, bundle: ModelBundle, bq_input: Optional[bqp.BigQueryInput],
-                 offline: bool) -> tuple[pa.DataType, tuple[pa.Field, ...]]:
+                 offline: bool, peeked: Optional[pa.Schema]) -> tuple[pa.DataType, tuple[pa.Field, ...]]:
   """The key's type, and the passthrough columns with the type each has in the input table or the first
-  input file with rows. When no file has a row (a day with no data), features take the bundle's types and
-  other columns are text: there is no value to keep the type of."""
+  input file with rows (`peeked` by preflight). When no file has a row (a day with no data), features take
+  the bundle's types and other columns are text: there is no value to keep the type of."""
   columns = ([opts.key_column] if opts.key_column else []) + opts.passthrough
   if not columns:
     return pa.string(), ()
@@ -68,19 +67,16 @@ def _input_types(opts: BatchInferenceOptions, bundle: ModelBundle, bq_input: Opt
     schema = bq_input.schema
   elif offline:  # the graph's shape does not depend on these types
     schema = pa.schema([pa.field(c, pa.string()) for c in columns])
-  else:
-    try:
-      schema = peek_schema(opts.input, file_format=opts.input_format, columns=columns)
-    except ValueError as e:
-      if 'no readable rows' not in str(e):
-        raise
-      logging.info('--input %s has no rows: the output columns take the types of the model\'s features, or text',
-                   opts.input)
-      dtypes = {f.name: pa.float64() if f.dtype == 'float' else pa.string() for f in bundle.features.features}
-      schema = pa.schema([pa.field(c, dtypes.get(c, pa.string())) for c in columns])
+  elif peeked is not None:
+    schema = peeked
     missing = [c for c in opts.passthrough if c not in schema.names]
     if missing:
       raise ValueError(f'--passthrough_columns {missing} are not in {opts.input} (it has {schema.names})')
+  else:
+    logging.info('--input %s has no rows: the output columns take the types of the model\'s features, or text',
+                 opts.input)
+    dtypes = {f.name: pa.float64() if f.dtype == 'float' else pa.string() for f in bundle.features.features}
+    schema = pa.schema([pa.field(c, dtypes.get(c, pa.string())) for c in columns])
   key_type = _key_type(schema.field(opts.key_column) if opts.key_column in schema.names else None)
   return key_type, tuple(schema.field(c).with_nullable(True) for c in opts.passthrough)
 
@@ -233,7 +229,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
       incremental, unscored = _incremental(opts, bundle, project, check_only=check_only)
       bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
-    key_type, passthrough = _input_types(opts, bundle, bq_input, offline) if typed else (pa.string(), ())
+    key_type, passthrough = _input_types(opts, bundle, bq_input, offline, report.input_schema) if typed else (pa.string(), ())
     columns = _columns(opts, bundle, key, passthrough, key_type)
     predictions, dead_letters = _destinations(opts, columns, opts.run_id, attempt)
     if not offline and typed:
