@@ -163,10 +163,12 @@ def validate(batch: pa.RecordBatch, spec: FeatureSpec, *, key_column: Optional[s
 
   if key_column:
     keys = _as_array(batch.column(key_column)) if key_column in names else pa.nulls(n, pa.string())
+    # Every value of a signed or narrower integer column fits int64: no need to check its text.
+    fits = pa.types.is_integer(keys.type) and keys.type != pa.uint64()
     keys = keys.cast(pa.string())
     reject(keys.is_null().to_numpy(zero_copy_only=False), dl.MISSING_KEY,
            lambda i: f'{key_column}: missing key value')
-    if integer_key:
+    if integer_key and not fits:
       whole = _fits_int64(keys)
       reject(~whole, dl.INVALID_TYPE,
              lambda i: f'{key_column}: key {keys[i].as_py()!r} is not an integer, as the key column is elsewhere')

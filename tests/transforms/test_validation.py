@@ -167,6 +167,19 @@ def test_validate__integer_key_takes_every_int64_and_rejects_what_int64_cannot_h
   assert set(letters.column('reason_code').to_pylist()) == {'invalid_type'}
 
 
+def test_validate__integer_key_column_of_integers_passes_whole_and_uint64_is_still_checked():
+  signed = pa.array([2**63 - 1, -2**63, 0], pa.int64())
+  valid, letters = validate(_raw(id=signed, length=['1'] * 3, colour=['red'] * 3), SPEC, key_column='id',
+                            integer_key=True)
+  assert valid.column(dl.KEY).to_pylist() == ['9223372036854775807', '-9223372036854775808', '0'] and letters is None
+  unsigned = pa.array([2**63 - 1, 2**63, 2**64 - 1], pa.uint64())  # the last two are beyond int64
+  valid, letters = validate(_raw(id=unsigned, length=['1'] * 3, colour=['red'] * 3), SPEC, key_column='id',
+                            integer_key=True)
+  assert valid.column(dl.KEY).to_pylist() == ['9223372036854775807']
+  assert letters.column('key').to_pylist() == ['9223372036854775808', '18446744073709551615']
+  assert set(letters.column('reason_code').to_pylist()) == {'invalid_type'}
+
+
 def test_validate__key_column_absent_from_the_input_rejects_every_row():
   _, letters = validate(_raw(length=['1'], colour=['red']), SPEC, key_column='id')
   assert letters.column('reason_code').to_pylist() == ['missing_key']
