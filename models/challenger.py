@@ -29,7 +29,7 @@ from models.bundle import ModelBundle, Outputs
 from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row
 from models.handlers import handler_for, load_predictor
 from models.inference import PredictionColumns, FormatFn, model_error_letters
-from transforms.data_profile import _significant, _unique_counts, psi
+from transforms.data_profile import significant_digits, unique_counts, psi
 from transforms.dead_letters import DEAD_LETTERS
 from transforms.features import FeatureSpec
 from transforms.validation import coerce_column
@@ -255,8 +255,8 @@ class CompareFn(beam.CombineFn):
     acc['unscored'] += int(unscored.sum())
     champion = batch.column('champion_score').to_numpy(zero_copy_only=False)
     challenger = batch.column('challenger_score').to_numpy(zero_copy_only=False)
-    acc['champion'].update(_unique_counts(_significant(champion[scored])))
-    acc['challenger'].update(_unique_counts(_significant(challenger[scored])))
+    acc['champion'].update(unique_counts(significant_digits(champion[scored])))
+    acc['challenger'].update(unique_counts(significant_digits(challenger[scored])))
     if 'champion_class' in batch.schema.names:
       same = pc.fill_null(pc.equal(batch.column('champion_class'), batch.column('challenger_class')), False)
       agree = same.to_numpy(zero_copy_only=False)

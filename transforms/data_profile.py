@@ -138,11 +138,11 @@ class PredictionProfileFn(beam.CombineFn):
       acc['classes'].update(_counts(batch.column('predicted_class')))
       probability = batch.column('predicted_probability').to_numpy(zero_copy_only=False)
       confidence = np.round(probability.astype(np.float64), 2)
-      acc['confidence'].update(_unique_counts(confidence))
+      acc['confidence'].update(unique_counts(confidence))
     if 'score' in names:
-      acc['scores'].update(_unique_counts(_significant(batch.column('score').to_numpy(zero_copy_only=False))))
+      acc['scores'].update(unique_counts(significant_digits(batch.column('score').to_numpy(zero_copy_only=False))))
     seconds = pc.cast(batch.column('predicted_at'), pa.int64()).to_numpy(zero_copy_only=False) // 1_000_000
-    acc['per_second'].update(_unique_counts(seconds))
+    acc['per_second'].update(unique_counts(seconds))
     return acc
 
   def merge_accumulators(self, accumulators):
@@ -169,7 +169,7 @@ def psi(expected: dict[Any, float], actual: dict[Any, float], *, floor: float = 
   return total
 
 
-def _significant(x: np.ndarray, digits: int = 3) -> np.ndarray:
+def significant_digits(x: np.ndarray, digits: int = 3) -> np.ndarray:
   x = x.astype(np.float64)
   finite = np.isfinite(x) & (x != 0)
   scale = np.zeros_like(x)
@@ -177,7 +177,7 @@ def _significant(x: np.ndarray, digits: int = 3) -> np.ndarray:
   return np.where(finite, np.round(x * np.where(finite, scale, 1.0)) / np.where(finite, scale, 1.0), x)
 
 
-def _unique_counts(x: np.ndarray) -> dict[Any, int]:
+def unique_counts(x: np.ndarray) -> dict[Any, int]:
   values, counts = np.unique(x, return_counts=True)
   return dict(zip(values.tolist(), counts.tolist()))
 
