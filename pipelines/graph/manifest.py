@@ -17,8 +17,8 @@ in the plan, and written by the job's final step beside the summary
 
 from __future__ import annotations
 
-import dataclasses
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import os
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import ROOT
 from pipelines.options import BatchInferenceOptions
 
 MANIFEST_FILE = 'manifest.json'
@@ -44,7 +45,6 @@ LIBRARIES = ('apache-beam', 'tensorflow', 'pyarrow', 'numpy', 'google-cloud-bigq
 # calls group rows differently (float sums in another order) still matches.
 DIGEST_DECIMALS = 4
 _CHUNK = 8 << 20
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sha256(path: str) -> str:
@@ -81,9 +81,9 @@ def input_files(pattern: str) -> list[dict[str, Any]]:
 def code_version() -> dict[str, Optional[str]]:
   """`git describe` of this checkout when it is one, and the installed package version."""
   described = None
-  if os.path.isdir(os.path.join(_ROOT, '.git')) or os.path.isfile(os.path.join(_ROOT, '.git')):
+  if os.path.isdir(os.path.join(ROOT, '.git')) or os.path.isfile(os.path.join(ROOT, '.git')):
     try:
-      described = subprocess.run(['git', 'describe', '--always', '--dirty', '--tags'], cwd=_ROOT, capture_output=True,
+      described = subprocess.run(['git', 'describe', '--always', '--dirty', '--tags'], cwd=ROOT, capture_output=True,
                                  text=True, timeout=10, check=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
       described = None

@@ -29,14 +29,15 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
+from pipelines import ROOT
+
 # TensorFlow's C++ INFO and WARNING lines (CPU instruction sets, oneDNN notes). Errors stay. Set before
 # TensorFlow is imported; worker processes inherit it (the container image sets the same for Dataflow's).
 TF_CPP_MIN_LOG_LEVEL = '2'
 # The folder of the log files under a local --output, beside _watch and _estimates.
 LOGS_FOLDER = '_logs'
-# Our top-level packages (this file is ROOT/pipelines/launcher/logs.py): log records from their modules are our own lines.
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_OURS = tuple(os.path.join(_ROOT, package) + os.sep for package in ('pipelines', 'transforms', 'models'))
+# Our top-level packages: log records from their modules are our own lines.
+_OURS = tuple(os.path.join(ROOT, package) + os.sep for package in ('pipelines', 'transforms', 'models'))
 # Outputs that are not a local folder: their log file goes to the system's temporary folder.
 _REMOTE = ('gs://', 'bq://', 'postgresql://', 'postgres://', 'cloudsql://')
 _FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
