@@ -40,14 +40,11 @@ Usage: ./launch.sh VERB [ARGS...]
   schedule      Create a Cloud Scheduler job that launches the template on a cron.
   k8s           Print a Kubernetes Job or CronJob that runs the image on GKE.
 
- Settings come from the environment or a .env file (NAME=VALUE lines; the environment wins):
-  PROJECT, REGION (us-central1), BUCKET, IMAGE, SERVICE_ACCOUNT; and DEVICE (cpu|gpu, cpu),
-  GPU_TYPE (nvidia-l4), MACHINE_TYPE (g2-standard-4 with a GPU, n2-standard-4 without),
-  MAX_WORKERS (4), GPU_SCOPE (job|predict, job), ONE_SDK_PROCESS_PER_VM (0|1, 0),
-  TEMPLATE (gs://\$BUCKET/templates/batch-inference.json), SCHEDULE ('0 2 * * *'),
-  TIME_ZONE (Etc/UTC). Credentials: Application Default Credentials only
-  (gcloud auth application-default login); no keys in flags, files or the image.
-  DRY_RUN=1 prints each cloud command instead of running it.
+ Settings come from the environment or a .env file (NAME=VALUE lines; the environment wins),
+ with their choices and defaults:
+$(python3 deploy/settings.py describe | sed 's/^/  /')
+  Credentials: Application Default Credentials only (gcloud auth application-default login); no
+  keys in flags, files or the image. DRY_RUN=1 prints each cloud command instead of running it.
 USAGE
 }
 

@@ -10,6 +10,7 @@ the cloud verbs need no virtualenv.
   python3 deploy/settings.py gcloud-parameters [--name=value...]
   python3 deploy/settings.py launch-request JOB_NAME [--name=value...]   # Cloud Scheduler's body
   python3 deploy/settings.py job-name
+  python3 deploy/settings.py describe                         # the settings and defaults, for ./launch.sh help
 
 `resolve` reads the environment, then the `.env` file (ENV_FILE, default .env; the
 environment wins), fills in the defaults and checks them; launch.sh exports what it prints,
@@ -23,6 +24,7 @@ import datetime
 import json
 import os
 import sys
+import textwrap
 from typing import Callable, Mapping, Optional, Sequence
 
 
@@ -38,14 +40,14 @@ class Settings:
   bucket: str = ''
   image: str = ''
   service_account: str = ''
-  device: str = 'cpu'
+  device: str = dataclasses.field(default='cpu', metadata={'choices': 'cpu|gpu'})
   gpu_type: str = 'nvidia-l4'
-  machine_type: str = ''  # g2-standard-4 with a GPU, n2-standard-4 without
+  machine_type: str = dataclasses.field(default='', metadata={'default': 'g2-standard-4 with a GPU, n2-standard-4 without'})
   max_workers: str = '4'
-  gpu_scope: str = 'job'
-  one_sdk_process_per_vm: str = '0'
-  template: str = ''  # gs://BUCKET/templates/batch-inference.json
-  schedule: str = '0 2 * * *'
+  gpu_scope: str = dataclasses.field(default='job', metadata={'choices': 'job|predict'})
+  one_sdk_process_per_vm: str = dataclasses.field(default='0', metadata={'choices': '0|1'})
+  template: str = dataclasses.field(default='', metadata={'default': 'gs://$BUCKET/templates/batch-inference.json'})
+  schedule: str = dataclasses.field(default='0 2 * * *', metadata={'quoted': True})
   time_zone: str = 'Etc/UTC'
 
   @classmethod
@@ -86,6 +88,18 @@ class Settings:
 
 
 NAMES = tuple(f.name.upper() for f in dataclasses.fields(Settings))
+
+
+def describe() -> str:
+  """Every setting with its choices and default, in one paragraph, for `./launch.sh help`."""
+  parts = []
+  for field in dataclasses.fields(Settings):
+    default = field.metadata.get('default') or field.default
+    if default and field.metadata.get('quoted'):
+      default = f"'{default}'"
+    shown = ', '.join(x for x in (field.metadata.get('choices'), default) if x)
+    parts.append(f'{field.name.upper()} ({shown})' if shown else field.name.upper())
+  return ', '.join(parts) + '.'
 
 
 def read_env_file(path: str, warn: Callable[[str], None]) -> dict[str, str]:
@@ -241,6 +255,8 @@ def main(argv: Sequence[str]) -> int:
       lines = _lines(list(settings.as_environment().items()))
     elif view == 'job-name':
       lines = [job_name()]
+    elif view == 'describe':
+      lines = textwrap.wrap(describe(), width=96, break_on_hyphens=False)
     else:
       settings = load(os.environ, env_file=None)
       if view == 'require':

@@ -196,3 +196,17 @@ def test_cli__resolves_the_env_file_and_the_views_read_the_environment(tmp_path)
   bad = _cli('gcloud-parameters', '--input', env=environment)
   assert bad.returncode == 2 and bad.stdout == '' and '--name=value' in bad.stderr
 
+
+
+def test_describe__names_every_setting_with_the_default_it_takes():
+  text = deploy_settings.describe()
+  defaults = Settings.from_values({})
+  gpu = Settings.from_values({'DEVICE': 'gpu', 'BUCKET': 'b'})
+  for name, value in defaults.as_environment().items():
+    assert name in text, name
+    if value and name not in ('MACHINE_TYPE', 'TEMPLATE'):  # those two depend on other settings
+      assert value in text, (name, value)
+  assert f'{gpu.machine_type} with a GPU, {defaults.machine_type} without' in text
+  assert gpu.template.replace('gs://b/', 'gs://$BUCKET/') in text
+  help_text = subprocess.run([os.path.join(REPO, 'launch.sh'), 'help'], capture_output=True, text=True, check=True).stdout
+  assert ' '.join(text.split()) in ' '.join(help_text.split())  # ./launch.sh help shows it, wrapped
