@@ -124,6 +124,17 @@ def _unique_names(header: list[str], columns: Optional[Sequence[str]], source: s
   return names
 
 
+def repeated_columns(schema: pa.Schema) -> dict[str, int]:
+  """Column names a CSV header repeated, and how many times, from the names this reader gave the copies
+  (NAME~2, ...)."""
+  counts = {}
+  for name in schema.names:
+    base, mark, number = name.rpartition(DUPLICATE_MARK)
+    if mark and number.isdigit() and base in schema.names:
+      counts[base] = max(counts.get(base, 1), int(number))
+  return counts
+
+
 def _record_lines(batch: Optional[pa.RecordBatch], bad: list[tuple[int, str, str]],
                   line: int) -> tuple[np.ndarray, list[int], int]:
   """The line each record of a chunk starts on: (parsed rows', malformed rows', the chunk's last line).

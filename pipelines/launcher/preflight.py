@@ -22,7 +22,7 @@ from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
 from pipelines.record.publish import check_run_id
 from transforms.bigquery import is_table
-from transforms.csv_reader import DUPLICATE_MARK
+from transforms.csv_reader import repeated_columns
 from transforms.features import FeatureSpec
 from transforms.postgres import is_database
 from transforms.readers import infer_format
@@ -80,16 +80,6 @@ def schema_problems(schema: pa.Schema, spec: FeatureSpec, *, key_column: Optiona
                       f'which cannot be read as {feature.dtype}')
   problems += [f'{flag} {column!r} is not a column' for flag, column in found.absent]
   return problems, [f'no column {name!r}: every row gets its fill value' for name in found.filled]
-
-
-def repeated_columns(schema: pa.Schema) -> dict[str, int]:
-  """Column names a CSV header repeats, and how many times (the reader names the copies NAME~2, ...)."""
-  counts = {}
-  for name in schema.names:
-    base, mark, number = name.rpartition(DUPLICATE_MARK)
-    if mark and number.isdigit() and base in schema.names:
-      counts[base] = max(counts.get(base, 1), int(number))
-  return counts
 
 
 def _check_input(opts: BatchInferenceOptions,
