@@ -71,7 +71,8 @@ def home_project(opts) -> Optional[str]:
   """The project a BigQuery input lives in: the input table's, or the --bq_temp_dataset's."""
   if opts.input:
     return TableRef.parse(opts.input).project
-  return opts.temp_dataset()[0] if opts.temp_dataset() else None
+  temp_dataset = opts.temp_dataset()
+  return temp_dataset[0] if temp_dataset else None
 
 
 def parse_parameter(text: str) -> bigquery.ScalarQueryParameter:
@@ -139,7 +140,7 @@ def check_input_table(bq: bigquery.Client, table: TableRef, spec: FeatureSpec, *
   except exceptions.NotFound:
     raise ValueError(f'input table {table} does not exist (or this account cannot see it)') from None
   columns = {f.name: f for f in found.schema}
-  checked = check_schema(pa.schema([pa.field(name, _arrow_type(f)) for name, f in columns.items()]), spec,
+  checked = check_schema(pa.schema([pa.field(name, _arrow_type(f.field_type, f.mode or 'NULLABLE')) for name, f in columns.items()]), spec,
                          key_column=key_column, passthrough=passthrough)
   missing = list(dict.fromkeys([*checked.missing, *(column for _, column in checked.absent)]))
   if missing:
@@ -156,18 +157,20 @@ def check_input_table(bq: bigquery.Client, table: TableRef, spec: FeatureSpec, *
     raise ValueError(f'input table {table}: {e}') from None
 
 
-def _arrow_type(field: bigquery.SchemaField) -> pa.DataType:
+def _arrow_type(bq_type: str, mode: str = 'NULLABLE') -> pa.DataType:
   """The Arrow type a BigQuery column is read as. JSON (a document, not a value) and the types the reader
   does not take get a stand-in no feature accepts."""
+  if bq_type == 'JSON':
+    return pa.struct([])
   try:
-    return arrow_type(field.field_type, field.mode or 'NULLABLE') if field.field_type != 'JSON' else pa.struct([])
+    return arrow_type(bq_type, mode)
   except ValueError:
     return pa.struct([])
 
 
 def _accepted(dtype: str) -> list[str]:
   """The BigQuery column types a feature of `dtype` takes (`validation.accepts` of their Arrow types)."""
-  return sorted(t for t in BIGQUERY_TYPES if t != 'JSON' and accepts(arrow_type(t), dtype))
+  return sorted(t for t in BIGQUERY_TYPES if accepts(_arrow_type(t), dtype))
 
 
 def check_dataset(bq: bigquery.Client, table: TableRef) -> None:

@@ -38,8 +38,6 @@ TF_CPP_MIN_LOG_LEVEL = '2'
 LOGS_FOLDER = '_logs'
 # Our top-level packages: log records from their modules are our own lines.
 _OURS = tuple(os.path.join(ROOT, package) + os.sep for package in ('pipelines', 'transforms', 'models'))
-# Outputs that are not a local folder: their log file goes to the system's temporary folder.
-_REMOTE = ('gs://', 'bq://', 'postgresql://', 'postgres://', 'cloudsql://')
 _FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
 
 _started = False
@@ -80,7 +78,8 @@ def _drop_beam_memory_notice(record: logging.LogRecord) -> bool:
 
 
 def _verbose(argv: Sequence[str]) -> bool:
-  """--verbose (or --help), read before Beam parses the flags."""
+  """--verbose (or --help), read before Beam parses the flags: Beam's parser logs through the root
+  logger, which would give it a handler before `start` has chosen where the log goes."""
   parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
   parser.add_argument('--verbose', nargs='?', const='true', default='false')
   parser.add_argument('-h', '--help', action='store_true')
@@ -89,8 +88,8 @@ def _verbose(argv: Sequence[str]) -> bool:
 
 
 def log_folder(output: Optional[str]) -> str:
-  """OUTPUT/_logs for a local folder --output; else the system's temporary folder."""
-  if output and not output.startswith(_REMOTE):
+  """OUTPUT/_logs for a local folder --output; else (gs://, bq://, a database URL) the system's temporary folder."""
+  if output and '://' not in output:
     return os.path.join(output, LOGS_FOLDER)
   return os.path.join(tempfile.gettempdir(), 'batch-inference-logs')
 
