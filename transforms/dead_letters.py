@@ -63,7 +63,7 @@ DESCRIPTIONS = {
     'key': 'Key of the rejected row, when it had one.',
     'source': 'Where the row came from: a file or bq://PROJECT.DATASET.TABLE.',
     'row': 'Position of the row in its file (1-based line or record number); empty for tables.',
-    'stage': 'The step that rejected the row: read, validate or predict.',
+    'stage': 'The step that rejected the row: read, validate, predict, or write (a row the table or database refused).',
     'reason_code': 'Stable code of the rejection, to count and filter on.',
     'reason': 'What was wrong, for a person to act on.',
     'record': 'The row as it arrived, as JSON.',
