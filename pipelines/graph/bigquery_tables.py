@@ -140,8 +140,8 @@ def check_input_table(bq: bigquery.Client, table: TableRef, spec: FeatureSpec, *
   except exceptions.NotFound:
     raise ValueError(f'input table {table} does not exist (or this account cannot see it)') from None
   columns = {f.name: f for f in found.schema}
-  checked = check_schema(pa.schema([pa.field(name, _arrow_type(f.field_type, f.mode or 'NULLABLE')) for name, f in columns.items()]), spec,
-                         key_column=key_column, passthrough=passthrough)
+  read_as = pa.schema([pa.field(name, _arrow_type(f.field_type, f.mode or 'NULLABLE')) for name, f in columns.items()])
+  checked = check_schema(read_as, spec, key_column=key_column, passthrough=passthrough)
   missing = list(dict.fromkeys([*checked.missing, *(column for _, column in checked.absent)]))
   if missing:
     raise ValueError(f'input table {table} has no column {", ".join(missing)}; it has {", ".join(columns)}')
