@@ -48,10 +48,10 @@ def run_ours(args) -> dict:
   options = PipelineOptions(flags)
   opts = options.view_as(BatchInferenceOptions)
   bundle = torch_model.bench_bundle()
+  plan, _ = resolve(options, bundle=bundle, check_model=False)  # the injected model is not a SavedModel
   handler = torch_model.handler_for(bundle, device=args.device, max_batch_rows=opts.max_batch_rows,
                                     min_batch_rows=opts.min_batch_rows, share_across_processes=opts.share_model(),
                                     hidden=args.hidden, layers=args.layers)
-  plan, _ = resolve(options, bundle=bundle, check_model=False)  # the injected model is not a SavedModel
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, opts, plan, model_handler=handler)
   result = pipeline.run()

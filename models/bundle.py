@@ -34,6 +34,22 @@ OUTPUTS = 'outputs.json'
 METADATA = 'metadata.json'
 OUTPUT_KINDS = ('classification', 'regression', 'ranking')
 
+# Rows per batch, read and per model call, unless --read_batch_size and --max_batch_rows say otherwise.
+# A SavedModel's was measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2 shared
+# cores, medians of 3 rounds), pipeline seconds: 4096 rows 3.4, 8192 3.6, 16384 2.3, 32768 3.1, 65536
+# 4.6; peak RSS 809 MB at 4096 up to 923 MB at 65536: past 16384, TensorFlow's time and memory grow.
+SAVED_MODEL_BATCH_ROWS = 16384
+# The other formats' light models run a call on 65536 rows in less CPU per row than on 16384 (each
+# call has a fixed cost in onnxruntime, XGBoost and scikit-learn's forests), and the job's per-batch
+# steps run a quarter as often: benchmarks/frameworks.py, README "Model formats against their own frameworks".
+FRAMEWORK_BATCH_ROWS = 65536
+
+
+def batch_rows(fmt: str) -> int:
+  """Rows per batch, read and per model call, for a model of format `fmt`. One number for both, so
+  RunInference hands each element read to the model as it is instead of concatenating several."""
+  return SAVED_MODEL_BATCH_ROWS if fmt == SAVED_MODEL else FRAMEWORK_BATCH_ROWS
+
 
 class BundleError(ValueError):
   """A bundle is missing a part or its parts disagree."""

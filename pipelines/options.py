@@ -14,21 +14,12 @@ from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from models.bundle import FRAMEWORK_BATCH_ROWS, SAVED_MODEL_BATCH_ROWS
 from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.postgres import PUBLISH_MODES, is_database
 from transforms.readers import FORMATS
 from transforms.sinks import OUTPUT_FORMATS
 
-# Rows per RecordBatch read from files, and so per element in every later step.
-# Measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2
-# shared cores, medians of 3 rounds), pipeline seconds: 4096 rows 3.4, 8192 3.6,
-# 16384 2.3, 32768 3.1, 65536 4.6; peak RSS 809 MB at 4096 up to 923 MB at 65536.
-# At 16384 the per-batch Python cost has vanished; past it, time and memory grow.
-DEFAULT_READ_BATCH_SIZE = 16384
-# Rows per model call. Equal to the read batch, so RunInference passes one
-# element's matrix to the model as it is instead of concatenating several
-# (16384/32768 measured 2.7 s against 2.2-2.3 s for 16384/16384 in the same rounds).
-DEFAULT_MAX_BATCH_ROWS = 16384
 # Flags without which the job cannot start; the Flex Template marks the rest optional.
 # Always required; one of --input and --input_query is required too.
 REQUIRED_FLAGS = ('model', 'output')
@@ -195,14 +186,17 @@ class BatchInferenceOptions(PipelineOptions):
         help='Identifies this run in every output row and path. Re-running with the same id '
         'replaces that run\'s output. Default: a new UTC-time-based id.')
     parser.add_argument(
-        '--read_batch_size', type=int, default=DEFAULT_READ_BATCH_SIZE,
-        help=f'Rows per Arrow RecordBatch read from the input. Default: {DEFAULT_READ_BATCH_SIZE}.')
+        '--read_batch_size', type=int, default=None,
+        help='Rows per Arrow RecordBatch read from the input, and so per element in every later step. '
+        f'Default: the model format\'s, {SAVED_MODEL_BATCH_ROWS} for a SavedModel and {FRAMEWORK_BATCH_ROWS} '
+        'for the other formats.')
     parser.add_argument(
         '--min_batch_rows', type=int, default=1,
         help='Fewest rows RunInference packs into one model call. Default: 1.')
     parser.add_argument(
-        '--max_batch_rows', type=int, default=DEFAULT_MAX_BATCH_ROWS,
-        help=f'Most rows RunInference packs into one model call. Default: {DEFAULT_MAX_BATCH_ROWS}.')
+        '--max_batch_rows', type=int, default=None,
+        help='Most rows RunInference packs into one model call. Default: the model format\'s, as for '
+        '--read_batch_size, so each element read is one model call, passed on without concatenating.')
     _add_bool(
         parser, '--share_model_across_processes', None,
         'Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
@@ -380,6 +374,12 @@ class BatchInferenceOptions(PipelineOptions):
     temp = (self.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
     return self.summary_location or (f'{temp}/runs' if temp else '')
 
+  def fill_batch_sizes(self, rows: int) -> None:
+    """Gives --read_batch_size and --max_batch_rows, where left unset, the model format's `rows`
+    (`models.bundle.batch_rows`), so the run, its manifest and its workers all see the number used."""
+    self.read_batch_size = self.read_batch_size or rows
+    self.max_batch_rows = self.max_batch_rows or max(rows, self.min_batch_rows)
+
   def validate_flags(self) -> None:
     """Raises ValueError naming every missing or inconsistent flag of ours."""
     problems = [f'--{name} is required' for name in REQUIRED_FLAGS if not getattr(self, name)]
@@ -410,9 +410,9 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--top_k must be at least 1')
     if self.bq_read_streams < 0:
       problems.append('--bq_read_streams must be 0 (as many as BigQuery offers) or more')
-    if self.read_batch_size < 1:
+    if self.read_batch_size is not None and self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
-    if not 1 <= self.min_batch_rows <= self.max_batch_rows:
+    if self.min_batch_rows < 1 or self.min_batch_rows > (self.max_batch_rows or self.min_batch_rows):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 
+from models.bundle import batch_rows
 from models.handlers import load_predictor
 from pipelines.launcher import prices
 from pipelines.launcher.resolve import resolve
@@ -343,6 +344,7 @@ def estimate(argv: Sequence[str], run: RunJob) -> dict[str, Any]:
   machine, workers, note = chosen_setting(options)
   plan, _ = resolve(PipelineOptions([a for a in argv if not a.startswith(('--estimate', '--deadline'))]),
                     check_only=True)
+  opts.fill_batch_sizes(batch_rows(plan.bundle.format))
   folder = tempfile.mkdtemp(prefix='estimate-')
   try:
     measured = measure(argv, opts, plan.bundle, folder, run)

@@ -18,7 +18,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from models.bundle import ModelBundle
+from models.bundle import ModelBundle, batch_rows
 from models.challenger import check_comparable
 from models.inference import PredictionColumns
 from pipelines.graph import bigquery_tables as bqp
@@ -213,6 +213,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   project = options.view_as(GoogleCloudOptions).project
   report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
+  opts.fill_batch_sizes(batch_rows(bundle.format))
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
