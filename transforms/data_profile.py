@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from transforms.features import FeatureSpec
 from transforms.preprocessing import Vocabulary
-from transforms.validation import coerce_column
+from transforms.validation import coerce_column, text_counts
 
 OOV = '<out of vocabulary>'
 # Categories kept per feature in a profile; rarer ones are summed into OOV or dropped.
@@ -69,8 +69,21 @@ class InputProfileFn(beam.CombineFn):
       if feature.name not in batch.schema.names:
         stats['missing'] += n
         continue
-      typed, invalid, non_finite = coerce_column(batch.column(feature.name), feature.dtype)
-      if feature.dtype == 'float':
+      column = batch.column(feature.name)
+      if feature.dtype == 'string':
+        # One hash pass counts each distinct value (`text_counts` trims only those); the vocabulary
+        # check runs on those few. A column of numbers is first typed as text, as validation types it.
+        texts = text_counts(column)
+        invalid = 0
+        if texts is None:
+          typed, wrong, _ = coerce_column(column, 'string')
+          texts, invalid = text_counts(typed), int(np.count_nonzero(wrong))
+        present = sum(texts.values())
+        known = {token: c for token, c in texts.items() if token in self._vocabularies[feature.name]}
+        stats['tokens'].update(known)
+        stats['oov'] += present - sum(known.values())
+      else:
+        typed, wrong, non_finite = coerce_column(column, 'float')
         x = typed.to_numpy(zero_copy_only=False)  # nulls become NaN; typed values hold no other NaN
         values = x[~np.isnan(x)]
         present = len(values)
@@ -78,16 +91,10 @@ class InputProfileFn(beam.CombineFn):
         # Not np.dot: that wakes BLAS's thread pool on every batch, which then spins on the cores
         # the model and the job need (about 1 s per million rows on 2 cores).
         stats['sumsq'] += float(np.square(values).sum())
-      else:  # one hash pass counts each distinct value; the vocabulary check runs on those few
-        counts = _counts(typed)
-        counts.pop(None, None)
-        present = sum(counts.values())
-        known = {token: c for token, c in counts.items() if token in self._vocabularies[feature.name]}
-        stats['tokens'].update(known)
-        stats['oov'] += present - sum(known.values())
+        invalid = int(np.count_nonzero(wrong | non_finite))
       stats['present'] += present
-      # Invalid and non-finite values are null in `typed` too, but they are dead letters, not missing.
-      stats['missing'] += n - present - int(np.count_nonzero(invalid | non_finite))
+      # Invalid and non-finite values are null when typed too, but they are dead letters, not missing.
+      stats['missing'] += n - present - invalid
     return acc
 
   def merge_accumulators(self, accumulators: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from models.penguins import train
 from transforms import dead_letters as dl
 from transforms.features import fit_in_memory
-from transforms.validation import FLOAT32_MAX, accepts, coerce_column, validate
+from transforms.validation import FLOAT32_MAX, accepts, coerce_column, text_counts, validate
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|[+-]?(inf|infinity|nan)', re.IGNORECASE | re.ASCII)
@@ -150,6 +150,18 @@ def test_accepts__agrees_with_coerce_column(kind, dtype, data):
     assert invalid.tolist() == [v is not None for v in values]  # every value present is the wrong type
   elif dtype == 'string' or kind not in ('numeric_text', 'string', 'dictionary', 'large_string'):
     assert not invalid.any()
+
+
+@given(st.sampled_from(KINDS), st.data())
+def test_text_counts__count_what_coerce_column_types(kind, data):
+  """The profile's one-pass count of a text column equals counting the values validation types."""
+  _, array = _values(data.draw, kind, data.draw(st.integers(1, 30)))
+  counts = text_counts(array)
+  if kind not in ('string', 'dictionary', 'large_string', 'numeric_text'):
+    assert counts is None
+    return
+  typed = coerce_column(array, 'string')[0].to_pylist()
+  assert counts == {v: typed.count(v) for v in set(typed) if v is not None}
 
 
 @SETTINGS
