@@ -200,7 +200,11 @@ def profile_in_memory(spec: FeatureSpec, batches: Iterable[pa.RecordBatch]) -> d
 
 @dataclasses.dataclass
 class ProfileRun(beam.PTransform):
-  """Profiles the raw input and the predictions; outputs one dict `{'input': ..., 'predictions': ...}`.
+  """Profiles the raw input and the predictions; outputs one dict `{'input': ..., 'predictions': ...}`,
+  or nothing for a run that read no rows: read it as a side input with `empty()` as its default.
+
+  Both combines run without Beam's default-injecting steps (five per combine, each set up every
+  run); the empty case costs nothing until it happens.
 
   Args:
     spec: the bundle's fitted feature spec.
@@ -211,13 +215,17 @@ class ProfileRun(beam.PTransform):
   def __post_init__(self):
     super().__init__()
 
+  def empty(self) -> dict[str, Any]:
+    """The profile of a run that read nothing."""
+    inputs, predictions = InputProfileFn(self.spec), PredictionProfileFn()
+    return {'input': inputs.extract_output(inputs.create_accumulator()),
+            'predictions': predictions.extract_output(predictions.create_accumulator())}
+
   def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection[dict[str, Any]]:
     raw, predictions = inputs
-    input_profile = raw | 'ProfileInput' >> beam.CombineGlobally(InputProfileFn(self.spec))
-    # Without defaults the combine adds no steps for the empty case; the side input's default
-    # (the profile of no predictions) stands in when every row was rejected.
-    fn = PredictionProfileFn()
-    prediction_profile = predictions | 'ProfilePredictions' >> beam.CombineGlobally(fn).without_defaults()
+    input_profile = raw | 'ProfileInput' >> beam.CombineGlobally(InputProfileFn(self.spec)).without_defaults()
+    prediction_profile = predictions | 'ProfilePredictions' >> beam.CombineGlobally(
+        PredictionProfileFn()).without_defaults()
     return input_profile | 'Join' >> beam.Map(
         lambda i, p: {'input': i, 'predictions': p},
-        p=beam.pvalue.AsSingleton(prediction_profile, default_value=fn.extract_output(fn.create_accumulator())))
+        p=beam.pvalue.AsSingleton(prediction_profile, default_value=self.empty()['predictions']))

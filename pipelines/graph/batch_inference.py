@@ -147,12 +147,15 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
   routed = (rejected, *([tallies['not_written']] if 'not_written' in tallies else [])) | 'WriteDeadLetters' >> (
       RouteDeadLetters(plan.run_id, WriteDestination(plan.dead_letters, 'dead_letters', 'jsonl', opts.bq_write_method),
                        rejected_at=plan.dead_letters.is_table))
-  profile = None
+  profile = profile_view = None
   if opts.report or gate.needs_training_statistics(plan.gate):
-    profile = (read['batches'], predicted['predictions']) | 'Profile' >> ProfileRun(spec)
+    profiling = ProfileRun(spec)
+    profile = (read['batches'], predicted['predictions']) | 'Profile' >> profiling
+    profile_view = beam.pvalue.AsSingleton(profile, default_value=profiling.empty())
   counts = tallies | 'Count' >> CountRows()
   comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels() if plan.challenger else None
-  digest = predicted['predictions'] | 'Digest' >> DigestPredictions(columns.score_names)
+  digesting = DigestPredictions(columns.score_names)
+  digest = predicted['predictions'] | 'Digest' >> digesting
   written = prediction_files
   if incremental is not None and incremental.index is not None:  # the keys scored, published with the attempt
     key_files = (predicted['predictions']
@@ -162,7 +165,8 @@ def build_pipeline(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: J
     written = (written, key_files) | 'AllWritten' >> beam.Flatten()
   summary = counts | 'Finish' >> FinishRun(
       plan, written, routed['written'],
-      profile, report=opts.report, comparison=comparison, thresholds=plan.gate, digest=digest,
+      profile_view, report=opts.report, comparison=comparison, thresholds=plan.gate,
+      digest=beam.pvalue.AsSingleton(digest, default_value=digesting.empty()),
       max_rejected_fraction=opts.max_rejected_fraction)
   return PipelineOutputs(predicted['predictions'], routed['dead_letters'], prediction_files, routed['written'], columns,
                          counts, summary, profile)

@@ -286,7 +286,7 @@ class FinishRun(beam.PTransform):
     plan: the resolved job.
     prediction_files: the predictions write's result (file names, or a stream's refused rows).
     dead_letter_files: the dead letters write's result.
-    profile: one dict (`ProfileRun`), or None for no profile and no report.
+    profile: one dict (`ProfileRun`) as a side input with its default, or None for no profile and no report.
     report: render report.html from the profile.
     max_rejected_fraction: fail, publishing nothing, when more of the rows read are
       rejected; None: when none is predicted (`check_rejected`).
@@ -294,12 +294,12 @@ class FinishRun(beam.PTransform):
   plan: JobPlan
   prediction_files: beam.PCollection
   dead_letter_files: beam.PCollection
-  profile: Optional[beam.PCollection] = None
+  profile: Optional[beam.pvalue.AsSingleton] = None
   report: bool = True
   max_rejected_fraction: Optional[float] = None
   comparison: Optional[beam.PCollection] = None  # one dict (models.challenger.CompareModels), with --challenger
   thresholds: tuple[gate.Threshold, ...] = ()  # --gate
-  digest: Optional[beam.PCollection] = None  # one dict (pipelines.graph.manifest.DigestPredictions)
+  digest: Optional[beam.pvalue.AsSingleton] = None  # one dict (manifest.DigestPredictions), with its default
 
   def __post_init__(self):
     super().__init__()
@@ -308,8 +308,8 @@ class FinishRun(beam.PTransform):
     return counts | 'Publish' >> beam.ParDo(
         _FinishFn(self.plan, report=self.report and self.profile is not None,
                   max_rejected_fraction=self.max_rejected_fraction, thresholds=self.thresholds),
-        profile=beam.pvalue.AsSingleton(self.profile) if self.profile is not None else None,
+        profile=self.profile,
         comparison=beam.pvalue.AsSingleton(self.comparison) if self.comparison is not None else None,
-        digest=beam.pvalue.AsSingleton(self.digest) if self.digest is not None else None,
+        digest=self.digest,
         prediction_files=beam.pvalue.AsList(self.prediction_files),
         dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

@@ -196,8 +196,15 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U64(31))
 
 
-def hash_column(column: pa.Array) -> np.ndarray:
-  """A 64-bit hash per value: strings from their UTF-8 bytes, numbers from their float64 bits."""
+def hash_column(column: pa.Array, *, few_values: bool = False) -> np.ndarray:
+  """A 64-bit hash per value: strings from their UTF-8 bytes, numbers from their float64 bits.
+
+  With `few_values` (a class column), each distinct value is hashed once and the hashes are
+  gathered by row, which gives the same hashes as hashing every row's bytes.
+  """
+  if few_values:
+    encoded = pc.dictionary_encode(column, null_encoding='encode')
+    return hash_column(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
   if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
     values = np.round(pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False),
                       DIGEST_DECIMALS) + 0.0  # -0.0 and 0.0 alike
@@ -230,18 +237,24 @@ def batch_digest(batch: pa.RecordBatch, score_names: list[str]) -> int:
   h = np.zeros(batch.num_rows, dtype=np.uint64)
   with np.errstate(over='ignore'):
     for name in names + list(score_names):
-      h = _mix(h * _U64(31) + hash_column(batch.column(name)))
+      h = _mix(h * _U64(31) + hash_column(batch.column(name), few_values=name == 'predicted_class'))
     return int(h.sum(dtype=np.uint64))
 
 
 @dataclasses.dataclass
 class DigestPredictions(beam.PTransform):
-  """One dict (`PredictionDigestFn`), also for a run that predicted nothing."""
+  """One dict (`PredictionDigestFn`), or nothing for a run that predicted nothing: read it as a
+  side input with `empty()` as its default (the combine then needs none of Beam's default steps)."""
 
   score_names: list[str]
 
   def __post_init__(self):
     super().__init__()
 
+  def empty(self) -> dict[str, Any]:
+    """The digest of no predictions."""
+    fn = PredictionDigestFn(self.score_names)
+    return fn.extract_output(fn.create_accumulator())
+
   def expand(self, predictions):
-    return predictions | 'Combine' >> beam.CombineGlobally(PredictionDigestFn(self.score_names))
+    return predictions | 'Combine' >> beam.CombineGlobally(PredictionDigestFn(self.score_names)).without_defaults()

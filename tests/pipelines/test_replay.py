@@ -111,3 +111,12 @@ def test_digest__does_not_depend_on_row_order_or_batching():
   assert whole == parts
   changed = pa.RecordBatch.from_pydict({**columns, 'predicted_class': ['x', 'x', 'x']})
   assert manifest.batch_digest(changed, ['probability_x']) != whole
+
+
+def test_hash_column__of_a_class_column_hashes_each_distinct_value_once_to_the_same_hashes():
+  """Manifests written before and after the class column's shortcut must compare equal."""
+  classes = pa.array(['Adelie', None, 'Gentoo', '', 'Adelie', 'Chinstrap', 'Gentoo', 'ü'] * 3)
+  plain = manifest.hash_column(classes)
+  assert manifest.hash_column(classes, few_values=True).tolist() == plain.tolist()
+  assert manifest.hash_column(classes.slice(5, 9), few_values=True).tolist() == plain[5:14].tolist()
+  assert len(set(plain.tolist())) == 5  # five distinct texts; a missing value hashes as the empty text

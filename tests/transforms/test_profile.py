@@ -89,3 +89,17 @@ def test_prediction_profile__scores_kept_at_three_significant_digits():
   out = fn.extract_output(fn.add_input(fn.create_accumulator(), batch))
   assert [v for v, _ in out['scores']] == pytest.approx([-3.0, 0.00123, 12300.0])
   assert [n for _, n in out['scores']] == [1, 1, 2]
+
+
+def test_profile_run__of_no_rows_is_nothing_and_its_empty_profile_stands_in():
+  """No default-injecting steps: a run that read nothing reads `empty()` as the side input's default."""
+  step = ProfileRun(SPEC)
+  with test_pipeline.TestPipeline() as p:
+    raw = p | 'Raw' >> beam.Create([]).with_output_types(pa.RecordBatch)
+    predictions = p | 'Predictions' >> beam.Create([]).with_output_types(pa.RecordBatch)
+    profile = (raw, predictions) | step
+    assert_that(profile, equal_to([]), label='NoProfile')
+    seen = p | 'One' >> beam.Create([0]) | beam.Map(
+        lambda _, d: (d['input']['rows'], d['input']['features']['size']['missing_rate'], d['predictions']['classes']),
+        d=beam.pvalue.AsSingleton(profile, default_value=step.empty()))
+    assert_that(seen, equal_to([(0, None, [])]), label='Default')
