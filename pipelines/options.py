@@ -376,8 +376,11 @@ class BatchInferenceOptions(PipelineOptions):
 
   def fill_batch_sizes(self, rows: int) -> None:
     """Gives --read_batch_size and --max_batch_rows, where left unset, the model format's `rows`
-    (`models.bundle.batch_rows`), so the run, its manifest and its workers all see the number used."""
-    self.read_batch_size = self.read_batch_size or rows
+    (`models.bundle.batch_rows`), so the run, its manifest and its workers all see the number used.
+
+    A read batch is never larger than a model call may be: RunInference packs whole elements.
+    """
+    self.read_batch_size = self.read_batch_size or min(rows, self.max_batch_rows or rows)
     self.max_batch_rows = self.max_batch_rows or max(rows, self.min_batch_rows)
 
   def validate_flags(self) -> None:

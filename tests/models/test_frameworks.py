@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.bundle import BundleError, ModelBundle
+from models.bundle import FRAMEWORK_BATCH_ROWS, ModelBundle
 from models.import_model import main as import_main
 from pipelines import run as run_job
 from transforms import dead_letters as dl
@@ -194,6 +194,8 @@ def test_framework__the_job_predicts_what_the_framework_predicts_and_rejects_the
   assert predicted.column('predicted_class').to_pylist() == [
       classes[int(np.argmax(expected[k]))] for k in predicted.column('id').to_pylist()]
   assert [(l['key'], l['stage'], l['reason_code']) for l in letters] == [('poisoned', 'predict', dl.MODEL_ERROR)]
+  recorded = json.load(open(summary.manifest, encoding='utf-8'))['options']  # the format's batches, as run
+  assert recorded['read_batch_size'] == recorded['max_batch_rows'] == FRAMEWORK_BATCH_ROWS
 
   # The same job across two worker processes, with one model copy shared between them.
   multi, predicted_mp, letters_mp = _run(directory, 'multi-processing', '--direct_num_workers=2',
