@@ -4,7 +4,6 @@ import decimal
 import json
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pytest
 from apache_beam.testing import test_pipeline
