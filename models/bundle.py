@@ -45,10 +45,11 @@ SAVED_MODEL_BATCH_ROWS = 16384
 FRAMEWORK_BATCH_ROWS = 65536
 
 
-def batch_rows(fmt: str) -> int:
-  """Rows per batch, read and per model call, for a model of format `fmt`. One number for both, so
-  RunInference hands each element read to the model as it is instead of concatenating several."""
-  return SAVED_MODEL_BATCH_ROWS if fmt == SAVED_MODEL else FRAMEWORK_BATCH_ROWS
+def batch_rows(*formats: str) -> int:
+  """Rows per batch, read and per model call, for models of these formats (a champion and its
+  challenger take the same batches: the smaller size). One number for both, so RunInference hands
+  each element read to the model as it is instead of concatenating several."""
+  return min(SAVED_MODEL_BATCH_ROWS if fmt == SAVED_MODEL else FRAMEWORK_BATCH_ROWS for fmt in formats)
 
 
 class BundleError(ValueError):

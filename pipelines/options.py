@@ -189,14 +189,15 @@ class BatchInferenceOptions(PipelineOptions):
         '--read_batch_size', type=int, default=None,
         help='Rows per Arrow RecordBatch read from the input, and so per element in every later step. '
         f'Default: the model format\'s, {SAVED_MODEL_BATCH_ROWS} for a SavedModel and {FRAMEWORK_BATCH_ROWS} '
-        'for the other formats.')
+        'for the other formats, or --max_batch_rows if that is smaller.')
     parser.add_argument(
         '--min_batch_rows', type=int, default=1,
         help='Fewest rows RunInference packs into one model call. Default: 1.')
     parser.add_argument(
         '--max_batch_rows', type=int, default=None,
         help='Most rows RunInference packs into one model call. Default: the model format\'s, as for '
-        '--read_batch_size, so each element read is one model call, passed on without concatenating.')
+        '--read_batch_size (or --read_batch_size if that is larger), so each element read is one model '
+        'call, passed on without concatenating.')
     _add_bool(
         parser, '--share_model_across_processes', None,
         'Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
@@ -378,10 +379,14 @@ class BatchInferenceOptions(PipelineOptions):
     """Gives --read_batch_size and --max_batch_rows, where left unset, the model format's `rows`
     (`models.bundle.batch_rows`), so the run, its manifest and its workers all see the number used.
 
-    A read batch is never larger than a model call may be: RunInference packs whole elements.
+    RunInference packs whole elements, so the one left unset follows the one given: a read batch is
+    no larger than the model calls given, and model calls take at least the read batch given.
     """
-    self.read_batch_size = self.read_batch_size or min(rows, self.max_batch_rows or rows)
-    self.max_batch_rows = self.max_batch_rows or max(rows, self.min_batch_rows)
+    given_read, given_max = self.read_batch_size, self.max_batch_rows
+    if given_read is None:
+      self.read_batch_size = min(rows, given_max) if given_max is not None else rows
+    if given_max is None:
+      self.max_batch_rows = max(rows, self.min_batch_rows, given_read or 0)
 
   def validate_flags(self) -> None:
     """Raises ValueError naming every missing or inconsistent flag of ours."""
@@ -415,6 +420,8 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--bq_read_streams must be 0 (as many as BigQuery offers) or more')
     if self.read_batch_size is not None and self.read_batch_size < 1:
       problems.append('--read_batch_size must be at least 1')
+    if self.max_batch_rows is not None and self.max_batch_rows < 1:
+      problems.append('--max_batch_rows must be at least 1')
     if self.min_batch_rows < 1 or self.min_batch_rows > (self.max_batch_rows or self.min_batch_rows):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:

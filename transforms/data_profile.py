@@ -201,7 +201,7 @@ def profile_in_memory(spec: FeatureSpec, batches: Iterable[pa.RecordBatch]) -> d
 @dataclasses.dataclass
 class ProfileRun(beam.PTransform):
   """Profiles the raw input and the predictions; outputs one dict `{'input': ..., 'predictions': ...}`,
-  or nothing for a run that read no rows: read it as a side input with `empty()` as its default.
+  or nothing when no batch was read: read it as a side input with `empty()` as its default.
 
   Both combines run without Beam's default-injecting steps (five per combine, each set up every
   run); the empty case costs nothing until it happens.

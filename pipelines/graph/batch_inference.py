@@ -45,7 +45,8 @@ class PipelineOutputs:
   columns: PredictionColumns
   counts: beam.PCollection  # one dict: rows_read, rows_predicted, rows_rejected, ... (CountRows)
   summary: beam.PCollection  # one dict: the published run summary (FinishRun)
-  profile: Optional[beam.PCollection] = None  # one dict (transforms.data_profile.ProfileRun), when --report
+  # One dict (transforms.data_profile.ProfileRun) when --report or the gate needs it; empty when no batch was read.
+  profile: Optional[beam.PCollection] = None
 
 
 def _read(pipeline: beam.Pipeline, opts: BatchInferenceOptions, plan: JobPlan, needed: list[str]):

@@ -203,6 +203,8 @@ def hash_column(column: pa.Array, *, few_values: bool = False) -> np.ndarray:
   gathered by row, which gives the same hashes as hashing every row's bytes.
   """
   if few_values:
+    if pa.types.is_dictionary(column.type):  # re-encoded below, so that a missing value is an entry too
+      column = column.cast(column.type.value_type)
     encoded = pc.dictionary_encode(column, null_encoding='encode')
     return hash_column(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
   if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):

@@ -213,8 +213,8 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   project = options.view_as(GoogleCloudOptions).project
   report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
-  opts.fill_batch_sizes(batch_rows(bundle.format))
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
+  opts.fill_batch_sizes(batch_rows(*(b.format for b in (bundle, challenger) if b is not None)))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   try:

@@ -119,4 +119,5 @@ def test_hash_column__of_a_class_column_hashes_each_distinct_value_once_to_the_s
   plain = manifest.hash_column(classes)
   assert manifest.hash_column(classes, few_values=True).tolist() == plain.tolist()
   assert manifest.hash_column(classes.slice(5, 9), few_values=True).tolist() == plain[5:14].tolist()
+  assert manifest.hash_column(classes.dictionary_encode(), few_values=True).tolist() == plain.tolist()
   assert len(set(plain.tolist())) == 5  # five distinct texts; a missing value hashes as the empty text

@@ -152,6 +152,7 @@ def test_accepts__agrees_with_coerce_column(kind, dtype, data):
     assert not invalid.any()
 
 
+@SETTINGS
 @given(st.sampled_from(KINDS), st.data())
 def test_text_counts__count_what_coerce_column_types(kind, data):
   """The profile's one-pass count of a text column equals counting the values validation types."""
