@@ -422,7 +422,7 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--read_batch_size must be at least 1')
     if self.max_batch_rows is not None and self.max_batch_rows < 1:
       problems.append('--max_batch_rows must be at least 1')
-    if self.min_batch_rows < 1 or self.min_batch_rows > (self.max_batch_rows or self.min_batch_rows):
+    if self.min_batch_rows < 1 or (self.max_batch_rows is not None and self.min_batch_rows > self.max_batch_rows):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')

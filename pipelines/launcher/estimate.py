@@ -40,7 +40,6 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 
-from models.bundle import batch_rows
 from models.handlers import load_predictor
 from pipelines.launcher import prices
 from pipelines.launcher.resolve import resolve
@@ -342,9 +341,9 @@ def estimate(argv: Sequence[str], run: RunJob) -> dict[str, Any]:
   opts.run_id = opts.run_id or new_run_id()
   deadline = parse_duration(opts.deadline) if opts.deadline else None
   machine, workers, note = chosen_setting(options)
-  plan, _ = resolve(PipelineOptions([a for a in argv if not a.startswith(('--estimate', '--deadline'))]),
-                    check_only=True)
-  opts.fill_batch_sizes(batch_rows(plan.bundle.format))
+  resolving = PipelineOptions([a for a in argv if not a.startswith(('--estimate', '--deadline'))])
+  plan, _ = resolve(resolving, check_only=True)
+  opts.max_batch_rows = resolving.view_as(BatchInferenceOptions).max_batch_rows  # the model calls resolve chose
   folder = tempfile.mkdtemp(prefix='estimate-')
   try:
     measured = measure(argv, opts, plan.bundle, folder, run)
