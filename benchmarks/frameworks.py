@@ -102,8 +102,11 @@ def make_bundle(framework: str, output: str) -> str:
   return output
 
 
-def raw_predict(framework: str, path: str):
-  """The framework's own batch call on a feature matrix, with nothing of ours between."""
+def raw_predict(framework: str, path: str, device: str = 'cpu'):
+  """The framework's own batch call on a feature matrix, with nothing of ours between.
+
+  `device` is a torch device (cpu, cuda) for PyTorch; the other frameworks run on the CPU.
+  """
   if framework == 'onnx':
     import onnxruntime as ort
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
@@ -111,11 +114,11 @@ def raw_predict(framework: str, path: str):
     return lambda x: session.run(['probabilities'], {name: x})[0]
   if framework == 'torch':
     import torch
-    module = torch.export.load(path).module()
+    module = torch.export.load(path).module().to(device)
 
     def call(x):
       with torch.inference_mode():
-        return module(torch.from_numpy(x)).numpy()
+        return module(torch.from_numpy(x).to(device)).cpu().numpy()
     return call
   if framework == 'xgboost':
     import xgboost
@@ -134,8 +137,8 @@ def run_raw(args) -> dict:
   from models.inference import PredictionColumns
   bundle = ModelBundle.load(args.model)
   columns = PredictionColumns(bundle.outputs, 'id', (), bundle.name, bundle.version, 'raw')
-  return predict_files(args.input, args.output, bundle.features, raw_predict(args.framework, bundle.model_path),
-                       columns)
+  return predict_files(args.input, args.output, bundle.features,
+                       raw_predict(args.framework, bundle.model_path, args.device), columns)
 
 
 def command(kind: str, framework: str, data: str, bundle: str, output: str, ours_flags: list[str] = ()) -> list[str]:
@@ -227,6 +230,7 @@ def main(argv=None) -> int:
   parser.add_argument('--input', help='raw: the input files (a glob).')
   parser.add_argument('--model', help='raw: the bundle.')
   parser.add_argument('--output', help='raw: the output folder.')
+  parser.add_argument('--device', default='cpu', help='raw: the torch device of a PyTorch model (cpu, cuda).')
   args = parser.parse_args(argv)
   args.ours_flags = args.ours_flags.split()
   if args.mode == 'raw':

@@ -35,7 +35,7 @@ class LinearSoftmax:
 
 
 class LinearSoftmaxHandler(SavedModelHandler):
-  """Our handler with the model load swapped, as benchmarks/torch_model.py swaps it."""
+  """Our handler with the model load swapped for a numpy model."""
 
   def __init__(self, width_in: int, width_out: int):
     super().__init__('numpy:linear-softmax', max_batch_rows=64, share_across_processes=False)
