@@ -29,9 +29,11 @@ DEVICES = ('auto', 'cpu', 'gpu')
 # SavedModel in two processes (1M rows, benchmarks/sweep.py) peaked 500 MB lower (1.9 GB against
 # 2.4 GB) at about the same speed, and a GPU keeps one copy. It costs time: a model server to start
 # (2.7 s measured in one process), and every call's batch pickled to it and the outputs back, 10-15 ms
-# per 65,536-row call (benchmarks/model_call.py). For the other formats' small models that buys
-# nothing: a copy per process took as long or less (README, "A shared model across 2 processes").
-# So a model is shared where it needs the memory: on a GPU, a SavedModel, or a file this large.
+# per 65,536-row call (benchmarks/model_call.py). With two processes on the small models of
+# benchmarks/frameworks.py (README, "A shared model across 2 processes"), a copy per process ran
+# faster for ONNX and scikit-learn, as fast for XGBoost, and slower for PyTorch.
+# So a model is shared on a GPU, for these formats, or from this file size up.
+SHARED_FORMATS = (SAVED_MODEL, 'torch')
 SHARED_MODEL_BYTES = 128 * 2**20
 # In these modes the DirectRunner runs one process: nothing to share.
 _ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
@@ -205,9 +207,9 @@ class BatchInferenceOptions(PipelineOptions):
         parser, '--share_model_across_processes', None,
         'Load one model copy per worker machine, shared by its SDK processes through a model server, '
         'instead of one per process. Default: true where a machine runs several processes and the model '
-        'needs the memory: a GPU (--device=gpu or an accelerator asked for), a SavedModel, or a model file of '
-        f'{SHARED_MODEL_BYTES // 2**20} MiB or more; otherwise false, a copy per process, which spares each '
-        'batch the trip to the model server.')
+        'needs the memory or runs faster so: a GPU (--device=gpu or an accelerator asked for), a SavedModel, a '
+        f'PyTorch model, or a model file of {SHARED_MODEL_BYTES // 2**20} MiB or more; otherwise false, a copy per '
+        'process, which spares each batch the trip to the model server.')
     _add_bool(
         parser, '--quiet', False,
         'No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
@@ -358,9 +360,9 @@ class BatchInferenceOptions(PipelineOptions):
     """Gives --share_model_across_processes, where left unset, the choice that wins for these models,
     so the run, its manifest and its workers all see the one used.
 
-    Shared where several processes share a machine and the model needs the memory: a GPU, a
-    SavedModel (TensorFlow's runtime in each process), or a model file of `SHARED_MODEL_BYTES` or
-    more; a copy per process otherwise (see `SHARED_MODEL_BYTES`'s comment).
+    Shared where several processes share a machine and the model needs the memory or was measured
+    faster shared: a GPU, a format of `SHARED_FORMATS`, or a model file of `SHARED_MODEL_BYTES` or
+    more; a copy per process otherwise (see their comment).
 
     Args:
       formats: the formats of the job's models (the champion's, and a challenger's).
@@ -369,7 +371,7 @@ class BatchInferenceOptions(PipelineOptions):
     if self.share_model_across_processes is not None:
       return
     self.share_model_across_processes = self.several_processes() and (
-        self.asks_for_gpu() or SAVED_MODEL in formats or model_bytes() >= SHARED_MODEL_BYTES)
+        self.asks_for_gpu() or any(f in SHARED_FORMATS for f in formats) or model_bytes() >= SHARED_MODEL_BYTES)
 
   def temp_dataset(self) -> Optional[tuple[Optional[str], str]]:
     """--bq_temp_dataset as (project, dataset); the project is None when the flag names none."""

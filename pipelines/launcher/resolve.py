@@ -18,7 +18,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from models.bundle import SAVED_MODEL, ModelBundle, batch_rows
+from models.bundle import ModelBundle, batch_rows
 from models.challenger import check_comparable
 from models.inference import PredictionColumns
 from pipelines.graph import bigquery_tables as bqp
@@ -216,8 +216,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   models = [b for b in (bundle, challenger) if b is not None]
   opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
-  opts.fill_share_model([b.format for b in models],
-                        lambda: max(b.model_bytes() for b in models if b.format != SAVED_MODEL))
+  opts.fill_share_model([b.format for b in models], lambda: max(b.model_bytes() for b in models))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   try:
