@@ -180,10 +180,12 @@ def worker_options(settings: Settings) -> list[tuple[str, str]]:
     with setup.py instead (workers then install the requirements at start-up, slower).
   - GPU_SCOPE=job gives every worker a GPU (worker_accelerator); GPU_SCOPE=predict asks for it
     only on the predict step with a Beam resource hint, for Dataflow right fitting.
-  - One model copy per GPU: by default each VM runs one SDK process per vCPU, so reading and
-    features use every core, and the shared-model handler loads the model once per VM in a
-    separate process that they all call. ONE_SDK_PROCESS_PER_VM=1 runs a single SDK process
-    instead: no cross-process calls, but Python work is limited to one core per VM.
+  - By default each VM runs one SDK process per vCPU, so reading and features use every core.
+    Whether they share one model copy per VM is left to --share_model_across_processes's default
+    (pipelines/options.py): shared on a GPU (one copy per GPU), for a SavedModel or a PyTorch model
+    and for a large model file; a copy per process for the other small models on CPUs, which spares
+    each batch the trip to the model server. ONE_SDK_PROCESS_PER_VM=1 runs a single SDK process instead: no cross-process
+    calls, but Python work is limited to one core per VM.
   """
   options = [('sdk_container_image', settings.image) if settings.image else ('setup_file', './setup.py'),
              ('device', settings.device)]
@@ -195,8 +197,6 @@ def worker_options(settings: Settings) -> list[tuple[str, str]]:
       options.append(('dataflow_service_options', f'worker_accelerator={accelerator}'))
   if settings.one_sdk_process_per_vm == '1':
     options += [('experiments', 'no_use_multiple_sdk_containers'), ('share_model_across_processes', 'false')]
-  else:
-    options.append(('share_model_across_processes', 'true'))
   return options
 
 

@@ -136,6 +136,15 @@ class ModelBundle:
     from models.handlers import get_format
     return FileSystems.join(self.path, self.metadata.get('model_file') or get_format(self.format).files[0])
 
+  def model_bytes(self) -> int:
+    """The model file's size: about what a copy of the model costs each process that loads one.
+
+    One metadata call (a gs:// file too); a SavedModel is a directory, and has no single size here.
+    """
+    if self.format == SAVED_MODEL:
+      raise ValueError(f'{self.saved_model_path} is a SavedModel directory; model_bytes sizes one model file')
+    return FileSystems.match([self.model_path])[0].metadata_list[0].size_in_bytes
+
   @property
   def load_options(self) -> dict[str, Any]:
     """What the format's loader needs beyond the file, e.g. the types skops may load."""

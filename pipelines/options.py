@@ -10,11 +10,11 @@ import datetime
 import difflib
 import logging
 import uuid
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from models.bundle import FRAMEWORK_BATCH_ROWS, SAVED_MODEL_BATCH_ROWS
+from models.bundle import FRAMEWORK_BATCH_ROWS, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS
 from transforms.bigquery import WRITE_METHODS, is_table
 from transforms.postgres import PUBLISH_MODES, is_database
 from transforms.readers import FORMATS
@@ -25,12 +25,17 @@ from transforms.sinks import OUTPUT_FORMATS
 REQUIRED_FLAGS = ('model', 'output')
 # Where the model runs. `auto` takes a GPU when TensorFlow sees one.
 DEVICES = ('auto', 'cpu', 'gpu')
-# One model copy per worker machine, or one per SDK process? Measured (1M rows,
-# example model, benchmarks/sweep.py): on the DirectRunner in one process there
-# is nothing to share, and sharing cost 2.7 s of start-up (Beam starts a model
-# server and connects with back-off), 17.7 s against 15.0 s; with two processes
-# it saved 500 MB of peak RSS (1.9 GB against 2.4 GB) at about the same speed.
-# So by default the model is shared wherever a machine runs several processes.
+# One model copy per worker machine, or one per SDK process? Sharing saves memory: the example
+# SavedModel in two processes (1M rows, benchmarks/sweep.py) peaked 500 MB lower (1.9 GB against
+# 2.4 GB) at about the same speed, and a GPU keeps one copy. It costs time: a model server to start
+# (2.7 s measured in one process), and every call's batch pickled to it and the outputs back, 10-15 ms
+# per 65,536-row call (benchmarks/model_call.py). With two processes on the small models of
+# benchmarks/frameworks.py (README, "A shared model across 2 processes"), a copy per process ran
+# faster for ONNX and scikit-learn, as fast for XGBoost, and slower for PyTorch.
+# So a model is shared on a GPU, for these formats, or from this file size up.
+SHARED_FORMATS = (SAVED_MODEL, 'torch')
+SHARED_MODEL_BYTES = 128 * 2**20
+# In these modes the DirectRunner runs one process: nothing to share.
 _ONE_PROCESS_MODES = ('in_memory', 'multi_threading')
 # Runners that run the job on this machine: a GPU check here is meaningful, and there is no worker pool.
 LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
@@ -200,9 +205,11 @@ class BatchInferenceOptions(PipelineOptions):
         'call, passed on without concatenating.')
     _add_bool(
         parser, '--share_model_across_processes', None,
-        'Load one model copy per worker machine, shared by its SDK processes (one copy per GPU), '
-        'instead of one per process. Default: true, except on the DirectRunner in a single process, '
-        'where there is nothing to share and the model server only adds start-up time.')
+        'Load one model copy per worker machine, shared by its SDK processes through a model server, '
+        'instead of one per process. Default: true where a machine runs several processes and the model '
+        'needs the memory or runs faster so: a GPU (--device=gpu or an accelerator asked for), a SavedModel, a '
+        f'PyTorch model, or a model file of {SHARED_MODEL_BYTES // 2**20} MiB or more; otherwise false, a copy per '
+        'process, which spares each batch the trip to the model server.')
     _add_bool(
         parser, '--quiet', False,
         'No live progress line. (It is only drawn when stdout is a terminal and the runner is the '
@@ -332,11 +339,39 @@ class BatchInferenceOptions(PipelineOptions):
     return self.runner_name() in LOCAL_RUNNERS
 
   def share_model(self) -> bool:
-    """--share_model_across_processes, or its default for the runner this job runs on."""
+    """--share_model_across_processes, as given or as `fill_share_model` chose; before that, whether
+    several processes share a machine."""
     if self.share_model_across_processes is not None:
       return self.share_model_across_processes
+    return self.several_processes()
+
+  def several_processes(self) -> bool:
+    """Whether a machine runs several SDK processes: all but the DirectRunner in one process."""
     one_process = self.view_as(DirectOptions).direct_running_mode in _ONE_PROCESS_MODES
     return not (self.runner_name().endswith('DirectRunner') and one_process)
+
+  def asks_for_gpu(self) -> bool:
+    """Whether the job asks for a GPU: --device=gpu, --inference_accelerator or a worker_accelerator."""
+    service_options = self.view_as(GoogleCloudOptions).dataflow_service_options or []
+    return (self.device == 'gpu' or bool(self.inference_accelerator)
+            or any('worker_accelerator=' in option for option in service_options))
+
+  def fill_share_model(self, formats: Sequence[str], model_bytes: Callable[[], int]) -> None:
+    """Gives --share_model_across_processes, where left unset, the choice that wins for these models,
+    so the run, its manifest and its workers all see the one used.
+
+    Shared where several processes share a machine and the model needs the memory or was measured
+    faster shared: a GPU, a format of `SHARED_FORMATS`, or a model file of `SHARED_MODEL_BYTES` or
+    more; a copy per process otherwise (see their comment).
+
+    Args:
+      formats: the formats of the job's models (the champion's, and a challenger's).
+      model_bytes: the size of the largest model file; called only when the choice depends on it.
+    """
+    if self.share_model_across_processes is not None:
+      return
+    self.share_model_across_processes = self.several_processes() and (
+        self.asks_for_gpu() or any(f in SHARED_FORMATS for f in formats) or model_bytes() >= SHARED_MODEL_BYTES)
 
   def temp_dataset(self) -> Optional[tuple[Optional[str], str]]:
     """--bq_temp_dataset as (project, dataset); the project is None when the flag names none."""

@@ -214,7 +214,9 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
-  opts.fill_batch_sizes(batch_rows(*(b.format for b in (bundle, challenger) if b is not None)))
+  models = [b for b in (bundle, challenger) if b is not None]
+  opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
+  opts.fill_share_model([b.format for b in models], lambda: max(b.model_bytes() for b in models))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   try:

@@ -69,6 +69,7 @@ def test_cpu_job_without_image__ships_the_package_with_setup_py(penguin_bundle, 
   assert 'serviceOptions' not in env
   assert pool['machineType'] == 'n2-standard-4'
   assert options['device'] == 'cpu'
+  assert options['share_model_across_processes'] is True  # the default for a SavedModel, chosen at launch
   assert options['setup_file'] == './setup.py'
   assert 'workflow.tar.gz' in [p['name'] for p in pool['packages']]
   images = {image['containerImage'] for image in pool['sdkHarnessContainerImages']}

@@ -115,15 +115,13 @@ def test_launch_environment__one_table_three_spellings():
 
 
 @pytest.mark.parametrize('values, expected', [
-    ({}, ['setup_file=./setup.py', 'device=cpu', 'share_model_across_processes=true']),
+    ({}, ['setup_file=./setup.py', 'device=cpu']),  # sharing: the flag's default, by device and model
     ({'DEVICE': 'gpu', 'IMAGE': 'img'},
      ['sdk_container_image=img', 'device=gpu',
-      'dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver',
-      'share_model_across_processes=true']),
+      'dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver']),
     ({'DEVICE': 'gpu', 'IMAGE': 'img', 'GPU_SCOPE': 'predict', 'GPU_TYPE': 'nvidia-tesla-t4'},
      ['sdk_container_image=img', 'device=gpu',
-      'inference_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver',
-      'share_model_across_processes=true']),
+      'inference_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver']),
     ({'ONE_SDK_PROCESS_PER_VM': '1'},
      ['setup_file=./setup.py', 'device=cpu', 'experiments=no_use_multiple_sdk_containers',
       'share_model_across_processes=false']),
@@ -138,8 +136,8 @@ def test_worker_options__image_accelerator_and_model_sharing(values, expected):
 def test_template_parameters__worker_options_then_the_flags_given():
   settings = Settings.from_values({'BUCKET': 'b', 'IMAGE': 'img'})
   parameters = deploy_settings.template_parameters(settings, ['--input=gs://in/*.csv', '--passthrough_columns=a,b'])
-  assert parameters == [('sdk_container_image', 'img'), ('device', 'cpu'), ('share_model_across_processes', 'true'),
-                        ('wait_for_job', 'false'), ('input', 'gs://in/*.csv'), ('passthrough_columns', 'a,b')]
+  assert parameters == [('sdk_container_image', 'img'), ('device', 'cpu'), ('wait_for_job', 'false'),
+                        ('input', 'gs://in/*.csv'), ('passthrough_columns', 'a,b')]
   assert deploy_settings.gcloud_parameters(parameters[-2:]) == (
       '--parameters=^~^input=gs://in/*.csv~passthrough_columns=a,b')
   for bad in ('--input', 'input=x', '-i=x'):

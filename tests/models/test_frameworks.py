@@ -5,7 +5,8 @@ bundle, proven with `--expected` on the framework's own probabilities; the
 job's predictions equal the framework's own, row for row; a row whose features
 overflow float32 (a finite value the validation lets through) becomes a
 `model_error` dead letter while its neighbours are predicted; and
-`--direct_running_mode=multi_processing` answers the same.
+`--direct_running_mode=multi_processing` with a shared model answers the same,
+while by default two processes take a copy each of these small models, but for PyTorch's.
 """
 
 import json
@@ -16,10 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.bundle import FRAMEWORK_BATCH_ROWS, ModelBundle
 from models.import_model import main as import_main
 from pipelines import run as run_job
+from pipelines.launcher.resolve import resolve
+from pipelines.options import BatchInferenceOptions
 from transforms import dead_letters as dl
 from transforms.features import FeatureSpec, fit_in_memory
 from transforms.validation import validate
@@ -196,13 +200,41 @@ def test_framework__the_job_predicts_what_the_framework_predicts_and_rejects_the
   assert [(l['key'], l['stage'], l['reason_code']) for l in letters] == [('poisoned', 'predict', dl.MODEL_ERROR)]
   recorded = json.load(open(summary.manifest, encoding='utf-8'))['options']  # the format's batches, as run
   assert recorded['read_batch_size'] == recorded['max_batch_rows'] == FRAMEWORK_BATCH_ROWS
+  assert recorded['share_model_across_processes'] is False  # one process: nothing to share
 
-  # The same job across two worker processes, with one model copy shared between them.
+  # The same job across two worker processes, with one model copy shared between them: each batch, and
+  # the poisoned row's error, crosses to the model's process and back.
   multi, predicted_mp, letters_mp = _run(directory, 'multi-processing', '--direct_num_workers=2',
-                                         '--direct_running_mode=multi_processing')
+                                         '--direct_running_mode=multi_processing', '--share_model_across_processes')
   assert (multi.rows_predicted, multi.rows_rejected) == (summary.rows_predicted, summary.rows_rejected)
   scores_mp = _scores(predicted_mp, classes)
   assert sorted(scores_mp) == sorted(scores)
   for key, value in scores.items():
     np.testing.assert_array_equal(scores_mp[key], value, err_msg=key)
   assert [l['key'] for l in letters_mp] == ['poisoned']
+  assert json.load(open(multi.manifest, encoding='utf-8'))['options']['share_model_across_processes'] is True
+
+
+def test_framework__two_processes__share_a_pytorch_model_and_take_a_copy_each_of_the_others(imported):
+  """The defaults measured faster for these small models on CPUs (pipelines/options.py, SHARED_FORMATS)."""
+  framework, directory, _, _ = imported
+  bundle = ModelBundle.load(str(directory / 'bundle'))
+  assert bundle.model_bytes() == os.path.getsize(bundle.model_path)
+  options = PipelineOptions([f'--input={directory / "input.parquet"}', f'--model={bundle.path}',
+                             f'--output={directory / "out"}', '--direct_num_workers=2',
+                             '--direct_running_mode=multi_processing'])
+  resolve(options, check_only=True, bundle=bundle, check_model=False)
+  assert options.view_as(BatchInferenceOptions).share_model_across_processes is (framework == 'torch')
+
+
+@pytest.mark.parametrize('imported', ['onnx'], indirect=True)  # the copy is the same for every format
+def test_framework__two_processes_with_a_copy_each__answer_as_the_framework_does(imported):
+  _, directory, expected, classes = imported
+  summary, predicted, letters = _run(directory, 'copy-per-process', '--direct_num_workers=2',
+                                     '--direct_running_mode=multi_processing')
+  assert json.load(open(summary.manifest, encoding='utf-8'))['options']['share_model_across_processes'] is False
+  scores = _scores(predicted, classes)
+  assert sorted(scores) == sorted(expected)
+  for key, own in expected.items():
+    np.testing.assert_allclose(scores[key], own, rtol=1e-5, atol=1e-6, err_msg=key)
+  assert [l['key'] for l in letters] == ['poisoned']
