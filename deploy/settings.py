@@ -184,8 +184,8 @@ def worker_options(settings: Settings) -> list[tuple[str, str]]:
     Whether they share one model copy per VM is left to --share_model_across_processes's default
     (pipelines/options.py): shared on a GPU (one copy per GPU), for a SavedModel or a PyTorch model
     and for a large model file; a copy per process for the other small models on CPUs, which spares
-    each batch the trip to the model server. ONE_SDK_PROCESS_PER_VM=1 runs a single SDK process instead: no cross-process
-    calls, but Python work is limited to one core per VM.
+    each batch the trip to the model server. ONE_SDK_PROCESS_PER_VM=1 runs a single SDK process
+    instead: no cross-process calls, but Python work is limited to one core per VM.
   """
   options = [('sdk_container_image', settings.image) if settings.image else ('setup_file', './setup.py'),
              ('device', settings.device)]

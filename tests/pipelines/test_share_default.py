@@ -40,7 +40,8 @@ def test_share_model__before_the_model_is_known__follows_the_runner_and_the_flag
     (['--runner=DataflowRunner', '--device=gpu', '--share_model_across_processes=false'], [SAVED_MODEL], LARGE,
      False),
 ])
-def test_fill_share_model__shares_where_the_model_needs_the_memory_or_runs_faster_so(flags, formats, model_bytes, shared):
+def test_fill_share_model__shares_where_the_model_needs_the_memory_or_runs_faster_so(flags, formats, model_bytes,
+                                                                                    shared):
   opts = BatchInferenceOptions(flags)
   opts.fill_share_model(formats, lambda: model_bytes)
   assert opts.share_model_across_processes is shared and opts.share_model() is shared
