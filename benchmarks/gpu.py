@@ -190,7 +190,8 @@ def main(argv=None) -> int:
   parser.add_argument('--variants', default=','.join(VARIANTS), help=f'Comma-separated subset of {VARIANTS}.')
   parser.add_argument('--workers', type=int, default=8,
                       help='Worker processes of ours-gpu-Nproc, threads of ours-gpu-Nthread.')
-  parser.add_argument('--device', default='cuda', help='Torch device of the GPU variants; cpu tries the script.')
+  parser.add_argument('--device', default='cuda', choices=('cuda', 'cpu'),
+                      help='cuda: the GPU variants on the GPU (ours with --device=gpu); cpu tries the script.')
   parser.add_argument('--hidden', type=int, default=None, help='Hidden units per layer (default 2048).')
   parser.add_argument('--layers', type=int, default=None, help='Hidden layers (default 4).')
   parser.add_argument('--ours_flags', default='', help='Extra pipeline flags for the ours variants.')

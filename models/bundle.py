@@ -143,7 +143,10 @@ class ModelBundle:
     """
     if self.format == SAVED_MODEL:
       raise ValueError(f'{self.saved_model_path} is a SavedModel directory; model_bytes sizes one model file')
-    return FileSystems.match([self.model_path])[0].metadata_list[0].size_in_bytes
+    try:  # not FileSystems.match: it would read [, * or ? in the path as a pattern
+      return FileSystems.get_filesystem(self.model_path).size(self.model_path)
+    except Exception as e:  # pylint: disable=broad-except  # each filesystem raises its own errors
+      raise BundleError(f'cannot read the size of the model file {self.model_path}: {e}') from None
 
   @property
   def load_options(self) -> dict[str, Any]:

@@ -216,10 +216,10 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   models = [b for b in (bundle, challenger) if b is not None]
   opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
-  opts.fill_share_model([b.format for b in models], lambda: max(b.model_bytes() for b in models))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   try:
+    opts.fill_share_model([b.format for b in models], lambda: max(b.model_bytes() for b in models))
     if offline:
       bq_input = _offline_bigquery_input(opts, bundle) if opts.reads_bigquery else None
       incremental = (incremental_.Incremental(opts.row_version_column, (), FileSystems.join(incremental_.index_folder(

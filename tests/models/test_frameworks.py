@@ -12,6 +12,7 @@ while by default two processes take a copy each of these small models, but for P
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.bundle import FRAMEWORK_BATCH_ROWS, ModelBundle
+from models.bundle import FRAMEWORK_BATCH_ROWS, BundleError, ModelBundle
 from models.import_model import main as import_main
 from pipelines import run as run_job
 from pipelines.launcher.resolve import resolve
@@ -238,3 +239,14 @@ def test_framework__two_processes_with_a_copy_each__answer_as_the_framework_does
   for key, own in expected.items():
     np.testing.assert_allclose(scores[key], own, rtol=1e-5, atol=1e-6, err_msg=key)
   assert [l['key'] for l in letters] == ['poisoned']
+
+
+def test_model_bytes__sizes_the_file_where_its_path_reads_as_a_pattern_and_names_a_missing_one(imported, tmp_path):
+  _, directory, _, _ = imported
+  copy = tmp_path / 'models [v1]?'
+  shutil.copytree(directory / 'bundle', copy)
+  bundle = ModelBundle.load(str(copy))
+  assert bundle.model_bytes() == os.path.getsize(bundle.model_path)
+  os.remove(bundle.model_path)
+  with pytest.raises(BundleError, match='cannot read the size of the model file'):
+    bundle.model_bytes()
