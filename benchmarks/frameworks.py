@@ -31,8 +31,11 @@ import shutil
 import statistics
 import sys
 import tempfile
+from typing import Sequence
 
 import numpy as np
+
+from transforms.features import FeatureSpec
 
 FRAMEWORKS = ('onnx', 'torch', 'xgboost', 'sklearn')
 KINDS = ('raw', 'ours', 'ours-shared', 'ours-copy')
@@ -81,10 +84,25 @@ def _train(framework: str, x: np.ndarray, y: np.ndarray, directory: str) -> str:
   raise ValueError(framework)
 
 
-def make_bundle(framework: str, output: str) -> str:
-  """The framework's penguin bundle at `output` (made once), through the import command."""
+def import_penguin_model(model: str, spec: FeatureSpec, output: str, *, name: str, version: str,
+                         trusted_types: Sequence[str] = ()) -> str:
+  """Imports a model of the example's fitted features and classes as a bundle at `output`, as a user would."""
   from models.bundle import Outputs
   from models.import_model import import_model
+  from models.penguins import train
+  with tempfile.TemporaryDirectory() as directory:
+    features, outputs = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
+    with open(features, 'w', encoding='utf-8') as f:
+      json.dump(spec.to_dict(), f)
+    with open(outputs, 'w', encoding='utf-8') as f:
+      json.dump(Outputs('classification', train.CLASSES).to_dict(), f)
+    import_model(model=model, features=features, outputs=outputs, name=name, version=version, output=output,
+                 trusted_types=trusted_types)
+  return output
+
+
+def make_bundle(framework: str, output: str) -> str:
+  """The framework's penguin bundle at `output` (made once), through the import command."""
   from models.penguins import train
   if os.path.exists(os.path.join(output, 'metadata.json')):
     return output
@@ -92,14 +110,8 @@ def make_bundle(framework: str, output: str) -> str:
   rows, _, labels, _ = train.training_split(train.training_data_path(), 7)
   with tempfile.TemporaryDirectory() as directory:
     model = _train(framework, spec.transform(rows), labels, directory)
-    features, outputs = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
-    with open(features, 'w', encoding='utf-8') as f:
-      json.dump(spec.to_dict(), f)
-    with open(outputs, 'w', encoding='utf-8') as f:
-      json.dump(Outputs('classification', train.CLASSES).to_dict(), f)
-    import_model(model=model, features=features, outputs=outputs, name=f'penguin-species-{framework}', version='1',
-                 output=output, trusted_types=TRUSTED.get(framework, ()))
-  return output
+    return import_penguin_model(model, spec, output, name=f'penguin-species-{framework}', version='1',
+                                trusted_types=TRUSTED.get(framework, ()))
 
 
 def raw_predict(framework: str, path: str, device: str = 'cpu'):

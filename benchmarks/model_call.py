@@ -48,9 +48,11 @@ def _median_ms(call: Callable[[], object], calls: int) -> float:
 
 
 def _load(bundle_path: str):
+  """The bundle's loaded predictor, and the width of its feature matrix."""
   from models.bundle import ModelBundle
   from models.handlers import handler_for
-  return handler_for(ModelBundle.load(bundle_path), share_across_processes=True).load_model()
+  bundle = ModelBundle.load(bundle_path)
+  return handler_for(bundle, share_across_processes=True).load_model(), len(bundle.features.output_names)
 
 
 class _BlockReader:
@@ -91,8 +93,8 @@ def _time_proxy(tag: str, x: np.ndarray, calls: int, answer) -> None:
 
 def measure(bundle_path: str, rows: int, calls: int) -> dict:
   from apache_beam.utils.multi_process_shared import MultiProcessShared
-  x = np.random.default_rng(0).normal(size=(rows, 12)).astype(np.float32)
-  predictor = _load(bundle_path)
+  predictor, width = _load(bundle_path)
+  x = np.random.default_rng(0).normal(size=(rows, width)).astype(np.float32)
   out = predictor.predict(x)
   local = _median_ms(lambda: predictor.predict(x), calls)
   # This process serves the model, as the first SDK process on a machine does; a second one calls it.

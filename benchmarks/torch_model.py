@@ -11,11 +11,9 @@ imports TensorFlow.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
-from models.bundle import Outputs
 from models.penguins import train
 
 HIDDEN = 2048
@@ -48,21 +46,15 @@ def make_bundle(output: str, *, hidden: int = HIDDEN, layers: int = LAYERS) -> s
   """
   import torch
 
-  from models.import_model import import_model
+  from benchmarks.frameworks import import_penguin_model
   if os.path.exists(os.path.join(output, 'metadata.json')):
     return output
   spec = train.fit_features()
-  outputs = Outputs('classification', train.CLASSES)
-  net = mlp(len(spec.output_names), outputs.width, hidden=hidden, layers=layers)
-  example = torch.zeros((4, len(spec.output_names)), dtype=torch.float32)
+  width_in = len(spec.output_names)
+  net = mlp(width_in, len(train.CLASSES), hidden=hidden, layers=layers)
+  example = torch.zeros((4, width_in), dtype=torch.float32)
   with tempfile.TemporaryDirectory() as directory:
     model = os.path.join(directory, 'model.pt2')
     torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim('rows')},)), model)
-    features, outputs_json = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
-    with open(features, 'w', encoding='utf-8') as f:
-      json.dump(spec.to_dict(), f)
-    with open(outputs_json, 'w', encoding='utf-8') as f:
-      json.dump(outputs.to_dict(), f)
-    import_model(model=model, features=features, outputs=outputs_json, name='penguin-species-torch-mlp',
-                 version=f'{layers}x{hidden}-seed{SEED}', output=output)
-  return output
+    return import_penguin_model(model, spec, output, name='penguin-species-torch-mlp',
+                                version=f'{layers}x{hidden}-seed{SEED}')
