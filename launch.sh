@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PYTHON="$VENV/bin/python"
 BUNDLE=${BUNDLE:-build/bundles/penguins}
-EXAMPLE=models/penguins/example/penguins.csv
+EXAMPLE=models/examples/penguins/example/penguins.csv
 
 usage() {
   cat <<USAGE
@@ -20,7 +20,7 @@ Usage: ./launch.sh VERB [ARGS...]
                 build/emulators/) and stop them at the end.
   bench [ARGS]  Benchmark the job against the raw model and the alternatives
                 (python -m benchmarks.run ARGS; --rows 1000000 is the documented run).
-  train [ARGS]  Train the example penguin model (python -m models.penguins.train).
+  train [ARGS]  Train the example penguin model (python -m models.examples.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
                 With --watch it keeps running and predicts each new input file once.
   status RUN_ID --output=OUTPUT
@@ -29,7 +29,7 @@ Usage: ./launch.sh VERB [ARGS...]
                 failed, or that it has not published yet (python -m pipelines.record.status).
   import [ARGS] Bring your own model (TensorFlow, ONNX, PyTorch, XGBoost, scikit-learn): make a
                 checked bundle of it, proven with --expected on rows your own code predicted
-                (python -m models.import_model, see ./launch.sh import --help).
+                (python -m models.importer, see ./launch.sh import --help).
   help          This text.
 
  On Google Cloud (settings below; VERB --help for each):
@@ -105,12 +105,12 @@ ensure_bundle() {
     return
   fi
   case " $* " in
-    *" --verbose "* | *" --verbose=true "*) "$PYTHON" -m models.penguins.train --output "$BUNDLE"; return ;;
+    *" --verbose "* | *" --verbose=true "*) "$PYTHON" -m models.examples.penguins.train --output "$BUNDLE"; return ;;
   esac
   local log="$BUNDLE.train.log"
   mkdir -p "$(dirname "$BUNDLE")"
   echo "training the example model once (log: $log)" >&2
-  "$PYTHON" -m models.penguins.train --output "$BUNDLE" 2>"$log" || { cat "$log" >&2; return 1; }
+  "$PYTHON" -m models.examples.penguins.train --output "$BUNDLE" 2>"$log" || { cat "$log" >&2; return 1; }
 }
 
 # ---- Google Cloud ------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ case "$verb" in
   train)
     install
     quiet_tf
-    "$PYTHON" -m models.penguins.train "$@"
+    "$PYTHON" -m models.examples.penguins.train "$@"
     ;;
   run)
     install
@@ -211,7 +211,7 @@ case "$verb" in
   import)
     install
     quiet_tf
-    "$PYTHON" -m models.import_model "$@"
+    "$PYTHON" -m models.importer "$@"
     ;;
   status)
     if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then

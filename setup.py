@@ -22,7 +22,7 @@ setuptools.setup(
     version='0.1.0',
     description='Batch inference on Apache Beam: files or BigQuery in, predictions and dead letters out.',
     packages=setuptools.find_packages(include=['pipelines*', 'transforms*', 'models*']),
-    package_data={'models.penguins': ['example/*.csv']},
+    package_data={'models.examples.penguins': ['example/*.csv']},
     python_requires='>=3.10',
     install_requires=REQUIREMENTS,
     extras_require=EXTRAS,

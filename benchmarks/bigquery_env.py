@@ -1,7 +1,7 @@
 """The BigQuery side of a benchmark run: local emulators, the input tables, a fresh output per run.
 
 The BigQuery variants read and write through the emulators that
-tests/cloud/emulators.py starts (bqemulator over DuckDB, gcp-storage-emulator),
+testing/emulators.py starts (bqemulator over DuckDB, gcp-storage-emulator),
 started once per benchmark run on free 127.0.0.1 ports and stopped at its end.
 The input is the same rows the Parquet variants read, loaded once per row
 count. Every variant run writes a table of its own: the emulator's MERGE is
@@ -21,7 +21,7 @@ from typing import Optional
 import pyarrow.parquet as pq
 
 from benchmarks import emulated
-from tests.cloud.emulators import BigQueryEmulator, GcsEmulator
+from testing.emulators import BigQueryEmulator, GcsEmulator
 
 PROJECT = 'bench-project'
 DATASET = 'bench'
@@ -107,7 +107,7 @@ class BigQueryBench:
     if rows not in self._loaded:
       from google.cloud import bigquery
 
-      from transforms.bigquery import table_schema
+      from transforms.bigquery.tables import table_schema
 
       files = sorted(glob.glob(os.path.join(data_dir, '*.parquet')))
       uris = []

@@ -6,7 +6,7 @@ Each variant runs in its own process, and some of its clients have no endpoint
 setting that an environment variable reaches, so the process redirects them
 itself before the module runs. The driver (benchmarks/run.py) starts the
 emulators and passes their addresses in the environment (`environment`).
-What is redirected, as tests/cloud/conftest.py does for the tests:
+What is redirected, as testing/cloud_fixtures.py does for the tests:
 - google-cloud-bigquery and google-cloud-storage honour BIGQUERY_EMULATOR_HOST
   and STORAGE_EMULATOR_HOST;
 - the Storage Read client (ours and Beam's) gets an insecure gRPC channel to
@@ -62,7 +62,7 @@ def use_emulators(rest_url: str, grpc_endpoint: str, gcs_endpoint: str, project:
         ('grpc.max_receive_message_length', -1), ('grpc.max_send_message_length', -1)])
     return read_client(transport=BigQueryReadGrpcTransport(channel=channel))
 
-  # Ours (transforms.bigquery_read) and Beam's (bigquery.bq_storage) both look the class up in this module.
+  # Ours (transforms.bigquery.read) and Beam's (bigquery.bq_storage) both look the class up in this module.
   bigquery_storage_v1.BigQueryReadClient = emulator_read_client
 
 

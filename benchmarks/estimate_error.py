@@ -1,6 +1,6 @@
 """How far `--estimate`'s forecast is from a measured run: the DirectRunner, here, side by side.
 
-`python -m benchmarks.estimate_error --rows 1000000` makes N rows (benchmarks.data),
+`python -m benchmarks.estimate_error --rows 1000000` makes N rows (testing.data),
 runs `--estimate` on them (a sample of --sample rows, measured in this process),
 then runs the whole input in this same process, --repeats times, and compares
 the forecast wall time of the DirectRunner with the measured ones (the
@@ -17,7 +17,7 @@ import shutil
 import statistics
 import time
 
-from benchmarks.data import make_dataset
+from testing.data import make_dataset
 from pipelines import run as run_job
 from pipelines.launcher import estimate
 

@@ -4,8 +4,8 @@
 
 For each framework (ONNX, PyTorch, XGBoost, scikit-learn) a penguin classifier
 is trained on the example data with the example's features and imported as a
-bundle (`models.import_model`). Then, on the same N resampled rows as the main
-benchmark (benchmarks/data.py), each in its own process, measured from
+bundle (`models.importer.command`). Then, on the same N resampled rows as the main
+benchmark (testing/data.py), each in its own process, measured from
 outside (benchmarks/measure.py):
 
     raw-FW            no Beam: pyarrow reads large batches, `FeatureSpec.transform`,
@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transforms.features import FeatureSpec
+from transforms.features.spec import FeatureSpec
 
 FRAMEWORKS = ('onnx', 'torch', 'xgboost', 'sklearn')
 KINDS = ('raw', 'ours', 'ours-shared', 'ours-copy')
@@ -88,8 +88,8 @@ def import_penguin_model(model: str, spec: FeatureSpec, output: str, *, name: st
                          trusted_types: Sequence[str] = ()) -> str:
   """Imports a model of the example's fitted features and classes as a bundle at `output`, as a user would."""
   from models.bundle import Outputs
-  from models.import_model import import_model
-  from models.penguins import train
+  from models.importer.command import import_model
+  from models.examples.penguins import train
   with tempfile.TemporaryDirectory() as directory:
     features, outputs = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
     with open(features, 'w', encoding='utf-8') as f:
@@ -103,7 +103,7 @@ def import_penguin_model(model: str, spec: FeatureSpec, output: str, *, name: st
 
 def make_bundle(framework: str, output: str) -> str:
   """The framework's penguin bundle at `output` (made once), through the import command."""
-  from models.penguins import train
+  from models.examples.penguins import train
   if os.path.exists(os.path.join(output, 'metadata.json')):
     return output
   spec = train.fit_features()
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     print(json.dumps(run_raw(args)))
     return 0
 
-  from benchmarks.data import make_dataset  # the bench's own imports; a raw run imports only what it uses
+  from testing.data import make_dataset  # the bench's own imports; a raw run imports only what it uses
   frameworks = [f.strip() for f in args.frameworks.split(',') if f.strip()]
   kinds = [k.strip() for k in args.kinds.split(',') if k.strip()]
   bundles = {fw: make_bundle(fw, os.path.join(args.work, 'bundles', fw)) for fw in frameworks}

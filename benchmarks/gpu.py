@@ -48,7 +48,7 @@ def check_imports() -> int:
   """
   import models.handlers.pytorch  # noqa: F401
   import pipelines.run  # noqa: F401
-  from models.penguins import train
+  from models.examples.penguins import train
   spec = train.fit_features()
   print(f'imports ok: {len(spec.output_names)} features; tensorflow imported: {"tensorflow" in sys.modules}; '
         f'torch imported: {"torch" in sys.modules}', flush=True)
@@ -93,7 +93,7 @@ def counts(variant: str, log: str, output: str) -> dict:
 
 
 def run_once(variant: str, rows: int, round_no: int, args, bundle: str, time_left: float) -> dict:
-  from benchmarks.data import make_dataset
+  from testing.data import make_dataset
   from benchmarks.gpu_monitor import GpuSampler
   from benchmarks.measure import run_measured
   from benchmarks.run import predicted_rows

@@ -26,8 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from benchmarks.textbook import SignatureHandlerNumpy, postprocess
 from models.bundle import ModelBundle
 from models.inference import PredictionColumns
-from transforms.features import FeatureSpec
-from transforms.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
+from transforms.features.spec import FeatureSpec
+from transforms.features.preprocessing import FillMissing, OneHot, Vocabulary, ZScore
 
 
 def fill_missing(row: dict, spec: FeatureSpec):

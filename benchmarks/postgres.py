@@ -6,7 +6,7 @@ Starts its own PostgreSQL server (the tests' helper, with fsync and full-page
 writes on, as a real server keeps them) in a temporary folder and stops it.
 
 1. Throughput: the same N-row Parquet input (the penguins resampled,
-   `benchmarks.data`) through `python -m pipelines.run`, once to Parquet files
+   `testing.data`) through `python -m pipelines.run`, once to Parquet files
    (`ours`) and once to a PostgreSQL table (`ours-pg`: COPY into a staging
    table, one upsert transaction when the run ends), interleaved round by
    round. The first `ours-pg` round fills an empty table; later rounds upsert
@@ -35,10 +35,10 @@ from typing import Optional
 import numpy as np
 import pyarrow.parquet as pq
 
-from benchmarks.data import make_dataset
+from testing.data import make_dataset
 from benchmarks.measure import run_measured
 from benchmarks.report import machine
-from tests.postgres_server import PostgresServer, running_server
+from testing.postgres_server import PostgresServer, running_server
 
 _PUBLISHED = re.compile(r'published (\d+) rows to .* in ([0-9.]+)s')
 
@@ -47,10 +47,10 @@ def _ensure_bundles(work: str, py: str) -> tuple[str, str]:
   penguins, recs = os.path.join(work, 'bundles', 'penguins'), os.path.join(work, 'bundles', 'car-makes')
   env = {**os.environ, 'PYTHONPATH': os.getcwd()}
   if not os.path.exists(os.path.join(penguins, 'metadata.json')):
-    run_measured([py, '-m', 'models.penguins.train', f'--output={penguins}'], output_dir=work,
+    run_measured([py, '-m', 'models.examples.penguins.train', f'--output={penguins}'], output_dir=work,
                  log_path=os.path.join(work, 'logs', 'train-penguins.log'), env=env)
   if not os.path.exists(os.path.join(recs, 'metadata.json')):
-    run_measured([py, '-m', 'models.recommender.train', f'--output={recs}'], output_dir=work,
+    run_measured([py, '-m', 'models.examples.recommender.train', f'--output={recs}'], output_dir=work,
                  log_path=os.path.join(work, 'logs', 'train-recs.log'), env=env)
   return penguins, recs
 
@@ -122,7 +122,7 @@ def lookups(server: PostgresServer, py: str, work: str, users: int, model: str) 
   import subprocess
   shoppers = os.path.join(work, 'data', f'shoppers-{users}.parquet')
   if not os.path.exists(shoppers):
-    from models.recommender.train import shoppers as make_shoppers
+    from models.examples.recommender.train import shoppers as make_shoppers
     os.makedirs(os.path.dirname(shoppers), exist_ok=True)
     pq.write_table(make_shoppers(users, seed=3), shoppers, row_group_size=50_000)
   env = {**os.environ, 'PYTHONPATH': os.getcwd(), 'TF_CPP_MIN_LOG_LEVEL': '2'}

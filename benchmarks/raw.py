@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.bundle import ModelBundle
-from models.handler import SavedModelPredictor
+from models.handlers.tensorflow import SavedModelPredictor
 from models.inference import PredictionColumns
-from transforms import dead_letters as dl
-from transforms.features import FeatureSpec
+from transforms.rows import dead_letters as dl
+from transforms.features.spec import FeatureSpec
 
 BATCH_ROWS = 65536
 

@@ -24,10 +24,10 @@ from google.cloud import bigquery, bigquery_storage_v1, storage
 
 from benchmarks.raw import BATCH_ROWS, predict_batches
 from models.bundle import ModelBundle
-from models.handler import SavedModelPredictor
+from models.handlers.tensorflow import SavedModelPredictor
 from models.inference import PredictionColumns
-from transforms.bigquery import TableRef, table_schema
-from transforms.bigquery_read import rechunk
+from transforms.bigquery.tables import TableRef, table_schema
+from transforms.bigquery.read import rechunk
 
 _TYPES = bigquery_storage_v1.types
 

@@ -25,9 +25,9 @@ class PredictBatches:
 
   def __init__(self, model: str):
     from models.bundle import ModelBundle
-    from models.handler import SavedModelPredictor
+    from models.handlers.tensorflow import SavedModelPredictor
     from models.inference import PredictionColumns
-    from transforms import dead_letters as dl
+    from transforms.rows import dead_letters as dl
     bundle = ModelBundle.load(model)
     self._key = dl.KEY
     self._spec = bundle.features

@@ -26,9 +26,9 @@ from typing import Callable, Optional
 import pyarrow.parquet as pq
 
 from benchmarks import bigquery_env, report
-from benchmarks.data import make_dataset
+from testing.data import make_dataset
 from benchmarks.measure import run_measured
-from tests.cloud.emulators import EmulatorError
+from testing.emulators import EmulatorError
 
 VARIANTS = ('raw', 'ours', 'ours-2proc', 'beam-textbook', 'mltransform', 'ray-data', 'ours-bq', 'raw-bq',
             'beam-textbook-bq')

@@ -16,7 +16,7 @@ import shutil
 import statistics
 import sys
 
-from benchmarks.data import make_dataset
+from testing.data import make_dataset
 from benchmarks.measure import run_measured
 from benchmarks.run import predicted_rows
 

@@ -24,10 +24,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.bundle import ModelBundle
-from models.handler import SavedModelPredictor
+from models.handlers.tensorflow import SavedModelPredictor
 from models.inference import PredictionColumns
-from transforms.features import FeatureSpec
-from transforms.preprocessing import FillMissing, MinMax, OneHot, Vocabulary, ZScore
+from transforms.features.spec import FeatureSpec
+from transforms.features.preprocessing import FillMissing, MinMax, OneHot, Vocabulary, ZScore
 
 
 class SignatureHandlerNumpy(ModelHandler[np.ndarray, PredictionResult, SavedModelPredictor]):

@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from benchmarks.textbook import Preprocess, SignatureHandlerNumpy, postprocess
 from models.bundle import ModelBundle
 from models.inference import PredictionColumns
-from transforms.bigquery import TableRef, table_schema
+from transforms.bigquery.tables import TableRef, table_schema
 
 
 def main(argv=None) -> None:

@@ -3,7 +3,7 @@
 The GPU machine has PyTorch and no TensorFlow, so this row cannot run the
 example SavedModel. It serves an MLP from the example's features to its three
 classes instead, saved with `torch.export` and turned into a bundle by the
-import command's code (`models.import_model`), so `python -m pipelines.run`
+import command's code (`models.importer.command`), so `python -m pipelines.run`
 serves it exactly as it serves any user's PyTorch model. Weights are random
 with a fixed seed: the row measures throughput, not accuracy. Nothing here
 imports TensorFlow.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from models.penguins import train
+from models.examples.penguins import train
 
 HIDDEN = 2048
 LAYERS = 4

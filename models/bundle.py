@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.features import FeatureSpec
+from transforms.features.spec import FeatureSpec
 
 SAVED_MODEL = 'saved_model'
 FEATURES = 'features.json'
@@ -118,7 +118,7 @@ class ModelBundle:
 
   @property
   def training_statistics(self) -> Optional[dict[str, Any]]:
-    """The training data's profile (`transforms.data_profile.InputProfileFn`); None in older bundles."""
+    """The training data's profile (`transforms.rows.data_profile.InputProfileFn`); None in older bundles."""
     return self.metadata.get('training_statistics')
 
   @property

@@ -26,13 +26,13 @@ import pyarrow.compute as pc
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import ModelBundle, Outputs
-from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row
+from models.handlers.base import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row
 from models.handlers import handler_for, load_predictor
 from models.inference import PredictionColumns, FormatFn, model_error_letters
-from transforms.data_profile import significant_digits, unique_counts, psi
-from transforms.dead_letters import DEAD_LETTERS
-from transforms.features import FeatureSpec
-from transforms.validation import coerce_column
+from transforms.rows.data_profile import significant_digits, unique_counts, psi
+from transforms.rows.dead_letters import DEAD_LETTERS
+from transforms.features.spec import FeatureSpec
+from transforms.rows.validation import coerce_column
 
 COMPARISON = 'comparison'
 # Quantiles at which the two models' scores are compared.
@@ -373,7 +373,7 @@ def challenger_step(validated: beam.PCollection, plan, settings: dict[str, Any],
   champion, challenger = plan.bundle, plan.challenger
   shared = specs_agree(champion.features, challenger.features)
   if shared:
-    from transforms.features import ApplyFeatures
+    from transforms.features.spec import ApplyFeatures
     pairs = validated | 'Features' >> ApplyFeatures(champion.features)
   else:
     pairs = validated | 'Features' >> ApplyBothFeatures(champion.features, challenger.features)

@@ -21,11 +21,12 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from models.bundle import Outputs
-from models.handler import KeyedRowsHandler, MatrixModelHandler, RowFailures, error_text
-from transforms import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
-from transforms import counters, ranking
-from transforms import dead_letters as dl
-from transforms.dead_letters import DEAD_LETTERS, count_rejections
+from models.handlers.base import KeyedRowsHandler, MatrixModelHandler, RowFailures, error_text
+from transforms.rows import coders as _coders  # noqa: F401  (registers the coders of the declared element types)
+from transforms.rows import counters
+from transforms.rows import ranking
+from transforms.rows import dead_letters as dl
+from transforms.rows.dead_letters import DEAD_LETTERS, count_rejections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,25 @@ class PredictionColumns:
   key_type: pa.DataType = pa.string()
   top_k: int = 10
   model_resource: Optional[str] = None
+
+  @property
+  def descriptions(self) -> dict[str, str]:
+    """Each output column's description, for a table's schema."""
+    described = {
+        self.key_name: 'Key of the input row the prediction belongs to.',
+        'predicted_class': 'The most probable class.',
+        'predicted_probability': 'The probability of predicted_class.',
+        'score': 'The model\'s score.',
+        'model_name': 'Name of the model bundle that predicted the row.',
+        'model_version': 'Version of the model bundle.',
+        'run_id': 'The run that wrote the row; a re-run of the same id replaces its rows.',
+        'predicted_at': 'When the row was predicted (UTC); the table is partitioned by its day.',
+    }
+    described.update({f.name: f'Input column {f.name}, copied unchanged.' for f in self.passthrough})
+    if self.outputs.kind == 'classification':
+      described.update({name: f'Probability of class {cls!r}.'
+                        for name, cls in zip(self.score_names, self.outputs.classes)})
+    return described
 
   @property
   def provenance(self) -> list[tuple[str, str]]:

@@ -15,10 +15,10 @@ from typing import Callable, Optional, Sequence
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import FRAMEWORK_BATCH_ROWS, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS
-from transforms.bigquery import WRITE_METHODS, is_table
-from transforms.postgres import PUBLISH_MODES, is_database
-from transforms.readers import FORMATS
-from transforms.sinks import OUTPUT_FORMATS
+from transforms.bigquery.tables import WRITE_METHODS, is_table
+from transforms.postgres.tables import PUBLISH_MODES, is_database
+from transforms.files.readers import FORMATS
+from transforms.files.write import OUTPUT_FORMATS
 
 # Flags without which the job cannot start; the Flex Template marks the rest optional.
 # Always required; one of --input and --input_query is required too.

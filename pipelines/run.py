@@ -32,10 +32,10 @@ from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptio
 from apache_beam.runners.runner import PipelineState
 
 from models.bundle import BundleError, bundle_format
-from models.handler import NoGpuError
+from models.handlers.base import NoGpuError
 from models.handlers import require_gpu
 from pipelines.graph import gate, manifest
-from pipelines.graph import postgres_publish as pgpub
+from transforms.postgres import publish as pgpub
 from pipelines.graph.batch_inference import build_pipeline
 from pipelines.graph.finish import drop_staging_tables
 from pipelines.graph.plan import JobPlan
@@ -44,7 +44,8 @@ from pipelines.launcher.progress import PROGRESS_RUNNERS, LiveCounters, Progress
 from pipelines.launcher.resolve import resolve
 from pipelines.launcher.watch import watch
 from pipelines.options import BatchInferenceOptions, unknown_flags
-from pipelines.record import publish, status
+from pipelines.record import status
+from transforms.files import publish
 from pipelines.record.summary import RunSummary
 
 if __name__ == '__main__':

@@ -19,15 +19,18 @@ if os.environ.get('CI'):
 @pytest.fixture(scope='session')
 def penguin_bundle(tmp_path_factory) -> ModelBundle:
   """The example penguin classifier, trained for real (a few seconds)."""
-  from models.penguins import train
+  from models.examples.penguins import train
   return train.train(str(tmp_path_factory.mktemp('bundle') / 'penguins'), epochs=30)
 
 
-from tests.postgres_server import postgres_server  # noqa: E402,F401  (a real PostgreSQL server, session-wide)
+from testing.postgres_server import postgres_server  # noqa: E402,F401  (a real PostgreSQL server, session-wide)
+# Local GCS and BigQuery emulators, started only when a test asks for them.
+from testing.cloud_fixtures import (  # noqa: E402,F401
+    anonymous_credentials, bigquery_emulator, bq_client, bq_dataset, emulator_dir, gcs, gcs_prefix)
 
 
 @pytest.fixture(scope='session')
 def recommender_bundle(tmp_path_factory) -> ModelBundle:
   """The example recommender (top car makes), trained for real on vega_datasets' cars."""
-  from models.recommender import train
+  from models.examples.recommender import train
   return train.train(str(tmp_path_factory.mktemp('bundle') / 'car-makes'), epochs=40)

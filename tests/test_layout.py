@@ -12,7 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ('deploy', 'pipelines', 'models', 'transforms')
 # Top first: a module imports from its own layer and the layers below it, never above.
 LAYERS = ('deploy', 'pipelines.run', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
-          'pipelines.options', 'models', 'transforms')
+          'pipelines.options', 'models', 'transforms.bigquery', 'transforms.postgres', 'transforms.files',
+          'transforms')
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -75,6 +76,19 @@ def test_no_import_cycles():
     if module not in state:
       visit(module, [module])
   assert cycles == []
+
+
+def test_no_project_package_nor_benchmark_imports_the_tests():
+  """Shared test helpers live in `testing/`, which tests and benchmarks both import; `tests/` is imported by no one."""
+  found = []
+  for package in PACKAGES + ('testing', 'benchmarks'):
+    for path in (ROOT / package).rglob('*.py'):
+      for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ''] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [f'{path.relative_to(ROOT)}:{node.lineno} imports {name}' for name in names
+                  if name == 'tests' or name.startswith('tests.')]
+  assert found == []
 
 
 def test_the_readme_layout_names_every_module_where_it_is():

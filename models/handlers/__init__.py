@@ -3,7 +3,7 @@
 Each format's module holds a predictor (the loaded model behind
 `predict(matrix) -> matrix`, with `input_width`, `output_width` and `device`)
 and `require_gpu()`. Everything else, batching by rows, the shared model and
-the row-by-row retry, is `models.handler.MatrixModelHandler`'s, for every
+the row-by-row retry, is `models.handlers.base.MatrixModelHandler`'s, for every
 format alike. A framework is imported only when a bundle of its format is
 loaded, so each stays an optional extra (`pip install .[onnx]` and so on).
 """
@@ -18,7 +18,9 @@ from typing import Any, Optional
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from models.handler import MatrixModelHandler, NoGpuError, SavedModelHandler
+from models.handlers.base import MatrixModelHandler, NoGpuError
+
+from models.handlers.tensorflow import SavedModelHandler
 
 SAVED_MODEL = 'saved_model'
 
@@ -35,7 +37,7 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format(SAVED_MODEL, 'SavedModel', ('saved_model',), 'models.handler', 'tensorflow', 'tensorflow'),
+    Format(SAVED_MODEL, 'SavedModel', ('saved_model',), 'models.handlers.base', 'tensorflow', 'tensorflow'),
     Format('onnx', 'ONNX model', ('model.onnx',), 'models.handlers.onnx', 'onnx', 'onnxruntime'),
     Format('torch', 'PyTorch model', ('model.pt2', 'model.torchscript.pt'), 'models.handlers.pytorch', 'torch',
            'torch'),
@@ -69,7 +71,7 @@ def read_bytes(path: str) -> bytes:
 def load_predictor(fmt: str, path: str, outputs, device: str = 'auto', options: Optional[dict[str, Any]] = None):
   """Loads the model at `path` in format `fmt` as a predictor on `device` (auto, cpu or gpu)."""
   if fmt == SAVED_MODEL:
-    from models.handler import SavedModelPredictor
+    from models.handlers.tensorflow import SavedModelPredictor
     return SavedModelPredictor(path, outputs.signature, outputs.output_key, device)
   predictor = _module(get_format(fmt)).Predictor(path, outputs, device=device, **(options or {}))
   logging.info('loaded the %s %s on %s', get_format(fmt).label, path, predictor.device)
@@ -79,7 +81,7 @@ def load_predictor(fmt: str, path: str, outputs, device: str = 'auto', options: 
 def require_gpu(fmt: str) -> None:
   """Raises NoGpuError, saying what to do, when format `fmt`'s framework sees no GPU here."""
   if fmt == SAVED_MODEL:
-    from models.handler import require_gpu as tf_require_gpu
+    from models.handlers.tensorflow import require_gpu as tf_require_gpu
     tf_require_gpu()
   else:
     _module(get_format(fmt)).require_gpu()

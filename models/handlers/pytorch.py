@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from models.handler import NO_GPU_HELP, NoGpuError
+from models.handlers.base import NO_GPU_HELP, NoGpuError
 from models.handlers import as_rows, read_bytes
 
 EXPORT_HELP = ('export the model without its code: torch.export.save(torch.export.export(model, (example,), '

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from models.handler import NoGpuError
+from models.handlers.base import NoGpuError
 from models.handlers import as_rows, read_bytes
 
 PICKLE_HELP = ('a pickle runs code when it is loaded, so it is not accepted; convert it once, where you trust it: '

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from models.handler import NO_GPU_HELP, NoGpuError
+from models.handlers.base import NO_GPU_HELP, NoGpuError
 from models.handlers import as_rows, read_bytes
 
 PROBABILITY_OBJECTIVES = ('multi:softprob', 'binary:logistic', 'reg:logistic')

@@ -14,25 +14,25 @@ import apache_beam as beam
 import pyarrow as pa
 
 from models.challenger import COMPARISON, CompareModels, challenger_step
-from models.handler import MatrixModelHandler
+from models.handlers.base import MatrixModelHandler
 from models.handlers import handler_for
 from models.inference import Predict, PredictionColumns
 from pipelines.graph import gate
 from pipelines.graph.finish import CountRows, FinishRun
-from pipelines.graph.incremental import KEYS_BASE
+from transforms.files.scored_keys import KEYS_BASE
 from pipelines.graph.manifest import DigestPredictions
 from pipelines.graph.plan import Destination, JobPlan
 from pipelines.options import BatchInferenceOptions
-from transforms.bigquery import WriteBigQueryBatches, refused_rows, table_schema
-from transforms.bigquery_read import ReadBigQueryStreams
-from transforms.data_profile import ProfileRun
-from transforms.dead_letters import DEAD_LETTERS, RouteDeadLetters
-from transforms.features import ApplyFeatures
-from transforms.incremental import KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
-from transforms.postgres import WritePostgres
-from transforms.sinks import WriteBatches
-from transforms.sources import FILES, ReadRecordBatches
-from transforms.validation import ValidateRows
+from transforms.bigquery.tables import WriteBigQueryBatches, refused_rows, table_schema
+from transforms.bigquery.read import ReadBigQueryStreams
+from transforms.rows.data_profile import ProfileRun
+from transforms.rows.dead_letters import DEAD_LETTERS, RouteDeadLetters
+from transforms.features.spec import ApplyFeatures
+from transforms.files.scored_keys import KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
+from transforms.postgres.tables import WritePostgres
+from transforms.files.write import WriteBatches
+from transforms.files.read import FILES, ReadRecordBatches
+from transforms.rows.validation import ValidateRows
 
 
 @dataclasses.dataclass
@@ -45,7 +45,7 @@ class PipelineOutputs:
   columns: PredictionColumns
   counts: beam.PCollection  # one dict: rows_read, rows_predicted, rows_rejected, ... (CountRows)
   summary: beam.PCollection  # one dict: the published run summary (FinishRun)
-  # One dict (transforms.data_profile.ProfileRun) when --report or the gate needs it; empty when no batch was read.
+  # One dict (transforms.rows.data_profile.ProfileRun) when --report or the gate needs it; empty when no batch was read.
   profile: Optional[beam.PCollection] = None
 
 

@@ -12,7 +12,7 @@ Everything that may fail (the report, the loads) comes before what commits:
 a table's load or MERGE, then the pointer. Publishing is idempotent, so a
 runner may retry it: a retry after a table's rows landed finds them and swaps
 in the same rows again (`bigquery_publish.publish_run`), and once the pointer
-names this attempt (`pipelines.record.publish`) a retry only finishes the clean-up.
+names this attempt (`transforms.files.publish`) a retry only finishes the clean-up.
 """
 
 from __future__ import annotations
@@ -29,17 +29,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.graph import bigquery_publish as bqpub
-from pipelines.graph import bigquery_tables as bqp
-from pipelines.graph import gate, incremental
-from pipelines.graph import postgres_publish as pgpub
+from transforms.bigquery import publish as bqpub
+from transforms.bigquery import checks as bqp
+from pipelines.graph import gate
+from transforms.files import scored_keys as incremental
+from transforms.postgres import publish as pgpub
 from pipelines.graph.manifest import MANIFEST_FILE
 from pipelines.graph.plan import Destination, JobPlan
-from pipelines.record import publish
+from transforms.files import publish
 from pipelines.record.report import REPORT_FILE, write_report
 from pipelines.record.report_sections import challenger_summary, report_sections
 from pipelines.record.summary import RunSummary
-from transforms.bigquery import table_schema
+from transforms.bigquery.tables import table_schema
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
 PROFILE_FILE = 'profile.json'

@@ -22,9 +22,11 @@ from typing import Any, Callable, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.record import publish, status
+from pipelines.record import status
+
+from transforms.files import publish
 from pipelines.record.report import drift_rows  # the report's own drift flags, so the gate and the page agree
-from transforms.data_profile import psi
+from transforms.rows.data_profile import psi
 
 GATE_FILE = 'gate.json'
 # The launcher's exit status when a gate breaks (0 done, 1 failed, 2 bad flags or preflight).

@@ -15,13 +15,13 @@ import pyarrow as pa
 
 from models.bundle import ModelBundle
 from models.inference import PredictionColumns
-from pipelines.graph import bigquery_tables as bqp
+from transforms.bigquery import checks as bqp
 from pipelines.graph import gate as gate_
-from pipelines.graph import incremental as incremental_
-from pipelines.graph import postgres_publish as pgpub
-from pipelines.record import publish
-from transforms.bigquery import TableRef, is_table
-from transforms.postgres import is_database
+from transforms.files import scored_keys as incremental_
+from transforms.postgres import publish as pgpub
+from transforms.files import publish
+from transforms.bigquery.tables import TableRef, is_table
+from transforms.postgres.tables import is_database
 
 # Under --temp_location: the Parquet files a table output is loaded from, TEMP/PARQUET_STAGING/RUN_ID/ATTEMPT/.
 PARQUET_STAGING = 'batch-inference'

@@ -44,13 +44,13 @@ from models.handlers import load_predictor
 from pipelines.launcher import prices
 from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions, new_run_id
-from pipelines.record import publish
+from transforms.files import publish
 from pipelines.record.report import figure, png, embed
 from pipelines.record.summary import RunJob
-from transforms import dead_letters as dl
-from transforms.dead_letters import Rejected
-from transforms.readers import infer_format, open_file, read_file
-from transforms.validation import validate
+from transforms.rows import dead_letters as dl
+from transforms.rows.dead_letters import Rejected
+from transforms.files.readers import infer_format, open_file, read_file
+from transforms.rows.validation import validate
 
 ESTIMATE_FILE = 'estimate.html'
 # An assumption, not a measurement: a Dataflow batch job's workers take minutes to boot and pull the image.

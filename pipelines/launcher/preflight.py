@@ -20,14 +20,14 @@ from apache_beam.io.filesystems import FileSystems
 from models import registry
 from models.bundle import BundleError, ModelBundle
 from pipelines.options import BatchInferenceOptions
-from pipelines.record.publish import check_run_id
-from transforms.bigquery import is_table
-from transforms.csv_reader import repeated_columns
-from transforms.features import FeatureSpec
-from transforms.postgres import is_database
-from transforms.readers import infer_format
-from transforms.sources import peek_schema
-from transforms.validation import check_schema
+from transforms.files.publish import check_run_id
+from transforms.bigquery.tables import is_table
+from transforms.files.csv_reader import repeated_columns
+from transforms.features.spec import FeatureSpec
+from transforms.postgres.tables import is_database
+from transforms.files.readers import infer_format
+from transforms.files.read import peek_schema
+from transforms.rows.validation import check_schema
 
 # Files whose schema preflight reads. Each costs one small read; the rest of a
 # large input is checked as it is read.

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional, TextIO
 from apache_beam.metrics import monitoring_infos
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from transforms import counters
+from transforms.rows import counters
 
 # The runners that answer the progress requests this line is fed by (Beam's FnApiRunner under them).
 PROGRESS_RUNNERS = ('DirectRunner', 'SwitchingDirectRunner')

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.graph import manifest as manifest_
 from pipelines.options import BatchInferenceOptions
-from pipelines.record import publish
+from transforms.files import publish
 from pipelines.record.summary import RunSummary
 
 # Recorded options a replay never carries over: it sets or refuses them itself.

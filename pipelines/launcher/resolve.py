@@ -21,18 +21,18 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from models.bundle import ModelBundle, batch_rows
 from models.challenger import check_comparable
 from models.inference import PredictionColumns
-from pipelines.graph import bigquery_tables as bqp
+from transforms.bigquery import checks as bqp
 from pipelines.graph import gate as gate_
-from pipelines.graph import incremental as incremental_
-from pipelines.graph import postgres_publish as pgpub
+from transforms.files import scored_keys as incremental_
+from transforms.postgres import publish as pgpub
 from pipelines.graph.plan import PARQUET_STAGING, Destination, JobPlan
 from pipelines.launcher import preflight
 from pipelines.options import BatchInferenceOptions, new_run_id
-from pipelines.record import publish
-from transforms import dead_letters as dl
-from transforms.bigquery import TableRef, is_table, table_schema
-from transforms.bigquery_read import ReadSession, create_read_session
-from transforms.postgres import PgTarget, is_database
+from transforms.files import publish
+from transforms.rows import dead_letters as dl
+from transforms.bigquery.tables import TableRef, is_table, table_schema
+from transforms.bigquery.read import ReadSession, create_read_session
+from transforms.postgres.tables import PgTarget, is_database
 
 DEFAULT_KEY = 'row_id'
 
@@ -133,7 +133,7 @@ def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns, run_i
 
   dead = opts.dead_letter_target
   schema = columns.table_schema if is_database(opts.output) else columns.schema
-  return (Destination(opts.output, schema, bqp.prediction_descriptions(columns), 'predicted_at',
+  return (Destination(opts.output, schema, columns.descriptions, 'predicted_at',
                       folder(opts.output, 'predictions'), tuple(columns.dictionary_columns)),
           Destination(dead, dl.TABLE_SCHEMA if is_table(dead) else dl.WRITTEN_SCHEMA,
                       dl.DESCRIPTIONS, dl.REJECTED_AT, folder(dead, 'dead_letters')))
@@ -270,14 +270,14 @@ def _incremental(opts: BatchInferenceOptions, bundle: ModelBundle, project: Opti
     bq.get_table(output.dotted)
   except exceptions.NotFound:  # nothing scored yet
     return incremental_.Incremental(opts.row_version_column), None
-  query = incremental_.unscored_query(source, output, key_column=opts.key_column,
+  query = bqp.unscored_query(source, output, key_column=opts.key_column,
                                       version_column=opts.row_version_column, input_filter=opts.input_filter)
   parameters = [bigquery.ScalarQueryParameter('model_name', 'STRING', bundle.name),
                 bigquery.ScalarQueryParameter('model_version', 'STRING', bundle.version),
                 bigquery.ScalarQueryParameter('run_id', 'STRING', opts.run_id)]
   table, _ = bqp.materialize_query(bq, query, parameters, temp_dataset=opts.temp_dataset(),
                                    run_id=f'unscored_{opts.run_id}')
-  total = list(bq.query(incremental_.count_query(source, opts.input_filter)).result())[0][0]
+  total = list(bq.query(bqp.count_query(source, opts.input_filter)).result())[0][0]
   unscored = bq.get_table(table.dotted).num_rows
   logging.info('--only_unscored: %s of %s input rows have no prediction from %s v%s yet (saved in %s)',
                f'{unscored:,}', f'{total:,}', bundle.name, bundle.version, table)

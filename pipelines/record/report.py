@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page, and its charts as PNG files, beside the output.
 
 Drawn on the launcher after the job, from the run summary (Beam metrics), the
-run's profile (`transforms.data_profile`, written by the job as profile.json) and
+run's profile (`transforms.rows.data_profile`, written by the job as profile.json) and
 the training statistics stored in the model bundle. The page embeds its
 charts, so it can be mailed or opened from a bucket as one file.
 """
@@ -181,7 +181,7 @@ def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
   Args:
     out_dir: the run's output directory, local or gs://.
     summary: the run's counts.
-    profile: what `transforms.data_profile.ProfileRun` produced for this run.
+    profile: what `transforms.rows.data_profile.ProfileRun` produced for this run.
     training_statistics: the bundle's training profile; None for older bundles.
     model: the bundle's metadata (name, version, created, training metrics).
     sections: more parts of the page (the gate, a challenger's comparison), each with its charts.

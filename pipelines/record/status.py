@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import BatchInferenceOptions
-from pipelines.record import publish
+from transforms.files import publish
 from pipelines.record.summary import RunSummary
 
 LAUNCH_FILE = 'launch.json'

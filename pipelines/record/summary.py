@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.counters import NAMESPACE
+from transforms.rows.counters import NAMESPACE
 
 
 def counters(result) -> dict[str, int]:
@@ -46,7 +46,7 @@ class RunSummary:
   # For a bq:// output: rows of this run in the table, as BigQuery counts them, and where to see it.
   rows_written: Optional[int] = None
   output_link: Optional[str] = None
-  attempt: Optional[str] = None  # the attempt folder this summary publishes (pipelines.record.publish)
+  attempt: Optional[str] = None  # the attempt folder this summary publishes (transforms.files.publish)
   finished_at: Optional[str] = None
   input_snapshot: Optional[str] = None  # the BigQuery snapshot time a table input was read at
   report: Optional[str] = None  # the run report's path, when one was written

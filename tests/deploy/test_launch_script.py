@@ -146,7 +146,7 @@ def test_k8s__names_a_missing_setting():
 
 
 def test_status__reads_the_summary_a_run_published_and_says_when_there_is_none(tmp_path):
-  from pipelines.record import publish
+  from transforms.files import publish
   summary = {'run_id': 'r1', 'attempt': publish.new_attempt(), 'model': {'name': 'm', 'version': '1', 'path': 'b'},
              'input': 'in', 'output': 'out', 'dead_letter': 'out', 'runner': 'DataflowRunner', 'state': 'DONE',
              'started_at': '2026-11-29T02:00:00+00:00', 'wall_seconds': 60.0, 'rows_read': 10, 'rows_predicted': 9,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from models.bundle import BundleError, ModelBundle, Outputs, write_bundle
-from tests.saved_models import save_linear_model
-from transforms.features import Feature, FeatureSpec
-from transforms.preprocessing import OneHot, Vocabulary, ZScore
+from testing.saved_models import save_linear_model
+from transforms.features.spec import Feature, FeatureSpec
+from transforms.features.preprocessing import OneHot, Vocabulary, ZScore
 
 SPEC = FeatureSpec((
     Feature('width', 'float', (ZScore(mean=1.0, std=2.0),)),

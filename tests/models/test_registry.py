@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from models import registry
-from models.import_savedmodel import main as import_main
-from models.penguins import train
+from models.importer.command import main as import_main
+from models.examples.penguins import train
 from pipelines import run as run_job
-from tests.models.registry_standin import ModelRegistryStandIn, serve
+from testing.registry_standin import ModelRegistryStandIn, serve
 
 MODEL = 'projects/my-project/locations/europe-west4/models/penguins'
 

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from models.handler import SavedModelPredictor
-from models.penguins import train
+from models.handlers.tensorflow import SavedModelPredictor
+from models.examples.penguins import train
 from pipelines import run as run_job
-from transforms import dead_letters as dl
-from transforms.dead_letters import Rejected
-from transforms.readers import read_file
-from transforms.validation import validate
+from transforms.rows import dead_letters as dl
+from transforms.rows.dead_letters import Rejected
+from transforms.files.readers import read_file
+from transforms.rows.validation import validate
 
 with open(train.EXAMPLE_DATA, encoding='utf-8') as _f:
   PENGUINS = list(csv.DictReader(_f))[:60]

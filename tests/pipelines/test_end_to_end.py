@@ -10,10 +10,10 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from models.handler import SavedModelPredictor
-from models.penguins import train
+from models.handlers.tensorflow import SavedModelPredictor
+from models.examples.penguins import train
 from pipelines import run as run_job
-from transforms.validation import validate
+from transforms.rows.validation import validate
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import shutil
 import pytest
 
 from models import inference
-from models.penguins import train
+from models.examples.penguins import train
 from pipelines import run as run_job
 from pipelines.launcher import preflight
-from pipelines.record import publish
-from transforms import sources
+from transforms.files import publish
+from transforms.files import read as sources
 
 pytestmark = pytest.mark.slow
 

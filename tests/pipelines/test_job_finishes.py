@@ -14,10 +14,11 @@ import pyarrow as pa
 import pytest
 
 from models import inference
-from models.penguins import train
+from models.examples.penguins import train
 from pipelines import run as run_job
 from pipelines.graph import finish
-from pipelines.record import publish, status
+from pipelines.record import status
+from transforms.files import publish
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +83,7 @@ def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path
   out = tmp_path / 'out'
   first = run_job.run(_args(out, penguin_bundle, 'nightly'))
   before = _snapshot(out / 'nightly')
-  hook = 'from pipelines.record import publish\npublish.switch_pointer = lambda *a, **k: die()\n'
+  hook = 'from transforms.files import publish\npublish.switch_pointer = lambda *a, **k: die()\n'
   done = _launch_and_kill(tmp_path, hook, _args(out, penguin_bundle, 'nightly'))
   assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 

@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.handler import SavedModelHandler
-from models.penguins import train
+from models.handlers.tensorflow import SavedModelHandler
+from models.examples.penguins import train
 from pipelines.graph.batch_inference import build_pipeline
 from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions
 from pipelines.record.summary import counters
-from transforms.validation import validate
+from transforms.rows.validation import validate
 
 pytestmark = pytest.mark.slow
 

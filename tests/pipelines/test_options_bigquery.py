@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from pipelines.graph.bigquery_tables import parse_parameter
+from transforms.bigquery.checks import parse_parameter
 from pipelines.options import BatchInferenceOptions
 
 

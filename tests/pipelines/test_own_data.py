@@ -23,10 +23,11 @@ from vega_datasets import local_data
 from models.bundle import ModelBundle, Outputs, write_bundle
 from pipelines import run as run_job
 from pipelines.options import BatchInferenceOptions, unknown_flags
-from pipelines.record import publish, status
-from tests.saved_models import linear, save_linear_model
-from transforms.features import Feature, FeatureSpec, fit_in_memory
-from transforms.preprocessing import ZScore
+from pipelines.record import status
+from transforms.files import publish
+from testing.saved_models import linear, save_linear_model
+from transforms.features.spec import Feature, FeatureSpec, fit_in_memory
+from transforms.features.preprocessing import ZScore
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from models.penguins import train
+from models.examples.penguins import train
 from pipelines.launcher import logs
 
 pytestmark = pytest.mark.slow

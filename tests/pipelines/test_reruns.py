@@ -1,5 +1,5 @@
 """Safe re-runs: the same --run_id replaces its output, a failed run publishes
-nothing, and other run ids are never touched (pipelines.record.publish)."""
+nothing, and other run ids are never touched (transforms.files.publish)."""
 
 import glob
 import hashlib
@@ -9,10 +9,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from models.penguins import train
+from models.examples.penguins import train
 from pipelines import run as run_job
 from pipelines.launcher import preflight
-from pipelines.record import publish
+from transforms.files import publish
 
 pytestmark = pytest.mark.slow
 

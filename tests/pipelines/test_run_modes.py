@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from models.penguins import train
+from models.examples.penguins import train
 from pipelines import run as run_job
 
 pytestmark = pytest.mark.slow

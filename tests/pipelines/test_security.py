@@ -12,8 +12,8 @@ import shutil
 import pytest
 
 from models.bundle import BundleError, ModelBundle
-from models.handler import SavedModelHandler
-from models.penguins import train
+from models.handlers.tensorflow import SavedModelHandler
+from models.examples.penguins import train
 from pipelines import run as run_job
 
 PACKAGES = ('pipelines', 'transforms', 'models')

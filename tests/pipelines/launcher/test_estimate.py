@@ -1,0 +1,106 @@
+"""--estimate: the job runs here on a sample; the forecast follows from what it measured and the dated
+price table, suggests the cheapest setting meeting the deadline, and draws a page that renders."""
+
+import base64
+import json
+import os
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+from testing.data import make_dataset
+from pipelines import run as run_job
+from pipelines.launcher import estimate, prices
+from tests.pipelines.record.test_report import _browser, _png_size, _rendered_images
+
+
+def _measured(**overrides) -> estimate.Measured:
+  values = dict(sample_rows=80_000, small_rows=10_000, wall_seconds=(4.0, 5.0), cpu_seconds=(2.0, 2.7),
+                model_cpu_seconds_per_row=2e-6, input_rows=10_000_000, input_bytes=500_000_000,
+                output_bytes_per_row=20.0)
+  return estimate.Measured(**{**values, **overrides})
+
+
+def test_parse_duration():
+  assert [estimate.parse_duration(t) for t in ('90', '90s', '45m', '2h', '1h30m')] == [90, 90, 2700, 7200, 5400]
+  with pytest.raises(ValueError, match='like 90s, 45m'):
+    estimate.parse_duration('soon')
+
+
+def test_forecast__rate_wall_and_cost_follow_from_the_measured_rate_and_the_prices():
+  m = _measured()
+  assert m.rows_per_cpu_second == pytest.approx(70_000 / 0.7)
+  assert m.rows_per_wall_second == pytest.approx(70_000)
+  assert m.fixed_wall_seconds == pytest.approx(4.0 - 10_000 / 70_000)
+  n2 = prices.machine('n2-standard-4')
+  got = estimate.forecast(m, n2, 8, 10_000_000)
+  rate = 8 * 4 * 100_000
+  wall = estimate.DATAFLOW_STARTUP_SECONDS + 10_000_000 / rate
+  assert got['rows_per_second'] == pytest.approx(rate) and got['wall_seconds'] == pytest.approx(wall)
+  hourly = 4 * prices.VCPU_HOUR + 16 * prices.MEMORY_GB_HOUR + prices.BOOT_DISK_GB * prices.PD_GB_HOUR
+  assert got['cost_usd'] == pytest.approx(8 * hourly * wall / 3600)
+  # A GPU takes the model's 2 µs a row off the CPUs: 1 / (1/100,000 - 2e-6) = 125,000 rows/s per core.
+  l4 = estimate.forecast(m, prices.machine('g2-standard-4'), 1, 10_000_000)
+  assert l4['rows_per_second'] == pytest.approx(4 * 125_000)
+  assert prices.machine('g2-standard-4').hourly == pytest.approx(
+      4 * prices.VCPU_HOUR + 16 * prices.MEMORY_GB_HOUR + prices.BOOT_DISK_GB * prices.PD_GB_HOUR + 0.56)
+
+
+def test_suggest__the_cheapest_setting_that_meets_the_deadline():
+  m = _measured()
+  options = estimate.candidates(m, 10_000_000_000)
+  for deadline in (6 * 3600, 3600, 900):
+    best = estimate.suggest(options, deadline)
+    meeting = [c for c in options if c['wall_seconds'] <= deadline]
+    assert best['wall_seconds'] <= deadline
+    assert best['cost_usd'] == pytest.approx(min(c['cost_usd'] for c in meeting))
+  assert estimate.suggest(options, 60) is None  # start-up alone takes longer
+
+
+def test_chosen_setting__from_the_worker_flags():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  machine, workers, note = estimate.chosen_setting(PipelineOptions([
+      '--machine_type=n1-standard-4', '--max_num_workers=6',
+      '--dataflow_service_options=worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver']))
+  assert (machine.name, machine.gpu, workers, note) == ('n1-standard-4+nvidia-tesla-t4', 'nvidia-tesla-t4', 6, '')
+  with pytest.raises(ValueError, match='not in the price table'):
+    estimate.chosen_setting(PipelineOptions(['--machine_type=m1-ultramem-160']))
+
+
+@pytest.mark.slow
+def test_estimate__measures_a_sample_here_and_draws_the_forecast(tmp_path, penguin_bundle, capsys):
+  make_dataset(str(tmp_path / 'in'), 60_000, rows_per_file=30_000)
+  out = tmp_path / 'out'
+  code = run_job.main([f'--input={tmp_path}/in/*.parquet', f'--model={penguin_bundle.path}', f'--output={out}',
+                       '--run_id=plan', '--estimate', '--estimate_rows=4000', '--deadline=20m',
+                       '--machine_type=n2-standard-4', '--max_num_workers=3'])
+  printed = capsys.readouterr().out
+  assert code == 0
+  folder = out / '_estimates' / 'plan'
+  assert os.listdir(out) == ['_estimates']  # nothing ran for real, nothing was published
+  result = json.loads((folder / 'estimate.json').read_text())
+  m = result['measured']
+  files = sorted((tmp_path / 'in').glob('*.parquet'))
+  assert m['input_rows'] == 60_000 == sum(pq.read_metadata(f).num_rows for f in files)
+  assert m['input_bytes'] == sum(os.path.getsize(f) for f in files)
+  assert (m['small_rows'], m['sample_rows']) == (4000, 4000 * estimate.REPLICAS)
+  assert m['rows_per_cpu_second'] > 0 and m['output_bytes_per_row'] > 0
+  chosen = result['chosen']
+  assert (chosen['machine'], chosen['workers']) == ('n2-standard-4', 3)
+  assert chosen['rows_per_second'] == pytest.approx(3 * 4 * m['rows_per_cpu_second'])
+  best = result['suggested']
+  assert best['wall_seconds'] <= 1200
+  assert best['cost_usd'] == min(c['cost_usd'] for c in result['candidates'] if c['wall_seconds'] <= 1200)
+  assert result['prices_date'] == prices.PRICES_DATE
+  assert f'prices          {prices.PRICES_DATE}, us-central1' in printed
+  assert 'chosen          3 x n2-standard-4: ' in printed and 'suggested       ' in printed
+  page = (folder / 'estimate.html').read_text()
+  assert 'Prices of 2025-06-01' in page and 'id="chart-estimate"' in page
+  if not _browser():
+    pytest.skip('no Chromium here: the page was written and checked, but not rendered')
+  images = _rendered_images(str(folder / 'estimate.html'), tmp_path)
+  png = tmp_path / 'chart.png'
+  png.write_bytes(base64.b64decode(re.search(r'base64,([^"]+)"', page).group(1)))
+  width, height = _png_size(png)
+  assert images['chart-estimate'] == f'{width}x{height}' and width > 300

@@ -1,0 +1,140 @@
+"""The run report: drift against the bundle's training statistics, and a page that renders in a browser."""
+
+import html.parser
+import json
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from models.bundle import ModelBundle
+from models.examples.penguins import train
+from pipelines import run as run_job
+from pipelines.record.report import drift_rows, write_report
+from pipelines.record.summary import RunSummary
+
+CHARTS = ('outcome', 'throughput', 'predictions', 'confidence', 'missing', 'oov')
+
+
+def _browser():
+  return shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
+
+
+class _Images(html.parser.HTMLParser):
+
+  def __init__(self):
+    super().__init__()
+    self.images = {}
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    if tag == 'img':
+      self.images[attrs.get('id')] = attrs.get('data-natural')
+
+
+def _png_size(path) -> tuple[int, int]:
+  with open(path, 'rb') as f:
+    header = f.read(24)
+  assert header[:8] == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
+  return struct.unpack('>II', header[16:24])
+
+
+def _rendered_images(report: str, tmp_path) -> dict[str, str]:
+  """Opens the report in headless Chromium; returns each image's natural size after load."""
+  page = tmp_path / 'probe.html'
+  with open(report, encoding='utf-8') as f:
+    text = f.read()
+  probe = ("<script>window.addEventListener('load', () => { for (const img of document.images) "
+           "img.setAttribute('data-natural', img.naturalWidth + 'x' + img.naturalHeight); });</script>")
+  page.write_text(text.replace('</body>', probe + '</body>'), encoding='utf-8')
+  dom = subprocess.run(
+      [_browser(), '--headless', '--no-sandbox', '--disable-gpu', f'--user-data-dir={tmp_path / "profile"}',
+       '--virtual-time-budget=10000', '--dump-dom', page.as_uri()],
+      capture_output=True, text=True, timeout=120, check=True).stdout
+  parser = _Images()
+  parser.feed(dom)
+  return parser.images
+
+
+def _drifted_copy(tmp_path) -> str:
+  """The example data with a third of the islands renamed (unseen) and most sexes blanked."""
+  lines = open(train.EXAMPLE_DATA, encoding='utf-8').read().splitlines()
+  header, rows = lines[0].split(','), [line.split(',') for line in lines[1:]]
+  island, sex = header.index('island'), header.index('sex')
+  for i, row in enumerate(rows):
+    if i % 3 == 0:
+      row[island] = 'Atlantis'
+    if i % 4:
+      row[sex] = ''
+  path = tmp_path / 'drifted.csv'
+  path.write_text('\n'.join(','.join(r) for r in [header] + rows) + '\n', encoding='utf-8')
+  return str(path)
+
+
+@pytest.mark.slow
+def test_report__renders_in_headless_chromium_and_flags_drift(tmp_path, penguin_bundle, capsys):
+  code = run_job.main([f'--input={_drifted_copy(tmp_path)}', f'--model={penguin_bundle.path}',
+                       f'--output={tmp_path / "out"}', '--run_id=drift'])
+  attempt = json.loads((tmp_path / 'out' / 'drift' / 'run_summary.json').read_text())['attempt']
+  out_dir = tmp_path / 'out' / 'drift' / attempt
+  printed = capsys.readouterr().out
+  assert code == 0
+  assert '\r' not in printed, 'no progress line when stdout is not a terminal'
+  assert f'report          {out_dir / "report.html"}' in printed
+  for name in CHARTS:
+    assert _png_size(out_dir / f'report-{name}.png')[0] > 100
+  page = (out_dir / 'report.html').read_text(encoding='utf-8')
+  assert 'penguin-species v1' in page and 'Run drift' in page
+  assert 'island (unseen categories)' in page and 'sex (missing values changed)' in page
+  assert 'bill_length_mm (' not in page  # measurements did not drift
+
+  if not _browser():
+    pytest.skip('no Chromium on this machine (./launch.sh test installs the Debian package `chromium` as root); '
+                'the report was written and checked, but not rendered')
+  images = _rendered_images(str(out_dir / 'report.html'), tmp_path)
+  assert set(images) == {f'chart-{name}' for name in CHARTS}
+  for name in CHARTS:
+    width, height = _png_size(out_dir / f'report-{name}.png')
+    assert images[f'chart-{name}'] == f'{width}x{height}', f'chart {name} did not load in the browser'
+
+
+def _summary(**overrides) -> RunSummary:
+  values = dict(run_id='r', model={'name': 'm', 'version': '2', 'path': 'p'}, input='in', output='out',
+                dead_letter='out', runner='DirectRunner', state='DONE', started_at='2026-01-01T00:00:00+00:00',
+                wall_seconds=2.0, rows_read=10, rows_predicted=9, rows_rejected=1,
+                rejected_by_reason={'missing_value': 1}, files_read=1)
+  return RunSummary(**{**values, **overrides})
+
+
+def _profile(mean: float):
+  return {'input': {'rows': 10, 'features': {
+              'size': {'dtype': 'float', 'missing_rate': 0.1, 'mean': mean, 'std': 1.0}}},
+          'predictions': {'classes': [], 'scores': [[1.5, 4], [2.5, 5]], 'confidence': [],
+                          'per_second': [[100, 4], [101, 5]]}}
+
+
+def test_drift_rows__flags_a_mean_that_moved_more_than_half_a_training_std():
+  training = {'rows': 100, 'features': {'size': {'dtype': 'float', 'missing_rate': 0.08, 'mean': 10.0, 'std': 2.0}}}
+  assert drift_rows(_profile(10.9)['input'], training)[0]['flags'] == []
+  assert drift_rows(_profile(11.2)['input'], training)[0]['flags'] == ['mean moved 0.6 training std']
+
+
+def test_write_report__a_bundle_without_training_statistics_still_gets_a_report(tmp_path):
+  path = write_report(str(tmp_path), _summary(), _profile(3.0), training_statistics=None,
+                      model={'name': 'm', 'version': '2'})
+  page = open(path, encoding='utf-8').read()
+  assert 'holds no training statistics' in page
+  assert {f for f in os.listdir(tmp_path) if f.endswith('.png')} == {
+      'report-outcome.png', 'report-throughput.png', 'report-predictions.png', 'report-missing.png'}
+
+
+def test_old_bundles_without_statistics_still_load(tmp_path, penguin_bundle):
+  old = tmp_path / 'old'
+  shutil.copytree(penguin_bundle.path, old)
+  data = json.loads((old / 'metadata.json').read_text())
+  del data['training_statistics']
+  (old / 'metadata.json').write_text(json.dumps(data))
+  assert ModelBundle.load(str(old)).training_statistics is None
+  assert penguin_bundle.training_statistics['features']['island']['oov_rate'] == 0.0

@@ -1,0 +1,238 @@
+"""The whole job into a real PostgreSQL table: scale, lookups, re-runs, refused rows, a killed run, preflight."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.handlers.tensorflow import SavedModelPredictor
+from models.examples.recommender import train
+from pipelines import run as run_job
+from transforms.rows.validation import validate
+
+pytestmark = pytest.mark.slow
+
+ROWS = 200_000
+TOP_K = 3
+
+
+@pytest.fixture(scope='module')
+def shoppers(tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp('shoppers') / 'shoppers.parquet')
+  pq.write_table(train.shoppers(ROWS, seed=1), path, row_group_size=50_000)
+  return path
+
+
+@pytest.fixture(scope='module')
+def few_shoppers(tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp('few') / 'shoppers.parquet')
+  pq.write_table(train.shoppers(2_000, seed=2), path)
+  return path
+
+
+def _flags(input_path, bundle, url, tmp_path, run_id, *extra):
+  return [f'--input={input_path}', f'--model={bundle.path}', f'--output={url}', '--key_column=user_id',
+          f'--top_k={TOP_K}', f'--summary_location={tmp_path / "runs"}', f'--run_id={run_id}', '--report=false',
+          *extra]
+
+
+def _run(*args, **kwargs):
+  return run_job.run(_flags(*args, **kwargs))
+
+
+def _table(server, table, where=''):
+  with server.connect() as conn:
+    return conn.execute(f'SELECT user_id, rank, item_id, score, run_id FROM {table} {where} '
+                        'ORDER BY user_id, rank').fetchall()
+
+
+def _staging_tables(server):
+  with server.connect() as conn:
+    return conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE '\\_bi\\_staging\\_%'").fetchall()
+
+
+def _models_own_top_k(bundle, path, user_ids):
+  """The model's top items for some users, computed outside Beam."""
+  table = pq.read_table(path)
+  rows = table.filter(pa.compute.is_in(table.column('user_id'), pa.array(user_ids))).combine_chunks().to_batches()[0]
+  rows = rows.append_column('__source', pa.array([path] * rows.num_rows)).append_column(
+      '__row', pa.array(np.arange(rows.num_rows), pa.int64()))
+  valid, _ = validate(rows, bundle.features, key_column='user_id')
+  scores = SavedModelPredictor(bundle.saved_model_path).predict(bundle.features.transform(valid))
+  items = bundle.outputs.items
+  return {key: [items[i] for i in np.argsort(-s, kind='stable')[:TOP_K]]
+          for key, s in zip(valid.column('user_id').to_pylist(), scores)}
+
+
+def test_200k_users__every_users_top_k_published_and_looked_up_by_key(tmp_path, postgres_server, recommender_bundle,
+                                                                      shoppers):
+  url = postgres_server.url('recs_scale')
+  summary = _run(shoppers, recommender_bundle, url, tmp_path, 'nightly-1')
+
+  assert summary.reconciled and summary.rows_read == ROWS
+  assert summary.rows_predicted + summary.rows_rejected == ROWS and summary.rows_predicted > 0.99 * ROWS
+  assert summary.rows_written == summary.rows_predicted * TOP_K
+  with postgres_server.connect() as conn:
+    count, users, runs = conn.execute('SELECT count(*), count(DISTINCT user_id), count(DISTINCT run_id) '
+                                      'FROM recs_scale').fetchone()
+    pk = conn.execute("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND "
+                      "a.attnum = ANY(i.indkey) WHERE i.indrelid = 'recs_scale'::regclass AND i.indisprimary "
+                      "ORDER BY a.attname").fetchall()
+  assert (count, users, runs) == (summary.rows_written, summary.rows_predicted, 1)  # rows in table = predicted × K
+  assert pk == [('rank',), ('user_id',)]
+
+  looked_up = ['user-00000042', 'user-00123456', 'user-00199999']
+  expected = _models_own_top_k(recommender_bundle, shoppers, looked_up)
+  for user in looked_up:
+    rows = _table(postgres_server, 'recs_scale', f"WHERE user_id = '{user}'")
+    assert [r[1] for r in rows] == [1, 2, 3] and {r[4] for r in rows} == {'nightly-1'}
+    assert [r[2] for r in rows] == expected[user]
+    assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
+  assert _staging_tables(postgres_server) == []
+
+  again = _run(shoppers, recommender_bundle, url, tmp_path, 'nightly-1')  # the same run id: idempotent
+  assert again.rows_written == summary.rows_written
+  with postgres_server.connect() as conn:
+    assert conn.execute('SELECT count(*), count(DISTINCT user_id) FROM recs_scale').fetchone() == (count, users)
+
+
+def test_upsert_keeps_other_keys_and_replace_swaps_the_whole_table(tmp_path, postgres_server, recommender_bundle,
+                                                                   few_shoppers):
+  url = postgres_server.url('recs_modes')
+  others = str(tmp_path / 'others.parquet')
+  table = pq.read_table(few_shoppers).slice(0, 500)
+  pq.write_table(table.set_column(0, 'user_id', pa.array([f'other-{i}' for i in range(500)])), others)
+
+  _run(few_shoppers, recommender_bundle, url, tmp_path, 'day-1')
+  _run(others, recommender_bundle, url, tmp_path, 'day-2')
+  rows = _table(postgres_server, 'recs_modes')
+  assert {r[4] for r in rows} == {'day-1', 'day-2'} and len(rows) == 2_500 * TOP_K
+
+  summary = _run(others, recommender_bundle, url, tmp_path, 'day-3', '--db_publish_mode=replace')
+  rows = _table(postgres_server, 'recs_modes')
+  assert {r[4] for r in rows} == {'day-3'} and len(rows) == summary.rows_written == 500 * TOP_K
+
+
+def test_rows_the_database_refuses_become_dead_letters_and_the_rest_is_published(tmp_path, postgres_server,
+                                                                                 recommender_bundle, few_shoppers):
+  with postgres_server.connect(autocommit=True) as conn:  # the application's table, with its own rule
+    conn.execute('CREATE TABLE recs_checked (user_id text, rank integer, item_id text, score real '
+                 'CONSTRAINT score_worth_showing CHECK (score >= 0.05), model_name text, model_version text, '
+                 'run_id text, predicted_at timestamptz, PRIMARY KEY (user_id, rank))')
+  summary = _run(few_shoppers, recommender_bundle, postgres_server.url('recs_checked'), tmp_path, 'checked')
+
+  letters = []
+  for path in glob.glob(os.path.join(summary.dead_letter, 'dead_letters-*.jsonl')):
+    with open(path, encoding='utf-8') as f:
+      letters += [json.loads(line) for line in f]
+  refused = [d for d in letters if d['reason_code'] == 'write_error']
+  assert summary.reconciled and summary.rows_not_written == len(refused) > 0
+  assert all('score_worth_showing' in d['reason'] and d['stage'] == 'write' and d['run_id'] == 'checked'
+             for d in refused)
+  assert all(json.loads(d['record'])['score'] < 0.05 for d in refused)
+  rows = _table(postgres_server, 'recs_checked')
+  assert len(rows) == summary.rows_written == summary.rows_predicted * TOP_K - len(refused)
+  assert min(r[3] for r in rows) >= 0.05
+  assert {(d['key'], json.loads(d['record'])['rank']) for d in refused}.isdisjoint({(r[0], r[1]) for r in rows})
+
+
+def test_a_run_killed_while_writing_leaves_the_table_as_it_was_and_a_rerun_publishes(
+    tmp_path, postgres_server, recommender_bundle, shoppers, few_shoppers):
+  url = postgres_server.url('recs_killed')
+  _run(few_shoppers, recommender_bundle, url, tmp_path, 'nightly')
+  before = _table(postgres_server, 'recs_killed')
+
+  env = {**os.environ, 'PYTHONPATH': os.getcwd()}
+  job = subprocess.Popen([sys.executable, '-m', 'pipelines.run',
+                          *_flags(shoppers, recommender_bundle, url, tmp_path, 'nightly', '--read_batch_size=4096')],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+  try:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None:
+      with postgres_server.connect() as conn:  # uncommitted COPY rows already take pages on disk
+        staged = conn.execute("SELECT coalesce(sum(pg_relation_size(c.oid)), 0) FROM pg_class c "
+                              "WHERE c.relname LIKE '\\_bi\\_staging\\_%' AND c.relkind = 'r'").fetchone()[0]
+      if staged > 64 * 1024:
+        break
+      time.sleep(0.05)
+    assert job.poll() is None, 'the job ended before it was seen writing'
+    os.killpg(job.pid, signal.SIGKILL)
+  finally:
+    job.wait(30)
+  assert _table(postgres_server, 'recs_killed') == before  # not one row of the killed run is visible
+  assert _staging_tables(postgres_server)  # its staging table is left behind, for the next attempt
+
+  summary = _run(few_shoppers, recommender_bundle, url, tmp_path, 'nightly')
+  with postgres_server.connect() as conn:
+    assert conn.execute('SELECT count(*), count(DISTINCT run_id) FROM recs_killed').fetchone() == (
+        summary.rows_written, 1)
+  assert summary.rows_written == summary.rows_predicted * TOP_K
+  assert _staging_tables(postgres_server) == []  # the re-run dropped the killed attempt's staging table
+
+
+def test_preflight__names_incompatible_columns_a_missing_key_and_missing_privileges(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, capsys):
+  with postgres_server.connect(autocommit=True) as conn:
+    conn.execute('CREATE TABLE recs_wrong (user_id text, rank integer, item_id integer, score real, '
+                 'model_name text, model_version text, run_id text, predicted_at timestamptz, '
+                 'segment text NOT NULL)')
+    conn.execute('DROP ROLE IF EXISTS reader')
+    conn.execute('CREATE ROLE reader LOGIN')
+  code = run_job.main(_flags(few_shoppers, recommender_bundle, postgres_server.url('recs_wrong'), tmp_path, 'p1',
+                             '--preflight_only'))
+  err = capsys.readouterr().err
+  assert code == 2
+  assert "column 'item_id' is integer, which cannot take text values" in err
+  assert "column 'segment' (text) is NOT NULL without a default" in err
+  assert 'needs PRIMARY KEY (user_id, rank)' in err
+
+  code = run_job.main(_flags(few_shoppers, recommender_bundle, postgres_server.url('recs_new', user='reader'),
+                             tmp_path, 'p2', '--preflight_only'))
+  assert code == 2 and "no CREATE privilege on schema 'public'" in capsys.readouterr().err
+
+  code = run_job.main(_flags(few_shoppers, recommender_bundle, postgres_server.url('recs_new'), tmp_path, 'p3',
+                             '--preflight_only'))
+  out = capsys.readouterr().out
+  assert code == 0 and 'keyed by user_id, rank' in out
+  with postgres_server.connect() as conn:  # --preflight_only changes nothing
+    assert conn.execute("SELECT to_regclass('recs_new')").fetchone()[0] is None
+
+
+def test_a_ranking_to_csv_files_is_refused_before_it_starts(tmp_path, recommender_bundle, few_shoppers, capsys):
+  code = run_job.main([f'--input={few_shoppers}', f'--model={recommender_bundle.path}', f'--output={tmp_path}',
+                       '--key_column=user_id', '--output_format=csv', '--preflight_only'])
+  assert code == 2 and 'CSV cannot hold' in capsys.readouterr().err
+
+
+def test_the_password_comes_from_libpqs_environment_and_is_never_written(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, monkeypatch, capsys, caplog):
+  from testing.postgres_server import PASSWORD_ROLE
+  canary = 'CANARY-pg-0123456789-SECRET'
+  with postgres_server.connect(autocommit=True) as conn:
+    conn.execute(f'DROP ROLE IF EXISTS {PASSWORD_ROLE}')
+    conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{canary}'")
+    conn.execute(f'GRANT CREATE ON SCHEMA public TO {PASSWORD_ROLE}')
+  url = postgres_server.url('recs_password', user=PASSWORD_ROLE)
+  caplog.set_level('DEBUG')
+  monkeypatch.delenv('PGPASSWORD', raising=False)
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'pw-0')) == 2  # no password: refused
+  assert 'cannot connect' in capsys.readouterr().err
+
+  monkeypatch.setenv('PGPASSWORD', canary)
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'pw-1')) == 0
+  with postgres_server.connect() as conn:
+    assert conn.execute('SELECT count(*) FROM recs_password').fetchone()[0] == 2_000 * TOP_K
+  written = ''.join(open(p, encoding='utf-8', errors='replace').read()
+                    for p in glob.glob(str(tmp_path / '**'), recursive=True) if os.path.isfile(p))
+  captured = capsys.readouterr()
+  assert 'rows_read' in written
+  for text in (written, captured.out, captured.err, caplog.text):
+    assert canary not in text
