@@ -21,7 +21,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.graph.batch_inference import build_pipeline
 from pipelines.launcher.resolve import resolve
 from pipelines.launcher.progress import LiveCounters, ProgressLine, direct_runner_progress
-from pipelines.options import BatchInferenceOptions
 from pipelines.record.summary import counters
 
 
@@ -31,7 +30,7 @@ def one_run(input_path: str, model: str, output: str, progress: bool) -> tuple[f
                              f'--direct_running_mode={mode}', '--report=false'])
   plan, _ = resolve(options)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan)
+  build_pipeline(pipeline, plan)
   live = LiveCounters()
   with open(os.devnull, 'w') as sink, contextlib.ExitStack() as stack:
     if progress:

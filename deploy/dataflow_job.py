@@ -35,7 +35,6 @@ from apache_beam.runners.internal import names
 from models.bundle import BundleError, ModelBundle
 from pipelines.graph.batch_inference import build_pipeline
 from pipelines.launcher.resolve import resolve
-from pipelines.options import BatchInferenceOptions
 
 
 def _staged_names(pipeline_proto: beam_runner_api_pb2.Pipeline) -> list[str]:
@@ -64,14 +63,13 @@ def describe_job(argv: Sequence[str], bundle: Optional[ModelBundle] = None) -> a
   options = PipelineOptions(list(argv))
   options.view_as(StandardOptions).runner = 'DataflowRunner'
   options.view_as(TestOptions).dry_run = True
-  opts = options.view_as(BatchInferenceOptions)
   temp_location = options.view_as(GoogleCloudOptions).temp_location or ''
   if not temp_location.startswith('gs://'):
     # Without it Beam looks up or creates a default bucket, which needs the network.
     raise ValueError(f'--temp_location must be a gs:// path to describe a Dataflow job, got {temp_location!r}')
   plan, _ = resolve(options, offline=True, bundle=bundle)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, plan)
+  build_pipeline(pipeline, plan)
   job = pipeline.run().job
   staging = job.google_cloud_options.staging_location
   job.proto.environment = apiclient.Environment(

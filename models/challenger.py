@@ -31,7 +31,7 @@ from models.handlers import handler_for, load_predictor
 from models.inference import PredictionColumns, FormatFn, model_error_letters
 from transforms.rows.data_profile import significant_digits, unique_counts, psi
 from transforms.rows.dead_letters import DEAD_LETTERS
-from transforms.features.spec import FeatureSpec
+from transforms.features.spec import ApplyFeatures, FeatureSpec
 from transforms.rows.validation import coerce_column
 
 COMPARISON = 'comparison'
@@ -364,19 +364,20 @@ class CompareModels(beam.PTransform):
     return pairs | 'Combine' >> beam.CombineGlobally(CompareFn())
 
 
-def challenger_step(validated: beam.PCollection, plan, settings: dict[str, Any], *,
-                    segment_column: Optional[str]) -> tuple[beam.PCollection, PredictWithChallenger]:
-  """The feature step and the predict step of a run with a challenger (`plan.challenger`).
+def challenger_features(champion: ModelBundle, challenger: ModelBundle) -> beam.PTransform:
+  """The feature step of a run with a challenger: one matrix when both models' specs agree, else both
+  side by side (the challenger's from column `len(champion outputs)` on)."""
+  if specs_agree(champion.features, challenger.features):
+    return ApplyFeatures(champion.features)
+  return ApplyBothFeatures(champion.features, challenger.features)
+
+
+def challenger_predict(champion: ModelBundle, challenger: ModelBundle, columns: PredictionColumns,
+                       settings: dict[str, Any], *, segment_column: Optional[str]) -> PredictWithChallenger:
+  """The predict step of a run with a challenger, over what `challenger_features` made.
 
   `settings` are the champion handler's keyword arguments; the challenger runs with the same.
   """
-  champion, challenger = plan.bundle, plan.challenger
-  shared = specs_agree(champion.features, challenger.features)
-  if shared:
-    from transforms.features.spec import ApplyFeatures
-    pairs = validated | 'Features' >> ApplyFeatures(champion.features)
-  else:
-    pairs = validated | 'Features' >> ApplyBothFeatures(champion.features, challenger.features)
-  handler = ChallengerHandler(champion, challenger,
-                              split=None if shared else len(champion.features.output_names), **settings)
-  return pairs, PredictWithChallenger(handler, plan.columns, challenger.outputs, segment_column=segment_column)
+  split = None if specs_agree(champion.features, challenger.features) else len(champion.features.output_names)
+  handler = ChallengerHandler(champion, challenger, split=split, **settings)
+  return PredictWithChallenger(handler, columns, challenger.outputs, segment_column=segment_column)

@@ -15,8 +15,9 @@ from typing import Callable, Optional, Sequence
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from models.bundle import FRAMEWORK_BATCH_ROWS, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS
+from pipelines.destinations import kind_of
 from transforms.bigquery.tables import WRITE_METHODS, is_table
-from transforms.postgres.tables import PUBLISH_MODES, is_database
+from transforms.postgres.tables import PUBLISH_MODES
 from transforms.files.readers import FORMATS
 from transforms.files.write import OUTPUT_FORMATS
 
@@ -398,14 +399,12 @@ class BatchInferenceOptions(PipelineOptions):
     """Where rejected rows go: --dead_letter, else beside the output."""
     if self.dead_letter:
       return self.dead_letter
-    if is_database(self.output):
-      return self.records_location()
-    return f'{self.output}_dead_letters' if is_table(self.output) else self.output
+    return kind_of(self.output).dead_letters_beside(self.output, self.records_location())
 
   def records_location(self) -> str:
     """The base folder of each run's summary and report: the output folder, or for a table
     --summary_location (default TEMP_LOCATION/runs)."""
-    if not is_table(self.output) and not is_database(self.output):
+    if kind_of(self.output).holds_run_folders:
       return self.output
     temp = (self.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
     return self.summary_location or (f'{temp}/runs' if temp else '')
@@ -436,19 +435,9 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--query_parameter applies to --input_query only')
     if self.reads_bigquery and not self.key_column:
       problems.append('a BigQuery input needs --key_column: table rows have no position to key them by')
-    writes_tables = is_table(self.output) or is_table(self.dead_letter_target or '')
-    if writes_tables and self.bq_write_method == 'FILE_LOADS' and not (
-        self.view_as(GoogleCloudOptions).temp_location or '').startswith('gs://'):
-      problems.append('--bq_write_method=FILE_LOADS stages files under --temp_location, which must be '
-                      'gs://BUCKET/PREFIX (or pick --bq_write_method=STREAMING_INSERTS)')
-    if (is_table(self.output) or is_database(self.output)) and not self.records_location():
-      problems.append('a table --output keeps its run summary and report in --summary_location (or '
-                      '--temp_location/runs): give one of them')
-    if self.watch and is_database(self.output):
-      problems.append('--watch keeps its record of processed files beside a folder --output; it does not take a '
-                      'database --output')
-    if is_database(self.dead_letter):
-      problems.append('--dead_letter takes a folder or a bq:// table; dead letters do not go to PostgreSQL')
+    if self.output:  # each kind of output checks the flags it cannot take
+      problems += kind_of(self.output).flag_problems(self, 'output')
+      problems += kind_of(self.dead_letter_target).flag_problems(self, 'dead_letter')
     if self.top_k < 1:
       problems.append('--top_k must be at least 1')
     if self.bq_read_streams < 0:
@@ -480,9 +469,6 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--only_unscored needs --key_column: generated row ids do not name a row across runs')
     if self.row_version_column and not self.only_unscored:
       problems.append('--row_version_column applies with --only_unscored')
-    if self.only_unscored and is_table(self.output) and not (is_table(self.input) and self.bq_temp_dataset):
-      problems.append('--only_unscored with a bq:// --output anti-joins in BigQuery: it needs a bq:// --input '
-                      'and --bq_temp_dataset for the unscored rows')
     if self.estimate and self.reads_bigquery:
       problems.append('--estimate samples input files; a BigQuery input is not supported yet')
     if self.estimate and self.estimate_rows < 100:
@@ -492,4 +478,4 @@ class BatchInferenceOptions(PipelineOptions):
     if self.segment_column and not self.challenger:
       problems.append('--segment_column splits the --challenger comparison: give --challenger too')
     if problems:
-      raise ValueError('; '.join(problems))
+      raise ValueError('; '.join(dict.fromkeys(problems)))

@@ -35,9 +35,7 @@ from models.bundle import BundleError, bundle_format
 from models.handlers.base import NoGpuError
 from models.handlers import require_gpu
 from pipelines.graph import gate, manifest
-from transforms.postgres import publish as pgpub
 from pipelines.graph.batch_inference import build_pipeline
-from pipelines.graph.finish import drop_staging_tables
 from pipelines.graph.plan import JobPlan
 from pipelines.launcher import estimate, replay
 from pipelines.launcher.progress import PROGRESS_RUNNERS, LiveCounters, ProgressLine, direct_runner_progress
@@ -93,22 +91,18 @@ def _first_line(error: BaseException) -> str:
 
 
 def _published_to(plan: JobPlan) -> str:
-  if plan.predictions.is_table or plan.predictions.is_database:
+  """Where the run's predictions are published: the table, or the run folder its pointer switches."""
+  if plan.predictions.run_base is None:
     return plan.predictions.uri
   return publish.run_folder(plan.records, plan.run_id)
 
 
 def _discard(plan: JobPlan, error: str) -> None:
   """Deletes what a failed attempt wrote and records why it failed, for `status`."""
-  for base in plan.bases + plan.parquet_staging:
+  for base in plan.bases:
     publish.discard_attempt(base, plan.run_id, plan.attempt)
-  try:
-    drop_staging_tables(plan, every_attempt=False)
-    if plan.database is not None:
-      pgpub.drop_staging(plan.database.target, plan.run_id, plan.attempt,
-                         password_secret=plan.database.password_secret)
-  except Exception as e:  # pylint: disable=broad-except  (cleanup must not hide the real error)
-    logging.warning('could not drop the staging tables of run %s: %s', plan.run_id, e)
+  for destination in plan.outputs:
+    destination.discard()
   status.record_failure(plan, error)
 
 
@@ -131,7 +125,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
   waits = opts.wait_for_job and not options.view_as(StandardOptions).no_wait_until_finish
   show_progress = _shows_progress(options, argv)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, opts, plan)
+  build_pipeline(pipeline, plan)
   status.record_launch(plan)
   logging.info('run %s (%s): predicting %s with %s v%s', plan.run_id, plan.attempt, plan.source, plan.bundle.name,
                plan.bundle.version)

@@ -12,8 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ('deploy', 'pipelines', 'models', 'transforms')
 # Top first: a module imports from its own layer and the layers below it, never above.
 LAYERS = ('deploy', 'pipelines.run', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
-          'pipelines.options', 'models', 'transforms.bigquery', 'transforms.postgres', 'transforms.files',
-          'transforms')
+          'pipelines.options', 'pipelines.destinations', 'models', 'transforms.bigquery', 'transforms.postgres',
+          'transforms.files', 'transforms')
 
 
 def _modules() -> dict[str, pathlib.Path]:

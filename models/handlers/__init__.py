@@ -1,4 +1,5 @@
-"""Model formats beside TensorFlow's: one module per framework, chosen by metadata.json's `format`.
+"""Model formats: one sibling module per framework (`tensorflow.py`, `onnx.py`, `pytorch.py`, `xgboost.py`,
+`sklearn.py`), as Beam's `*_inference.py`, chosen by metadata.json's `format`.
 
 Each format's module holds a predictor (the loaded model behind
 `predict(matrix) -> matrix`, with `input_width`, `output_width` and `device`)

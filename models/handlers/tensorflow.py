@@ -11,7 +11,7 @@ TensorFlow is imported only when a model loads.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -9,10 +9,12 @@ takes the writes' results as side inputs. It publishes nothing and fails the
 job when the counts do not reconcile.
 
 Everything that may fail (the report, the loads) comes before what commits:
-a table's load or MERGE, then the pointer. Publishing is idempotent, so a
-runner may retry it: a retry after a table's rows landed finds them and swaps
-in the same rows again (`bigquery_publish.publish_run`), and once the pointer
-names this attempt (`transforms.files.publish`) a retry only finishes the clean-up.
+each output's publish (`transforms.destination.Destination.publish`: a table's
+load or MERGE, a database's transaction), then the pointer. Publishing is
+idempotent, so a runner may retry it: a retry after a table's rows landed
+finds them and swaps in the same rows again (`transforms.bigquery.publish`),
+and once the pointer names this attempt (`transforms.files.publish`) a retry
+only finishes the clean-up.
 """
 
 from __future__ import annotations
@@ -29,18 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.bigquery import publish as bqpub
-from transforms.bigquery import checks as bqp
 from pipelines.graph import gate
 from transforms.files import scored_keys as incremental
-from transforms.postgres import publish as pgpub
 from pipelines.graph.manifest import MANIFEST_FILE
-from pipelines.graph.plan import Destination, JobPlan
+from pipelines.graph.plan import JobPlan
 from transforms.files import publish
 from pipelines.record.report import REPORT_FILE, write_report
 from pipelines.record.report_sections import challenger_summary, report_sections
 from pipelines.record.summary import RunSummary
-from transforms.bigquery.tables import table_schema
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
 PROFILE_FILE = 'profile.json'
@@ -139,24 +137,20 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
              digest: Optional[dict] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
-  def where(d: Destination) -> str:
-    return d.uri if d.is_table or d.is_database else d.folder
-
-  session = plan.bigquery_input.session if plan.bigquery_input else None
   return RunSummary(
       run_id=plan.run_id,
       model={'name': plan.bundle.name, 'version': plan.bundle.version, 'path': plan.bundle.path,
              **_registry(plan)},
-      input=plan.source, output=where(plan.predictions), dead_letter=where(plan.dead_letters),
+      input=plan.source, output=plan.predictions.where, dead_letter=plan.dead_letters.where,
       runner=plan.runner, state='DONE', started_at=plan.started_at.isoformat(timespec='seconds'),
       wall_seconds=round((now - plan.started_at).total_seconds(), 3),
       rows_read=counts.get('rows_read', 0), rows_predicted=counts.get('rows_predicted', 0),
       rows_rejected=counts.get('rows_rejected', 0), rows_skipped=counts.get('rows_skipped', 0),
       rejected_by_reason={k[len('rejected_'):]: n for k, n in sorted(counts.items()) if k.startswith('rejected_')},
       files_read=counts.get('files_read', 0), rows_written=rows_written,
-      output_link=bqp.console_link(plan.predictions.table) if plan.predictions.is_table else None,
+      output_link=plan.predictions.link,
       attempt=plan.attempt, finished_at=now.isoformat(timespec='seconds'),
-      input_snapshot=session.snapshot_time if session else None,
+      input_snapshot=plan.input.snapshot_time,
       report=FileSystems.join(plan.record_folder, REPORT_FILE) if report else None,
       gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison),
       manifest=FileSystems.join(plan.record_folder, MANIFEST_FILE) if plan.manifest is not None else None,
@@ -167,12 +161,8 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
-  def __init__(self, plan: JobPlan, *, report: bool, max_rejected_fraction: Optional[float] = None,
-               thresholds: tuple[gate.Threshold, ...] = ()):
+  def __init__(self, plan: JobPlan):
     self._plan = plan
-    self._report = report
-    self._max_rejected_fraction = max_rejected_fraction
-    self._thresholds = thresholds
 
   def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
               dead_letter_files: list[Any], comparison: Optional[dict] = None, digest: Optional[dict] = None):
@@ -191,9 +181,9 @@ class _FinishFn(beam.DoFn):
       raise NotReconciledError(
           f'run {plan.run_id} did not reconcile: read {read:,} rows but {outcome} '
           f'({read - predicted - rejected - skipped:+,} unaccounted for); nothing was published')
-    check_rejected(plan.run_id, counts, self._max_rejected_fraction)
-    verdict = gate.evaluate(self._thresholds, gate.measure(
-        counts, profile, comparison, plan.bundle.training_statistics)) if self._thresholds else None
+    check_rejected(plan.run_id, counts, plan.max_rejected_fraction)
+    verdict = gate.evaluate(plan.gate, gate.measure(
+        counts, profile, comparison, plan.bundle.training_statistics)) if plan.gate else None
     if comparison is not None:
       publish.write_json(FileSystems.join(plan.record_folder, COMPARISON_FILE), comparison)
     if plan.manifest is not None:
@@ -202,14 +192,11 @@ class _FinishFn(beam.DoFn):
       self._write_profile_and_report(counts, profile, comparison, verdict)
     if verdict is not None:
       gate.enforce(plan, verdict)  # a breach raises: nothing is published, the staged files stay
-    tables = [(d, files) for d, files in ((plan.predictions, prediction_files), (plan.dead_letters, dead_letter_files))
-              if d.is_table]
+    writes = ((plan.predictions, prediction_files, predicted), (plan.dead_letters, dead_letter_files, rejected))
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
-      rows = [future.result() for future in [pool.submit(self._publish_table, d, files, counts) for d, files in tables]]
-    if plan.database is not None:  # one transaction: the run's rows appear all at once
-      rows = [self._publish_database(prediction_files)]
-    summary = _summary(plan, counts, rows_written=rows[0] if plan.predictions.is_table or plan.database else None,
-                       report=self._report, comparison=comparison, verdict=verdict, digest=digest)
+      rows = list(pool.map(lambda write: write[0].publish(write[1], write[2]), writes))
+    summary = _summary(plan, counts, rows_written=rows[0], report=plan.report, comparison=comparison,
+                       verdict=verdict, digest=digest)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
@@ -223,56 +210,19 @@ class _FinishFn(beam.DoFn):
                                 verdict: Optional[dict]) -> None:
     plan = self._plan
     publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
-    if self._report:
+    if plan.report:
       summary = _summary(plan, counts, rows_written=None, report=True, comparison=comparison, verdict=verdict)
       write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
                    model=plan.bundle.metadata, sections=report_sections(comparison, verdict))
 
-  def _publish_table(self, destination: Destination, files: list[Any], counts: dict[str, int]) -> int:
-    """Makes the run's rows in a table the new ones; returns the run's rows in it now.
-
-    `files` are the staged Parquet files of a table loaded from them (for a
-    streamed table, the rows BigQuery refused, already among the dead letters).
-    """
-    plan = self._plan
-    bq = bqp.client(plan.project or destination.table.project)
-    schema = table_schema(destination.schema, destination.descriptions)
-    if destination.loads_parquet:
-      written = counts.get('rows_predicted' if destination is plan.predictions else 'rows_rejected', 0)
-      return bqpub.publish_run(bq, destination.table, sorted(files), schema, rows=written, run_id=plan.run_id,
-                               attempt=plan.attempt, partition_field=destination.partition_field)
-    bqpub.ensure_table(bq, destination.table, schema, partition_field=destination.partition_field)
-    replaced = bqpub.replace_earlier_rows(bq, destination.table, plan.run_id, time_column=destination.partition_field,
-                                          started=plan.started_at)
-    logging.info('replaced %d rows of an earlier attempt of run %s in %s', replaced, plan.run_id, destination.uri)
-    return bqpub.rows_of_run(bq, destination.table, plan.run_id)
-
-  def _publish_database(self, written: list[int]) -> int:
-    """Publishes the staged rows: `written` are the rows each batch COPYed (refused rows excluded)."""
-    plan, db = self._plan, self._plan.database
-    return pgpub.publish_run(db.target, plan.predictions.schema, db.key, run_id=plan.run_id, attempt=plan.attempt,
-                             rows=sum(written), mode=db.mode, password_secret=db.password_secret)
-
   def _clean_up(self) -> None:
-    """Deletes older attempts' folders, and the staged Parquet files and staging tables of this
-    attempt and older ones; the published output is untouched."""
+    """Deletes older attempts' folders, and what this attempt and older ones staged for each output;
+    the published output is untouched."""
     plan = self._plan
-    for base in plan.bases + plan.parquet_staging:
+    for base in plan.bases:
       publish.remove_older_attempts(base, plan.run_id, plan.attempt)
-    for base in plan.parquet_staging:
-      publish.remove_tree(publish.attempt_folder(base, plan.run_id, plan.attempt))
-    drop_staging_tables(plan, every_attempt=True)
-    if plan.database is not None:
-      pgpub.drop_staging(plan.database.target, plan.run_id, password_secret=plan.database.password_secret)
-
-
-def drop_staging_tables(plan: JobPlan, *, every_attempt: bool) -> None:
-  """Drops the staging tables of the plan's table outputs: this attempt's, or every attempt's of the run."""
-  for destination in (plan.predictions, plan.dead_letters):
-    if destination.loads_parquet:
-      bq = bqp.client(plan.project or destination.table.project)
-      bqpub.drop_tables(bq, bqpub.stale_staging_tables(bq, destination.table, plan.run_id) if every_attempt
-                        else [bqpub.staging_table(destination.table, plan.run_id, plan.attempt)])
+    for destination in plan.outputs:
+      destination.clean_up()
 
 
 @dataclasses.dataclass
@@ -281,34 +231,32 @@ class FinishRun(beam.PTransform):
 
   Applied to the run's counts (one dict, `CountRows`); outputs one dict, the
   published summary. The writes' results are side inputs, so this step starts
-  only once both writes are complete.
+  only once both writes are complete. The plan says whether to report
+  (`report`), when too many rows were rejected (`max_rejected_fraction`; None:
+  when none is predicted, `check_rejected`) and what the gate checks (`gate`).
 
   Args:
     plan: the resolved job.
-    prediction_files: the predictions write's result (file names, or a stream's refused rows).
+    prediction_files: the predictions write's result (file names, rows COPYed, or a stream's refused rows).
     dead_letter_files: the dead letters write's result.
     profile: one dict (`ProfileRun`) as a side input with its default, or None for no profile and no report.
-    report: render report.html from the profile.
-    max_rejected_fraction: fail, publishing nothing, when more of the rows read are
-      rejected; None: when none is predicted (`check_rejected`).
+    comparison: one dict (models.challenger.CompareModels), with --challenger.
+    digest: one dict (manifest.DigestPredictions) as a side input with its default.
   """
   plan: JobPlan
   prediction_files: beam.PCollection
   dead_letter_files: beam.PCollection
   profile: Optional[beam.pvalue.AsSingleton] = None
-  report: bool = True
-  max_rejected_fraction: Optional[float] = None
-  comparison: Optional[beam.PCollection] = None  # one dict (models.challenger.CompareModels), with --challenger
-  thresholds: tuple[gate.Threshold, ...] = ()  # --gate
-  digest: Optional[beam.pvalue.AsSingleton] = None  # one dict (manifest.DigestPredictions), with its default
+  comparison: Optional[beam.PCollection] = None
+  digest: Optional[beam.pvalue.AsSingleton] = None
 
   def __post_init__(self):
     super().__init__()
 
   def expand(self, counts: beam.PCollection[dict[str, int]]) -> beam.PCollection[dict[str, Any]]:
+    plan = dataclasses.replace(self.plan, report=self.plan.report and self.profile is not None)
     return counts | 'Publish' >> beam.ParDo(
-        _FinishFn(self.plan, report=self.report and self.profile is not None,
-                  max_rejected_fraction=self.max_rejected_fraction, thresholds=self.thresholds),
+        _FinishFn(plan),
         profile=self.profile,
         comparison=beam.pvalue.AsSingleton(self.comparison) if self.comparison is not None else None,
         digest=self.digest,

@@ -36,6 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import ROOT
 from pipelines.options import BatchInferenceOptions
+from transforms.files.read import sha256_of
 
 MANIFEST_FILE = 'manifest.json'
 PACKAGE = 'beam-batch-inference'
@@ -44,15 +45,6 @@ LIBRARIES = ('apache-beam', 'tensorflow', 'pyarrow', 'numpy', 'google-cloud-bigq
 # Scores enter the predictions' digest rounded to this many decimals, so a replay whose model
 # calls group rows differently (float sums in another order) still matches.
 DIGEST_DECIMALS = 4
-_CHUNK = 8 << 20
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with FileSystems.open(path, compression_type='uncompressed') as f:
-    while chunk := f.read(_CHUNK):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def bundle_digest(path: str) -> dict[str, Any]:
@@ -61,21 +53,8 @@ def bundle_digest(path: str) -> dict[str, Any]:
   files = sorted(m.path for m in FileSystems.match([base + '**'])[0].metadata_list)
   digest = hashlib.sha256()
   for f in files:
-    digest.update(f[len(base):].encode('utf-8') + b'\0' + _sha256(f).encode('ascii') + b'\n')
+    digest.update(f[len(base):].encode('utf-8') + b'\0' + sha256_of(f).encode('ascii') + b'\n')
   return {'path': path, 'sha256': digest.hexdigest(), 'files': len(files)}
-
-
-def input_files(pattern: str) -> list[dict[str, Any]]:
-  """Each file `pattern` matches, with its size and checksum."""
-  out = []
-  for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
-    entry = {'path': m.path, 'size': m.size_in_bytes}
-    if m.path.startswith('gs://'):
-      entry['crc32c'] = FileSystems.checksum(m.path)
-    else:
-      entry['sha256'] = _sha256(m.path)
-    out.append(entry)
-  return out
 
 
 def code_version() -> dict[str, Optional[str]]:
@@ -138,21 +117,13 @@ def options_of(options: PipelineOptions) -> tuple[dict[str, Any], dict[str, Any]
 
 def build(options: PipelineOptions, plan) -> dict[str, Any]:
   """The manifest of a resolved plan (reads the bundle and the input files: launcher only)."""
-  opts = options.view_as(BatchInferenceOptions)
   ours, beam_options = options_of(options)
-  if plan.bigquery_input is not None:
-    session = plan.bigquery_input.session
-    inputs = {'kind': 'table', 'table': str(plan.bigquery_input.table),
-              'snapshot_time': session.snapshot_time if session else None, 'filter': opts.input_filter,
-              'query': opts.input_query, 'query_parameters': list(opts.query_parameter or [])}
-  else:
-    inputs = {'kind': 'files', 'pattern': opts.input, 'files': input_files(opts.input)}
   return {
       'run_id': plan.run_id, 'attempt': plan.attempt,
       'model': {**bundle_digest(plan.bundle.path), 'name': plan.bundle.name, 'version': plan.bundle.version},
       'challenger': ({**bundle_digest(plan.challenger.path), 'name': plan.challenger.name,
                       'version': plan.challenger.version} if plan.challenger else None),
-      'input': inputs, 'code': code_version(), 'libraries': library_versions(),
+      'input': plan.input.describe(), 'code': code_version(), 'libraries': library_versions(),
       'options': ours, 'beam_options': beam_options,
   }
 

@@ -15,9 +15,11 @@ from typing import Any, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.destinations import kind_of
 from pipelines.graph import manifest as manifest_
 from pipelines.options import BatchInferenceOptions
 from transforms.files import publish
+from transforms.files.read import FileInput
 from pipelines.record.summary import RunSummary
 
 # Recorded options a replay never carries over: it sets or refuses them itself.
@@ -49,7 +51,7 @@ def _flags(options: dict[str, Any], bare_booleans: bool) -> list[str]:
 
 
 def _file_changes(recorded: list[dict[str, Any]], pattern: str) -> list[str]:
-  now = {f['path']: f for f in manifest_.input_files(pattern)}
+  now = {f['path']: f for f in FileInput(pattern).describe()['files']}
   then = {f['path']: f for f in recorded}
   problems = [f'{p} changed (was {then[p]}, now {now[p]})' for p in sorted(then) if p in now and now[p] != then[p]]
   problems += [f'{p} is gone' for p in sorted(set(then) - set(now))]
@@ -97,7 +99,7 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], dict[str, Any], dict[str, A
   if given.run_id is None:
     user.append(f'--run_id={summary["run_id"]}-replay-{stamp}')
   output = given.output or options.get('output') or ''
-  if output.startswith('bq://') and not given.output:
+  if output and not kind_of(output).holds_run_folders and not given.output:
     raise ReplayRefusedError('--replay of a run into a table needs --output: a table for the replay\'s rows, so '
                              'the original table is not changed')
   return replay + extra + user, summary, recorded

@@ -1,2 +1,1 @@
-"""The run's record: where an attempt's files live and the pointer that publishes one, the summary,
-the report, and reading back how a run went."""
+"""The run's record: the summary, the report, and reading back how a run went (`status`)."""

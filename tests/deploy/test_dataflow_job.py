@@ -141,7 +141,7 @@ def test_bigquery_job__is_described_without_contacting_google_cloud(penguin_bund
   assert {'Read', 'Validate', 'Features', 'Predict', 'WritePredictions', 'WriteDeadLetters', 'Count',
           'Finish'} <= steps
   labels = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-  assert 'Finish/Publish' in labels and 'Read/Streams' in labels
+  assert 'Finish/Publish' in labels and 'Read/Source/Streams' in labels
 
 
 def test_same_final_steps__on_the_direct_runner_and_in_the_dataflow_job(penguin_bundle, monkeypatch, offline):
@@ -150,7 +150,6 @@ def test_same_final_steps__on_the_direct_runner_and_in_the_dataflow_job(penguin_
 
   from pipelines.graph.batch_inference import build_pipeline
   from pipelines.launcher.resolve import resolve
-  from pipelines.options import BatchInferenceOptions
 
   monkeypatch.chdir(REPO)
   argv = [f'--input={EXAMPLE}', f'--model={penguin_bundle.path}', '--output=gs://my-bucket/o', '--project=my-project',
@@ -159,7 +158,7 @@ def test_same_final_steps__on_the_direct_runner_and_in_the_dataflow_job(penguin_
   options = PipelineOptions(argv)
   plan, _ = resolve(options, offline=True, bundle=penguin_bundle)
   pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan)
+  build_pipeline(pipeline, plan)
   direct = _top_level_steps(pipeline.to_runner_api())
   assert {'Count', 'Finish'} <= direct and direct == described
 
@@ -171,5 +170,7 @@ def test_rollout_flags__are_described_offline_with_their_steps(penguin_bundle, m
           '--region=us-central1', '--temp_location=gs://my-bucket/tmp', '--run_id=rollout',
           f'--challenger={penguin_bundle.path}', '--segment_column=island', '--gate=agreement>=0.97,rejected_rate<=0.01',
           '--key_column=island', '--only_unscored']
-  steps = _top_level_steps(dataflow_job.describe_job(argv, bundle=penguin_bundle).proto_pipeline)
-  assert {'ScoredKeys', 'SkipScored', 'CompareModels', 'Digest', 'WriteKeysScored', 'Count', 'Finish'} <= steps
+  proto = dataflow_job.describe_job(argv, bundle=penguin_bundle).proto_pipeline
+  assert {'CompareModels', 'Digest', 'Count', 'Finish'} <= _top_level_steps(proto)
+  labels = {t.unique_name for t in proto.components.transforms.values()}  # skipping is the read step's, and so on
+  assert {'Read/ScoredKeys', 'Read/SkipScored', 'WritePredictions/WriteKeysScored'} <= labels

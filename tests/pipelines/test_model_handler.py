@@ -15,7 +15,6 @@ from models.handlers.tensorflow import SavedModelHandler
 from models.examples.penguins import train
 from pipelines.graph.batch_inference import build_pipeline
 from pipelines.launcher.resolve import resolve
-from pipelines.options import BatchInferenceOptions
 from pipelines.record.summary import counters
 from transforms.rows.validation import validate
 
@@ -52,8 +51,7 @@ def test_build_pipeline__injected_handler_predicts_every_valid_row(tmp_path, pen
                              f'--output={tmp_path / "out"}', '--run_id=injected', '--report=false'])
   pipeline = beam.Pipeline(options=options)
   plan, _ = resolve(options, bundle=bundle)
-  build_pipeline(pipeline, options.view_as(BatchInferenceOptions), plan,
-                 model_handler=LinearSoftmaxHandler(width_in, width_out))
+  build_pipeline(pipeline, plan, model_handler=LinearSoftmaxHandler(width_in, width_out))
   result = pipeline.run()
   result.wait_until_finish()
 

@@ -11,7 +11,7 @@ import pytest
 
 from models.examples.penguins import train
 from pipelines import run as run_job
-from pipelines.launcher import preflight
+from transforms.files import checks
 from transforms.files import publish
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_pa
   data.mkdir()
   shutil.copy(train.EXAMPLE_DATA, data / 'a.csv')
   (data / 'b.parquet').write_bytes(b'PAR1 this file was cut short')
-  monkeypatch.setattr(preflight, 'MAX_FILES_PEEKED', 1)  # so the corrupt file is found by the workers
+  monkeypatch.setattr(checks, 'MAX_FILES_PEEKED', 1)  # so the corrupt file is found by the workers
 
   for run_id in ('r1', 'r2'):
     with pytest.raises(run_job.RunError, match=f'(?s)cannot read {data}/b.parquet as parquet: .*nothing was published'):

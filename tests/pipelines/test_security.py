@@ -86,7 +86,7 @@ def test_credentials_never_reach_logs_summaries_or_dead_letters(tmp_path, pengui
   assert run_job.main([f'--input={tmp_path}/none-*.csv', '--run_id=no', *common]) == 2  # a refused run
   (tmp_path / 'in').mkdir()
   (tmp_path / 'in' / 'x.parquet').write_bytes(b'corrupt')
-  monkeypatch.setattr('pipelines.launcher.preflight.MAX_FILES_PEEKED', 0)
+  monkeypatch.setattr('transforms.files.checks.MAX_FILES_PEEKED', 0)
   assert run_job.main([f'--input={tmp_path}/in/*', '--run_id=failed', *common]) == 1  # a failed run
 
   written = ''.join(open(p, encoding='utf-8', errors='replace').read()

@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pyarrow as pa
 from google.api_core import exceptions
 from google.cloud import bigquery
 
 from transforms.bigquery.tables import BIGQUERY_TYPES, TableRef, arrow_schema, arrow_type
-from transforms.bigquery.read import ReadSession
+from transforms.bigquery.read import ReadBigQueryStreams, ReadSession
 from transforms.features.spec import FeatureSpec
 from transforms.rows.validation import accepts, check_schema
 
@@ -41,7 +41,28 @@ class BigQueryInput:
   schema: Optional[pa.Schema]
   bytes_processed: Optional[int] = None  # what the query costs, for --input_query
   session: Optional[ReadSession] = None
+  query: Optional[str] = None  # --input_query, whose result `table` holds
+  query_parameters: tuple[str, ...] = ()
 
+  @property
+  def tallies(self) -> dict[str, str]:
+    """The read step's outputs the run counts beside its batches: none."""
+    return {}
+
+  @property
+  def snapshot_time(self) -> Optional[str]:
+    return self.session.snapshot_time if self.session else None
+
+  def read(self, columns: Sequence[str], batch_size: int) -> ReadBigQueryStreams:
+    """The read step: `{'batches', DEAD_LETTERS}` from the session's streams (it reads the columns it was
+    opened with)."""
+    return ReadBigQueryStreams(self.session, batch_size=batch_size)
+
+  def describe(self) -> dict[str, Any]:
+    """What the manifest records of the input: the table, its snapshot, the filter and the query."""
+    return {'kind': 'table', 'table': str(self.table), 'snapshot_time': self.snapshot_time,
+            'filter': self.session.row_restriction if self.session else None, 'query': self.query,
+            'query_parameters': list(self.query_parameters)}
 
 
 def client(project: str) -> bigquery.Client:

@@ -120,7 +120,7 @@ def ensure_table(bq: bigquery.Client, table: TableRef, schema: Mapping[str, Any]
 
   Clustering by run_id lets the replace of a re-run's rows read only that run's
   blocks instead of the whole table. An existing table is left alone: the
-  launcher (`bigquery_tables.check_output_table`) already checked that it
+  launcher (`checks.check_output_table`) already checked that it
   takes every column the job writes.
   """
   created = bigquery.Table(table.dotted, schema=_fields(schema))

@@ -6,7 +6,9 @@ workers, and each is read by the format's reader in `transforms.files.readers`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import dataclasses
+import hashlib
+from typing import Any, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -21,6 +23,7 @@ from transforms.files.readers import FORMATS, infer_format, open_file, read_file
 
 # The tag of the paths of the files read to the end, one element per file.
 FILES = 'files'
+_CHUNK = 8 << 20  # bytes hashed at a time
 
 
 # Files `peek_schema` looks through for one with a row, at most.
@@ -127,3 +130,47 @@ class ReadRecordBatches(beam.PTransform):
         | 'Read' >> beam.ParDo(_ReadFileFn(self._format, self._batch_size, self._columns, self._key_column))
         .with_output_types(pa.RecordBatch).with_outputs(
             DEAD_LETTERS, FILES, main='batches'))
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInput:
+  """Files as a run's input: every file a pattern matches, local or gs://."""
+  pattern: str
+  file_format: Optional[str] = None  # None: each file's extension says
+  key_column: Optional[str] = None
+
+  @property
+  def tallies(self) -> dict[str, str]:
+    """The read step's outputs the run counts beside its batches: each file read to the end."""
+    return {'files': FILES}
+
+  @property
+  def snapshot_time(self) -> None:
+    return None  # files have no snapshot: the manifest records each file's checksum instead
+
+  def read(self, columns: Sequence[str], batch_size: int) -> ReadRecordBatches:
+    """The read step: `{'batches', DEAD_LETTERS, FILES}` (see `ReadRecordBatches`)."""
+    return ReadRecordBatches(self.pattern, file_format=self.file_format, batch_size=batch_size, columns=columns,
+                             key_column=self.key_column)
+
+  def describe(self) -> dict[str, Any]:
+    """What the manifest records of the input: each file with its size and checksum."""
+    files = []
+    for m in sorted(FileSystems.match([self.pattern])[0].metadata_list, key=lambda m: m.path):
+      entry = {'path': m.path, 'size': m.size_in_bytes}
+      if m.path.startswith('gs://'):
+        entry['crc32c'] = FileSystems.checksum(m.path)
+      else:
+        entry['sha256'] = sha256_of(m.path)
+      files.append(entry)
+    return {'kind': 'files', 'pattern': self.pattern, 'files': files}
+
+
+def sha256_of(path: str) -> str:
+  """The SHA-256 of a file's bytes, read in chunks from any Beam file system."""
+  digest = hashlib.sha256()
+  with FileSystems.open(path, compression_type='uncompressed') as f:
+    while chunk := f.read(_CHUNK):
+      digest.update(chunk)
+  return digest.hexdigest()
+

@@ -6,7 +6,7 @@ and this attempt's staging table (`CREATE UNLOGGED TABLE ... (LIKE serving
 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`, so a row the serving table would
 refuse is refused while it is written, and becomes a dead letter). Workers
 COPY into the staging table (`transforms.postgres.tables.WritePostgres`). The job's
-last step (`pipelines.graph.finish`) calls `publish_run`, one transaction:
+last step (`pipelines.graph.finish`, through `transforms.postgres.destination`) calls `publish_run`, one transaction:
 
 - `upsert` (default): every key of the run gets exactly its staged rows (the
   key's old rows are deleted, the new inserted), and rows an earlier attempt
@@ -23,7 +23,6 @@ killed run leaves the serving table exactly as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Optional, Sequence
@@ -31,16 +30,6 @@ from typing import Optional, Sequence
 import pyarrow as pa
 
 from transforms.postgres.tables import PgTarget, accepts, connect, pg_type, quote
-
-
-@dataclasses.dataclass(frozen=True)
-class DatabaseOutput:
-  """A database output of one attempt: where, its staging table, its key, how it publishes."""
-  target: PgTarget
-  staging: str
-  key: tuple[str, ...]
-  mode: str = 'upsert'
-  password_secret: Optional[str] = None
 
 
 def _exists(cursor, schema: str, table: str) -> bool:

@@ -156,10 +156,10 @@ class RouteDeadLetters(beam.PTransform):
 
   Applied to an iterable of PCollections of dead-letter RecordBatches (each
   step's `DEAD_LETTERS` output). Returns `{'dead_letters': the stamped
-  letters, 'written': what `sink` returned}`.
+  letters, 'written': what `sink` returned as 'written'}` (a destination's write, `transforms.destination`).
   """
   run_id: str
-  sink: beam.PTransform  # writes RecordBatches of WRITTEN_SCHEMA (TABLE_SCHEMA with `rejected_at`)
+  sink: beam.PTransform  # writes RecordBatches of WRITTEN_SCHEMA (TABLE_SCHEMA with `rejected_at`): {'written': ...}
   rejected_at: bool = False  # stamp the time, for a table partitioned by it
 
   def __post_init__(self):
@@ -171,4 +171,4 @@ class RouteDeadLetters(beam.PTransform):
                | 'StampRunId' >> beam.Map(stamp_run_id, self.run_id))
     if self.rejected_at:
       letters = letters | 'StampRejectedAt' >> beam.Map(stamp_rejected_at)
-    return {'dead_letters': letters, 'written': letters | 'Write' >> self.sink}
+    return {'dead_letters': letters, 'written': (letters | 'Write' >> self.sink)['written']}

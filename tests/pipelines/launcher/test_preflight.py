@@ -17,6 +17,7 @@ from models.examples.penguins import train
 from pipelines import run as run_job
 from pipelines.launcher import preflight
 from pipelines.options import BatchInferenceOptions
+from transforms.files import checks
 
 
 def _opts(*args: str) -> BatchInferenceOptions:
@@ -141,7 +142,7 @@ READABLE = {'float': {'float', 'int', 'text', 'big_text', 'dict', 'bool'},
 @given(st.dictionaries(st.sampled_from(train.FEATURES.columns + ['extra', 'ü']), st.sampled_from(sorted(TYPES))))
 def test_schema_problems__name_each_missing_or_unreadable_column_once(columns):
   schema = pa.schema([(name, TYPES[kind]) for name, kind in columns.items()])
-  problems, notes = preflight.schema_problems(schema, train.FEATURES)
+  problems, notes = checks.schema_problems(schema, train.FEATURES)
   want = []
   for feature in train.FEATURES.features:
     kind = columns.get(feature.name)

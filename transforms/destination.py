@@ -1,0 +1,168 @@
+"""The contract every output kind keeps: where a run's rows go, and how they are written, published
+and cleaned up.
+
+A run has two outputs, its predictions and its dead letters, and each is a
+`Destination`: files under a folder (`transforms.files.destination`), a
+BigQuery table loaded from Parquet or streamed (`transforms.bigquery.destination`),
+or a PostgreSQL table (`transforms.postgres.destination`). The launcher, the
+job's last step and `status` ask the destination what to do, as Beam's
+`WriteToBigQuery(method=...)` picks its strategy once; nothing else asks which
+kind of output it is. Images, documents and embedding stores add a kind here,
+not branches elsewhere.
+
+A destination is made for one attempt of a run (its `run_id` and `attempt`),
+on the launcher, and travels in the plan to the workers, so it holds only
+plain values.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+from typing import Any, Callable, ClassVar, Mapping, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+
+# What a destination's `write()` returns: what the last step waits on (file names, rows COPYed per
+# batch, a stream's refused rows), and, where the destination can refuse rows, their dead letters
+# (under `transforms.rows.dead_letters.DEAD_LETTERS`).
+WRITTEN = 'written'
+
+
+class CheckFailed(ValueError):
+  """What keeps a run from writing to a destination, one line each (`Destination.check`)."""
+
+  def __init__(self, problems: list[str]):
+    super().__init__('; '.join(problems))
+    self.problems = problems
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputRows:
+  """What a run writes to one output, in the terms every kind understands."""
+  name: str  # 'predictions' or 'dead_letters': names the files, staging folders and messages
+  schema: pa.Schema  # the rows, as the job makes them
+  descriptions: Mapping[str, str]  # column descriptions, for a table
+  partition_field: str  # the time column a table is partitioned by (stamped when writing if absent)
+  key_name: Optional[str] = None  # the rows' key: names the dead letter of a row an output refuses
+  dictionary_columns: Optional[tuple[str, ...]] = None  # columns worth dictionary-encoding in Parquet
+  # A serving table's rows where they differ from `schema` (a ranking: one row per rank), the function
+  # that lays a batch out so, and the table's primary key. None: rows as they are, no key.
+  serving_schema: Optional[pa.Schema] = None
+  serving_rows: Optional[Callable[[pa.RecordBatch], pa.RecordBatch]] = None
+  primary_key: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """The attempt a destination is made for, and the flags that shape how outputs are written."""
+  run_id: str
+  attempt: str
+  started_at: datetime.datetime
+  file_format: str = 'parquet'  # --output_format, for files
+  write_method: str = 'FILE_LOADS'  # --bq_write_method, for BigQuery
+  staging_base: str = ''  # where a table's Parquet files are staged before their load: TEMP/PARQUET_STAGING
+  project: Optional[str] = None  # the billing project of BigQuery calls
+  publish_mode: str = 'upsert'  # --db_publish_mode
+  password_secret: Optional[str] = None  # --db_password_secret
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination(abc.ABC):
+  """One output of one attempt of a run. Subclasses add what their kind needs."""
+  uri: str  # as the user gave it: a folder, bq://PROJECT.DATASET.TABLE, postgresql://...
+  schema: pa.Schema  # the rows it takes, as the job makes them
+  run_id: str
+  attempt: str
+
+  # A folder of run folders, published by the run's pointer: the run's summary can live there too.
+  holds_run_folders: ClassVar[bool] = False
+  # Takes the dead letters of a run (a serving database does not).
+  takes_dead_letters: ClassVar[bool] = True
+
+  @classmethod
+  @abc.abstractmethod
+  def claims(cls, uri: str) -> bool:
+    """Whether `uri` names an output of this kind."""
+
+  @classmethod
+  @abc.abstractmethod
+  def for_output(cls, uri: str, rows: OutputRows, settings: RunSettings) -> 'Destination':
+    """The destination of `rows` at `uri` for the attempt `settings` name."""
+
+  @classmethod
+  def dead_letters_beside(cls, output: str, records: str) -> str:
+    """Where dead letters go by default when the predictions go to `output` (`records`: the run's record)."""
+    return output
+
+  @classmethod
+  def flag_problems(cls, opts: Any, role: str) -> list[str]:
+    """What in the flags this kind cannot take as the run's `role` ('output' or 'dead_letter'); `opts`
+    are the job's options, read by name."""
+    return []
+
+  @classmethod
+  def existing_key_type(cls, uri: str, key: str, project: Optional[str]) -> Optional[pa.DataType]:
+    """The key's type in the output as it exists now, where the output has types of its own; None: unknown."""
+    return None
+
+  @classmethod
+  def skip_scored(cls, opts: Any, model_name: str, model_version: str, project: Optional[str], *,
+                  offline: bool) -> tuple[Optional[Any], Optional[Any]]:
+    """`--only_unscored` for this kind of --output: how the run skips rows scored before
+    (`transforms.files.scored_keys.Incremental`), and the table of unscored rows to read instead of the
+    input, if the output saved one. `offline`: contact nothing (the Dataflow job description)."""
+    raise ValueError(f'--only_unscored does not take --output {opts.output}: it needs a folder or a bq:// table')
+
+  @property
+  def run_base(self) -> Optional[str]:
+    """The folder holding this output's run folders, switched by the run's pointer; None for a table."""
+    return None
+
+  @property
+  def where(self) -> str:
+    """What the run summary names as this output."""
+    return self.uri
+
+  @property
+  def link(self) -> Optional[str]:
+    """A console page showing the output, where there is one."""
+    return None
+
+  @property
+  def counts_rows(self) -> bool:
+    """Whether `publish` returns the run's rows in the output (a table) rather than None (files)."""
+    return False
+
+  def check(self) -> list[str]:
+    """On the launcher, before any worker: raises ValueError (`CheckFailed` for several problems) naming
+    what keeps the run from writing here;
+    returns a line for each thing checked, for `--preflight_only`."""
+    return []
+
+  def prepare(self) -> None:
+    """On the launcher, after the checks: makes what the workers write into (a staging table)."""
+
+  @abc.abstractmethod
+  def write(self) -> beam.PTransform:
+    """RecordBatches of `schema` in; `{WRITTEN: ..., DEAD_LETTERS: refused rows (where rows can be refused)}` out."""
+
+  def publish(self, written: list[Any], rows: int) -> Optional[int]:
+    """In the job's last step: makes this attempt's rows the run's, all at once.
+
+    Args:
+      written: the `WRITTEN` output of `write()`, as a list.
+      rows: the rows the job counted into this output.
+
+    Returns:
+      The run's rows in the output now, for a table; None for files (the run's pointer publishes them).
+    """
+    return None
+
+  def clean_up(self) -> None:
+    """After publishing: deletes what this attempt and older ones staged; the published rows stay."""
+
+  def discard(self) -> None:
+    """After a failed attempt: deletes what it staged; never raises."""

@@ -1,0 +1,93 @@
+"""Files as a run's output: each attempt writes its own folder, and the run's pointer publishes one.
+
+An attempt writes `BASE/RUN_ID/ATTEMPT/BASE_NAME-*.FORMAT`; nothing a reader
+globs under the run folder is final until the job's last step switches the
+run's pointer (`transforms.files.publish`) to the attempt, after which older
+attempts are deleted. A failed attempt's folder is deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.destination import WRITTEN, Destination, OutputRows, RunSettings
+from transforms.files import publish
+from transforms.files import scored_keys
+from transforms.files.write import WriteBatches
+
+
+@dataclasses.dataclass(eq=False)
+class WriteFiles(beam.PTransform):
+  """Writes RecordBatches as files PREFIX-*.FORMAT; outputs {WRITTEN: the file names}."""
+  prefix: str
+  schema: pa.Schema
+  file_format: str
+  dictionary_columns: Optional[tuple[str, ...]]
+
+  def __post_init__(self):
+    super().__init__()
+
+  def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
+    dictionary = list(self.dictionary_columns) if self.dictionary_columns is not None else None
+    return {WRITTEN: batches | 'Files' >> WriteBatches(self.prefix, self.schema, file_format=self.file_format,
+                                                       dictionary_columns=dictionary)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FileOutput(Destination):
+  """Parquet, JSON Lines or CSV files under a folder, local or on any Beam file system (gs://)."""
+  base_name: str = 'predictions'  # the files' name: BASE_NAME-SSSSS-of-NNNNN.FORMAT
+  file_format: str = 'parquet'
+  dictionary_columns: Optional[tuple[str, ...]] = None  # for Parquet; None: every column
+
+  holds_run_folders = True
+
+  def __post_init__(self):
+    lists = [f.name for f in self.schema if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)]
+    if self.file_format == 'csv' and lists:
+      raise ValueError(f'a ranking model writes lists ({", ".join(lists)}), which CSV cannot hold: '
+                       'use --output_format=parquet or jsonl')
+
+  @classmethod
+  def claims(cls, uri: str) -> bool:
+    return True  # any path the other kinds leave: a folder, local or gs://
+
+  @classmethod
+  def for_output(cls, uri: str, rows: OutputRows, settings: RunSettings) -> 'FileOutput':
+    # Dead letters are JSON Lines whatever --output_format says: their records are text of any shape.
+    return cls(uri, rows.schema, settings.run_id, settings.attempt, base_name=rows.name,
+               file_format=settings.file_format if rows.name == 'predictions' else 'jsonl',
+               dictionary_columns=rows.dictionary_columns)
+
+  @classmethod
+  def skip_scored(cls, opts: Any, model_name: str, model_version: str, project: Optional[str], *,
+                  offline: bool) -> tuple[scored_keys.Incremental, None]:
+    """The key files earlier runs of this model version wrote under the output (none listed offline)."""
+    if offline:
+      index = FileSystems.join(scored_keys.index_folder(opts.output, model_name, model_version), f'{opts.run_id}.json')
+      return scored_keys.Incremental(opts.row_version_column, (), index), None
+    return scored_keys.for_files(opts.output, model_name, model_version, opts.run_id, opts.row_version_column), None
+
+  @property
+  def run_base(self) -> str:
+    return self.uri.rstrip('/')
+
+  @property
+  def folder(self) -> str:
+    """This attempt's files: BASE/RUN_ID/ATTEMPT."""
+    return publish.attempt_folder(self.uri, self.run_id, self.attempt)
+
+  @property
+  def where(self) -> str:
+    return self.folder
+
+  def write(self) -> beam.PTransform:
+    return WriteFiles(f'{self.folder}/{self.base_name}', self.schema, self.file_format, self.dictionary_columns)
+
+  def publish(self, written: list[Any], rows: int) -> None:
+    return None  # the run's pointer publishes the folder, with the summary
