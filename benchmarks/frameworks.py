@@ -31,74 +31,32 @@ import shutil
 import statistics
 import sys
 import tempfile
-from typing import Sequence
 
 import numpy as np
 
-from transforms.features.spec import FeatureSpec
+from testing.frameworks import (EXTENSIONS, TRUSTED, import_penguin_model, train_onnx, train_sklearn, train_torch,
+                                train_xgboost)
 
 FRAMEWORKS = ('onnx', 'torch', 'xgboost', 'sklearn')
 KINDS = ('raw', 'ours', 'ours-shared', 'ours-copy')
 SEED = 0
-# A forest's trees are a type skops loads only when named (models/handlers/sklearn.py).
-TRUSTED = {'sklearn': ['sklearn.tree._tree.Tree']}
 
 
 def _train(framework: str, x: np.ndarray, y: np.ndarray, directory: str) -> str:
   """A penguin classifier of `framework`, saved as that framework saves it; returns the file."""
+  path = os.path.join(directory, 'model' + EXTENSIONS[framework])
   if framework == 'onnx':  # a scikit-learn MLP like the example's Keras one, exported to ONNX
-    from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
-    model = MLPClassifier(hidden_layer_sizes=(16,), max_iter=500, random_state=SEED).fit(x, y)
-    path = os.path.join(directory, 'model.onnx')
-    with open(path, 'wb') as f:
-      f.write(to_onnx(model, x[:1], options={'zipmap': False}).SerializeToString())
-    return path
+    return train_onnx(MLPClassifier(hidden_layer_sizes=(16,), max_iter=500, random_state=SEED), x, y, path)
   if framework == 'torch':  # the example's MLP shape: 16 ReLU units, softmax
-    import torch
-    torch.manual_seed(SEED)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 16), torch.nn.ReLU(), torch.nn.Linear(16, 3),
-                              torch.nn.Softmax(dim=1))
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    for _ in range(200):
-      optimizer.zero_grad()
-      torch.nn.functional.nll_loss(torch.log(net(xt) + 1e-9), yt).backward()
-      optimizer.step()
-    path = os.path.join(directory, 'model.pt2')
-    torch.export.save(torch.export.export(net.eval(), (xt[:4],), dynamic_shapes=({0: torch.export.Dim('rows')},)),
-                      path)
-    return path
+    return train_torch(x, y, path, classes=3, hidden=16, lr=0.02, epochs=200, seed=SEED)
   if framework == 'xgboost':
-    import xgboost
-    path = os.path.join(directory, 'model.ubj')
-    xgboost.train({'objective': 'multi:softprob', 'num_class': 3, 'max_depth': 4, 'seed': SEED},
-                  xgboost.DMatrix(x, label=y), num_boost_round=50).save_model(path)
-    return path
+    return train_xgboost({'objective': 'multi:softprob', 'num_class': 3, 'max_depth': 4, 'seed': SEED}, 50, x, y,
+                         path)
   if framework == 'sklearn':
-    import skops.io
     from sklearn.ensemble import RandomForestClassifier
-    path = os.path.join(directory, 'model.skops')
-    skops.io.dump(RandomForestClassifier(n_estimators=50, max_depth=8, random_state=SEED).fit(x, y), path)
-    return path
+    return train_sklearn(RandomForestClassifier(n_estimators=50, max_depth=8, random_state=SEED), x, y, path)
   raise ValueError(framework)
-
-
-def import_penguin_model(model: str, spec: FeatureSpec, output: str, *, name: str, version: str,
-                         trusted_types: Sequence[str] = ()) -> str:
-  """Imports a model of the example's fitted features and classes as a bundle at `output`, as a user would."""
-  from models.bundle import Outputs
-  from models.importer.command import import_model
-  from models.examples.penguins import train
-  with tempfile.TemporaryDirectory() as directory:
-    features, outputs = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
-    with open(features, 'w', encoding='utf-8') as f:
-      json.dump(spec.to_dict(), f)
-    with open(outputs, 'w', encoding='utf-8') as f:
-      json.dump(Outputs('classification', train.CLASSES).to_dict(), f)
-    import_model(model=model, features=features, outputs=outputs, name=name, version=version, output=output,
-                 trusted_types=trusted_types)
-  return output
 
 
 def make_bundle(framework: str, output: str) -> str:

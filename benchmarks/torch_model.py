@@ -15,6 +15,7 @@ import os
 import tempfile
 
 from models.examples.penguins import train
+from testing import frameworks
 
 HIDDEN = 2048
 LAYERS = 4
@@ -27,34 +28,20 @@ def flops_per_row(width_in: int, width_out: int, *, hidden: int = HIDDEN, layers
   return sum(2 * a * b for a, b in zip(widths, widths[1:]))
 
 
-def mlp(width_in: int, width_out: int, *, hidden: int = HIDDEN, layers: int = LAYERS):
-  """The seeded MLP: `layers` ReLU layers of `hidden` units, then softmax over `width_out` classes."""
-  import torch
-  torch.manual_seed(SEED)
-  widths = [width_in] + [hidden] * layers
-  blocks: list = []
-  for a, b in zip(widths, widths[1:]):
-    blocks += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-  blocks += [torch.nn.Linear(widths[-1], width_out), torch.nn.Softmax(dim=1)]
-  return torch.nn.Sequential(*blocks).eval()
-
-
 def make_bundle(output: str, *, hidden: int = HIDDEN, layers: int = LAYERS) -> str:
-  """The MLP as a bundle at `output` (made once): exported with `torch.export`, imported like any model.
+  """The seeded MLP (`layers` ReLU layers of `hidden` units, softmax over the classes) as a bundle at `output`
+  (made once): exported with `torch.export`, imported like any model.
 
   The features are the example's, fitted exactly as its training fits them.
   """
   import torch
-
-  from benchmarks.frameworks import import_penguin_model
   if os.path.exists(os.path.join(output, 'metadata.json')):
     return output
   spec = train.fit_features()
   width_in = len(spec.output_names)
-  net = mlp(width_in, len(train.CLASSES), hidden=hidden, layers=layers)
+  net = frameworks.mlp(width_in, len(train.CLASSES), hidden=hidden, layers=layers, seed=SEED)
   example = torch.zeros((4, width_in), dtype=torch.float32)
   with tempfile.TemporaryDirectory() as directory:
-    model = os.path.join(directory, 'model.pt2')
-    torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim('rows')},)), model)
-    return import_penguin_model(model, spec, output, name='penguin-species-torch-mlp',
-                                version=f'{layers}x{hidden}-seed{SEED}')
+    model = frameworks.export_torch(net, example, os.path.join(directory, 'model.pt2'))
+    return frameworks.import_penguin_model(model, spec, output, name='penguin-species-torch-mlp',
+                                           version=f'{layers}x{hidden}-seed{SEED}')

@@ -29,14 +29,6 @@ def _predictions(summary, pattern='predictions-*.parquet') -> pa.Table:
   return pa.concat_tables([pq.read_table(f) for f in files]).sort_by('row_id')
 
 
-def _dead_letters(summary) -> list[dict]:
-  rows = []
-  for path in glob.glob(os.path.join(summary.dead_letter, 'dead_letters-*.jsonl')):
-    with open(path) as f:
-      rows += [json.loads(line) for line in f if line.strip()]
-  return rows
-
-
 def _model_outside_beam(bundle, path) -> dict[str, np.ndarray]:
   """The model's own probabilities for each valid row of a CSV, keyed like the pipeline."""
   table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
@@ -69,7 +61,7 @@ def test_predictions_equal_the_models_own_row_for_row(tmp_path, penguin_bundle):
   assert table.schema.field('year').type == pa.string()  # CSV passthrough stays text
 
 
-def test_bad_rows_become_dead_letters_and_counts_reconcile(tmp_path, penguin_bundle):
+def test_bad_rows_become_dead_letters_and_counts_reconcile(tmp_path, penguin_bundle, read_dead_letters):
   bad = tmp_path / 'bad.csv'
   bad.write_text(
       'species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n'
@@ -84,7 +76,7 @@ def test_bad_rows_become_dead_letters_and_counts_reconcile(tmp_path, penguin_bun
   assert (summary.rows_read, summary.rows_predicted, summary.rows_rejected) == (6, 2, 4)
   assert summary.reconciled
   assert summary.rejected_by_reason == {'invalid_type': 1, 'unparsable': 1, 'missing_value': 1, 'non_finite': 1}
-  letters = {d['row']: d for d in _dead_letters(summary)}
+  letters = {d['row']: d for d in read_dead_letters(summary.dead_letter)}
   assert set(letters) == {3, 4, 5, 7}
   assert letters[3]['reason'] == "bill_length_mm: 'forty' is not a valid float"
   assert letters[4]['reason_code'] == 'unparsable' and letters[4]['record'] == 'Adelie,Torgersen,39.1,18.7'

@@ -3,7 +3,6 @@ published, reconciled run with its summary and report; a kill during publishing 
 last complete attempt readable; a job that fails or loses rows publishes nothing."""
 
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -27,11 +26,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _args(out, bundle, run_id, *extra):
   return [f'--input={train.EXAMPLE_DATA}', f'--model={bundle.path}', f'--output={out}', f'--run_id={run_id}', *extra]
-
-
-def _snapshot(folder) -> dict[str, str]:
-  return {os.path.relpath(p, folder): hashlib.sha256(open(p, 'rb').read()).hexdigest()
-          for p in glob.glob(os.path.join(folder, '**'), recursive=True) if os.path.isfile(p)}
 
 
 def _launch_and_kill(tmp_path, hook: str, argv: list[str]) -> subprocess.CompletedProcess:
@@ -79,17 +73,17 @@ def test_launcher_killed_right_after_submitting__the_job_still_publishes(tmp_pat
   assert json.load(open(os.path.join(pointer['output'], status.LAUNCH_FILE)))['attempt'] == pointer['attempt']
 
 
-def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path, penguin_bundle, capsys):
+def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path, penguin_bundle, capsys, snapshot):
   out = tmp_path / 'out'
   first = run_job.run(_args(out, penguin_bundle, 'nightly'))
-  before = _snapshot(out / 'nightly')
+  before = snapshot(out / 'nightly')
   hook = 'from transforms.files import publish\npublish.switch_pointer = lambda *a, **k: die()\n'
   done = _launch_and_kill(tmp_path, hook, _args(out, penguin_bundle, 'nightly'))
   assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
   killed = [a for a in publish.attempts(str(out), 'nightly') if a != first.attempt]
   assert len(killed) == 1 and glob.glob(str(out / 'nightly' / killed[0] / 'predictions-*'))  # written, not published
-  assert {k: v for k, v in _snapshot(out / 'nightly').items() if not k.startswith(killed[0])} == before
+  assert {k: v for k, v in snapshot(out / 'nightly').items() if not k.startswith(killed[0])} == before
   assert publish.read_pointer(str(out), 'nightly')['attempt'] == first.attempt
   assert status.main([f'--output={out}', '--run_id=nightly']) == 3
   assert f'attempt {killed[0]}' in capsys.readouterr().out

@@ -80,14 +80,6 @@ def _read_outputs(summary: dict, pattern: str) -> pa.Table:
   return pa.concat_tables([pq.read_table(f) for f in files]) if files else None
 
 
-def _dead_letters(summary: dict) -> list[dict]:
-  rows = []
-  for path in glob.glob(os.path.join(summary['dead_letter'], 'dead_letters-*.jsonl')):
-    with open(path, encoding='utf-8') as f:
-      rows += [json.loads(line) for line in f if line.strip()]
-  return rows
-
-
 # ---- flags ----------------------------------------------------------------------------------------
 
 
@@ -213,7 +205,7 @@ def test_csv_repeated_column__used_is_a_preflight_error_unused_is_ignored(tmp_pa
   assert _published(tmp_path, 'unused')['rows_predicted'] == 20
 
 
-def test_read_stage_dead_letters__carry_the_key_when_the_record_holds_it(tmp_path, iris_bundle):
+def test_read_stage_dead_letters__carry_the_key_when_the_record_holds_it(tmp_path, iris_bundle, read_dead_letters):
   rows = _iris()[:6]
   csv_path = tmp_path / 'in' / 'a.csv'
   csv_path.parent.mkdir()
@@ -225,7 +217,8 @@ def test_read_stage_dead_letters__carry_the_key_when_the_record_holds_it(tmp_pat
   jsonl[3] = jsonl[3][:-1] + ', "sepalWidth": }'  # malformed JSON that still names its id
   (tmp_path / 'in' / 'b.jsonl').write_text('\n'.join(jsonl) + '\n')
   assert _main(tmp_path, iris_bundle, str(tmp_path / 'in' / '*'), '--key_column=id') == 0
-  letters = {(d['source'].rsplit('/', 1)[-1], d['row']): d for d in _dead_letters(_published(tmp_path))}
+  letters = {(d['source'].rsplit('/', 1)[-1], d['row']): d
+             for d in read_dead_letters(_published(tmp_path)['dead_letter'])}
   assert set(letters) == {('a.csv', 3), ('b.jsonl', 4)}
   assert letters[('a.csv', 3)]['key'] == '101' and letters[('a.csv', 3)]['reason_code'] == 'unparsable'
   assert letters[('b.jsonl', 4)]['key'] == '203'
@@ -246,7 +239,7 @@ def test_integer_key__stays_an_integer(tmp_path, iris_bundle, file_format):
   assert sorted(table.column('id').to_pylist()) == [r['id'] for r in rows]
 
 
-def test_integer_key__a_value_that_is_not_an_integer_is_a_dead_letter(tmp_path, iris_bundle):
+def test_integer_key__a_value_that_is_not_an_integer_is_a_dead_letter(tmp_path, iris_bundle, read_dead_letters):
   rows = [{'id': i, **{m: r[m] for m in MEASURES}} for i, r in enumerate(_iris()[:10])]
   (tmp_path / 'in').mkdir()
   with open(tmp_path / 'in' / 'a.jsonl', 'w', encoding='utf-8') as f:  # the first file types the key: integer
@@ -256,7 +249,7 @@ def test_integer_key__a_value_that_is_not_an_integer_is_a_dead_letter(tmp_path, 
   assert _main(tmp_path, iris_bundle, str(tmp_path / 'in' / '*.jsonl'), '--key_column=id') == 0
   summary = _published(tmp_path)
   assert (summary['rows_predicted'], summary['rows_rejected']) == (9, 1)
-  [letter] = _dead_letters(summary)
+  [letter] = read_dead_letters(summary['dead_letter'])
   assert letter['key'] == 'x7' and letter['reason_code'] == 'invalid_type' and 'not an integer' in letter['reason']
 
 

@@ -2,7 +2,6 @@
 nothing, and other run ids are never touched (transforms.files.publish)."""
 
 import glob
-import hashlib
 import os
 import shutil
 
@@ -20,12 +19,6 @@ pytestmark = pytest.mark.slow
 def _run(out, bundle, input_path, run_id, *extra):
   return run_job.run([f'--input={input_path}', f'--model={bundle.path}', f'--output={out}', f'--run_id={run_id}',
                       *extra])
-
-
-def _snapshot(folder) -> dict[str, str]:
-  """Every file under a folder with a hash of its bytes."""
-  return {os.path.relpath(p, folder): hashlib.sha256(open(p, 'rb').read()).hexdigest()
-          for p in glob.glob(os.path.join(folder, '**'), recursive=True) if os.path.isfile(p)}
 
 
 def _published_rows(out, run_id) -> list[str]:
@@ -55,10 +48,11 @@ def test_same_run_id__publishes_the_new_attempt_and_removes_the_old_one(tmp_path
   assert second.reconciled and os.path.exists(second.report)
 
 
-def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_path, penguin_bundle, monkeypatch):
+def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_path, penguin_bundle, monkeypatch,
+                                                                          snapshot):
   out = tmp_path / 'out'
   good = _run(out, penguin_bundle, train.EXAMPLE_DATA, 'r1')
-  before = _snapshot(out / 'r1')
+  before = snapshot(out / 'r1')
   data = tmp_path / 'in'
   data.mkdir()
   shutil.copy(train.EXAMPLE_DATA, data / 'a.csv')
@@ -72,7 +66,7 @@ def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_pa
   failed = [a for a in publish.attempts(str(out), 'r1') if a != good.attempt]
   assert len(failed) == 1  # the failed attempt keeps only why it failed, for `status`
   assert os.listdir(out / 'r1' / failed[0]) == ['failure.json']
-  assert {k: v for k, v in _snapshot(out / 'r1').items() if not k.startswith(failed[0])} == before
+  assert {k: v for k, v in snapshot(out / 'r1').items() if not k.startswith(failed[0])} == before
   assert publish.read_pointer(str(out), 'r2') is None  # r2 never completed
   assert not glob.glob(str(out / 'r2' / '*' / 'predictions-*'))
 
@@ -81,12 +75,12 @@ def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_pa
   assert again.rows_predicted == 342 and publish.attempts(str(out), 'r1') == [again.attempt]
 
 
-def test_new_run_id__leaves_earlier_runs_untouched(tmp_path, penguin_bundle):
+def test_new_run_id__leaves_earlier_runs_untouched(tmp_path, penguin_bundle, snapshot):
   out = tmp_path / 'out'
   _run(out, penguin_bundle, train.EXAMPLE_DATA, 'nightly-1')
-  before = _snapshot(out / 'nightly-1')
+  before = snapshot(out / 'nightly-1')
   second = _run(out, penguin_bundle, _head(tmp_path, 10), 'nightly-2')
-  assert _snapshot(out / 'nightly-1') == before
+  assert snapshot(out / 'nightly-1') == before
   assert len(_published_rows(out, 'nightly-2')) == second.rows_predicted == 9
 
 

@@ -21,10 +21,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.bundle import FRAMEWORK_BATCH_ROWS, BundleError, ModelBundle
-from models.importer.command import main as import_main
 from pipelines import run as run_job
 from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions
+from testing import frameworks
 from transforms.rows import dead_letters as dl
 from transforms.features.spec import FeatureSpec, fit_in_memory
 from transforms.rows.validation import validate
@@ -57,14 +57,9 @@ def _fitted(table: pa.Table, spec: FeatureSpec) -> tuple[FeatureSpec, np.ndarray
   return fitted, fitted.transform(valid)
 
 
-def _train_onnx(x, y, path):
-  from skl2onnx import to_onnx
+def _train_onnx(x, y, stem):
   from sklearn.linear_model import LogisticRegression
-  model = LogisticRegression(max_iter=2000).fit(x, y)
-  onx = to_onnx(model, x[:1], options={id(model): {'zipmap': False}}, target_opset=17)
-  path = f'{path}.onnx'
-  with open(path, 'wb') as f:
-    f.write(onx.SerializeToString())
+  path = frameworks.train_onnx(LogisticRegression(max_iter=2000), x, y, f'{stem}.onnx', target_opset=17)
 
   def own(matrix):
     import onnxruntime as ort
@@ -73,21 +68,9 @@ def _train_onnx(x, y, path):
   return path, own
 
 
-def _train_torch(x, y, path):
+def _train_torch(x, y, stem):
   import torch
-  torch.manual_seed(0)
-  model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 16), torch.nn.ReLU(), torch.nn.Linear(16, int(y.max()) + 1),
-                              torch.nn.Softmax(dim=1))
-  optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-  xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-  for _ in range(100):
-    optimizer.zero_grad()
-    torch.nn.functional.nll_loss(torch.log(model(xt) + 1e-9), yt).backward()
-    optimizer.step()
-  model.eval()
-  program = torch.export.export(model, (xt[:4],), dynamic_shapes=({0: torch.export.Dim('rows')},))
-  path = f'{path}.pt2'
-  torch.export.save(program, path)
+  path = frameworks.train_torch(x, y, f'{stem}.pt2', classes=int(y.max()) + 1, hidden=16, lr=0.05, epochs=100, seed=0)
 
   def own(matrix):
     with torch.inference_mode():
@@ -95,12 +78,10 @@ def _train_torch(x, y, path):
   return path, own
 
 
-def _train_xgboost(x, y, path):
+def _train_xgboost(x, y, stem):
   import xgboost
-  booster = xgboost.train({'objective': 'binary:logistic', 'max_depth': 3, 'seed': 0},
-                          xgboost.DMatrix(x, label=y), num_boost_round=20)
-  path = f'{path}.ubj'
-  booster.save_model(path)
+  path = frameworks.train_xgboost({'objective': 'binary:logistic', 'max_depth': 3, 'seed': 0}, 20, x, y,
+                                  f'{stem}.ubj')
 
   def own(matrix):
     loaded = xgboost.Booster(model_file=path)
@@ -109,25 +90,24 @@ def _train_xgboost(x, y, path):
   return path, own
 
 
-def _train_sklearn(x, y, path):
+def _train_sklearn(x, y, stem):
   import skops.io
   from sklearn.ensemble import RandomForestClassifier
-  model = RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(x, y)
-  path = f'{path}.skops'
-  skops.io.dump(model, path)
+  path = frameworks.train_sklearn(RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0), x, y,
+                                  f'{stem}.skops')
 
   def own(matrix):
-    return skops.io.load(path, trusted=['sklearn.tree._tree.Tree']).predict_proba(matrix)
+    return skops.io.load(path, trusted=frameworks.TRUSTED['sklearn']).predict_proba(matrix)
   return path, own
 
 
-# framework: (dataset, trainer, import flags). Wine's and iris's three classes, breast cancer's two.
-# A forest's trees are a type skops does not trust by default: the user allows it by name.
+# framework: (dataset, trainer). Wine's and iris's three classes, breast cancer's two.
+# A forest's trees are a type skops does not trust by default: the user allows it by name (frameworks.TRUSTED).
 FRAMEWORKS = {
-    'onnx': ('wine', _train_onnx, ()),
-    'torch': ('wine', _train_torch, ()),
-    'xgboost': ('breast_cancer', _train_xgboost, ()),
-    'sklearn': ('iris', _train_sklearn, ('--trusted_types=sklearn.tree._tree.Tree',)),
+    'onnx': ('wine', _train_onnx),
+    'torch': ('wine', _train_torch),
+    'xgboost': ('breast_cancer', _train_xgboost),
+    'sklearn': ('iris', _train_sklearn),
 }
 
 
@@ -136,13 +116,11 @@ def imported(request, tmp_path_factory):
   """A model trained on a dataset, its bundle, the job's input (with one poisoned row) and the model's own answers."""
   framework = request.param
   pytest.importorskip({'sklearn': 'skops', 'torch': 'torch', 'onnx': 'skl2onnx', 'xgboost': 'xgboost'}[framework])
-  dataset, trainer, flags = FRAMEWORKS[framework]
+  dataset, trainer = FRAMEWORKS[framework]
   directory = tmp_path_factory.mktemp(framework)
   table, labels, classes, narrowest = _dataset(dataset)
   features = {'features': [{'name': c, 'dtype': 'float', 'steps': [{'kind': 'z_score'}]}
                            for c in table.column_names if c != 'id']}
-  (directory / 'features.json').write_text(json.dumps(features))
-  (directory / 'outputs.json').write_text(json.dumps({'kind': 'classification', 'classes': classes}))
   pq.write_table(table, directory / 'train.parquet')
   spec, x = _fitted(table, FeatureSpec.from_dict(features))
   model_path, own = trainer(x, labels, str(directory / 'user_model'))
@@ -158,10 +136,10 @@ def imported(request, tmp_path_factory):
   for k, c in enumerate(classes):
     proof = proof.append_column(f'probability_{c}', pa.array(expected[::5, k], pa.float64()))
   pq.write_table(proof, directory / 'expected.parquet')
-  assert import_main([f'--model={model_path}', f'--features={directory / "features.json"}',
-                      f'--outputs={directory / "outputs.json"}', f'--name={framework}-{dataset}', '--version=1',
-                      f'--output={directory / "bundle"}', f'--data={directory / "train.parquet"}',
-                      f'--expected={directory / "expected.parquet"}', *flags]) == 0
+  assert frameworks.import_bundle(model_path, features, {'kind': 'classification', 'classes': classes},
+                                  str(directory / 'bundle'), name=f'{framework}-{dataset}', version='1',
+                                  data=str(directory / 'train.parquet'), expected=str(directory / 'expected.parquet'),
+                                  trusted_types=frameworks.TRUSTED.get(framework, ())) == 0
   assert (expected.argmax(axis=1) == labels).mean() > 0.9  # the model learned its data
   return framework, directory, dict(zip(table.column('id').to_pylist(), expected)), classes
 
