@@ -172,7 +172,7 @@ def write(summary: dict, directory: str) -> list[str]:
 
 
 def update_readme(path: str, table: str) -> None:
-  """Replaces the text between the bench markers of a README with `table`."""
+  """Replaces the text between the bench markers of a Markdown page (docs/performance.md) with `table`."""
   with open(path, encoding='utf-8') as f:
     text = f.read()
   start, end = text.find(README_START), text.find(README_END)

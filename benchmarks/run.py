@@ -173,7 +173,9 @@ def main(argv=None) -> int:
                       'stays flat; 0 skips.')
   parser.add_argument('--ours_flags', default='',
                       help='Extra flags for `ours` and `ours-bq`, e.g. "--max_batch_rows=4096".')
-  parser.add_argument('--update_readme', default=None, help='README to put the table in, between bench markers.')
+  parser.add_argument('--update_readme', default=None,
+                      help='Markdown page to put the table in, between its bench markers: docs/performance.md '
+                      'for the documented run.')
   args = parser.parse_args(argv)
   args.ours_flags = args.ours_flags.split()
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]

@@ -1,5 +1,5 @@
-"""The packages import one way, as the README's layout section says, and no module imports itself
-back through another: a cycle, or an import against the order, fails here."""
+"""The packages import one way, as the Layout section of docs/design.md says, and no module imports
+itself back through another: a cycle, or an import against the order, fails here."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ('deploy', 'pipelines', 'models', 'transforms')
 # Top first: a module imports from its own layer and the layers below it, never above.
 LAYERS = ('deploy', 'pipelines.run', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
-          'pipelines.options', 'pipelines.destinations', 'models', 'transforms.bigquery', 'transforms.postgres',
-          'transforms.files', 'transforms')
+          'pipelines.flag_reference', 'pipelines.options', 'pipelines.destinations', 'models',
+          'transforms.bigquery', 'transforms.postgres', 'transforms.files', 'transforms')
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -55,7 +55,7 @@ def test_imports_run_down_the_layers():
   against = [f'{path.relative_to(ROOT)}:{line} imports {name}'
              for module, path in modules.items() if module not in PACKAGES
              for name, line in _imports(path, modules) if _layer(name) < _layer(module)]
-  assert against == [], 'imports against the documented order (README, Layout):\n' + '\n'.join(against)
+  assert against == [], 'imports against the documented order (docs/design.md, Layout):\n' + '\n'.join(against)
 
 
 def test_no_import_cycles():
@@ -91,12 +91,26 @@ def test_no_project_package_nor_benchmark_imports_the_tests():
   assert found == []
 
 
+def _layout_section() -> str:
+  design = (ROOT / 'docs' / 'design.md').read_text()
+  layout = design[design.index('\n## Layout\n'):]
+  end = layout.find('\n## ', 1)
+  return layout if end < 0 else layout[:end]
+
+
+def test_the_design_import_order_is_the_layers():
+  """The Layout section's import order, `a/` → `a/b.py` → ..., names LAYERS, top first."""
+  layout = _layout_section()
+  order = layout[layout.index('Imports run one way'):]
+  segments = order[:order.index('\n\n')].split('→')
+  names = [re.findall(r'`([\w/.]+)`', segments[0])[-1]] + [re.findall(r'`([\w/.]+)`', s)[0] for s in segments[1:]]
+  assert [n.removesuffix('/').removesuffix('.py').replace('/', '.') for n in names] == list(LAYERS)
+
+
 def test_the_readme_layout_names_every_module_where_it_is():
   """One row per folder of modules (a sub-folder may be named in its parent's row instead), each naming
-  its modules; and nothing named that is not there."""
-  readme = (ROOT / 'README.md').read_text()
-  layout = readme[readme.index('## Layout'):]
-  layout = layout[:layout.index('\n## ', 1)]
+  its modules; and nothing named that is not there. The Layout section lives in docs/design.md."""
+  layout = _layout_section()
   rows = {folder.rstrip('/'): text for folder, text in re.findall(r'^\| `([\w/.-]+)` \| (.+) \|$', layout, flags=re.M)}
   problems = []
   for module, path in _modules().items():

@@ -22,7 +22,8 @@ from transforms.features.spec import FeatureSpec
 
 pytestmark = pytest.mark.slow
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), 'README.md')
+GUIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+                     'docs', 'guides', 'own-model.md')
 NUMBERS = ('precipitation', 'temp_max', 'temp_min', 'wind')
 MONTHS = [str(m) for m in range(1, 13)]  # the user's order: numeric, not frequency
 CLASSES = ['drizzle', 'fog', 'rain', 'snow', 'sun']
@@ -74,10 +75,10 @@ def weather(tmp_path_factory):
   return directory, rows, stats, own
 
 
-def _readme_features() -> dict:
-  """The features.json example of the README's bring-your-own-model section."""
-  with open(README, encoding='utf-8') as f:
-    section = f.read().split('## Bring your own model', 1)[1].split('\n## ', 1)[0]
+def _guide_features() -> dict:
+  """The features.json example of the bring-your-own-model guide (docs/guides/own-model.md)."""
+  with open(GUIDE, encoding='utf-8') as f:
+    section = f.read().split('## Describe the model', 1)[1].split('\n## ', 1)[0]
   return json.loads(re.search(r'```json\n(.*?)```', section, re.S).group(1))
 
 
@@ -88,11 +89,11 @@ def _import(directory, features: dict, output, *extra) -> int:
                       f'--output={output}', *extra])
 
 
-def test_readme_example__one_hot_after_a_given_vocabulary_needs_no_depth():
-  spec = FeatureSpec.from_dict(_readme_features())
+def test_guide_example__one_hot_after_a_given_vocabulary_needs_no_depth():
+  spec = FeatureSpec.from_dict(_guide_features())
   month = next(f for f in spec.features if f.name == 'month')
   assert [s['kind'] for s in month.to_dict()['steps']] == ['vocabulary', 'one_hot']
-  assert 'depth' not in json.dumps(_readme_features())
+  assert 'depth' not in json.dumps(_guide_features())
   assert spec.is_fitted  # every learned value is in the file: it imports without --data
   assert month.output_names == [f'month={m}' for m in MONTHS] + ['month=<oov0>']
   row = pa.RecordBatch.from_pydict({f.name: pa.array([None if f.dtype == 'float' else '3'],
@@ -104,7 +105,7 @@ def test_readme_example__one_hot_after_a_given_vocabulary_needs_no_depth():
 def test_import__the_users_own_values_and_expected_outputs_pass_and_the_job_predicts_as_keras(
     weather, tmp_path, capsys):
   directory, rows, stats, own = weather
-  features = _readme_features()  # the README's example, with this user's exact statistics
+  features = _guide_features()  # the guide's example, with this user's exact statistics
   for feature in features['features']:
     for step in feature['steps']:
       if step['kind'] == 'z_score':
@@ -175,7 +176,7 @@ def test_import__a_label_column_is_a_sanity_bound(weather, tmp_path, capsys):
 
 def test_import__expected_rows_without_any_expected_output_are_refused(weather, tmp_path, capsys):
   directory, *_ = weather
-  assert _import(directory, _readme_features(), tmp_path / 'b', f'--expected={directory / "train.csv"}') == 2
+  assert _import(directory, _guide_features(), tmp_path / 'b', f'--expected={directory / "train.csv"}') == 2
   err = capsys.readouterr().err
   assert 'holds no expected output: give `predicted_class` and/or probability columns (probability_drizzle' in err
   assert not os.path.exists(tmp_path / 'b')
@@ -183,7 +184,7 @@ def test_import__expected_rows_without_any_expected_output_are_refused(weather, 
 
 def test_import__classes_listed_in_another_order_are_named(weather, tmp_path, capsys):
   directory, _, stats, _ = weather
-  features = _readme_features()
+  features = _guide_features()
   for feature in features['features']:
     for step in feature['steps']:
       if step['kind'] == 'z_score':

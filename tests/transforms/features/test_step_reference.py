@@ -1,4 +1,4 @@
-"""The README's feature step reference is generated from the step classes and kept in sync."""
+"""The feature step reference (docs/reference/feature-steps.md) is generated from the step classes and kept in sync."""
 
 import dataclasses
 
@@ -8,11 +8,12 @@ from transforms.features import step_reference
 from transforms.features.preprocessing import Step
 
 
-def test_readme__feature_step_reference_is_up_to_date():
-  with open(step_reference.README, encoding='utf-8') as f:
-    readme = f.read()
-  assert step_reference.replace_section(readme, step_reference.render()) == readme, (
-      'the README\'s feature step reference is out of date: run python -m transforms.features.step_reference --write')
+def test_docs__feature_step_reference_is_up_to_date():
+  assert step_reference.PAGE.endswith('docs/reference/feature-steps.md')
+  with open(step_reference.PAGE, encoding='utf-8') as f:
+    page = f.read()
+  assert step_reference.replace_section(page, step_reference.render()) == page, (
+      'docs/reference/feature-steps.md is out of date: run python -m transforms.features.step_reference --write')
 
 
 @pytest.mark.parametrize('kind', sorted(Step.types()))
