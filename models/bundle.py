@@ -41,7 +41,7 @@ OUTPUT_KINDS = ('classification', 'regression', 'ranking')
 SAVED_MODEL_BATCH_ROWS = 16384
 # The other formats' light models run a call on 65536 rows in less CPU per row than on 16384 (each
 # call has a fixed cost in onnxruntime, XGBoost and scikit-learn's forests), and the job's per-batch
-# steps run a quarter as often: benchmarks/frameworks.py, README "Model formats against their own frameworks".
+# steps run a quarter as often: benchmarks/frameworks.py, docs/performance.md, "Model formats against their own frameworks".
 FRAMEWORK_BATCH_ROWS = 65536
 
 

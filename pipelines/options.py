@@ -31,7 +31,7 @@ DEVICES = ('auto', 'cpu', 'gpu')
 # 2.4 GB) at about the same speed, and a GPU keeps one copy. It costs time: a model server to start
 # (2.7 s measured in one process), and every call's batch pickled to it and the outputs back, 9-17 ms
 # per 65,536-row call (benchmarks/model_call.py). With two processes on the small models of
-# benchmarks/frameworks.py (README, "A shared model across 2 processes"), a copy per process ran
+# benchmarks/frameworks.py (docs/performance.md, "A shared model across 2 processes"), a copy per process ran
 # faster for ONNX and scikit-learn, as fast for XGBoost, and slower for PyTorch.
 # So a model is shared on a GPU, for these formats, or from this file size up.
 SHARED_FORMATS = (SAVED_MODEL, 'torch')

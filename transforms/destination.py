@@ -48,6 +48,7 @@ class OutputRows:
   partition_field: str  # the time column a table is partitioned by (stamped when writing if absent)
   key_name: Optional[str] = None  # the rows' key: names the dead letter of a row an output refuses
   dictionary_columns: Optional[tuple[str, ...]] = None  # columns worth dictionary-encoding in Parquet
+  file_format: Optional[str] = None  # as files, this format whatever --output_format says (dead letters: JSON Lines)
   # A serving table's rows where they differ from `schema` (a ranking: one row per rank), the function
   # that lays a batch out so, and the table's primary key. None: rows as they are, no key.
   serving_schema: Optional[pa.Schema] = None

@@ -18,7 +18,7 @@ A pickle (a scikit-learn .pkl/.joblib, a torch.save'd module) runs code when
 loaded and is refused, with the command that converts it.
 
 `features.json` lists the columns the model reads, in the order its input
-matrix expects them, with the steps that turn each into numbers (the README's
+matrix expects them, with the steps that turn each into numbers (docs/reference/feature-steps.md, the
 feature step reference; `python -m transforms.features.step_reference` prints it). Every
 learned value is part of the spec: give the vocabularies (in the order your
 model was trained with), fill values and scaling statistics, or leave them out
@@ -295,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='scikit-learn: comma-separated types, beyond scikit-learn\'s, NumPy\'s and SciPy\'s, '
                       'that skops may load from the file (the error lists them). Default: none.')
   parser.add_argument('--features', required=True,
-                      help='features.json: columns, types and steps, in input order (README: feature steps).')
+                      help='features.json: columns, types and steps, in input order (docs/reference/feature-steps.md).')
   parser.add_argument('--outputs', required=True,
                       help='outputs.json: {"kind": "classification", "classes": [...]} or {"kind": "regression"}.')
   parser.add_argument('--name', required=True, help='Model name stamped on every prediction.')

@@ -129,7 +129,8 @@ def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns,
                            key_name=columns.key_name, dictionary_columns=tuple(columns.dictionary_columns),
                            serving_schema=columns.table_schema, serving_rows=columns.table_rows,
                            primary_key=tuple(columns.primary_key))
-  dead_letters = OutputRows('dead_letters', dl.WRITTEN_SCHEMA, dl.DESCRIPTIONS, dl.REJECTED_AT)
+  # Dead letters are JSON Lines in files, whatever --output_format says: their records are text of any shape.
+  dead_letters = OutputRows('dead_letters', dl.WRITTEN_SCHEMA, dl.DESCRIPTIONS, dl.REJECTED_AT, file_format='jsonl')
   return (kind_of(opts.output).for_output(opts.output, predictions, settings),
           kind_of(opts.dead_letter_target).for_output(opts.dead_letter_target, dead_letters, settings))
 

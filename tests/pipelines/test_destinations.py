@@ -22,7 +22,7 @@ STARTED = datetime.datetime(2026, 12, 7, tzinfo=datetime.timezone.utc)
 ROWS = OutputRows('predictions', pa.schema([('id', pa.string()), ('score', pa.float32()),
                                             ('predicted_at', pa.timestamp('us', tz='UTC'))]),
                   {'score': 'The score.'}, 'predicted_at', key_name='id', primary_key=('id',))
-LETTERS = OutputRows('dead_letters', dl.WRITTEN_SCHEMA, dl.DESCRIPTIONS, dl.REJECTED_AT)
+LETTERS = OutputRows('dead_letters', dl.WRITTEN_SCHEMA, dl.DESCRIPTIONS, dl.REJECTED_AT, file_format='jsonl')
 
 
 def _settings(**flags) -> RunSettings:

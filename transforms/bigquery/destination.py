@@ -56,7 +56,7 @@ class BigQueryTable(Destination):
       return LoadedTable(**common, name=rows.name, staging_base=settings.staging_base,
                          dictionary_columns=rows.dictionary_columns)
     return StreamedTable(**common, method=settings.write_method, started_at=settings.started_at,
-                         key_name=rows.key_name if rows.name == 'predictions' else None)
+                         key_name=rows.key_name)
 
   @classmethod
   def dead_letters_beside(cls, output: str, records: str) -> str:

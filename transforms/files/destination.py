@@ -59,10 +59,8 @@ class FileOutput(Destination):
 
   @classmethod
   def for_output(cls, uri: str, rows: OutputRows, settings: RunSettings) -> 'FileOutput':
-    # Dead letters are JSON Lines whatever --output_format says: their records are text of any shape.
     return cls(uri, rows.schema, settings.run_id, settings.attempt, base_name=rows.name,
-               file_format=settings.file_format if rows.name == 'predictions' else 'jsonl',
-               dictionary_columns=rows.dictionary_columns)
+               file_format=rows.file_format or settings.file_format, dictionary_columns=rows.dictionary_columns)
 
   @classmethod
   def skip_scored(cls, opts: Any, model_name: str, model_version: str, project: Optional[str], *,

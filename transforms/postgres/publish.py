@@ -182,7 +182,7 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
 
 def _swap_in(conn, cursor, target: PgTarget, new: str, names: str, source: str) -> int:
   """Fills a copy of the serving table and renames it into place, inside the caller's transaction;
-  returns the rows it holds. Grants and views on the old table do not follow it (see the README)."""
+  returns the rows it holds. Grants and views on the old table do not follow it (see docs/guides/postgresql-and-cloud-sql.md)."""
   serving, fresh = quote(conn, target.schema, target.table), quote(conn, target.schema, new)
   old = f'{new[:-4]}_old'
   cursor.execute(f'CREATE TABLE {fresh} (LIKE {serving} INCLUDING ALL)')
