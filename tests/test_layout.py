@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ('deploy', 'pipelines', 'models', 'transforms')
 # Top first: a module imports from its own layer and the layers below it, never above.
 LAYERS = ('deploy', 'pipelines.run', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
-          'pipelines.flag_reference', 'pipelines.options', 'pipelines.destinations', 'models',
+          'pipelines.references', 'pipelines.options', 'pipelines.destinations', 'models',
           'transforms.bigquery', 'transforms.postgres', 'transforms.files', 'transforms')
 
 

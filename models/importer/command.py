@@ -19,7 +19,7 @@ loaded and is refused, with the command that converts it.
 
 `features.json` lists the columns the model reads, in the order its input
 matrix expects them, with the steps that turn each into numbers (docs/reference/feature-steps.md, the
-feature step reference; `python -m transforms.features.step_reference` prints it). Every
+feature step reference; `python -m pipelines.references` prints it). Every
 learned value is part of the spec: give the vocabularies (in the order your
 model was trained with), fill values and scaling statistics, or leave them out
 and let `--data`, a sample of the training data, fit them in the documented

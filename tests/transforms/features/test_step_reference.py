@@ -4,16 +4,17 @@ import dataclasses
 
 import pytest
 
+from pipelines.references import SECTIONS
 from transforms.features import step_reference
 from transforms.features.preprocessing import Step
 
 
 def test_docs__feature_step_reference_is_up_to_date():
-  assert step_reference.PAGE.endswith('docs/reference/feature-steps.md')
-  with open(step_reference.PAGE, encoding='utf-8') as f:
-    page = f.read()
-  assert step_reference.replace_section(page, step_reference.render()) == page, (
-      'docs/reference/feature-steps.md is out of date: run python -m transforms.features.step_reference --write')
+  section = next(s for s in SECTIONS if s.render is step_reference.render)
+  assert section.page == step_reference.PAGE and section.page.endswith('docs/reference/feature-steps.md')
+  page = section.read()
+  assert section.replace(page) == page, (
+      'docs/reference/feature-steps.md is out of date: run python -m pipelines.references --write')
 
 
 @pytest.mark.parametrize('kind', sorted(Step.types()))
@@ -23,10 +24,3 @@ def test_reference__names_every_parameter_output_and_fit_of_each_step(kind):
   for field in dataclasses.fields(cls):
     assert f'| `{field.name}` |' in section and field.metadata['doc'] in section
   assert cls.output in section and cls.learns in section and cls.example_json() in section
-
-
-def test_replace_section__rewrites_only_between_the_markers():
-  text = f'head\n{step_reference.START}\nold\n{step_reference.END}\ntail\n'
-  assert step_reference.replace_section(text, 'new\n') == f'head\n{step_reference.START}\nnew\n{step_reference.END}\ntail\n'
-  with pytest.raises(ValueError, match='no .* section'):
-    step_reference.replace_section('no markers', 'x')
