@@ -437,6 +437,7 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('a BigQuery input needs --key_column: table rows have no position to key them by')
     if self.output:  # each kind of output checks the flags it cannot take
       problems += kind_of(self.output).flag_problems(self, 'output')
+    if self.dead_letter or self.output:
       problems += kind_of(self.dead_letter_target).flag_problems(self, 'dead_letter')
     if self.top_k < 1:
       problems.append('--top_k must be at least 1')

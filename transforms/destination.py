@@ -80,8 +80,11 @@ class Destination(abc.ABC):
 
   # A folder of run folders, published by the run's pointer: the run's summary can live there too.
   holds_run_folders: ClassVar[bool] = False
-  # Takes the dead letters of a run (a serving database does not).
-  takes_dead_letters: ClassVar[bool] = True
+  # Its checks need no types from the input, so they run before a query input costs anything.
+  checks_before_query: ClassVar[bool] = False
+  # Its publish makes rows live for lookups at once, with no undo (a serving database): the run's other
+  # outputs publish first, so a failure there leaves it as it was.
+  publishes_last: ClassVar[bool] = False
 
   @classmethod
   @abc.abstractmethod
@@ -115,7 +118,7 @@ class Destination(abc.ABC):
     """`--only_unscored` for this kind of --output: how the run skips rows scored before
     (`transforms.files.scored_keys.Incremental`), and the table of unscored rows to read instead of the
     input, if the output saved one. `offline`: contact nothing (the Dataflow job description)."""
-    raise ValueError(f'--only_unscored does not take --output {opts.output}: it needs a folder or a bq:// table')
+    raise ValueError('--only_unscored needs a folder or a bq:// table as --output')
 
   @property
   def run_base(self) -> Optional[str]:
@@ -131,11 +134,6 @@ class Destination(abc.ABC):
   def link(self) -> Optional[str]:
     """A console page showing the output, where there is one."""
     return None
-
-  @property
-  def counts_rows(self) -> bool:
-    """Whether `publish` returns the run's rows in the output (a table) rather than None (files)."""
-    return False
 
   def check(self) -> list[str]:
     """On the launcher, before any worker: raises ValueError (`CheckFailed` for several problems) naming

@@ -38,7 +38,7 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format(SAVED_MODEL, 'SavedModel', ('saved_model',), 'models.handlers.base', 'tensorflow', 'tensorflow'),
+    Format(SAVED_MODEL, 'SavedModel', ('saved_model',), 'models.handlers.tensorflow', 'tensorflow', 'tensorflow'),
     Format('onnx', 'ONNX model', ('model.onnx',), 'models.handlers.onnx', 'onnx', 'onnxruntime'),
     Format('torch', 'PyTorch model', ('model.pt2', 'model.torchscript.pt'), 'models.handlers.pytorch', 'torch',
            'torch'),

@@ -158,6 +158,25 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       rows_not_written=counts.get('rows_not_written'))
 
 
+def _publish(plan: JobPlan, prediction_files: list[Any], dead_letter_files: list[Any],
+             counts: dict[str, int]) -> Optional[int]:
+  """Publishes both outputs; returns the run's rows in the predictions' table (None for files).
+
+  Outputs publish side by side (each table waits on its own jobs), except one whose publish makes rows
+  live at once with no undo (a serving database): it goes last, so a failure elsewhere leaves it as it was.
+  The dead letters hold the rejected rows and the rows an output refused.
+  """
+  writes = [(plan.predictions, prediction_files, counts.get('rows_predicted', 0)),
+            (plan.dead_letters, dead_letter_files, counts.get('rows_rejected', 0) + counts.get('rows_not_written', 0))]
+  published: list[Optional[int]] = [None, None]
+  for last in (False, True):
+    now = [i for i, (destination, _, _) in enumerate(writes) if destination.publishes_last == last]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+      for i, rows in zip(now, pool.map(lambda i: writes[i][0].publish(writes[i][1], writes[i][2]), now)):
+        published[i] = rows
+  return published[0]
+
+
 class _FinishFn(beam.DoFn):
   """Publishes the run once every write is done: see the module docstring."""
 
@@ -192,10 +211,8 @@ class _FinishFn(beam.DoFn):
       self._write_profile_and_report(counts, profile, comparison, verdict)
     if verdict is not None:
       gate.enforce(plan, verdict)  # a breach raises: nothing is published, the staged files stay
-    writes = ((plan.predictions, prediction_files, predicted), (plan.dead_letters, dead_letter_files, rejected))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # each table waits on its own jobs
-      rows = list(pool.map(lambda write: write[0].publish(write[1], write[2]), writes))
-    summary = _summary(plan, counts, rows_written=rows[0], report=plan.report, comparison=comparison,
+    rows_written = _publish(plan, prediction_files, dead_letter_files, counts)
+    summary = _summary(plan, counts, rows_written=rows_written, report=plan.report, comparison=comparison,
                        verdict=verdict, digest=digest)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Optional
+from typing import Iterable, Optional
 
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
@@ -114,6 +114,10 @@ def _offline_bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle) ->
                            query=opts.input_query, query_parameters=tuple(opts.query_parameter or ()))
 
 
+def _now() -> datetime.datetime:
+  return datetime.datetime.now(datetime.timezone.utc)
+
+
 def _settings(opts: BatchInferenceOptions, project: Optional[str], run_id: str, attempt: str,
               started_at: datetime.datetime) -> RunSettings:
   temp = (opts.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
@@ -135,9 +139,9 @@ def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns,
           kind_of(opts.dead_letter_target).for_output(opts.dead_letter_target, dead_letters, settings))
 
 
-def check_outputs(destinations: tuple[Destination, ...]) -> list[str]:
+def check_outputs(destinations: Iterable[Destination]) -> list[str]:
   """Runs each output's checks (a dataset that exists, a table that takes every column, a database that
-  connects); returns what was checked, a line each. Raises PreflightError listing every problem."""
+  connects); returns what was checked, a line each. Raises PreflightError listing every problem once."""
   lines, problems = [], []
   for destination in destinations:
     try:
@@ -147,7 +151,7 @@ def check_outputs(destinations: tuple[Destination, ...]) -> list[str]:
     except ValueError as e:
       problems.append(str(e))
   if problems:
-    raise preflight.PreflightError(problems)
+    raise preflight.PreflightError(list(dict.fromkeys(problems)))
   return lines
 
 
@@ -194,8 +198,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
-  started_at = datetime.datetime.now(datetime.timezone.utc)
-  settings = _settings(opts, project, opts.run_id, attempt, started_at)
+  early_lines: list[str] = []
   try:
     opts.fill_share_model([b.format for b in models], lambda: max(b.model_bytes() for b in models))
     if offline:
@@ -204,17 +207,21 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
     else:
       if opts.input_query:  # before the query costs anything, without the passthrough columns it will type
         probe = _columns(opts, bundle, key, (), _output_key_type(opts, project, key))
-        check_outputs(_destinations(opts, probe, settings))
+        early_lines = check_outputs(d for d in _destinations(opts, probe, _settings(
+            opts, project, opts.run_id, attempt, _now())) if d.checks_before_query)
       incremental, unscored = _skip_scored(opts, bundle, project, offline=False) if not check_only else (None, None)
       bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
     key_type, passthrough = _input_types(opts, bundle, bq_input, offline, report.input_schema) if typed else (pa.string(), ())
     columns = _columns(opts, bundle, key, passthrough, key_type)
-    predictions, dead_letters = _destinations(opts, columns, settings)
+    started_at = _now()
+    predictions, dead_letters = _destinations(opts, columns, _settings(opts, project, opts.run_id, attempt, started_at))
     if not offline:
       report.tables += _checked_input(bq_input)
       if typed:
         report.tables += check_outputs((predictions, dead_letters))
+      else:  # a dry-run query: what was checked before it stands; the rest is checked now, untyped
+        report.tables += early_lines + check_outputs(d for d in (predictions, dead_letters) if not d.checks_before_query)
       if not check_only:
         for destination in (predictions, dead_letters):
           destination.prepare()

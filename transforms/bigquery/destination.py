@@ -40,6 +40,8 @@ class BigQueryTable(Destination):
   partition_field: str = 'predicted_at'
   project: Optional[str] = None  # billing project of the calls; None: the table's
 
+  checks_before_query = True
+
   @classmethod
   def claims(cls, uri: str) -> bool:
     return is_table(uri)
@@ -121,10 +123,6 @@ class BigQueryTable(Destination):
   @property
   def link(self) -> str:
     return checks.console_link(self.table)
-
-  @property
-  def counts_rows(self) -> bool:
-    return True
 
   @property
   def table_schema(self) -> dict[str, Any]:

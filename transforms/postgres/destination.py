@@ -31,7 +31,7 @@ class PostgresTable(Destination):
   password_secret: Optional[str] = None
   layout: Optional[Callable[[pa.RecordBatch], pa.RecordBatch]] = None  # a batch as table rows (one per rank)
 
-  takes_dead_letters = False
+  publishes_last = True
 
   @classmethod
   def claims(cls, uri: str) -> bool:
@@ -59,6 +59,8 @@ class PostgresTable(Destination):
     if opts.watch:
       problems.append('--watch keeps its record of processed files beside a folder --output; it does not take a '
                       'database --output')
+    if opts.only_unscored:
+      problems.append('--only_unscored needs a folder or a bq:// table as --output, not a database')
     return problems
 
   @property
@@ -68,10 +70,6 @@ class PostgresTable(Destination):
   @property
   def staging(self) -> str:
     return self.target.staging_table(self.run_id, self.attempt)
-
-  @property
-  def counts_rows(self) -> bool:
-    return True
 
   def check(self) -> list[str]:
     target = self.target
