@@ -436,6 +436,9 @@ class BatchInferenceOptions(PipelineOptions):
     if self.reads_bigquery and not self.key_column:
       problems.append('a BigQuery input needs --key_column: table rows have no position to key them by')
     if self.output:  # each kind of output checks the flags it cannot take
+      if not kind_of(self.output).holds_run_folders and not self.records_location():
+        problems.append('a table --output keeps its run summary and report in --summary_location (or '
+                        '--temp_location/runs): give one of them')
       problems += kind_of(self.output).flag_problems(self, 'output')
     if self.dead_letter or self.output:
       problems += kind_of(self.dead_letter_target).flag_problems(self, 'dead_letter')

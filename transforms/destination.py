@@ -123,7 +123,7 @@ class Destination(abc.ABC):
   @property
   def run_base(self) -> Optional[str]:
     """The folder holding this output's run folders, switched by the run's pointer; None for a table."""
-    return None
+    return self.uri.rstrip('/') if self.holds_run_folders else None
 
   @property
   def where(self) -> str:
@@ -137,8 +137,7 @@ class Destination(abc.ABC):
 
   def check(self) -> list[str]:
     """On the launcher, before any worker: raises ValueError (`CheckFailed` for several problems) naming
-    what keeps the run from writing here;
-    returns a line for each thing checked, for `--preflight_only`."""
+    what keeps the run from writing here; returns a line for each thing checked, for `--preflight_only`."""
     return []
 
   def prepare(self) -> None:

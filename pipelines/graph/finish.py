@@ -166,15 +166,15 @@ def _publish(plan: JobPlan, prediction_files: list[Any], dead_letter_files: list
   live at once with no undo (a serving database): it goes last, so a failure elsewhere leaves it as it was.
   The dead letters hold the rejected rows and the rows an output refused.
   """
-  writes = [(plan.predictions, prediction_files, counts.get('rows_predicted', 0)),
-            (plan.dead_letters, dead_letter_files, counts.get('rows_rejected', 0) + counts.get('rows_not_written', 0))]
-  published: list[Optional[int]] = [None, None]
+  writes = {'predictions': (plan.predictions, prediction_files, counts.get('rows_predicted', 0)),
+            'dead_letters': (plan.dead_letters, dead_letter_files,
+                             counts.get('rows_rejected', 0) + counts.get('rows_not_written', 0))}
+  published = {}
   for last in (False, True):
-    now = [i for i, (destination, _, _) in enumerate(writes) if destination.publishes_last == last]
+    now = {name: write for name, write in writes.items() if write[0].publishes_last == last}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-      for i, rows in zip(now, pool.map(lambda i: writes[i][0].publish(writes[i][1], writes[i][2]), now)):
-        published[i] = rows
-  return published[0]
+      published.update(zip(now, pool.map(lambda write: write[0].publish(write[1], write[2]), now.values())))
+  return published['predictions']
 
 
 class _FinishFn(beam.DoFn):

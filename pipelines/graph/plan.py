@@ -80,8 +80,7 @@ class JobPlan:
   def bases(self) -> list[str]:
     """The folders holding run folders of this run: file outputs elsewhere, then the records last
     (their pointer is the one `status` and the launcher read, so it is switched last)."""
-    folders = [d.run_base for d in self.outputs if d.run_base is not None] + [self.records]
-    folders = [f.rstrip('/') for f in folders]
+    folders = [d.run_base for d in self.outputs if d.run_base is not None] + [self.records.rstrip('/')]
     return [f for f in dict.fromkeys(folders) if f != folders[-1]] + [folders[-1]]
 
   @property

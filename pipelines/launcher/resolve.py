@@ -118,10 +118,10 @@ def _now() -> datetime.datetime:
   return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _settings(opts: BatchInferenceOptions, project: Optional[str], run_id: str, attempt: str,
+def _settings(opts: BatchInferenceOptions, project: Optional[str], attempt: str,
               started_at: datetime.datetime) -> RunSettings:
   temp = (opts.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
-  return RunSettings(run_id, attempt, started_at, file_format=opts.output_format, write_method=opts.bq_write_method,
+  return RunSettings(opts.run_id, attempt, started_at, file_format=opts.output_format, write_method=opts.bq_write_method,
                      staging_base=FileSystems.join(temp, PARQUET_STAGING), project=project,
                      publish_mode=opts.db_publish_mode, password_secret=opts.db_password_secret)
 
@@ -207,15 +207,15 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
     else:
       if opts.input_query:  # before the query costs anything, without the passthrough columns it will type
         probe = _columns(opts, bundle, key, (), _output_key_type(opts, project, key))
-        early_lines = check_outputs(d for d in _destinations(opts, probe, _settings(
-            opts, project, opts.run_id, attempt, _now())) if d.checks_before_query)
+        settings = _settings(opts, project, attempt, _now())
+        early_lines = check_outputs(d for d in _destinations(opts, probe, settings) if d.checks_before_query)
       incremental, unscored = _skip_scored(opts, bundle, project, offline=False) if not check_only else (None, None)
       bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
     key_type, passthrough = _input_types(opts, bundle, bq_input, offline, report.input_schema) if typed else (pa.string(), ())
     columns = _columns(opts, bundle, key, passthrough, key_type)
     started_at = _now()
-    predictions, dead_letters = _destinations(opts, columns, _settings(opts, project, opts.run_id, attempt, started_at))
+    predictions, dead_letters = _destinations(opts, columns, _settings(opts, project, attempt, started_at))
     if not offline:
       report.tables += _checked_input(bq_input)
       if typed:

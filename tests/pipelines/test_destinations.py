@@ -14,6 +14,7 @@ import pytest
 
 from pipelines.destinations import KINDS, kind_of
 from pipelines.graph import finish
+from pipelines.options import BatchInferenceOptions
 from transforms.bigquery.destination import BigQueryTable, LoadedTable, StreamedTable
 from transforms.destination import Destination, OutputRows, RunSettings
 from transforms.files.destination import FileOutput
@@ -161,3 +162,11 @@ def test_publish__a_serving_database_publishes_after_the_other_output_and_not_wh
   with pytest.raises(ValueError, match='letters failed'):
     finish._publish(_plan(database, failing), [3, 4], ['f'], counts)  # pylint: disable=protected-access
   assert log == []
+
+
+@pytest.mark.parametrize('output', ['bq://p.d.t', 'postgresql://app@db/shop?table=scores'])
+def test_flags__any_output_that_holds_no_run_folders_needs_a_home_for_the_summary(output):
+  flags = ['--model=m', '--input=x.csv', f'--output={output}', '--bq_write_method=STREAMING_INSERTS']
+  with pytest.raises(ValueError, match='keeps its run summary and report in --summary_location'):
+    BatchInferenceOptions(flags).validate_flags()
+  BatchInferenceOptions(flags + ['--summary_location=build/runs']).validate_flags()

@@ -71,9 +71,6 @@ class BigQueryTable(Destination):
     if opts.bq_write_method == 'FILE_LOADS' and not temp_location.startswith('gs://'):
       problems.append('--bq_write_method=FILE_LOADS stages files under --temp_location, which must be '
                       'gs://BUCKET/PREFIX (or pick --bq_write_method=STREAMING_INSERTS)')
-    if role == 'output' and not opts.records_location():
-      problems.append('a table --output keeps its run summary and report in --summary_location (or '
-                      '--temp_location/runs): give one of them')
     if role == 'output' and opts.only_unscored and not (is_table(opts.input) and opts.bq_temp_dataset):
       problems.append('--only_unscored with a bq:// --output anti-joins in BigQuery: it needs a bq:// --input '
                       'and --bq_temp_dataset for the unscored rows')

@@ -72,10 +72,6 @@ class FileOutput(Destination):
     return scored_keys.for_files(opts.output, model_name, model_version, opts.run_id, opts.row_version_column), None
 
   @property
-  def run_base(self) -> str:
-    return self.uri.rstrip('/')
-
-  @property
   def folder(self) -> str:
     """This attempt's files: BASE/RUN_ID/ATTEMPT."""
     return publish.attempt_folder(self.uri, self.run_id, self.attempt)

@@ -53,9 +53,6 @@ class PostgresTable(Destination):
     if role == 'dead_letter':
       return ['--dead_letter takes a folder or a bq:// table; dead letters do not go to PostgreSQL']
     problems = []
-    if not opts.records_location():
-      problems.append('a table --output keeps its run summary and report in --summary_location (or '
-                      '--temp_location/runs): give one of them')
     if opts.watch:
       problems.append('--watch keeps its record of processed files beside a folder --output; it does not take a '
                       'database --output')
