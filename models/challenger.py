@@ -7,15 +7,14 @@ specs are equal the feature matrix is computed once and shared; otherwise each
 batch carries both matrices side by side. Only the champion's predictions are
 written: the challenger never changes the published output, and a row it
 cannot score (it raised, or returned NaN) is counted as unscored rather than
-rejected. `CompareModels` reduces the pairs to one dict: agreement, the
-class-flip matrix, score quantiles and their shift, the PSI of the
-challenger's predictions against the champion's, and the same per segment.
+rejected. Each predicted batch also gives one comparison batch pairing both
+models' verdicts per row (class, score and each ranked score), which
+`models.comparison.CompareModels` reduces to one dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import collections
 import uuid
 from typing import Any, Iterable, Optional, Sequence
 
@@ -29,17 +28,12 @@ from models.bundle import ModelBundle, Outputs
 from models.handlers.base import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row
 from models.handlers import handler_for, load_predictor
 from models.inference import PredictionColumns, FormatFn, model_error_letters
-from transforms.rows.data_profile import significant_digits, unique_counts, psi
+from models.comparison import CHALLENGER, CHAMPION
 from transforms.rows.dead_letters import DEAD_LETTERS
 from transforms.features.spec import ApplyFeatures, FeatureSpec
 from transforms.rows.validation import coerce_column
 
 COMPARISON = 'comparison'
-# Quantiles at which the two models' scores are compared.
-QUANTILES = tuple(round(q, 2) for q in np.arange(0.05, 0.96, 0.05))
-# Segments kept in the comparison, the largest first.
-TOP_SEGMENTS = 30
-_SEP = '\x1f'
 
 
 def specs_agree(a: FeatureSpec, b: FeatureSpec) -> bool:
@@ -160,6 +154,12 @@ class _FormatWithChallengerFn(FormatFn):
     if champion_class is not None:
       arrays['champion_class'] = champion_class
       arrays['challenger_class'] = pc.if_else(pa.array(unscored), pa.scalar(None, pa.string()), challenger_class)
+      theirs = list(self._challenger.classes)
+      for i, cls in enumerate(self._columns.outputs.classes):  # each class's probability, matched by class
+        arrays[CHAMPION + str(cls)] = pa.array(champion[:, i].astype(np.float64))
+        arrays[CHALLENGER + str(cls)] = pa.array(challenger[:, theirs.index(cls)].astype(np.float64))
+    else:
+      arrays[CHAMPION + 'score'], arrays[CHALLENGER + 'score'] = arrays['champion_score'], arrays['challenger_score']
     yield beam.pvalue.TaggedOutput(COMPARISON, pa.RecordBatch.from_pydict(arrays))
 
 
@@ -227,141 +227,6 @@ def _both_matrices(batch: pa.RecordBatch, champion: FeatureSpec,
   except Exception:  # pylint: disable=broad-except  (the challenger never rejects a row)
     theirs = np.full((batch.num_rows, len(challenger.output_names)), np.nan, dtype=np.float32)
   return batch, np.hstack([champion.transform(batch), theirs]).astype(np.float32)
-
-
-def _value_counts(values: pa.Array) -> dict[Any, int]:
-  counts = pc.value_counts(values)
-  return dict(zip(counts.field('values').to_pylist(), counts.field('counts').to_pylist()))
-
-
-class CompareFn(beam.CombineFn):
-  """Reduces the paired verdicts (`_FormatWithChallengerFn`) to the comparison of the two models.
-
-  Scores (a classifier's probability of its predicted class, or a regressor's
-  score) are counted at three significant digits, so the accumulator stays
-  small however many rows pass and quantiles are exact to that precision.
-  """
-
-  def create_accumulator(self) -> dict[str, Any]:
-    return {'rows': 0, 'unscored': 0, 'agree': 0, 'flips': collections.Counter(),
-            'champion': collections.Counter(), 'challenger': collections.Counter(),
-            'segments': {}}
-
-  def add_input(self, acc, batch: pa.RecordBatch):
-    n = batch.num_rows
-    unscored = batch.column('unscored').to_numpy(zero_copy_only=False)
-    scored = ~unscored
-    acc['rows'] += n
-    acc['unscored'] += int(unscored.sum())
-    champion = batch.column('champion_score').to_numpy(zero_copy_only=False)
-    challenger = batch.column('challenger_score').to_numpy(zero_copy_only=False)
-    acc['champion'].update(unique_counts(significant_digits(champion[scored])))
-    acc['challenger'].update(unique_counts(significant_digits(challenger[scored])))
-    if 'champion_class' in batch.schema.names:
-      same = pc.fill_null(pc.equal(batch.column('champion_class'), batch.column('challenger_class')), False)
-      agree = same.to_numpy(zero_copy_only=False)
-      acc['agree'] += int(agree.sum())
-      pairs = pc.binary_join_element_wise(batch.column('champion_class'),
-                                          pc.fill_null(batch.column('challenger_class'), '<unscored>'), _SEP)
-      acc['flips'].update(_value_counts(pairs))
-    else:
-      agree = np.zeros(n, dtype=bool)
-    table = pa.table({'segment': batch.column('segment'), 'agree': pa.array(agree.astype(np.int64)),
-                      'champion': pa.array(np.where(scored, champion, 0.0)),
-                      'challenger': pa.array(np.where(scored, challenger, 0.0)),
-                      'scored': pa.array(scored.astype(np.int64))})
-    grouped = table.group_by('segment').aggregate(
-        [('agree', 'count'), ('agree', 'sum'), ('champion', 'sum'), ('challenger', 'sum'), ('scored', 'sum')])
-    for row in zip(*(grouped.column(c).to_pylist() for c in ('segment', 'agree_count', 'agree_sum', 'champion_sum',
-                                                             'challenger_sum', 'scored_sum'))):
-      into = acc['segments'].setdefault(row[0], [0, 0, 0.0, 0.0, 0])
-      for i, value in enumerate(row[1:]):
-        into[i] += value
-    return acc
-
-  def merge_accumulators(self, accumulators):
-    merged = self.create_accumulator()
-    for acc in accumulators:
-      for key in ('rows', 'unscored', 'agree'):
-        merged[key] += acc[key]
-      for key in ('flips', 'champion', 'challenger'):
-        merged[key].update(acc[key])
-      for segment, values in acc['segments'].items():
-        into = merged['segments'].setdefault(segment, [0, 0, 0.0, 0.0, 0])
-        for i, value in enumerate(values):
-          into[i] += value
-    return merged
-
-  def extract_output(self, acc) -> dict[str, Any]:
-    scored = acc['rows'] - acc['unscored']
-    classes = bool(acc['flips'])
-    flips: dict[str, dict[str, int]] = {}
-    for pair, n in acc['flips'].items():
-      a, b = pair.split(_SEP)
-      flips.setdefault(a, {})[b] = n
-    quantiles = []
-    if scored:
-      for q in QUANTILES:
-        a, b = _quantile(acc['champion'], q), _quantile(acc['challenger'], q)
-        quantiles.append({'q': q, 'champion': a, 'challenger': b, 'shift': b - a})
-    if classes:
-      champion_shares = collections.Counter()
-      challenger_shares = collections.Counter()
-      for a, row in flips.items():
-        for b, n in row.items():
-          champion_shares[a] += n
-          if b != '<unscored>':
-            challenger_shares[b] += n
-      psi = _psi_of_counts(champion_shares, challenger_shares)
-    else:
-      psi = _binned_psi(acc['champion'], acc['challenger'])
-    segments = sorted(acc['segments'].items(), key=lambda kv: (-kv[1][0], str(kv[0])))[:TOP_SEGMENTS]
-    return {
-        'rows': acc['rows'], 'scored_by_both': scored, 'challenger_unscored': acc['unscored'],
-        'challenger_unscored_rate': acc['unscored'] / acc['rows'] if acc['rows'] else 0.0,
-        'agreement': acc['agree'] / scored if classes and scored else None,
-        'flips': flips, 'psi': psi, 'quantiles': quantiles,
-        'score_shift': max((abs(q['shift']) for q in quantiles), default=None),
-        'segments': [{'segment': s, 'rows': v[0], 'agreement': v[1] / v[4] if classes and v[4] else None,
-                      'champion_mean': v[2] / v[4] if v[4] else None, 'challenger_mean': v[3] / v[4] if v[4] else None,
-                      'mean_shift': (v[3] - v[2]) / v[4] if v[4] else None} for s, v in segments],
-        'segments_total': len(acc['segments']),
-    }
-
-
-def _quantile(counts: collections.Counter, q: float) -> float:
-  values = np.array(sorted(counts), dtype=np.float64)
-  cumulative = np.cumsum([counts[v] for v in values])
-  return float(values[min(np.searchsorted(cumulative, q * cumulative[-1]), len(values) - 1)])
-
-
-def _psi_of_counts(expected: collections.Counter, actual: collections.Counter) -> Optional[float]:
-  e_total, a_total = sum(expected.values()), sum(actual.values())
-  if not e_total or not a_total:
-    return None
-  return psi({k: v / e_total for k, v in expected.items()}, {k: v / a_total for k, v in actual.items()})
-
-
-def _binned_psi(champion: collections.Counter, challenger: collections.Counter) -> Optional[float]:
-  """PSI of scores over the champion's deciles."""
-  if not champion or not challenger:
-    return None
-  edges = sorted({_quantile(champion, q) for q in np.arange(0.1, 0.91, 0.1)})
-  def bins(counts):
-    values = np.array(list(counts), dtype=np.float64)
-    which = np.searchsorted(edges, values, side='right')
-    out = collections.Counter()
-    for b, n in zip(which.tolist(), counts.values()):
-      out[b] += n
-    return out
-  return _psi_of_counts(bins(champion), bins(challenger))
-
-
-class CompareModels(beam.PTransform):
-  """One dict comparing the two models (`CompareFn`), also when no row was predicted."""
-
-  def expand(self, pairs: beam.PCollection[pa.RecordBatch]) -> beam.PCollection[dict[str, Any]]:
-    return pairs | 'Combine' >> beam.CombineGlobally(CompareFn())
 
 
 def challenger_features(champion: ModelBundle, challenger: ModelBundle) -> beam.PTransform:

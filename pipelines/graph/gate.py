@@ -44,8 +44,12 @@ METRICS: dict[str, tuple[str, bool, bool]] = {
     'psi': ('population stability index of the challenger\'s predictions against the champion\'s', True, False),
     'score_shift': ('largest shift of a score quantile (5% to 95%), challenger minus champion', True, False),
     'challenger_unscored_rate': ('share of predicted rows the challenger could not score', True, False),
+    'score_psi': ('largest PSI of a score (a class\'s probability) against the champion\'s, over its deciles', True,
+                  False),
+    **{f'top{share}_overlap': (f'lowest share of the top {share}% of keys by a score that both models put there', True,
+                               False) for share in (1, 5, 10)},
 }
-_CONDITION = re.compile(r'^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$')
+_CONDITION = re.compile(r'^\s*([a-z][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$')
 
 
 class GateBreachedError(RuntimeError):
@@ -124,7 +128,8 @@ def measure(counts: dict[str, int], profile: Optional[dict[str, Any]], compariso
     metrics['missing_rate_shift'] = max(shifts) if shifts else 0.0
     metrics['feature_psi'] = _feature_psi(profile['input']['features'], training)
   if comparison is not None:
-    for name in ('agreement', 'psi', 'score_shift', 'challenger_unscored_rate'):
+    for name in ('agreement', 'psi', 'score_shift', 'challenger_unscored_rate', 'score_psi', 'top1_overlap',
+                 'top5_overlap', 'top10_overlap'):
       metrics[name] = comparison.get(name)
   return metrics
 

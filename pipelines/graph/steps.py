@@ -16,7 +16,8 @@ from typing import Optional
 
 import apache_beam as beam
 
-from models.challenger import COMPARISON, CompareModels, challenger_features, challenger_predict
+from models.challenger import COMPARISON, challenger_features, challenger_predict
+from models.comparison import CompareModels
 from models.handlers import handler_for
 from models.handlers.base import MatrixModelHandler
 from models.inference import Predict
@@ -123,7 +124,7 @@ def last_steps(plan: JobPlan, read: dict[str, beam.PCollection], predicted: dict
     profile = (read['read'], predicted['predictions']) | 'Profile' >> profiling
     profile_view = beam.pvalue.AsSingleton(profile, default_value=profiling.empty())
   counts = tallies | 'Count' >> CountRows()
-  comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels() if plan.challenger else None
+  comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels(plan.bundle, plan.challenger) if plan.challenger else None
   digesting = DigestPredictions(plan.columns.score_names)
   digest = predicted['predictions'] | 'Digest' >> digesting
   summary = counts | 'Finish' >> FinishRun(

@@ -45,7 +45,7 @@ from pipelines.launcher import prices
 from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions, new_run_id
 from transforms.files import publish
-from pipelines.record.report import figure, png, embed
+from pipelines.record.charts import embed_png as embed, figure, png
 from pipelines.record.summary import RunJob
 from transforms.rows import dead_letters as dl
 from transforms.rows.dead_letters import Rejected

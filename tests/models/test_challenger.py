@@ -2,7 +2,10 @@
 what the two bundles predict when run alone, shows in the report, and feeds the gate."""
 
 import glob
+import html
 import json
+import math
+import re
 import shutil
 
 import numpy as np
@@ -14,8 +17,9 @@ import pytest
 from models.challenger import specs_agree
 from models.examples.penguins import train
 from pipelines import run as run_job
+from testing import frameworks
 from transforms.files import publish
-from tests.pipelines.record.test_report import _browser, _png_size, _rendered_images
+from tests.pipelines.record.test_report import _browser, _rendered_charts, chart_sizes
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +31,11 @@ def challengers(tmp_path_factory):
   base = tmp_path_factory.mktemp('challengers')
   return {'same_spec': train.train(str(base / 'weak'), version='2', epochs=2, seed=7),
           'other_spec': train.train(str(base / 'other'), version='3', epochs=30, seed=11)}
+
+
+def _text(page: str) -> str:
+  """A page's words, tags removed and spaces collapsed."""
+  return html.unescape(' '.join(re.sub(r'<style.*?</style>|<svg.*?</svg>|<[^>]+>', ' ', page, flags=re.S).split()))
 
 
 def _published(out, run_id) -> tuple[dict, pa.Table]:
@@ -93,6 +102,14 @@ def test_challenger__report_shows_the_comparison_and_the_gate_holds_the_run_back
                        '--segment_column=island', '--gate=agreement>=0.999,rejected_rate<=0.01'])
   err = capsys.readouterr().err
   [attempt] = publish.attempts(str(out), 'rollout')
+  page = (out / 'rollout' / attempt / 'report.html').read_text()
+  body = _text(page[page.index('<body>'):])
+  shortfall = 0.999 - json.loads((out / 'rollout' / attempt / 'comparison.json').read_text())['agreement']
+  # The verdict opens the page: which threshold broke and by how much; a held-back run is never DONE.
+  assert body.startswith('Run rollout FAILED the publish gate: agreement is ')
+  assert f'breaking agreement>=0.999 by {shortfall:.4g}' in body[:300]
+  assert 'DONE' not in page
+  assert 'champion penguin-species v1' in body and 'challenger penguin-species v2' in body
   folder = out / 'rollout' / attempt
   comparison = json.loads((folder / 'comparison.json').read_text())
   assert comparison['agreement'] < 0.999  # two epochs of training cannot match the champion
@@ -101,15 +118,14 @@ def test_challenger__report_shows_the_comparison_and_the_gate_holds_the_run_back
   assert f'agreement is {comparison["agreement"]:.4g}, breaking agreement>=0.999 by {shortfall:.4g}' in err
   page = (folder / 'report.html').read_text()
   assert 'id="challenger"' in page and 'id="gate"' in page
-  charts = ('flips', 'quantiles', 'segments')
-  for name in charts:
-    assert _png_size(folder / f'report-{name}.png')[0] > 100
+  charts = ('flips', 'quantiles', 'segments', 'scores-0', 'scores-1', 'scores-2')
+  assert {f'chart-{name}' for name in charts} <= set(chart_sizes(page))
   if not _browser():
     pytest.skip('no Chromium here: the report was written and checked, but not rendered')
-  images = _rendered_images(str(folder / 'report.html'), tmp_path)
+  drawn = _rendered_charts(str(folder / 'report.html'), tmp_path)
   for name in charts:
-    width, height = _png_size(folder / f'report-{name}.png')
-    assert images[f'chart-{name}'] == f'{width}x{height}', f'chart {name} did not load in the browser'
+    size, shapes = drawn[f'chart-{name}'].split(':')
+    assert int(size.split('x')[0]) > 200 and int(shapes) >= 3, f'chart {name} was not drawn: {drawn[f"chart-{name}"]}'
 
 
 def test_challenger_with_other_outputs_is_refused_before_the_run(tmp_path, penguin_bundle, capsys):
@@ -131,3 +147,100 @@ def test_challenger__one_shared_copy_of_both_models_across_processes(tmp_path, p
   assert summary.rows_predicted == 342 and summary.challenger['agreement'] is not None
   comparison = json.loads(open(f'{summary.output}/comparison.json').read())
   assert comparison['rows'] == comparison['scored_by_both'] == 342
+
+
+RISK_CLASSES = ['light', 'heavy']
+
+
+@pytest.fixture(scope='module')
+def risk_models(tmp_path_factory):
+  """Two real scikit-learn models of one risk (a penguin among the heaviest 30%), imported as bundles as a user does.
+
+  The challenger never sees body mass nor flipper length: it predicts the same share of heavy penguins, but ranks
+  the heaviest ones differently. Returns both bundles' paths and each model's probability of each class, by row
+  of the example data (NaN where the job rejects the row)."""
+  from sklearn.linear_model import LogisticRegression
+  base = tmp_path_factory.mktemp('risk')
+  spec = train.fit_features()
+  data = pa.csv.read_csv(train.EXAMPLE_DATA, convert_options=pa.csv.ConvertOptions(strings_can_be_null=True))
+  x = spec.transform(pa.RecordBatch.from_pylist(data.to_pylist()))
+  complete = ~np.isnan(x).any(axis=1)
+  mass = np.array(data.column('body_mass_g').to_pylist(), dtype=float)
+  y = (np.nan_to_num(mass) > np.nanpercentile(mass, 70)).astype(int)
+  blind = x.copy()
+  blind[:, [spec.output_names.index('body_mass_g'), spec.output_names.index('flipper_length_mm')]] = 0.0
+  paths, probabilities = {}, {}
+  for role, version, features in (('champion', '1', x), ('challenger', '2', blind)):
+    model = frameworks.train_sklearn(LogisticRegression(max_iter=1000), features[complete], y[complete],
+                                     str(base / f'{role}.skops'))
+    paths[role] = str(base / role)
+    assert frameworks.import_bundle(model, spec.to_dict(), {'kind': 'classification', 'classes': RISK_CLASSES},
+                                    paths[role], name=f'heavy-{role}', version=version) == 0
+    import skops.io
+    fitted = skops.io.load(model, trusted=skops.io.get_untrusted_types(file=model))
+    p = np.full((len(x), 2), np.nan)
+    p[complete] = fitted.predict_proba(x[complete].astype(np.float32)).astype(np.float32)  # as the job reads them
+    probabilities[role] = p
+  return paths, probabilities, complete
+
+
+def _reference_psi(expected: np.ndarray, actual: np.ndarray, edges: list[float]) -> float:
+  """PSI as numpy computes it: shares of each bin between the edges (an edge opens the bin above it), empty bins
+  counted as 1e-4."""
+  e, a = (np.maximum(np.bincount(np.searchsorted(edges, v, side='right'), minlength=len(edges) + 1) / len(v), 1e-4)
+          for v in (expected, actual))
+  return float(np.sum((a - e) * np.log(a / e)))
+
+
+def test_challenger__reordering_the_riskiest_shows_in_the_top_overlap_though_class_shares_hold(tmp_path, risk_models):
+  paths, probabilities, complete = risk_models
+  out = tmp_path / 'out'
+  code = run_job.main([f'--input={train.EXAMPLE_DATA}', f'--model={paths["champion"]}', f'--output={out}',
+                       '--run_id=risk', f'--challenger={paths["challenger"]}', '--gate=top5_overlap>=0.8'])
+  [attempt] = publish.attempts(str(out), 'risk')
+  folder = out / 'risk' / attempt
+  comparison = json.loads((folder / 'comparison.json').read_text())
+  champion, challenger = probabilities['champion'][complete], probabilities['challenger'][complete]
+  n = int(complete.sum())
+  assert comparison['scored_by_both'] == n == 342
+  assert comparison['champion'] == {'name': 'heavy-champion', 'version': '1'}
+  assert comparison['challenger'] == {'name': 'heavy-challenger', 'version': '2'}
+  # The class shares barely move, so the old metrics saw nothing...
+  shares = [float(np.mean(p.argmax(axis=1) == 1)) for p in (champion, challenger)]
+  assert abs(shares[0] - shares[1]) < 0.02 and comparison['psi'] < 0.01
+  # ...but the challenger's top 5% of heavy penguins is mostly another set of penguins.
+  scores = {s['score']: s for s in comparison['scores']}
+  assert set(scores) == set(RISK_CLASSES)
+  heavy = scores['heavy']
+  for top in heavy['top']:  # each model's top k keys (ties at the k-th score kept in), as numpy finds them
+    k = math.ceil(top['share'] * n)
+    kth = [float(np.sort(p[:, 1])[::-1][k - 1]) for p in (champion, challenger)]
+    ours, theirs = champion[:, 1] >= kth[0], challenger[:, 1] >= kth[1]
+    assert (top['keys'], top['champion_keys'], top['challenger_keys']) == (k, ours.sum(), theirs.sum())
+    assert (top['champion_threshold'], top['challenger_threshold']) == pytest.approx(kth, abs=1e-7)
+    assert top['shared'] == (ours & theirs).sum(), top
+  assert heavy['top'][1]['overlap'] < 0.5 and comparison['top5_overlap'] <= heavy['top'][1]['overlap']
+  # Each class's probability shift, and PSI of the scores against numpy over the recorded champion deciles.
+  for i, cls in enumerate(RISK_CLASSES):
+    shift = challenger[:, i] - champion[:, i]
+    assert scores[cls]['mean_shift'] == pytest.approx(float(shift.mean()), abs=1e-6)
+    assert scores[cls]['mean_abs_shift'] == pytest.approx(float(np.abs(shift).mean()), rel=1e-5)
+    assert scores[cls]['moved_rows'] == pytest.approx(float(np.mean(np.abs(shift) >= 0.1)))
+    assert scores[cls]['shift_quantiles']['0.5'] == pytest.approx(
+        float(np.quantile(shift, 0.5, method='inverted_cdf')), abs=0.01)
+    edges = scores[cls]['psi_edges']
+    assert edges == pytest.approx(np.quantile(champion[:, i], np.arange(0.1, 0.91, 0.1), method='inverted_cdf'),
+                                  abs=0.01)
+    assert scores[cls]['psi'] == pytest.approx(_reference_psi(champion[:, i], challenger[:, i], edges), rel=1e-9)
+  assert comparison['score_psi'] == max(s['psi'] for s in comparison['scores'])
+  # The gate holds the run back, and the report says so first, naming both models with their versions.
+  assert code == 4 and publish.read_pointer(str(out), 'risk') is None
+  page = (folder / 'report.html').read_text()
+  body = _text(page[page.index('<body>'):])
+  overlap = heavy['top'][1]['overlap']
+  assert body.startswith(f'Run risk FAILED the publish gate: top5_overlap is {comparison["top5_overlap"]:.4g}, '
+                         f'breaking top5_overlap>=0.8 by {0.8 - comparison["top5_overlap"]:.4g}')
+  assert 'DONE' not in page
+  assert 'champion heavy-champion v1' in body and 'challenger heavy-challenger v2' in body
+  assert f'heavy {heavy["champion_mean"]:.4g} {heavy["challenger_mean"]:.4g}' in body
+  assert f'{overlap:.1%}' in body
