@@ -277,7 +277,8 @@ class BatchInferenceOptions(PipelineOptions):
         '"agreement>=0.97,psi<=0.1,rejected_rate<=0.01". A run that breaks one publishes nothing, keeps its '
         'staged output and gate.json (which threshold broke, by how much) in the attempt folder, and exits 4. '
         'Metrics: rejected_rate, drifted_features, feature_psi, missing_rate_shift (against the training '
-        'statistics); with --challenger also agreement, psi, score_shift, challenger_unscored_rate.')
+        'statistics); with --challenger also agreement, psi, score_shift, challenger_unscored_rate, score_psi,'
+        ' top1_overlap, top5_overlap, top10_overlap.')
     _add_bool(
         parser, '--only_unscored', False,
         'Predict only the rows whose --key_column (and --row_version_column) has no prediction yet from this '
