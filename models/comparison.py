@@ -155,7 +155,8 @@ class ScoreStats:
       tops.append({'share': share, 'keys': wanted})
       thresholds.append([key_a, key_b])
     stats = {
-        'score': name, 'rows': n, 'champion_mean': acc['champion_sum'] / n, 'challenger_mean': acc['challenger_sum'] / n,
+        'score': name, 'rows': n,
+        'champion_mean': acc['champion_sum'] / n, 'challenger_mean': acc['challenger_sum'] / n,
         'mean_shift': (acc['challenger_sum'] - acc['champion_sum']) / n, 'mean_abs_shift': acc['abs_shift_sum'] / n,
         'shift_quantiles': {str(q): key_edge(quantile_key(acc['shift'], q) + 0.5, False) for q in (0.05, 0.5, 0.95)},
         'moved_rows': acc['moved'] / n if probability else None,

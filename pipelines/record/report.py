@@ -34,7 +34,8 @@ def outcome_chart(summary: RunSummary) -> str:
   values = [summary.rows_predicted] + [summary.rejected_by_reason[c] for c in codes]
   colors = [charts.BLUE] + [charts.RED] * len(codes)
   if summary.rows_skipped:
-    labels, values, colors = labels + ['skipped: scored before'], values + [summary.rows_skipped], colors + [charts.GREY]
+    labels, values = labels + ['skipped: scored before'], values + [summary.rows_skipped]
+    colors = colors + [charts.GREY]
   return charts.hbars(labels, [('rows', values, colors)], title=f'{summary.rows_read:,} rows read', xlabel='rows')
 
 
@@ -277,7 +278,8 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
 <p>{e(state)} on {e(summary.runner)}, started {e(summary.started_at)}, {summary.wall_seconds:.1f}s,
 {summary.rows_per_second:,.0f} rows/s. Report written {made}.</p>
 <table class="info">
-<tr><td>{'champion' if summary.challenger else 'model'}</td><td>{e(str(model.get('name')))} v{e(str(model.get('version')))}
+<tr><td>{'champion' if summary.challenger else 'model'}</td>
+<td>{e(str(model.get('name')))} v{e(str(model.get('version')))}
  (created {e(str(model.get('created', '?')))})</td></tr>
 {challenger}<tr><td>input</td><td>{e(summary.input)} ({summary.files_read:,} files)</td></tr>
 <tr><td>output</td><td>{e(summary.output)}</td></tr>

@@ -69,7 +69,7 @@ def test_breached_gate__publishes_nothing_keeps_the_staged_output_and_exits_4(tm
   verdict = json.loads((folder / gate.GATE_FILE).read_text())
   assert not verdict['passed'] and verdict['metrics']['feature_psi'] < 0.5
   page = (folder / 'report.html').read_text()
-  assert 'A threshold broke: nothing was published' in page and 'breaking rejected_rate&lt;=0.001' in page
+  assert 'FAILED the publish gate: rejected_rate is' in page and 'breaking rejected_rate&lt;=0.001' in page
   assert status.main([f'--output={out}', '--run_id=gated']) == 1
   assert 'FAILED: run gated broke its publish gate: rejected_rate is 0.005814' in capsys.readouterr().out
 

@@ -198,7 +198,8 @@ def test_write_report__a_passed_gate_opens_the_page_with_each_margin(tmp_path):
                            model={'name': 'm', 'version': '2'}, sections=report_sections(None, verdict)),
               encoding='utf-8').read()
   first = re.search(r'<body>\s*<h1>[^<]*</h1>\s*<p[^>]*>(.*?)</p>', page, flags=re.S).group(1)
-  assert first == 'PASSED the publish gate: rejected_rate is 0.1, within rejected_rate&lt;=0.2 by 0.1. The run was published.'
+  assert first == ('PASSED the publish gate: rejected_rate is 0.1, within rejected_rate&lt;=0.2 by 0.1. '
+                   'The run was published.')
   assert '<title>PASSED: run r</title>' in page
 
 
