@@ -76,7 +76,9 @@ class Outputs:
   output_key: Optional[str] = None
 
   def __post_init__(self):
-    object.__setattr__(self, 'classes', tuple(self.classes))
+    # Class labels are text wherever they are written (predicted_class): [0, 1], scikit-learn's own
+    # classes_, becomes ("0", "1").
+    object.__setattr__(self, 'classes', tuple(str(c) for c in self.classes))
     object.__setattr__(self, 'items', tuple(str(i) for i in self.items))
     if self.kind not in OUTPUT_KINDS:
       raise BundleError(f"{OUTPUTS}: kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.kind!r}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence, Union
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -178,6 +179,31 @@ class InputContract:
 
 
 MATRIX = InputContract()
+
+
+@dataclasses.dataclass
+class ApplyModelInputs(beam.PTransform):
+  """Pairs each validated batch with what the model takes for it: `(batch, model input)`.
+
+  For a matrix, the feature spec's steps in the model's float type; for a table, the columns as the
+  contract types them. Refused at construction for tensors, which no input of the job makes yet.
+  """
+
+  spec: FeatureSpec
+  inputs: InputContract = MATRIX
+
+  def __post_init__(self):
+    super().__init__()
+    if not self.spec.is_fitted:
+      raise ValueError('ApplyModelInputs needs a fitted feature spec')
+    if self.inputs.shape == 'tensors':
+      self.inputs.prepare(self.spec, pa.record_batch({}))  # raises, saying so
+
+  def expand(self, batches: beam.PCollection[pa.RecordBatch]) -> beam.PCollection:
+    kind = np.ndarray if self.inputs.shape == 'matrix' else pa.RecordBatch
+    return batches | 'Transform' >> beam.Map(
+        lambda batch, spec, inputs: (batch, inputs.prepare(spec, batch)), spec=self.spec,
+        inputs=self.inputs).with_output_types(beam.typehints.Tuple[pa.RecordBatch, kind])
 
 
 def num_rows(batch: ModelInput) -> int:

@@ -108,6 +108,10 @@ class Predictor:
     return self._device
 
   @property
+  def input_dtype(self) -> str:
+    return np.dtype(self._dtype).name
+
+  @property
   def input_names(self) -> Optional[list[str]]:
     return list(self._types) if self._named else None
 

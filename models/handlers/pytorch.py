@@ -95,6 +95,10 @@ class Predictor:
     return str(self._device)
 
   @property
+  def input_dtype(self) -> str:
+    return 'float64' if self._dtype == self._torch.float64 else 'float32'
+
+  @property
   def input_names(self) -> Optional[list[str]]:
     return self._names if self._inputs.shape != 'matrix' else None
 

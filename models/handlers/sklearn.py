@@ -86,6 +86,11 @@ class Predictor:
     return getattr(self._model, 'n_features_in_', None)
 
   @property
+  def input_dtype(self) -> str:
+    """scikit-learn computes in float64 (a forest casts to float32 itself, as it did when fitted)."""
+    return 'float64'
+
+  @property
   def input_names(self) -> Optional[list[str]]:
     """The DataFrame columns the model was fitted on, in order; None for a matrix model."""
     return self._columns

@@ -98,6 +98,11 @@ class SavedModelPredictor:
     return _DEVICE_SCOPES.get(self._device, 'auto')
 
   @property
+  def input_dtype(self) -> str:
+    dtype = self._specs[self._input_name].dtype
+    return dtype.name if dtype.is_floating else 'float32'
+
+  @property
   def output_width(self) -> Optional[int]:
     return self._output_width
 

@@ -64,6 +64,10 @@ class Predictor:
     return self._booster.num_features() or None
 
   @property
+  def input_dtype(self) -> str:
+    return 'float32'  # XGBoost bins and compares in float32
+
+  @property
   def device(self) -> str:
     return self._device
 
