@@ -250,8 +250,9 @@ class BatchInferenceOptions(PipelineOptions):
         '--model_threads', type=int, default=None,
         help='Threads of the model\'s own pool (OpenMP for scikit-learn, onnxruntime\'s intra-op threads, '
         'PyTorch\'s and TensorFlow\'s, XGBoost\'s), in the process that holds the model. Default: the cores each '
-        'worker process owns (the machine\'s cores over its worker processes: one on Dataflow, all of them on the '
-        'DirectRunner in one process); a pool as wide as the machine fights the other processes for its cores.')
+        'worker process owns, less one for the job\'s own reading and writing where it owns several (one thread on '
+        'Dataflow; the machine\'s cores less one on the DirectRunner in one process); a pool as wide as the machine '
+        'fights the other processes for its cores.')
     parser.add_argument(
         '--inference_accelerator', default=None,
         help='Beam accelerator resource hint for the predict step only, e.g. '

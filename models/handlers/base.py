@@ -88,12 +88,14 @@ def model_threads(requested: Optional[int], processes: Optional[int] = None) -> 
   other worker processes, and the job's reading and writing, for the same cores: one 65,536-row
   HistGradientBoosting call took 1,063 ms with OpenMP's default threads and 178 ms with one.
   `processes` is how many worker processes share the machine's cores; None means one per core,
-  as on Dataflow.
+  as on Dataflow. A process that owns several cores keeps one for the job's own reading, features
+  and writing, which run beside the model: on 2 shared cores the churn Pipeline's run went from
+  1.13× its raw loop with two threads to 1.42× with one (docs/performance.md).
   """
   if requested:
     return requested
-  cores = available_cores()
-  return max(1, cores // (processes or cores))
+  owned = available_cores() // (processes or available_cores())
+  return max(1, owned - 1 if owned > 1 else owned)
 
 
 # A model's input types, as frameworks name them, and the table column type that feeds each.

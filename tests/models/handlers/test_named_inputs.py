@@ -161,3 +161,10 @@ def test_bundle__a_table_model_has_no_features_json_and_xgboost_takes_only_a_mat
   (copy / 'model.ubj').write_bytes(b'')
   with pytest.raises(BundleError, match='a xgboost model takes matrix input, not tensors'):
     ModelBundle.load(str(copy))
+
+
+def test_model_threads__the_flag_wins_else_each_process_its_cores_less_one_for_the_job():
+  from models.handlers.base import available_cores, model_threads
+  assert model_threads(3) == 3
+  assert model_threads(None, None) == 1  # one process per core, as on Dataflow
+  assert model_threads(None, 1) == max(1, available_cores() - 1)
