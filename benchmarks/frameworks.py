@@ -6,7 +6,10 @@ For each framework (ONNX, PyTorch, XGBoost, scikit-learn) a penguin classifier
 is trained on the example data with the example's features and imported as a
 bundle (`models.importer.command`). Then, on the same N resampled rows as the main
 benchmark (testing/data.py), each in its own process, measured from
-outside (benchmarks/measure.py):
+outside (benchmarks/measure.py). `sklearn-pipeline` is the model a user brings
+whole: the churn Pipeline of testing/frameworks.py (imputation, scaling, one-hot,
+HistGradientBoosting) on N churn rows, taking a table; its raw loop hands
+`predict_proba` a DataFrame per batch, as the user's own code does.
 
     raw-FW            no Beam: pyarrow reads large batches, `FeatureSpec.transform`,
                       the framework's own call (onnxruntime `run`, the torch module,
@@ -34,10 +37,13 @@ import tempfile
 
 import numpy as np
 
+from testing import frameworks as trainers
 from testing.frameworks import (EXTENSIONS, TRUSTED, import_penguin_model, train_onnx, train_sklearn, train_torch,
                                 train_xgboost)
 
-FRAMEWORKS = ('onnx', 'torch', 'xgboost', 'sklearn')
+FRAMEWORKS = ('onnx', 'torch', 'xgboost', 'sklearn', 'sklearn-pipeline')
+PIPELINE = 'sklearn-pipeline'
+
 KINDS = ('raw', 'ours', 'ours-shared', 'ours-copy')
 SEED = 0
 
@@ -59,11 +65,44 @@ def _train(framework: str, x: np.ndarray, y: np.ndarray, directory: str) -> str:
   raise ValueError(framework)
 
 
+def make_pipeline_bundle(output: str) -> str:
+  """The churn Pipeline, fitted on 20,000 rows, saved with skops and imported as it is (a table)."""
+  import pyarrow.parquet as pq
+  import skops.io
+  train = trainers.churn_table(20_000, seed=1)
+  model = trainers.churn_pipeline(max_iter=100).fit(trainers.churn_frame(train), train.column('churned').to_numpy())
+  with tempfile.TemporaryDirectory() as directory:
+    path = os.path.join(directory, 'churn.skops')
+    skops.io.dump(model, path)
+    sample = train.slice(0, 1000)
+    pq.write_table(sample, os.path.join(directory, 'sample.parquet'))
+    code = trainers.import_bundle(path, None, {'kind': 'classification', 'classes': model.classes_.tolist()}, output,
+                                  name='churn-pipeline', version='1', data=os.path.join(directory, 'sample.parquet'),
+                                  flags=['--trust_all_listed'])
+  if code != 0:
+    raise RuntimeError(f'importing the churn Pipeline failed (exit {code})')
+  return output
+
+
+def make_churn_data(directory: str, rows: int) -> dict:
+  """N churn rows in Parquet files of 250,000 (made once); the manifest the runs check against."""
+  import pyarrow.parquet as pq
+  if not os.path.exists(os.path.join(directory, 'done')):
+    os.makedirs(directory, exist_ok=True)
+    for part, start in enumerate(range(0, rows, 250_000)):
+      table = trainers.churn_table(min(250_000, rows - start), seed=100 + part, unseen=0.01).drop_columns(['churned'])
+      pq.write_table(table, os.path.join(directory, f'part-{part:03d}.parquet'), row_group_size=65536)
+    open(os.path.join(directory, 'done'), 'w', encoding='utf-8').close()
+  return {'complete_rows': rows}
+
+
 def make_bundle(framework: str, output: str) -> str:
   """The framework's penguin bundle at `output` (made once), through the import command."""
   from models.examples.penguins import train
   if os.path.exists(os.path.join(output, 'metadata.json')):
     return output
+  if framework == PIPELINE:
+    return make_pipeline_bundle(output)
   spec = train.fit_features()
   rows, _, labels, _ = train.training_split(train.training_data_path(), 7)
   with tempfile.TemporaryDirectory() as directory:
@@ -100,6 +139,29 @@ def raw_predict(framework: str, path: str, device: str = 'cpu'):
   raise ValueError(framework)
 
 
+def run_raw_pipeline(args, bundle, columns) -> dict:
+  """The user's own loop for a Pipeline: pyarrow batches → DataFrame → predict_proba → the same output columns."""
+  import glob
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  import skops.io
+  from transforms.rows import dead_letters as dl
+  model = skops.io.load(bundle.model_path, trusted=bundle.load_options.get('trusted_types'))
+  names = list(model.feature_names_in_)
+  writer, rows = None, 0
+  os.makedirs(args.output, exist_ok=True)
+  for path in sorted(glob.glob(args.input)):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=['id', *names]):
+      scores = model.predict_proba(batch.select(names).to_pandas())
+      out = columns.format(pa.RecordBatch.from_arrays([batch.column('id')], names=[dl.KEY]), scores)
+      writer = writer or pq.ParquetWriter(os.path.join(args.output, 'predictions.parquet'), out.schema)
+      writer.write_batch(out)
+      rows += out.num_rows
+  if writer is not None:
+    writer.close()
+  return {'rows_read': rows, 'rows_predicted': rows, 'rows_rejected': 0}
+
+
 def run_raw(args) -> dict:
   """The raw loop of benchmarks/raw.py with the framework's own call."""
   from benchmarks.raw import predict_files
@@ -107,6 +169,8 @@ def run_raw(args) -> dict:
   from models.inference import PredictionColumns
   bundle = ModelBundle.load(args.model)
   columns = PredictionColumns(bundle.outputs, 'id', (), bundle.name, bundle.version, 'raw')
+  if args.framework == PIPELINE:
+    return run_raw_pipeline(args, bundle, columns)
   return predict_files(args.input, args.output, bundle.features,
                        raw_predict(args.framework, bundle.model_path, args.device), columns)
 
@@ -211,14 +275,14 @@ def main(argv=None) -> int:
   frameworks = [f.strip() for f in args.frameworks.split(',') if f.strip()]
   kinds = [k.strip() for k in args.kinds.split(',') if k.strip()]
   bundles = {fw: make_bundle(fw, os.path.join(args.work, 'bundles', fw)) for fw in frameworks}
-  data = os.path.join(args.work, '..', f'data-{args.rows}')
-  manifest = make_dataset(data, args.rows)
+  data = {fw: os.path.join(args.work, '..', f'{"churn" if fw == PIPELINE else "data"}-{args.rows}') for fw in frameworks}
+  manifests = {fw: (make_churn_data if fw == PIPELINE else make_dataset)(data[fw], args.rows) for fw in frameworks}
   variants = [(kind, fw) for fw in frameworks for kind in kinds]
   results = []
   for round_no in range(args.repeats):
     shift = round_no % len(variants)
     for kind, fw in variants[shift:] + variants[:shift]:
-      results.append(run_once(kind, fw, args, data, manifest, bundles[fw], round_no))
+      results.append(run_once(kind, fw, args, data[fw], manifests[fw], bundles[fw], round_no))
   table = markdown(results, args, kinds, frameworks)
   os.makedirs(args.work, exist_ok=True)
   with open(os.path.join(args.work, 'results.json'), 'w', encoding='utf-8') as f:

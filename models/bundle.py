@@ -1,14 +1,16 @@
 """The model bundle: everything a run needs to predict, in one directory (local or gs://).
 
     BUNDLE/
-      saved_model/      a TensorFlow SavedModel (the default format); its signature
-                        takes one float32 matrix whose columns are the feature spec's
-                        outputs. Or, by metadata.json's `format`, model.onnx (onnx),
-                        model.pt2 / model.torchscript.pt (torch), model.ubj /
-                        model.json (xgboost) or model.skops (sklearn), taking the same
-                        matrix (models/handlers/)
-      features.json     the fitted feature spec (columns, types, fill values,
-                        statistics, vocabularies, feature order)
+      saved_model/      a TensorFlow SavedModel (the default format). Or, by
+                        metadata.json's `format`, model.onnx (onnx), model.pt2 /
+                        model.torchscript.pt (torch), model.ubj / model.json
+                        (xgboost) or model.skops (sklearn) (models/handlers/)
+      inputs.json       what the model takes (models/inputs.py): one matrix of the
+                        feature spec's outputs (the default, float32, when absent), a
+                        table of named columns, or named tensors
+      features.json     for a matrix: the fitted feature spec (columns, types, fill
+                        values, statistics, vocabularies, feature order); a model that
+                        takes a table does its own preprocessing and has none
       outputs.json      what the model returns: class names, or a score
       metadata.json     name, version, created, format (default saved_model),
                         model_file, training metrics, and (optional) training
@@ -24,8 +26,10 @@ import datetime
 import json
 from typing import Any, Optional
 
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from models.inputs import INPUTS, MATRIX, InputContract, InputError
 from transforms.features.spec import FeatureSpec
 
 SAVED_MODEL = 'saved_model'
@@ -72,7 +76,9 @@ class Outputs:
   output_key: Optional[str] = None
 
   def __post_init__(self):
-    object.__setattr__(self, 'classes', tuple(self.classes))
+    # Class labels are text wherever they are written (predicted_class): [0, 1], scikit-learn's own
+    # classes_, becomes ("0", "1").
+    object.__setattr__(self, 'classes', tuple(str(c) for c in self.classes))
     object.__setattr__(self, 'items', tuple(str(i) for i in self.items))
     if self.kind not in OUTPUT_KINDS:
       raise BundleError(f"{OUTPUTS}: kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.kind!r}")
@@ -102,6 +108,11 @@ class ModelBundle:
   features: FeatureSpec
   outputs: Outputs
   metadata: dict[str, Any]
+  inputs: InputContract = MATRIX
+
+  def model_input(self, rows: pa.RecordBatch):
+    """What the model takes for validated rows, as its contract says (`models.inputs.InputContract.prepare`)."""
+    return self.inputs.prepare(self.features, rows)
 
   @property
   def name(self) -> str:
@@ -165,16 +176,25 @@ class ModelBundle:
       raise BundleError(f'{path}/{METADATA}: {e}') from None
     if fmt != SAVED_MODEL and FileSystems.exists(FileSystems.join(path, METADATA)):
       model_part = _read_json(path, METADATA).get('model_file') or model_part
-    missing = [part for part in (FEATURES, OUTPUTS, METADATA, model_part)
-               if not FileSystems.exists(FileSystems.join(path, part))]
+    inputs = load_inputs(path, fmt)
+    has_features = FileSystems.exists(FileSystems.join(path, FEATURES))
+    if inputs.shape != 'matrix' and has_features:
+      raise BundleError(f'{path}: {INPUTS} says the model takes {inputs.describe()}, which it preprocesses itself; '
+                        f'{FEATURES} steps are for a model that takes one matrix: remove {FEATURES}')
+    needed = (FEATURES, OUTPUTS, METADATA, model_part) if inputs.shape == 'matrix' else (OUTPUTS, METADATA, model_part)
+    missing = [part for part in needed if not FileSystems.exists(FileSystems.join(path, part))]
     if missing:
       raise BundleError(f'model bundle {path} is missing {", ".join(missing)}; a bundle holds '
                         f'{SAVED_MODEL}/, {FEATURES}, {OUTPUTS} and {METADATA} (or, as metadata.json\'s format '
-                        'says, another model file in place of saved_model/)')
-    try:
-      features = FeatureSpec.from_dict(_read_json(path, FEATURES))
-    except (ValueError, KeyError, TypeError) as e:
-      raise BundleError(f'{path}/{FEATURES}: {e}') from None
+                        f'says, another model file in place of saved_model/; with a table in {INPUTS}, no '
+                        f'{FEATURES})')
+    if inputs.shape != 'matrix':
+      features = inputs.feature_spec()
+    else:
+      try:
+        features = FeatureSpec.from_dict(_read_json(path, FEATURES))
+      except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(f'{path}/{FEATURES}: {e}') from None
     if not features.is_fitted:
       unfitted = [f.name for f in features.features if not f.is_fitted]
       raise BundleError(f'{path}/{FEATURES}: features {unfitted} have no fitted statistics: '
@@ -189,40 +209,71 @@ class ModelBundle:
     absent = [k for k in ('name', 'version') if k not in metadata]
     if absent:
       raise BundleError(f'{path}/{METADATA}: missing {absent}')
-    return cls(path, features, outputs, metadata)
+    return cls(path, features, outputs, metadata, inputs)
 
   def check_signature(self) -> None:
-    """Loads the model and checks what it takes and returns against the spec and outputs.
+    """Loads the model and checks what it takes and returns against the input contract and outputs.
 
     Costs a model load, so preflight calls it once on the launcher, not per worker.
     A model that does not say its widths (TorchScript, some ONNX graphs) is
-    called on two rows of zeros instead.
+    called on two rows of zeros instead (a matrix, or tensors of known shape);
+    a model that takes named inputs has them matched by name when it loads.
     """
     from models.handlers import get_format, load_predictor  # frameworks are heavy imports; only here.
     label = get_format(self.format).label
     try:
       predictor = load_predictor(self.format, self.saved_model_path if self.format == SAVED_MODEL else self.model_path,
-                                 self.outputs, options=self.load_options)
+                                 self.outputs, options=self.load_options, inputs=self.inputs)
     except Exception as e:  # frameworks raise many types for a corrupt or foreign model.
       raise BundleError(f'{self.model_path}: cannot load the {label}: {e}') from None
     width_in, width_out = predictor.input_width, getattr(predictor, 'output_width', None)
     expected_in = len(self.features.output_names)
-    if width_in not in (None, expected_in):
+    if self.inputs.shape == 'matrix' and width_in not in (None, expected_in):
       raise BundleError(f'{self.path}: the {label} takes {width_in} inputs but {FEATURES} produces '
                         f'{expected_in} ({", ".join(self.features.output_names)})')
     if width_out not in (None, self.outputs.width):
       raise BundleError(f'{self.path}: the {label} returns {width_out} values per row but {OUTPUTS} '
                         f'describes {self.outputs.width}')
-    if self.format != SAVED_MODEL:
-      import numpy as np
+    sample = zeros_input(self.inputs, expected_in)
+    if self.format != SAVED_MODEL and sample is not None:
       try:
-        scores = predictor.predict(np.zeros((2, expected_in), np.float32))
+        scores = predictor.predict(sample)
       except Exception as e:  # pylint: disable=broad-except
-        raise BundleError(f'{self.path}: the {label} fails on a matrix of 2 rows × {expected_in} features '
-                          f'(the width {FEATURES} produces): {e}') from None
+        raise BundleError(f'{self.path}: the {label} fails on 2 rows of zeros of {self.inputs.describe()}'
+                          + (f' × {expected_in} features (the width {FEATURES} produces)'
+                             if self.inputs.shape == 'matrix' else '') + f': {e}') from None
       if scores.shape != (2, self.outputs.width):
         raise BundleError(f'{self.path}: the {label} returns {scores.shape[1:]} per row but {OUTPUTS} '
                           f'describes {self.outputs.width}')
+
+
+def zeros_input(inputs: InputContract, width: int):
+  """Two rows of zeros the model must take: a matrix, or tensors whose shape is known; None for a table
+  (zeros are no valid category; the import's sample rows try it instead)."""
+  import numpy as np
+  if inputs.shape == 'matrix':
+    return np.zeros((2, width), inputs.dtype)
+  if inputs.shape == 'tensors' and all(d is not None for t in inputs.tensors for d in t.shape[1:]):
+    return {t.name: np.zeros((2, *t.shape[1:]), object if t.dtype == 'string' else t.dtype) for t in inputs.tensors}
+  return None
+
+
+# The input shapes each format's handler can feed its model (models/handlers/).
+FORMAT_SHAPES = {'xgboost': ('matrix',), 'sklearn': ('matrix', 'table')}
+
+
+def load_inputs(path: str, fmt: str) -> InputContract:
+  """The bundle's input contract: inputs.json, or one float32 matrix when it has none (older bundles)."""
+  if not FileSystems.exists(FileSystems.join(path, INPUTS)):
+    return MATRIX
+  try:
+    inputs = InputContract.from_dict(_read_json(path, INPUTS))
+  except InputError as e:
+    raise BundleError(f'{path}/{e}') from None
+  allowed = FORMAT_SHAPES.get(fmt)
+  if allowed and inputs.shape not in allowed:
+    raise BundleError(f'{path}/{INPUTS}: a {fmt} model takes {" or ".join(allowed)} input, not {inputs.shape}')
+  return inputs
 
 
 def bundle_format(path: str) -> str:
@@ -248,20 +299,26 @@ def _write_json(path: str, name: str, data: dict[str, Any]) -> None:
     f.write(json.dumps(data, indent=2, sort_keys=False).encode('utf-8'))
 
 
-def write_bundle(path: str, *, features: FeatureSpec, outputs: Outputs, name: str, version: str,
+def write_bundle(path: str, *, features: Optional[FeatureSpec], outputs: Outputs, name: str, version: str,
                  training_metrics: Optional[dict[str, Any]] = None,
-                 training_statistics: Optional[dict[str, Any]] = None, **extra: Any) -> ModelBundle:
+                 training_statistics: Optional[dict[str, Any]] = None, inputs: Optional[InputContract] = None,
+                 **extra: Any) -> ModelBundle:
   """Writes the JSON parts of a bundle beside a SavedModel already exported to `path/saved_model`.
 
   `training_statistics` is the profile of the training data (missing rates,
   category frequencies, means) that run reports compare each run against.
+  `inputs` None writes no inputs.json (the default float32 matrix); `features`
+  is None for a model that takes a table or tensors.
   """
   metadata = {'name': name, 'version': version,
               'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'training_metrics': training_metrics or {}, **extra}
   if training_statistics is not None:
     metadata['training_statistics'] = training_statistics
-  _write_json(path, FEATURES, features.to_dict())
+  if inputs is not None:
+    _write_json(path, INPUTS, inputs.to_dict())
+  if features is not None and (inputs is None or inputs.shape == 'matrix'):
+    _write_json(path, FEATURES, features.to_dict())
   _write_json(path, OUTPUTS, outputs.to_dict())
   _write_json(path, METADATA, metadata)
   return ModelBundle.load(path)

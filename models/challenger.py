@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 
-from models.bundle import ModelBundle, Outputs
+from models.bundle import BundleError, ModelBundle, Outputs
 from models.handlers.base import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row
 from models.handlers import handler_for, load_predictor
 from models.inference import PredictionColumns, FormatFn, model_error_letters
@@ -231,7 +231,11 @@ def _both_matrices(batch: pa.RecordBatch, champion: FeatureSpec,
 
 def challenger_features(champion: ModelBundle, challenger: ModelBundle) -> beam.PTransform:
   """The feature step of a run with a challenger: one matrix when both models' specs agree, else both
-  side by side (the challenger's from column `len(champion outputs)` on)."""
+  side by side (the challenger's from column `len(champion outputs)` on). Both models take matrices (float32 here)."""
+  for bundle in (champion, challenger):
+    if bundle.inputs.shape != 'matrix':
+      raise BundleError(f'--challenger compares two models that take a matrix; {bundle.name} '
+                        f'v{bundle.version} takes {bundle.inputs.describe()} (its inputs.json)')
   if specs_agree(champion.features, challenger.features):
     return ApplyFeatures(champion.features)
   return ApplyBothFeatures(champion.features, challenger.features)

@@ -247,6 +247,13 @@ class BatchInferenceOptions(PipelineOptions):
         '(TensorFlow, PyTorch CUDA, onnxruntime-gpu\'s CUDA provider, XGBoost cuda; scikit-learn has none), '
         'cpu keeps the model on the CPU, auto uses a GPU when there is one. Default: auto.')
     parser.add_argument(
+        '--model_threads', type=int, default=None,
+        help='Threads of the model\'s own pool (OpenMP for scikit-learn, onnxruntime\'s intra-op threads, '
+        'PyTorch\'s and TensorFlow\'s, XGBoost\'s), in the process that holds the model. Default: the cores each '
+        'worker process owns, less one for the job\'s own reading and writing where it owns several (one thread on '
+        'Dataflow; the machine\'s cores less one on the DirectRunner in one process); a pool as wide as the machine '
+        'fights the other processes for its cores.')
+    parser.add_argument(
         '--inference_accelerator', default=None,
         help='Beam accelerator resource hint for the predict step only, e.g. '
         '"type:nvidia-l4;count:1;install-nvidia-driver", so services that fit workers to steps '
@@ -346,6 +353,15 @@ class BatchInferenceOptions(PipelineOptions):
     if self.share_model_across_processes is not None:
       return self.share_model_across_processes
     return self.several_processes()
+
+  def worker_processes(self) -> Optional[int]:
+    """Worker processes sharing a machine's cores (what the model's threads are sized by): one on the
+    DirectRunner in one process, --direct_num_workers in several; None elsewhere, one per core."""
+    if not self.runner_name().endswith('DirectRunner'):
+      return None
+    if self.view_as(DirectOptions).direct_running_mode in _ONE_PROCESS_MODES:
+      return 1
+    return self.view_as(DirectOptions).direct_num_workers or None
 
   def several_processes(self) -> bool:
     """Whether a machine runs several SDK processes: all but the DirectRunner in one process."""

@@ -90,24 +90,75 @@ def train_sklearn(estimator: Any, x: np.ndarray, y: np.ndarray, path: str) -> st
   return path
 
 
-def import_bundle(model: str, features: dict[str, Any], outputs: dict[str, Any], output: str, *, name: str,
-                  version: str, data: Optional[str] = None, expected: Optional[str] = None,
-                  trusted_types: Sequence[str] = ()) -> int:
+# The columns of the churn example: numbers and categories, each with missing values.
+CHURN_NUMBERS = ('tenure', 'charges')
+CHURN_CATEGORIES = ('contract', 'payment')
+
+
+def churn_table(rows: int, *, seed: int, unseen: float = 0.0):
+  """Customers with an `id`, numbers and categories (about 10% missing in each) and a `churned` label.
+
+  `unseen` is the share of contracts given a value training never saw ('three_year'), which a one-hot
+  encoder with handle_unknown='ignore' encodes as all zeros.
+  """
+  import pyarrow as pa
+  rng = np.random.default_rng(seed)
+  tenure = rng.gamma(2.0, 12.0, rows)
+  charges = rng.normal(70.0, 25.0, rows)
+  contract = rng.choice(np.array(['month', 'one_year', 'two_year'], dtype=object), rows, p=[0.5, 0.3, 0.2])
+  payment = rng.choice(np.array(['card', 'check', 'transfer'], dtype=object), rows)
+  logit = 1.2 * (contract == 'month') - 0.04 * tenure + 0.01 * (charges - 70) + 0.5 * (payment == 'check')
+  churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+  contract[rng.random(rows) < unseen] = 'three_year'
+  missing = lambda: rng.random(rows) < 0.1  # noqa: E731
+  return pa.table({
+      'id': [f'c{seed}-{i}' for i in range(rows)],
+      'tenure': pa.array(tenure, mask=missing()), 'charges': pa.array(charges, mask=missing()),
+      'contract': pa.array(contract, pa.string(), mask=missing()),
+      'payment': pa.array(payment, pa.string(), mask=missing()), 'churned': churned})
+
+
+def churn_pipeline(max_iter: int = 50):
+  """The model a data scientist has: imputation and scaling for numbers, an ignore-unknown one-hot for
+  categories, and a HistGradientBoostingClassifier, all in one scikit-learn Pipeline on a DataFrame."""
+  from sklearn.compose import ColumnTransformer
+  from sklearn.ensemble import HistGradientBoostingClassifier
+  from sklearn.impute import SimpleImputer
+  from sklearn.pipeline import Pipeline
+  from sklearn.preprocessing import OneHotEncoder, StandardScaler
+  numbers = Pipeline([('impute', SimpleImputer(strategy='median')), ('scale', StandardScaler())])
+  return Pipeline([
+      ('prepare', ColumnTransformer([('num', numbers, list(CHURN_NUMBERS)),
+                                     ('cat', OneHotEncoder(handle_unknown='ignore'), list(CHURN_CATEGORIES))])),
+      ('model', HistGradientBoostingClassifier(max_iter=max_iter, random_state=0))])
+
+
+def churn_frame(table):
+  """The feature columns of a churn table as the user's pandas code reads them (nulls as pandas has them)."""
+  return table.select([*CHURN_NUMBERS, *CHURN_CATEGORIES]).to_pandas()
+
+
+def import_bundle(model: str, features: Optional[dict[str, Any]], outputs: dict[str, Any], output: str, *,
+                  name: str, version: str, data: Optional[str] = None, expected: Optional[str] = None,
+                  trusted_types: Sequence[str] = (), flags: Sequence[str] = ()) -> int:
   """Imports `model` as a bundle at `output` the way a user does, through `python -m models.importer`.
 
-  `features` and `outputs` are the contents of features.json and outputs.json;
-  `data` and `expected` are the command's --data and --expected files. Returns
-  the command's exit status (0: the bundle is written and checked).
+  `features` and `outputs` are the contents of features.json (None: no --features, for a model that
+  takes a table) and outputs.json; `data` and `expected` are the command's --data and --expected
+  files; `flags` any others. Returns the command's exit status (0: the bundle is written and checked).
   """
   from models.importer.command import main
   with tempfile.TemporaryDirectory() as directory:
     features_path, outputs_path = os.path.join(directory, 'features.json'), os.path.join(directory, 'outputs.json')
-    with open(features_path, 'w', encoding='utf-8') as f:
-      json.dump(features, f)
+    if features is not None:
+      with open(features_path, 'w', encoding='utf-8') as f:
+        json.dump(features, f)
     with open(outputs_path, 'w', encoding='utf-8') as f:
       json.dump(outputs, f)
-    argv = [f'--model={model}', f'--features={features_path}', f'--outputs={outputs_path}', f'--name={name}',
-            f'--version={version}', f'--output={output}']
+    argv = [f'--model={model}', f'--outputs={outputs_path}', f'--name={name}', f'--version={version}',
+            f'--output={output}', *flags]
+    if features is not None:
+      argv.append(f'--features={features_path}')
     if data:
       argv.append(f'--data={data}')
     if expected:

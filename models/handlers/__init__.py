@@ -2,8 +2,9 @@
 `sklearn.py`), as Beam's `*_inference.py`, chosen by metadata.json's `format`.
 
 Each format's module holds a predictor (the loaded model behind
-`predict(matrix) -> matrix`, with `input_width`, `output_width` and `device`)
-and `require_gpu()`. Everything else, batching by rows, the shared model and
+`predict(batch) -> matrix`, where a batch is what the bundle's input contract
+says: a matrix, a table or named tensors, `models.inputs`; with `input_width`,
+`output_width` and `device`) and `require_gpu()`. Everything else, batching by rows, the shared model and
 the row-by-row retry, is `models.handlers.base.MatrixModelHandler`'s, for every
 format alike. A framework is imported only when a bundle of its format is
 loaded, so each stays an optional extra (`pip install .[onnx]` and so on).
@@ -20,6 +21,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from models.handlers.base import MatrixModelHandler, NoGpuError
+from models.inputs import MATRIX, InputContract
 
 from models.handlers.tensorflow import SavedModelHandler
 
@@ -69,12 +71,15 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
-def load_predictor(fmt: str, path: str, outputs, device: str = 'auto', options: Optional[dict[str, Any]] = None):
-  """Loads the model at `path` in format `fmt` as a predictor on `device` (auto, cpu or gpu)."""
+def load_predictor(fmt: str, path: str, outputs, device: str = 'auto', options: Optional[dict[str, Any]] = None,
+                   inputs: InputContract = MATRIX, threads: Optional[int] = None):
+  """Loads the model at `path` in format `fmt` as a predictor on `device` (auto, cpu or gpu), fed as `inputs`
+  says, its own thread pool `threads` wide (None: the framework's default)."""
   if fmt == SAVED_MODEL:
     from models.handlers.tensorflow import SavedModelPredictor
-    return SavedModelPredictor(path, outputs.signature, outputs.output_key, device)
-  predictor = _module(get_format(fmt)).Predictor(path, outputs, device=device, **(options or {}))
+    return SavedModelPredictor(path, outputs.signature, outputs.output_key, device, inputs=inputs, threads=threads)
+  predictor = _module(get_format(fmt)).Predictor(path, outputs, device=device, inputs=inputs, threads=threads,
+                                                 **(options or {}))
   logging.info('loaded the %s %s on %s', get_format(fmt).label, path, predictor.device)
   return predictor
 
@@ -99,21 +104,23 @@ class BundleModelHandler(MatrixModelHandler):
     fmt: the format's name (metadata.json `format`).
     outputs: the bundle's outputs (a classifier's class count, a regressor's score).
     options: the format's load options from metadata.json (e.g. skops's trusted types).
-    min_batch_rows, max_batch_rows, share_across_processes, device: see `MatrixModelHandler`.
+    inputs: the bundle's input contract: what each batch holds.
+    min_batch_rows, max_batch_rows, share_across_processes, device, threads, worker_processes: see
+      `MatrixModelHandler`.
   """
 
   def __init__(self, model_uri: str, *, fmt: str, outputs, options: Optional[dict[str, Any]] = None,
-               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True,
-               device: str = 'auto'):
-    super().__init__(model_uri, min_batch_rows=min_batch_rows, max_batch_rows=max_batch_rows,
-                     share_across_processes=share_across_processes, device=device)
+               inputs: InputContract = MATRIX, **settings: Any):
+    super().__init__(model_uri, **settings)
     self._format = get_format(fmt)
     self._outputs = outputs
     self._options = dict(options or {})
+    self._inputs = inputs
 
   def load_model(self):
     try:
-      return load_predictor(self._format.name, self._model_uri, self._outputs, self._device, self._options)
+      return load_predictor(self._format.name, self._model_uri, self._outputs, self._device, self._options,
+                            inputs=self._inputs, threads=self.threads())
     except (NoGpuError, ImportError):
       raise  # already say what to fix
     except Exception as e:  # pylint: disable=broad-except  # frameworks raise many types for a corrupt model
@@ -124,9 +131,9 @@ def handler_for(bundle, **settings) -> MatrixModelHandler:
   """The handler for `bundle`'s format; `settings` are `MatrixModelHandler`'s."""
   if bundle.format == SAVED_MODEL:
     return SavedModelHandler(bundle.saved_model_path, signature=bundle.outputs.signature,
-                             output_key=bundle.outputs.output_key, **settings)
+                             output_key=bundle.outputs.output_key, inputs=bundle.inputs, **settings)
   return BundleModelHandler(bundle.model_path, fmt=bundle.format, outputs=bundle.outputs,
-                            options=bundle.load_options, **settings)
+                            options=bundle.load_options, inputs=bundle.inputs, **settings)
 
 
 def as_rows(values: np.ndarray, outputs, label: str) -> np.ndarray:
@@ -145,3 +152,4 @@ def as_rows(values: np.ndarray, outputs, label: str) -> np.ndarray:
     raise ValueError(f'the {label} returned {values.shape[1]} values per row; outputs.json describes '
                      f'{outputs.width}')
   return values
+

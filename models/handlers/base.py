@@ -1,7 +1,9 @@
-"""What every model format's Beam `ModelHandler` shares: whole feature matrices per element.
+"""What every model format's Beam `ModelHandler` shares: whole batches of model input per element.
 
 Beam's own handlers batch one example per row. Ours treat each element as a
-matrix of many rows, so `RunInference` batches by rows, not elements.
+batch of many rows (a feature matrix, a table's columns or named tensors, as the
+bundle's input contract says: `models.inputs`), so `RunInference` batches by rows,
+not elements.
 `MatrixModelHandler` holds what every format shares (row batching, one model
 copy shared across processes, the row-by-row retry, the check for non-finite
 outputs); each framework's sibling module (`tensorflow.py`, `onnx.py`, ...)
@@ -11,10 +13,16 @@ only loads its model and predicts.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import os
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
+
+from models.inputs import InputContract, ModelInput, concat, input_bytes, take_rows
+from models.inputs import num_rows as input_rows
 
 NO_GPU_HELP = (
     'On Dataflow, give the workers a GPU: --dataflow_service_options='
@@ -55,28 +63,88 @@ def error_text(error) -> str:
 
 
 class Predictor(Protocol):
-  """What every format's loaded model offers: one call per feature matrix.
+  """What every format's loaded model offers: one call per batch of model input.
 
   When the model is shared across processes, callers hold a proxy that
   forwards method calls only; `predict` is the only call made per batch.
   """
 
-  def predict(self, features: np.ndarray) -> np.ndarray:
-    """(rows, features) float32 in, (rows, outputs) out."""
+  def predict(self, features: ModelInput) -> np.ndarray:
+    """A batch of `rows` rows in (a matrix, a table, named tensors), (rows, outputs) out."""
 
 
-def predict_row_by_row(model: Predictor, features: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+def available_cores() -> int:
+  """The cores this process may run on (its CPU affinity, which a container's cpuset limits too)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def model_threads(requested: Optional[int], processes: Optional[int] = None) -> int:
+  """Threads for the model's own pool: `--model_threads`, or the cores each worker process owns.
+
+  A framework's pool sized to the whole machine (OpenMP's and onnxruntime's default) fights the
+  other worker processes, and the job's reading and writing, for the same cores: one 65,536-row
+  HistGradientBoosting call took 1,063 ms with OpenMP's default threads and 178 ms with one.
+  `processes` is how many worker processes share the machine's cores; None means one per core,
+  as on Dataflow. A process that owns several cores keeps one for the job's own reading, features
+  and writing, which run beside the model: on 2 shared cores the churn Pipeline's run went from
+  1.13× its raw loop with two threads to 1.42× with one (docs/performance.md).
+  """
+  if requested:
+    return requested
+  owned = available_cores() // (processes or available_cores())
+  return max(1, owned - 1 if owned > 1 else owned)
+
+
+# A model's input types, as frameworks name them, and the table column type that feeds each.
+_COLUMN_TYPES = {'string': 'string', 'double': 'float64', 'float64': 'float64', 'float': 'float32',
+                 'float32': 'float32'}
+
+
+def check_named_inputs(label: str, path: str, model_inputs: dict[str, str], inputs: InputContract) -> None:
+  """Raises ValueError, saying what to write in inputs.json, unless it names exactly the model's inputs.
+
+  `model_inputs` maps each input the model takes by name to its type as the framework says it
+  (e.g. `tensor(string)`). A model with one input takes a matrix or, by name, one tensor or column.
+  """
+  def example() -> str:
+    columns = [{'name': n, 'dtype': next((v for k, v in _COLUMN_TYPES.items() if k in t.lower()), 'float64')}
+               for n, t in model_inputs.items()]
+    return json.dumps({'shape': 'table', 'columns': columns})
+
+  described = ', '.join(f'{n} ({t})' for n, t in model_inputs.items())
+  if inputs.shape == 'matrix':
+    if len(model_inputs) > 1:
+      raise ValueError(f'the {label} {path} takes {len(model_inputs)} named inputs ({described}), not one matrix; '
+                       f'declare them in inputs.json, e.g. {example()}')
+    return
+  kind = 'column' if inputs.shape == 'table' else 'tensor'
+  missing = [n for n in model_inputs if n not in inputs.names]
+  if missing:
+    raise ValueError(f'the {label} {path} takes {", ".join(f"{n} ({model_inputs[n]})" for n in missing)}, which '
+                     f'inputs.json declares no {kind} for (it declares {", ".join(inputs.names)}); name each input '
+                     f'of the model, e.g. {example()}')
+  extra = [n for n in inputs.names if n not in model_inputs]
+  if extra:
+    raise ValueError(f'inputs.json declares {", ".join(extra)}, which the {label} {path} does not take (it takes '
+                     f'{described}); remove {"them" if len(extra) > 1 else "it"}')
+
+
+def predict_row_by_row(model: Predictor, features: ModelInput) -> tuple[np.ndarray, dict[int, str]]:
   """Predicts one row at a time, so one poisonous row is rejected alone."""
   rows: list[Optional[np.ndarray]] = []
   errors: dict[int, str] = {}
-  for i in range(features.shape[0]):
+  n = input_rows(features)
+  for i in range(n):
     try:
-      rows.append(model.predict(features[i:i + 1])[0])
+      rows.append(model.predict(take_rows(features, i, i + 1))[0])
     except Exception as e:  # pylint: disable=broad-except
       rows.append(None)
       errors[i] = error_text(e)
   width = next((r.shape[0] for r in rows if r is not None), 1)
-  outputs = np.full((features.shape[0], width), np.nan, dtype=np.float32)
+  outputs = np.full((n, width), np.nan, dtype=np.float32)
   for i, row in enumerate(rows):
     if row is not None:
       outputs[i] = row
@@ -97,40 +165,54 @@ def _non_finite_rows(outputs: np.ndarray, errors: dict[int, str]) -> dict[int, s
 
 
 def num_rows(element: Any) -> int:
-  """Rows in a feature matrix, or in a keyed `(key, matrix)` element."""
-  matrix = element[1] if isinstance(element, tuple) else element
-  return matrix.shape[0]
+  """Rows in a batch of model input, or in a keyed `(key, batch)` element."""
+  return input_rows(element[1] if isinstance(element, tuple) else element)
 
 
-class MatrixModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-  """What every model format shares: feature matrices of many rows in, a row of outputs per row out.
+class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
+  """What every model format shares: batches of many rows in, a row of outputs per row out.
 
+  A batch is a feature matrix, a table's columns or named tensors (`models.inputs`).
   A subclass only says how to load its model (`load_model`, returning an
-  object with `predict(matrix) -> matrix`); batching by rows, one model copy
+  object with `predict(batch) -> matrix`); batching by rows, one model copy
   per machine, the row-by-row retry and the non-finite check are here.
 
   Args:
     model_uri: the model file or directory, local or gs://.
     min_batch_rows, max_batch_rows: bounds on rows per model call. Elements
-      are whole matrices, so `RunInference` packs them up to these row counts.
+      are whole batches, so `RunInference` packs them up to these row counts.
     share_across_processes: load one copy per worker machine, shared by all
       its SDK processes (one copy per GPU), instead of one per process.
     device: 'gpu' fails at load when the framework sees no GPU, 'cpu' keeps
       the model off any GPU, 'auto' uses a GPU when there is one.
+    threads: the model's own thread pool (`model_threads`); None sizes it to the
+      cores each of `worker_processes` owns.
+    worker_processes: worker processes sharing a machine's cores; None: one per core.
   """
 
   def __init__(self, model_uri: str, *, min_batch_rows: int = 1, max_batch_rows: int = 8192,
-               share_across_processes: bool = True, device: str = 'auto'):
+               share_across_processes: bool = True, device: str = 'auto', threads: Optional[int] = None,
+               worker_processes: Optional[int] = None):
     super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
     self._model_uri = model_uri
     self._share_across_processes = share_across_processes
     self._device = device
+    self._threads = threads
+    self._worker_processes = worker_processes
+
+  def threads(self) -> int:
+    """The model's threads where it loads (on the worker: its cores are what count)."""
+    threads = model_threads(self._threads, self._worker_processes)
+    logging.info('the model runs %d thread(s) (%s)', threads,
+                 '--model_threads' if self._threads else f'{available_cores()} cores, '
+                 f'{self._worker_processes or "one per core"} worker process(es)')
+    return threads
 
   @property
   def model_uri(self) -> str:
     return self._model_uri
 
-  def run_inference(self, batch: Sequence[np.ndarray], model: Predictor,
+  def run_inference(self, batch: Sequence[ModelInput], model: Predictor,
                     inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
     """Runs the model once over all matrices in `batch` and splits the result back.
 
@@ -141,7 +223,7 @@ class MatrixModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     or infinity fail alone, like rows it raises on.
 
     Args:
-      batch: feature matrices, one per element.
+      batch: batches of model input, one per element.
       model: the loaded predictor (or its cross-process proxy).
       inference_args: unused; the models take only the features.
 
@@ -152,7 +234,7 @@ class MatrixModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     del inference_args
     if not batch:  # Beam's BatchElements can emit one; see KeyedRowsHandler
       return []
-    features = batch[0] if len(batch) == 1 else np.concatenate(batch)
+    features = concat(batch)
     try:
       outputs, errors = model.predict(features), {}
     except Exception:  # pylint: disable=broad-except  # frameworks raise many types; each row is retried below.
@@ -160,16 +242,16 @@ class MatrixModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     errors.update(_non_finite_rows(outputs, errors))
     results, start = [], 0
     for matrix in batch:
-      end = start + matrix.shape[0]
+      end = start + input_rows(matrix)
       failed = {i - start: e for i, e in errors.items() if start <= i < end}
       inference = RowFailures(outputs[start:end], failed) if failed else outputs[start:end]
       results.append(PredictionResult(matrix, inference, self._model_uri))
       start = end
     return results
 
-  def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+  def get_num_bytes(self, batch: Sequence[ModelInput]) -> int:
     # The default pickles the whole batch just to measure it.
-    return sum(m.nbytes for m in batch)
+    return sum(input_bytes(m) for m in batch)
 
   def get_metrics_namespace(self) -> str:
     return 'batch_inference'

@@ -1,6 +1,9 @@
 """ONNX models through onnxruntime: the universal route (PyTorch, scikit-learn, XGBoost and TensorFlow export to it).
 
-The graph must take one float matrix (rows × inputs). Its output is the one
+The graph takes one float matrix (rows × inputs), or, declared in inputs.json,
+several named inputs: a table's columns, each a [rows, 1] tensor of the graph's
+own type (skl2onnx's conversion of a whole Pipeline takes one per column, strings
+included), or named tensors of any rank. Its output is the one
 `outputs.json` names (`output_key`), the only output, or else the only float
 tensor as wide as `outputs.json` describes: a scikit-learn classifier
 converted with `skl2onnx` (options `zipmap=False`) returns `label` and
@@ -13,12 +16,17 @@ from typing import Optional
 
 import numpy as np
 
-from models.handlers.base import NO_GPU_HELP, NoGpuError
+import pyarrow as pa
+
+from models.handlers.base import NO_GPU_HELP, NoGpuError, check_named_inputs
 from models.handlers import as_rows, read_bytes
+from models.inputs import MATRIX, InputContract, numpy_column
 
 CUDA = 'CUDAExecutionProvider'
 CPU = 'CPUExecutionProvider'
 _FLOATS = {'tensor(float)': np.float32, 'tensor(double)': np.float64, 'tensor(float16)': np.float16}
+_TYPES = {**_FLOATS, 'tensor(string)': np.dtype(object), 'tensor(int64)': np.int64, 'tensor(int32)': np.int32,
+          'tensor(uint8)': np.uint8, 'tensor(int8)': np.int8, 'tensor(bool)': np.bool_}
 
 
 def require_gpu() -> None:
@@ -36,7 +44,8 @@ def _width(shape) -> Optional[int]:
 class Predictor:
   """An onnxruntime session behind `predict`; `device` names the provider that runs it."""
 
-  def __init__(self, path: str, outputs, device: str = 'auto'):
+  def __init__(self, path: str, outputs, device: str = 'auto', inputs: InputContract = MATRIX,
+               threads: Optional[int] = None):
     import onnxruntime as ort
     if device == 'gpu':
       require_gpu()
@@ -45,19 +54,29 @@ class Predictor:
     # Between calls onnxruntime's threads spin waiting for work by default; in a Beam worker they
     # would spin against the reading, feature and writing threads on the same cores.
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    if threads:
+      options.intra_op_num_threads = threads
+      options.inter_op_num_threads = 1
     self._session = ort.InferenceSession(read_bytes(path), options, providers=providers)
     if device == 'gpu' and CUDA not in self._session.get_providers():
       # onnxruntime-gpu falls back to the CPU when CUDA cannot start (no driver, no GPU).
       raise NoGpuError(f'--device=gpu, but onnxruntime could not start its CUDA provider on this machine. '
                        f'{NO_GPU_HELP}')
     self._device = 'cuda' if CUDA in self._session.get_providers() else 'cpu'
-    inputs = self._session.get_inputs()
-    if len(inputs) != 1 or inputs[0].type not in _FLOATS:
-      raise ValueError(f'the ONNX model {path} takes {[(i.name, i.type) for i in inputs]}; expected one '
-                       'float matrix of features')
-    self._input = inputs[0].name
-    self._dtype = _FLOATS[inputs[0].type]
-    self._input_width = _width(inputs[0].shape)
+    graph_inputs = self._session.get_inputs()
+    check_named_inputs('ONNX model', path, {i.name: i.type for i in graph_inputs}, inputs)
+    unusable = [f'{i.name} ({i.type})' for i in graph_inputs if i.type not in _TYPES]
+    if unusable:
+      raise ValueError(f'the ONNX model {path} takes {", ".join(unusable)}, a type this job cannot feed')
+    if inputs.shape == 'matrix' and graph_inputs[0].type not in _FLOATS:
+      raise ValueError(f'the ONNX model {path} takes {graph_inputs[0].name} ({graph_inputs[0].type}); a matrix of '
+                       'features is float; declare a non-float input in inputs.json as a table column or a tensor')
+    self._named = inputs.shape != 'matrix'
+    self._input = graph_inputs[0].name
+    self._dtype = _TYPES[graph_inputs[0].type]
+    self._types = {i.name: np.dtype(_TYPES[i.type]) for i in graph_inputs}
+    self._ranks = {i.name: len(i.shape) for i in graph_inputs}
+    self._input_width = _width(graph_inputs[0].shape) if not self._named else None
     self._outputs = outputs
     self._output = self._pick_output(path, outputs)
 
@@ -88,7 +107,24 @@ class Predictor:
   def device(self) -> str:
     return self._device
 
-  def predict(self, features: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(features, dtype=self._dtype)
-    out, = self._session.run([self._output], {self._input: x})
+  @property
+  def input_dtype(self) -> str:
+    return np.dtype(self._dtype).name
+
+  @property
+  def input_names(self) -> Optional[list[str]]:
+    return list(self._types) if self._named else None
+
+  def predict(self, features) -> np.ndarray:
+    if isinstance(features, pa.RecordBatch):  # a table: one [rows, 1] tensor per column, in the graph's type
+      feeds = {name: self._column(features.column(name), name) for name in self._types}
+    elif isinstance(features, dict):
+      feeds = {name: np.ascontiguousarray(features[name], dtype=self._types[name]) for name in self._types}
+    else:
+      feeds = {self._input: np.ascontiguousarray(features, dtype=self._dtype)}
+    out, = self._session.run([self._output], feeds)
     return as_rows(out, self._outputs, 'ONNX model')
+
+  def _column(self, values: pa.Array, name: str) -> np.ndarray:
+    x = numpy_column(values, self._types[name])
+    return x.reshape(-1, 1) if self._ranks[name] == 2 else x

@@ -3,7 +3,8 @@
 Beam's `TFModelHandlerNumpy` loads through `keras.models.load_model`, which
 Keras 3 refuses for SavedModels, and batches one example per row.
 `SavedModelHandler` loads a SavedModel with `tf.saved_model.load` and calls its
-serving signature on whole feature matrices; batching, the shared model and
+serving signature on whole feature matrices, or, declared in inputs.json, on
+several named inputs (a table's columns, named tensors) by the signature's names; batching, the shared model and
 the row-by-row retry are `models.handlers.base.MatrixModelHandler`'s.
 TensorFlow is imported only when a model loads.
 """
@@ -15,7 +16,10 @@ from typing import Optional
 
 import numpy as np
 
-from models.handlers.base import NO_GPU_HELP, MatrixModelHandler, NoGpuError
+import pyarrow as pa
+
+from models.handlers.base import NO_GPU_HELP, MatrixModelHandler, NoGpuError, check_named_inputs
+from models.inputs import MATRIX, InputContract, numpy_column
 
 def require_gpu() -> None:
   """Raises NoGpuError, saying what to do, when TensorFlow sees no GPU here.
@@ -47,9 +51,15 @@ class SavedModelPredictor:
   """
 
   def __init__(self, path: str, signature: str = 'serving_default', output_key: Optional[str] = None,
-               device: str = 'auto'):
+               device: str = 'auto', inputs: InputContract = MATRIX, threads: Optional[int] = None):
     import tensorflow as tf
     self._tf = tf
+    if threads:
+      try:  # only before TensorFlow's runtime starts: the first model a process loads sets it
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+      except RuntimeError:
+        pass
     self._device = device
     if device == 'gpu':
       require_gpu()
@@ -59,12 +69,13 @@ class SavedModelPredictor:
       raise ValueError(f'SavedModel {path} has no signature {signature!r}; '
                        f'it has {sorted(self._model.signatures)}')
     self._fn = self._model.signatures[signature]
-    inputs = self._fn.structured_input_signature[1]
-    if len(inputs) != 1:
-      raise ValueError(f'signature {signature!r} of {path} takes {sorted(inputs)}; '
-                       'expected one float32 matrix of features')
-    (self._input_name, spec), = inputs.items()
-    self._input_width = spec.shape[-1] if spec.shape.rank == 2 else None
+    specs = self._fn.structured_input_signature[1]
+    check_named_inputs('SavedModel', f'{path} (signature {signature!r})',
+                       {n: f'{s.dtype.name} {s.shape}' for n, s in specs.items()}, inputs)
+    self._specs = specs
+    self._named = inputs.shape != 'matrix'
+    (self._input_name, spec), *_ = specs.items()
+    self._input_width = spec.shape[-1] if spec.shape.rank == 2 and not self._named else None
     outputs = self._fn.structured_outputs
     if output_key is None:
       if len(outputs) != 1:
@@ -87,13 +98,31 @@ class SavedModelPredictor:
     return _DEVICE_SCOPES.get(self._device, 'auto')
 
   @property
+  def input_dtype(self) -> str:
+    dtype = self._specs[self._input_name].dtype
+    return dtype.name if dtype.is_floating else 'float32'
+
+  @property
   def output_width(self) -> Optional[int]:
     return self._output_width
 
-  def predict(self, features: np.ndarray) -> np.ndarray:
-    """Returns the model output for a (rows, features) float32 matrix as (rows, outputs)."""
+  def _tensor(self, name: str, values):
+    spec = self._specs[name]
+    if isinstance(values, pa.Array):  # a table's column: [rows] or [rows, 1], as the signature takes it
+      values = numpy_column(values, np.dtype(object) if spec.dtype == self._tf.string else np.dtype(np.float64))
+      values = values.reshape(-1, 1) if spec.shape.rank == 2 else values
+    return self._tf.constant(values, dtype=spec.dtype)
+
+  def predict(self, features) -> np.ndarray:
+    """Returns the model output for a batch (a matrix, a table, named tensors) as (rows, outputs)."""
+    if isinstance(features, pa.RecordBatch):
+      feeds = {n: self._tensor(n, features.column(n)) for n in self._specs}
+    elif isinstance(features, dict):
+      feeds = {n: self._tensor(n, features[n]) for n in self._specs}
+    else:
+      feeds = {self._input_name: self._tf.constant(features, dtype=self._specs[self._input_name].dtype)}
     with _device_scope(self._tf, self._device):
-      result = self._fn(**{self._input_name: self._tf.constant(features, dtype=self._tf.float32)})
+      result = self._fn(**feeds)
     out = result[self._output_key].numpy()
     # An explicit width: reshape(rows, -1) cannot size a 0-row result.
     return out.reshape(len(out), int(np.prod(out.shape[1:])))
@@ -106,21 +135,22 @@ class SavedModelHandler(MatrixModelHandler):
     model_uri: the SavedModel directory, local or gs://.
     signature: the signature to call.
     output_key: which output of the signature to return; None when it has one.
-    min_batch_rows, max_batch_rows, share_across_processes, device: see
+    inputs: the bundle's input contract: what each batch holds.
+    min_batch_rows, max_batch_rows, share_across_processes, device, threads, worker_processes: see
       `MatrixModelHandler`; 'gpu' fails where TensorFlow sees no GPU.
   """
 
   def __init__(self, model_uri: str, *, signature: str = 'serving_default', output_key: Optional[str] = None,
-               min_batch_rows: int = 1, max_batch_rows: int = 8192, share_across_processes: bool = True,
-               device: str = 'auto'):
-    super().__init__(model_uri, min_batch_rows=min_batch_rows, max_batch_rows=max_batch_rows,
-                     share_across_processes=share_across_processes, device=device)
+               inputs: InputContract = MATRIX, **settings):
+    super().__init__(model_uri, **settings)
     self._signature = signature
     self._output_key = output_key
+    self._inputs = inputs
 
   def load_model(self) -> SavedModelPredictor:
     try:
-      return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device)
+      return SavedModelPredictor(self._model_uri, self._signature, self._output_key, self._device,
+                                 inputs=self._inputs, threads=self.threads())
     except NoGpuError:
       raise  # already says what to fix
     except Exception as e:  # TF raises many types for a corrupt or changed model; say which model.

@@ -40,10 +40,13 @@ def require_gpu() -> None:
 class Predictor:
   """An XGBoost booster on the CPU or a CUDA device behind `predict`."""
 
-  def __init__(self, path: str, outputs, device: str = 'auto'):
+  def __init__(self, path: str, outputs, device: str = 'auto', inputs=None, threads: Optional[int] = None):
     import xgboost
+    del inputs  # always one float32 matrix (models.bundle.FORMAT_SHAPES)
     self._booster = xgboost.Booster()
     self._booster.load_model(bytearray(read_bytes(path)))
+    if threads:
+      self._booster.set_param({'nthread': threads})
     config = json.loads(self._booster.save_config())['learner']
     objective = config['objective']['name']
     if outputs.kind == 'classification' and objective not in PROBABILITY_OBJECTIVES:
@@ -59,6 +62,10 @@ class Predictor:
   @property
   def input_width(self) -> Optional[int]:
     return self._booster.num_features() or None
+
+  @property
+  def input_dtype(self) -> str:
+    return 'float32'  # XGBoost bins and compares in float32
 
   @property
   def device(self) -> str:

@@ -1,8 +1,8 @@
 """Bring your own model: turn a trained model and a feature description into a checked bundle.
 
-    python -m models.importer --model MODEL --features features.json --outputs outputs.json \\
-        --name churn --version 3 --output gs://bucket/bundles/churn-3 \\
-        [--data sample.parquet] [--expected my_model_outputs.parquet]
+    python -m models.importer --model MODEL [--features features.json | --inputs inputs.json] \\
+        --outputs outputs.json --name churn --version 3 --output gs://bucket/bundles/churn-3 \\
+        [--data sample.parquet] [--expected my_model_outputs.parquet] [--metric auc=0.822]
 
 MODEL, by framework (the format follows from the name; --format overrides):
 
@@ -15,9 +15,19 @@ MODEL, by framework (the format follows from the name; --format overrides):
     scikit-learn  --model model.skops             skops.io.dump(estimator, ...)    pip install ".[sklearn]"
 
 A pickle (a scikit-learn .pkl/.joblib, a torch.save'd module) runs code when
-loaded and is refused, with the command that converts it.
+loaded and is refused, with the command that converts it. A skops file's types
+beyond scikit-learn's own are listed, and loaded only once you trust them
+(`--trust TYPE ...`, or `--trust_all_listed`).
 
-`features.json` lists the columns the model reads, in the order its input
+What the model takes (inputs.json, models/inputs.py) follows from the model
+when it can: a scikit-learn model fitted on a DataFrame (a whole Pipeline with
+its ColumnTransformer) or an ONNX graph with several named inputs (skl2onnx's
+conversion of that Pipeline) takes a table of those columns, typed by the
+graph or by the --expected/--data file, and needs no features.json: it
+preprocesses itself. Any other model takes one matrix from features.json, in
+its own float type (float64 for scikit-learn). `--inputs` declares it instead.
+
+For a matrix, `features.json` lists the columns the model reads, in the order its input
 matrix expects them, with the steps that turn each into numbers (docs/reference/feature-steps.md, the
 feature step reference; `python -m pipelines.references` prints it). Every
 learned value is part of the spec: give the vocabularies (in the order your
@@ -77,6 +87,9 @@ from models.importer import parity
 from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from models.handlers import FORMATS, get_format, load_predictor, read_bytes
 from models.importer.samples import read_validated
+from models.importer import model_inputs
+from models.inference import PredictionColumns
+from models.inputs import InputContract, InputError
 from transforms.rows.data_profile import profile_in_memory
 from transforms.features.spec import FeatureSpec, fit_in_memory
 from transforms.features.preprocessing import OneHot, Vocabulary
@@ -100,19 +113,36 @@ def copy_tree(source: str, destination: str) -> None:
 
 def _predictor(bundle: ModelBundle):
   """The bundle's model, loaded by its format's framework as the job loads it (on the CPU, or a GPU if any)."""
-  return load_predictor(bundle.format, bundle.model_path, bundle.outputs, options=bundle.load_options)
+  return load_predictor(bundle.format, bundle.model_path if bundle.format != SAVED_MODEL else bundle.saved_model_path,
+                        bundle.outputs, options=bundle.load_options, inputs=bundle.inputs)
+
+
+def write_as_a_run_would(bundle: ModelBundle, rows: pa.RecordBatch, scores: np.ndarray) -> None:
+  """Lays the sample's predictions out and writes them (to memory) with the run's own code and schema, so
+  what a run would refuse (a class label that is not text, say) fails here, not on every night."""
+  import pyarrow.parquet as pq
+  columns = PredictionColumns(bundle.outputs, key_name='key', passthrough=(), model_name=bundle.name,
+                              model_version=bundle.version, run_id='import')
+  try:
+    batch = columns.format(rows, scores)
+    pq.write_table(pa.Table.from_batches([columns.table_rows(batch)]), pa.BufferOutputStream())
+  except (pa.ArrowException, ValueError, TypeError) as e:
+    raise BundleError(f'a run could not write this model\'s predictions: {e}; check outputs.json '
+                      '(class names, a ranking\'s items)') from None
 
 
 def smoke_test(bundle: ModelBundle, valid: Sequence[pa.RecordBatch]) -> np.ndarray:
-  """Predicts the first sample rows with the bundle as the pipeline would; raises unless all are finite."""
+  """Predicts the first sample rows with the bundle as the pipeline would, and lays them out and writes them
+  as a run does; raises unless all are finite."""
   rows = pa.Table.from_batches(valid).slice(0, SMOKE_ROWS).combine_chunks().to_batches()[0]
-  scores = _predictor(bundle).predict(bundle.features.transform(rows))
+  scores = _predictor(bundle).predict(bundle.model_input(rows))
   if scores.shape != (rows.num_rows, bundle.outputs.width):
     raise BundleError(f'the model returned shape {scores.shape} for {rows.num_rows} sample rows; '
                       f'expected ({rows.num_rows}, {bundle.outputs.width})')
   if not np.isfinite(scores).all():
     raise BundleError(f'the model returned non-finite values for {int((~np.isfinite(scores)).any(axis=1).sum())} '
                       f'of {rows.num_rows} sample rows; check the feature steps and their statistics')
+  write_as_a_run_would(bundle, rows, scores)
   return scores
 
 
@@ -123,12 +153,14 @@ def prove(bundle: ModelBundle, expected: parity.ExpectedRows, tolerance: parity.
   mismatches and likely causes."""
   predictor = _predictor(bundle)
   predict = lambda x: np.asarray(predictor.predict(x), np.float64)  # noqa: E731
-  agreement = parity.compare(predict(bundle.features.transform(expected.valid)), expected, bundle.outputs, tolerance,
-                             min_accuracy)
+  scores = predict(bundle.model_input(expected.valid))
+  write_as_a_run_would(bundle, expected.valid, scores)
+  agreement = parity.compare(scores, expected, bundle.outputs, tolerance, min_accuracy)
   if agreement.passed:
     return agreement
   causes = diagnosis.diagnose(bundle.features, predict, expected, bundle.outputs, tolerance, agreement,
-                              count_batches=count_batches, min_accuracy=min_accuracy, fitted_on_data=fitted_on_data)
+                              count_batches=count_batches, min_accuracy=min_accuracy, fitted_on_data=fitted_on_data,
+                              inputs=bundle.inputs)
   lines = [f'--expected {expected.path}: the bundle does not reproduce your model\'s outputs: {agreement.summary}.',
            'first mismatches:', *[f'  {m}' for m in agreement.mismatches], 'likely cause:',
            *[f'  {c}' for c in causes]]
@@ -183,22 +215,46 @@ def _model_file(fmt: str, model: str, data: bytes) -> str:
   return get_format(fmt).files[0]
 
 
-def _load_options(fmt: str, data: bytes, trusted_types: Sequence[str]) -> dict[str, Any]:
+def _load_options(fmt: str, data: bytes, trusted_types: Sequence[str], trust_all_listed: bool = False
+                  ) -> dict[str, Any]:
+  """skops's load options: the types beyond scikit-learn's, NumPy's and SciPy's that the user trusts."""
   if fmt != 'sklearn':
     return {}
   from models.handlers.sklearn import untrusted_types
-  refused = untrusted_types(data, trusted_types)
+  listed = untrusted_types(data)
+  trusted = list(listed) if trust_all_listed else [t for t in trusted_types if t]
+  refused = [t for t in listed if t not in trusted]
   if refused:
-    raise BundleError(f'the skops file holds types that skops does not trust by default: {refused}; if you '
-                      f'trust them, pass --trusted_types {",".join(refused)}')
-  return {'trusted_types': list(trusted_types)} if trusted_types else {}
+    raise BundleError('the skops file holds types beyond scikit-learn\'s, NumPy\'s and SciPy\'s own, which skops '
+                      'loads only when you trust them:\n  ' + '\n  '.join(listed) + '\nif you trust them (the model '
+                      f'comes from your own training code), pass --trust {" ".join(refused)}, or --trust_all_listed')
+  return {'trusted_types': sorted(set(trusted))} if trusted else {}
 
 
-def import_model(*, model: str, features: str, outputs: str, name: str, version: str, output: str,
+def _contract(fmt: str, model: str, model_bytes: bytes, out: Outputs, options: dict[str, Any], *,
+              inputs: Optional[str], features: Optional[str], sample: Optional[pa.RecordBatch]) -> InputContract:
+  """What the model takes: --inputs, a matrix when --features is given, else what the model says."""
+  if inputs:
+    try:
+      return InputContract.from_dict(_read_json(inputs, '--inputs'))
+    except InputError as e:
+      raise BundleError(f'--inputs {inputs}: {e}') from None
+  found = model_inputs.read_inputs(fmt, model, model_bytes, out, options, sample)
+  if features and found.shape != 'matrix':
+    raise BundleError(f'{model} takes {found.describe()} and preprocesses them itself: leave out --features (its '
+                      'steps are for a model that takes one matrix), or pass --inputs to declare otherwise')
+  if not features and found.shape == 'matrix':
+    raise BundleError(f'{model} takes one matrix of features: pass --features features.json, the columns and the '
+                      'steps that make it (docs/reference/feature-steps.md)')
+  return found
+
+
+def import_model(*, model: str, features: Optional[str], outputs: str, name: str, version: str, output: str,
                  data: Optional[str] = None, data_format: Optional[str] = None, model_format: Optional[str] = None,
-                 trusted_types: Sequence[str] = (), expected: Optional[str] = None,
-                 expected_format: Optional[str] = None, expected_label: Optional[str] = None,
-                 min_accuracy: Optional[float] = None, tolerance: parity.Tolerance = parity.Tolerance(),
+                 trusted_types: Sequence[str] = (), trust_all_listed: bool = False, inputs: Optional[str] = None,
+                 expected: Optional[str] = None, expected_format: Optional[str] = None,
+                 expected_label: Optional[str] = None, min_accuracy: Optional[float] = None,
+                 tolerance: parity.Tolerance = parity.Tolerance(), metrics: Sequence[str] = (),
                  model_flag: str = '--model') -> ModelBundle:
   """Builds, writes and checks a bundle; removes it again if a check fails.
 
@@ -209,10 +265,7 @@ def import_model(*, model: str, features: str, outputs: str, name: str, version:
     get_format(fmt)
   except ValueError as e:
     raise BundleError(f'--format: {e}') from None
-  try:
-    given = FeatureSpec.from_dict(_read_json(features, '--features'))
-  except (ValueError, KeyError, TypeError) as e:
-    raise BundleError(f'--features {features}: {e}') from None
+  training_metrics = model_inputs.parse_metrics(metrics)
   try:
     out = Outputs(**_read_json(outputs, '--outputs'))
   except TypeError as e:
@@ -229,7 +282,24 @@ def import_model(*, model: str, features: str, outputs: str, name: str, version:
       model_file = _model_file(fmt, model, model_bytes)
     except ValueError as e:
       raise BundleError(f'{model_flag} {model}: {e}') from None
-    options = _load_options(fmt, model_bytes, trusted_types)
+    options = _load_options(fmt, model_bytes, trusted_types, trust_all_listed)
+  sample = None
+  if fmt == 'sklearn' and not inputs:  # types the columns of a model fitted on a DataFrame
+    sample = model_inputs.first_rows(expected, expected_format)
+    sample = sample if sample is not None else model_inputs.first_rows(data, data_format)
+  contract = _contract(fmt, model, model_bytes, out, options, inputs=inputs, features=features, sample=sample)
+  if contract.shape == 'matrix':
+    try:
+      given = FeatureSpec.from_dict(_read_json(features, '--features')) if features else None
+    except (ValueError, KeyError, TypeError) as e:
+      raise BundleError(f'--features {features}: {e}') from None
+    if given is None:
+      raise BundleError('--inputs declares a matrix: pass --features features.json, the steps that make it')
+  else:
+    if features:
+      raise BundleError(f'--inputs declares {contract.describe()}: leave out --features (a model that takes a table '
+                        'or tensors preprocesses itself)')
+    given = contract.feature_spec()
   spec, statistics, valid = given, None, []
   if data:
     sample = read_validated(data, given, flag='--data', file_format=data_format, columns=given.columns)
@@ -243,7 +313,8 @@ def import_model(*, model: str, features: str, outputs: str, name: str, version:
                       + '\ngive them (in the order and with the values your model was trained with), or pass '
                       '--data with a sample of the training data to fit them')
   from_data = fitted_on_data(given, spec)
-  print(describe(spec, from_data))
+  print(describe(spec, from_data) if contract.shape == 'matrix' else
+        f'model input: {contract.describe()}, as the input holds them (no feature steps: the model preprocesses)')
   rows = None
   if expected:
     rows = parity.read_expected(expected, spec, out, file_format=expected_format, label=expected_label)
@@ -261,8 +332,9 @@ def import_model(*, model: str, features: str, outputs: str, name: str, version:
   if options:
     extra['load_options'] = options
   try:
-    bundle = write_bundle(output, features=spec, outputs=out, name=name, version=version,
-                          training_statistics=statistics, imported_from=model, **extra)
+    bundle = write_bundle(output, features=spec if contract.shape == 'matrix' else None, outputs=out, name=name,
+                          version=version, training_metrics=training_metrics, training_statistics=statistics,
+                          inputs=contract, imported_from=model, **extra)
     bundle.check_signature()
     if valid:
       smoke_test(bundle, valid)
@@ -291,11 +363,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--format', default=None, choices=list(FORMATS),
                       help='The model format. Default: from --model (a directory with saved_model.pb, or the '
                       'file ending).')
-  parser.add_argument('--trusted_types', default='',
-                      help='scikit-learn: comma-separated types, beyond scikit-learn\'s, NumPy\'s and SciPy\'s, '
-                      'that skops may load from the file (the error lists them). Default: none.')
-  parser.add_argument('--features', required=True,
-                      help='features.json: columns, types and steps, in input order (docs/reference/feature-steps.md).')
+  parser.add_argument('--trust', nargs='+', default=[], metavar='TYPE',
+                      help='scikit-learn: types, beyond scikit-learn\'s, NumPy\'s and SciPy\'s, that skops may load '
+                      'from the file (the import lists them when it meets them). Default: none.')
+  parser.add_argument('--trust_all_listed', action='store_true',
+                      help='scikit-learn: trust every type the import lists for the file (see --trust).')
+  parser.add_argument('--trusted_types', default='', help='--trust, comma-separated (the older spelling).')
+  parser.add_argument('--features', default=None,
+                      help='features.json: columns, types and steps, in input order (docs/reference/feature-steps.md), '
+                      'for a model that takes one matrix. A model that takes a table (a scikit-learn Pipeline '
+                      'fitted on a DataFrame, a multi-input ONNX graph) needs none.')
+  parser.add_argument('--inputs', default=None,
+                      help='inputs.json: what the model takes, a matrix, a table of named columns or named tensors '
+                      '(docs/guides/own-model.md). Default: read from the model.')
+  parser.add_argument('--metric', action='append', default=[], metavar='NAME=VALUE',
+                      help='A training metric to keep in the bundle (metadata.json training_metrics) and show in each '
+                      'run report, e.g. --metric auc=0.822; repeatable.')
   parser.add_argument('--outputs', required=True,
                       help='outputs.json: {"kind": "classification", "classes": [...]} or {"kind": "regression"}.')
   parser.add_argument('--name', required=True, help='Model name stamped on every prediction.')
@@ -338,7 +421,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           name=args.name, version=args.version, output=args.output, data=args.data,
                           data_format=args.data_format,
                           model_format=SAVED_MODEL if args.saved_model else args.format,
-                          trusted_types=[t.strip() for t in args.trusted_types.split(',') if t.strip()],
+                          trusted_types=[*args.trust, *(t.strip() for t in args.trusted_types.split(',') if t.strip())],
+                          trust_all_listed=args.trust_all_listed, inputs=args.inputs, metrics=args.metric,
                           expected=args.expected, expected_format=args.expected_format,
                           expected_label=args.expected_label, min_accuracy=args.min_accuracy,
                           tolerance=parity.Tolerance(args.expected_atol, args.expected_rtol),
@@ -348,7 +432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   inputs = ', '.join(bundle.features.output_names)
   print(f'wrote bundle {bundle.name} v{bundle.version} to {args.output}: {get_format(bundle.format).label}, '
-        f'{bundle.outputs.kind}, '
+        f'{bundle.outputs.kind}, taking {bundle.inputs.describe()}, '
         f'{len(bundle.features.output_names)} model inputs ({inputs}); checked'
         + (' and smoke-tested on the sample' if args.data else '')
         + (', and it reproduces --expected' if args.expected else ''))

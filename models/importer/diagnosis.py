@@ -4,7 +4,9 @@ A bundle that reproduces a model's outputs on most rows but not all usually
 numbers a category's values differently from the user's training code: another
 vocabulary order (frequency, lexical, numeric), or the out-of-vocabulary id
 first (as Keras' `StringLookup` puts it) rather than last. A classifier whose
-probabilities all come out permuted has its classes listed in another order.
+probabilities all come out permuted has its classes listed in another order. A
+model fitted on float64 that disagrees on a few rows near its split points is fed
+float32: its inputs are tried in float64.
 `diagnose` tries those alternatives on the expected rows and names the ones that
 make the model agree.
 """
@@ -20,6 +22,7 @@ import pyarrow as pa
 
 from models.bundle import Outputs
 from models.importer.parity import Agreement, ExpectedRows, Tolerance, compare
+from models.inputs import MATRIX, InputContract
 from transforms.features.analyzers import ORDERS, ValueCountsFn, order_tokens
 from transforms.features.spec import FeatureSpec
 from transforms.features.preprocessing import Vocabulary
@@ -108,21 +111,33 @@ def _cause(spec: FeatureSpec, c: _Candidate) -> str:
 def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], expected: ExpectedRows,
              outputs: Outputs, tolerance: Tolerance, agreement: Agreement, *,
              count_batches: Sequence[pa.RecordBatch] = (), min_accuracy: Optional[float] = None,
-             fitted_on_data: Sequence[str] = ()) -> list[str]:
+             fitted_on_data: Sequence[str] = (), inputs: InputContract = MATRIX) -> list[str]:
   """The likely causes of a disagreement, each with what to change in features.json or outputs.json.
 
   Tries, one feature at a time and keeping each change that helps most, every
   other order (lexical, numeric, frequency in `count_batches`, else in the
   expected rows) of each vocabulary, with its out-of-vocabulary id last or
   first; then whether the classes are listed in another order than the model
-  returns them.
+  returns them. First of all, whether float64 inputs make a model fed float32 agree.
   """
   if expected.valid.num_rows > DIAGNOSIS_ROWS:
     expected = expected.head(DIAGNOSIS_ROWS)
-    agreement = compare(predict(spec.transform(expected.valid)), expected, outputs, tolerance, min_accuracy)
+    agreement = compare(predict(inputs.prepare(spec, expected.valid)), expected, outputs, tolerance, min_accuracy)
 
   def score(candidate: FeatureSpec) -> Agreement:
-    return compare(predict(candidate.transform(expected.valid)), expected, outputs, tolerance, min_accuracy)
+    return compare(predict(inputs.prepare(candidate, expected.valid)), expected, outputs, tolerance, min_accuracy)
+
+  widened = _float64(inputs)
+  if widened is not None:
+    try:
+      trial = compare(predict(widened.prepare(spec, expected.valid)), expected, outputs, tolerance, min_accuracy)
+    except Exception:  # pylint: disable=broad-except  # a model that refuses float64 is not this case
+      trial = agreement
+    if trial.agreeing > agreement.agreeing:
+      return [f'float32 casting: the model agrees on {trial.agreeing} of {trial.rows} rows when its inputs stay '
+              f'float64 ({agreement.agreeing} in float32): it was fitted on float64, and rounding to float32 moves '
+              f'values across its split points; declare its input as float64 in inputs.json: '
+              f'{json.dumps(widened.to_dict())}']
 
   batches = list(count_batches) or [expected.valid]
   current, best = spec, agreement
@@ -151,7 +166,7 @@ def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], exp
     return causes
 
   if outputs.kind == 'classification' and len(expected.probabilities) == len(outputs.classes):
-    scores = predict(spec.transform(expected.valid))
+    scores = predict(inputs.prepare(spec, expected.valid))
     # For each expected class column, the model output it matches best.
     match = [int(np.argmin([np.nanmax(np.abs(scores[:, j] - want)) for j in range(scores.shape[1])]))
              for want in (expected.probabilities[i] for i in range(len(outputs.classes)))]
@@ -171,3 +186,13 @@ def diagnose(spec: FeatureSpec, predict: Callable[[np.ndarray], np.ndarray], exp
   causes.append('check the feature order (the model-input columns, in order, are printed above), each step and '
                 'its statistics, and that the expected outputs come from the model you imported')
   return causes
+
+
+def _float64(inputs: InputContract) -> Optional[InputContract]:
+  """The contract with its float32 inputs widened to float64; None when it has none."""
+  if inputs.shape == 'matrix':
+    return dataclasses.replace(inputs, dtype='float64') if inputs.dtype == 'float32' else None
+  if inputs.shape == 'table' and any(c.dtype == 'float32' for c in inputs.columns):
+    return dataclasses.replace(inputs, columns=tuple(
+        dataclasses.replace(c, dtype='float64') if c.dtype == 'float32' else c for c in inputs.columns))
+  return None

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from models.handlers.base import available_cores, model_threads
 from pipelines import ROOT
 from pipelines.options import BatchInferenceOptions
 from transforms.files.read import sha256_of
@@ -124,8 +125,20 @@ def build(options: PipelineOptions, plan) -> dict[str, Any]:
       'challenger': ({**bundle_digest(plan.challenger.path), 'name': plan.challenger.name,
                       'version': plan.challenger.version} if plan.challenger else None),
       'input': plan.input.describe(), 'code': code_version(), 'libraries': library_versions(),
+      'model_threads': model_threads_choice(plan.model),
       'options': ours, 'beam_options': beam_options,
   }
+
+
+def model_threads_choice(settings) -> dict[str, Any]:
+  """The model's thread pool as chosen: --model_threads, or the rule the workers size it by (and the number
+  that gives where the job runs on this machine's cores)."""
+  if settings.threads:
+    return {'threads': settings.threads, 'from': '--model_threads'}
+  processes = settings.worker_processes
+  return {'threads': model_threads(None, processes) if processes else 1,
+          'from': f'the cores each worker process owns ({available_cores()} cores here, {processes} process(es))'
+          if processes else 'the cores each worker process owns (one process per core)'}
 
 
 class PredictionDigestFn(beam.CombineFn):

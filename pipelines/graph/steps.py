@@ -21,12 +21,12 @@ from models.comparison import CompareModels
 from models.handlers import handler_for
 from models.handlers.base import MatrixModelHandler
 from models.inference import Predict
+from models.inputs import ApplyModelInputs
 from pipelines.graph import gate
 from pipelines.graph.finish import CountRows, FinishRun
 from pipelines.graph.manifest import DigestPredictions
 from pipelines.graph.plan import JobPlan
 from transforms.destination import WRITTEN
-from transforms.features.spec import ApplyFeatures
 from transforms.files.scored_keys import KEYS_BASE, KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
 from transforms.files.write import WriteBatches
 from transforms.rows.data_profile import ProfileRun
@@ -61,9 +61,10 @@ class ReadInput(beam.PTransform):
 
 
 def features(plan: JobPlan) -> beam.PTransform:
-  """Validated rows → `(rows, feature matrix)`: the model's feature steps, or both models' with a challenger."""
+  """Validated rows → `(rows, model input)`: the model's feature steps or its table's columns, as its
+  inputs.json says, or both models' matrices with a challenger."""
   if plan.challenger is None:
-    return ApplyFeatures(plan.bundle.features)
+    return ApplyModelInputs(plan.bundle.features, plan.bundle.inputs)
   return challenger_features(plan.bundle, plan.challenger)
 
 

@@ -236,7 +236,8 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
                  runner=opts.runner_name(), read_batch_size=opts.read_batch_size, key_column=opts.key_column,
                  passthrough=tuple(opts.passthrough),
                  model=ModelSettings(opts.min_batch_rows, opts.max_batch_rows, opts.share_model(), opts.device,
-                                     opts.inference_accelerator),
+                                     opts.inference_accelerator, threads=opts.model_threads,
+                                     worker_processes=opts.worker_processes()),
                  challenger=challenger, segment_column=opts.segment_column, gate=thresholds, report=opts.report,
                  max_rejected_fraction=opts.max_rejected_fraction, incremental=incremental)
   return plan, report

@@ -193,11 +193,12 @@ class FeatureSpec:
       features.append(f)
     return FeatureSpec(tuple(features))
 
-  def transform(self, batch: pa.RecordBatch) -> np.ndarray:
-    """The model input for a validated batch: a (rows, len(output_names)) float32 matrix."""
+  def transform(self, batch: pa.RecordBatch, dtype: np.dtype = np.float32) -> np.ndarray:
+    """The model input for a validated batch: a (rows, len(output_names)) matrix, float32 unless the model
+    takes float64 (a model fitted on float64 disagrees with itself on float32 inputs)."""
     if not self.is_fitted:
       raise ValueError('feature spec is not fitted; fit it on training data first')
-    blocks = [np.asarray(f.apply(batch.column(f.name)), dtype=np.float32) for f in self.features]
+    blocks = [np.asarray(f.apply(batch.column(f.name)), dtype=dtype) for f in self.features]
     # reshape(-1, 1), not reshape(rows, -1): the latter cannot size a 0-row block.
     return np.concatenate([b if b.ndim == 2 else b.reshape(-1, 1) for b in blocks], axis=1)
 

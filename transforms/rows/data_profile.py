@@ -53,8 +53,9 @@ class InputProfileFn(beam.CombineFn):
     if not spec.is_fitted:
       raise ValueError('profiling needs a fitted feature spec (its vocabularies)')
     self._spec = spec
-    self._vocabularies = {f.name: frozenset(_vocabulary(spec, f.name) or ()) for f in spec.features
-                          if f.dtype == 'string'}
+    # None: a column the model takes as it is (a table), whose every value is its own category.
+    self._vocabularies = {f.name: None if _vocabulary(spec, f.name) is None else frozenset(_vocabulary(spec, f.name))
+                          for f in spec.features if f.dtype == 'string'}
 
   def create_accumulator(self) -> dict[str, Any]:
     return {'rows': 0, 'features': {f.name: {'missing': 0, 'present': 0, 'sum': 0.0, 'sumsq': 0.0,
@@ -79,7 +80,8 @@ class InputProfileFn(beam.CombineFn):
           typed, wrong, _ = coerce_column(column, 'string')
           texts, invalid = text_counts(typed), int(np.count_nonzero(wrong))
         present = sum(texts.values())
-        known = {token: c for token, c in texts.items() if token in self._vocabularies[feature.name]}
+        vocabulary = self._vocabularies[feature.name]
+        known = texts if vocabulary is None else {token: c for token, c in texts.items() if token in vocabulary}
         stats['tokens'].update(known)
         stats['oov'] += present - sum(known.values())
       else:

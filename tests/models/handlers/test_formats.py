@@ -99,8 +99,8 @@ def test_import__skops_types_outside_the_allow_list_need_naming(models, iris, tm
   forest = tmp_path / 'forest.skops'
   skops.io.dump(RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y), forest)
   assert _import(models, forest, tmp_path / 'refused') == 2
-  assert '--trusted_types sklearn.tree._tree.Tree' in capsys.readouterr().err
-  assert _import(models, forest, tmp_path / 'b', '--trusted_types=sklearn.tree._tree.Tree') == 0
+  assert '--trust sklearn.tree._tree.Tree' in capsys.readouterr().err
+  assert _import(models, forest, tmp_path / 'b', '--trust', 'sklearn.tree._tree.Tree') == 0
   bundle = ModelBundle.load(str(tmp_path / 'b'))
   assert bundle.load_options == {'trusted_types': ['sklearn.tree._tree.Tree']}
   assert bundle.model_path.endswith('model.skops')
