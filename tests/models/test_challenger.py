@@ -58,7 +58,7 @@ def test_challenger__comparison_equals_the_two_models_run_alone(tmp_path, pengui
   assert both.column('predicted_class').equals(champion.column('predicted_class'))
   assert set(both.column('model_version').to_pylist()) == {'1'}
 
-  comparison = json.loads(open(f'{pointer["output"]}/comparison.json').read())
+  comparison = json.loads(open(f'{publish.attempt_folder(str(out), "both", pointer["attempt"])}/comparison.json').read())
   a, b = champion.column('predicted_class').to_numpy(zero_copy_only=False), \
       alone.column('predicted_class').to_numpy(zero_copy_only=False)
   assert comparison['rows'] == comparison['scored_by_both'] == 342
@@ -93,7 +93,7 @@ def test_challenger__report_shows_the_comparison_and_the_gate_holds_the_run_back
                        '--segment_column=island', '--gate=agreement>=0.999,rejected_rate<=0.01'])
   err = capsys.readouterr().err
   [attempt] = publish.attempts(str(out), 'rollout')
-  folder = out / 'rollout' / attempt
+  folder = out / 'rollout' / f'_{attempt}'
   comparison = json.loads((folder / 'comparison.json').read_text())
   assert comparison['agreement'] < 0.999  # two epochs of training cannot match the champion
   assert code == 4 and publish.read_pointer(str(out), 'rollout') is None
@@ -129,5 +129,5 @@ def test_challenger__one_shared_copy_of_both_models_across_processes(tmp_path, p
                          '--direct_num_workers=2', '--direct_running_mode=multi_processing',
                          '--share_model_across_processes=true'])
   assert summary.rows_predicted == 342 and summary.challenger['agreement'] is not None
-  comparison = json.loads(open(f'{summary.output}/comparison.json').read())
+  comparison = json.loads(open(f'{publish.attempt_folder(str(out), "shared", summary.attempt)}/comparison.json').read())
   assert comparison['rows'] == comparison['scored_by_both'] == 342
