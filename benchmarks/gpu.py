@@ -81,7 +81,7 @@ def counts(variant: str, log: str, output: str) -> dict:
   """
   if variant != 'raw-gpu':
     try:
-      with open(os.path.join(output, RUN_ID, 'run_summary.json'), encoding='utf-8') as f:
+      with open(os.path.join(output, RUN_ID, '_run_summary.json'), encoding='utf-8') as f:
         summary = json.load(f)
     except (OSError, ValueError):
       return {}

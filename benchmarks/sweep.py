@@ -44,7 +44,7 @@ def main(argv=None) -> int:
       m = run_measured(command, output_dir=output, log_path=os.path.join(args.work, 'logs', f'sweep-{name}.log'),
                        env=env)
       ok = m.returncode == 0 and predicted_rows(output) == expected
-      with open(os.path.join(output, 'sweep', 'run_summary.json'), encoding='utf-8') as f:
+      with open(os.path.join(output, 'sweep', '_run_summary.json'), encoding='utf-8') as f:
         m.pipeline_s = json.load(f)['wall_seconds']  # the pipeline alone, without imports and preflight
       runs[name].append(m)
       print(json.dumps({'config': name, 'round': round_no, 'ok': ok, 'wall_s': round(m.wall_s, 2),

@@ -143,8 +143,9 @@ class BatchInferenceOptions(PipelineOptions):
         'table gets one row per (key, rank). Default: 10.')
     parser.add_argument(
         '--output', default=None,
-        help='Output directory, local or gs://: predictions go to OUTPUT/RUN_ID/, '
-        'with run_summary.json beside them. Or a BigQuery table, bq://PROJECT.DATASET.TABLE: created if '
+        help='Output directory, local or gs://: the published predictions are the only visible files under '
+        'OUTPUT/RUN_ID/ (everything else, _run_summary.json and unpublished attempts included, is hidden from '
+        'globs by a leading _). Or a BigQuery table, bq://PROJECT.DATASET.TABLE: created if '
         'needed, partitioned by day of predicted_at; a re-run of a --run_id replaces that run\'s rows. '
         'Or a PostgreSQL table, postgresql://[USER@]HOST[:PORT]/DATABASE?table=[SCHEMA.]TABLE, or a Cloud SQL one, '
         'cloudsql://PROJECT:REGION:INSTANCE/DATABASE?table=[SCHEMA.]TABLE&user=IAM_USER (IAM database '
@@ -177,7 +178,7 @@ class BatchInferenceOptions(PipelineOptions):
         'directory, or OUTPUT_TABLE_dead_letters beside a bq:// --output.')
     parser.add_argument(
         '--summary_location', default=None,
-        help='With a bq:// --output: the folder, local or gs://, for each run\'s run_summary.json and report, '
+        help='With a bq:// --output: the folder, local or gs://, for each run\'s _run_summary.json and report, '
         'as SUMMARY_LOCATION/RUN_ID/. Default: TEMP_LOCATION/runs. (File outputs keep them beside the '
         'predictions.)')
     parser.add_argument(
@@ -321,7 +322,7 @@ class BatchInferenceOptions(PipelineOptions):
         'Default: the launch time (recorded in the run summary as input_snapshot).')
     parser.add_argument(
         '--replay', default=None,
-        help='A run_summary.json (local or gs://) to re-run exactly: the same model bundle (refused if its digest '
+        help='A _run_summary.json (local or gs://) to re-run exactly: the same model bundle (refused if its digest '
         'changed), the same input files (refused if any changed, appeared or vanished) or the same table snapshot '
         '(BigQuery time travel), the same options, under a new run id (RUN_ID-replay-TIME unless --run_id); then '
         'checks that the predictions match the original\'s digest. Flags given beside it override the '

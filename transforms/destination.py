@@ -159,6 +159,10 @@ class Destination(abc.ABC):
     """
     return None
 
+  def show(self) -> None:
+    """Once the run's pointer names this attempt: makes its rows visible to readers that skip the pointer (files
+    that are globbed); a table's rows are live once published. Repeated by a retry, so it is idempotent."""
+
   def clean_up(self) -> None:
     """After publishing: deletes what this attempt and older ones staged; the published rows stay."""
 

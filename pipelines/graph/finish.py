@@ -14,7 +14,7 @@ load or MERGE, a database's transaction), then the pointer. Publishing is
 idempotent, so a runner may retry it: a retry after a table's rows landed
 finds them and swaps in the same rows again (`transforms.bigquery.publish`),
 and once the pointer names this attempt (`transforms.files.publish`) a retry
-only finishes the clean-up.
+only finishes showing its files and the clean-up.
 """
 
 from __future__ import annotations
@@ -233,9 +233,11 @@ class _FinishFn(beam.DoFn):
                    model=plan.bundle.metadata, sections=report_sections(comparison, verdict))
 
   def _clean_up(self) -> None:
-    """Deletes older attempts' folders, and what this attempt and older ones staged for each output;
-    the published output is untouched."""
+    """Shows the published files (`Destination.show`), then deletes older attempts' folders, and what this
+    attempt and older ones staged for each output; the published output is untouched."""
     plan = self._plan
+    for destination in plan.outputs:
+      destination.show()
     for base in plan.bases:
       publish.remove_older_attempts(base, plan.run_id, plan.attempt)
     for destination in plan.outputs:

@@ -47,7 +47,7 @@ def test_command__ours_variants_run_the_product_on_the_device_asked_for():
 
 def test_counts__from_the_raw_loops_line_or_the_jobs_run_summary(tmp_path):
   (tmp_path / gpu.RUN_ID).mkdir()
-  (tmp_path / gpu.RUN_ID / 'run_summary.json').write_text(json.dumps(
+  (tmp_path / gpu.RUN_ID / '_run_summary.json').write_text(json.dumps(
       {'rows_read': 10, 'rows_predicted': 9, 'rows_rejected': 1, 'run_id': gpu.RUN_ID}))
   assert gpu.counts('ours-gpu', '', str(tmp_path)) == {'rows_read': 10, 'rows_predicted': 9, 'rows_rejected': 1}
   assert gpu.counts('ours-gpu', '', str(tmp_path / 'missing')) == {}

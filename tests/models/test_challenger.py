@@ -67,7 +67,7 @@ def test_challenger__comparison_equals_the_two_models_run_alone(tmp_path, pengui
   assert both.column('predicted_class').equals(champion.column('predicted_class'))
   assert set(both.column('model_version').to_pylist()) == {'1'}
 
-  comparison = json.loads(open(f'{pointer["output"]}/comparison.json').read())
+  comparison = json.loads(open(f'{publish.attempt_folder(str(out), "both", pointer["attempt"])}/comparison.json').read())
   a, b = champion.column('predicted_class').to_numpy(zero_copy_only=False), \
       alone.column('predicted_class').to_numpy(zero_copy_only=False)
   assert comparison['rows'] == comparison['scored_by_both'] == 342
@@ -102,15 +102,15 @@ def test_challenger__report_shows_the_comparison_and_the_gate_holds_the_run_back
                        '--segment_column=island', '--gate=agreement>=0.999,rejected_rate<=0.01'])
   err = capsys.readouterr().err
   [attempt] = publish.attempts(str(out), 'rollout')
-  page = (out / 'rollout' / attempt / 'report.html').read_text()
+  folder = out / 'rollout' / f'_{attempt}'
+  page = (folder / 'report.html').read_text()
   body = _text(page[page.index('<body>'):])
-  shortfall = 0.999 - json.loads((out / 'rollout' / attempt / 'comparison.json').read_text())['agreement']
+  shortfall = 0.999 - json.loads((folder / 'comparison.json').read_text())['agreement']
   # The verdict opens the page: which threshold broke and by how much; a held-back run is never DONE.
   assert body.startswith('Run rollout FAILED the publish gate: agreement is ')
   assert f'breaking agreement>=0.999 by {shortfall:.4g}' in body[:300]
   assert 'DONE' not in page
   assert 'champion penguin-species v1' in body and 'challenger penguin-species v2' in body
-  folder = out / 'rollout' / attempt
   comparison = json.loads((folder / 'comparison.json').read_text())
   assert comparison['agreement'] < 0.999  # two epochs of training cannot match the champion
   assert code == 4 and publish.read_pointer(str(out), 'rollout') is None
@@ -145,7 +145,7 @@ def test_challenger__one_shared_copy_of_both_models_across_processes(tmp_path, p
                          '--direct_num_workers=2', '--direct_running_mode=multi_processing',
                          '--share_model_across_processes=true'])
   assert summary.rows_predicted == 342 and summary.challenger['agreement'] is not None
-  comparison = json.loads(open(f'{summary.output}/comparison.json').read())
+  comparison = json.loads(open(f'{publish.attempt_folder(str(out), "shared", summary.attempt)}/comparison.json').read())
   assert comparison['rows'] == comparison['scored_by_both'] == 342
 
 
@@ -198,7 +198,7 @@ def test_challenger__reordering_the_riskiest_shows_in_the_top_overlap_though_cla
   code = run_job.main([f'--input={train.EXAMPLE_DATA}', f'--model={paths["champion"]}', f'--output={out}',
                        '--run_id=risk', f'--challenger={paths["challenger"]}', '--gate=top5_overlap>=0.8'])
   [attempt] = publish.attempts(str(out), 'risk')
-  folder = out / 'risk' / attempt
+  folder = out / 'risk' / f'_{attempt}'
   comparison = json.loads((folder / 'comparison.json').read_text())
   champion, challenger = probabilities['champion'][complete], probabilities['challenger'][complete]
   n = int(complete.sum())

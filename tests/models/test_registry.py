@@ -83,7 +83,7 @@ def test_import_registers_a_checked_bundle_and_a_run_stamps_the_resolved_version
   rows = pq.read_table(glob.glob(os.path.join(summary.output, 'predictions-*.parquet'))).to_pylist()
   assert len(rows) == summary.rows_predicted == 342
   assert {r['model_resource'] for r in rows} == {f'{MODEL}@2'} and {r['model_version'] for r in rows} == {'2'}
-  with open(os.path.join(tmp_path, 'out', 'reg', 'run_summary.json'), encoding='utf-8') as f:
+  with open(os.path.join(tmp_path, 'out', 'reg', '_run_summary.json'), encoding='utf-8') as f:
     assert json.load(f)['model']['resource'] == f'{MODEL}@2'
 
 

@@ -57,7 +57,7 @@ def test_bigquery__the_write_method_picks_a_loaded_or_a_streamed_table():
   loaded = BigQueryTable.for_output('bq://p.d.t', ROWS, _settings())
   streamed = BigQueryTable.for_output('bq://p.d.t', ROWS, _settings(write_method='STREAMING_INSERTS'))
   assert isinstance(loaded, LoadedTable) and isinstance(streamed, StreamedTable)
-  assert loaded.folder == 'gs://bucket/tmp/batch-inference/nightly/attempt-20261207T000000000000Z-abcdef/predictions'
+  assert loaded.folder == 'gs://bucket/tmp/batch-inference/nightly/_attempt-20261207T000000000000Z-abcdef/predictions'
   assert (streamed.key_name, streamed.started_at, loaded.run_base) == ('id', STARTED, None)
   assert loaded.checks_before_query and not loaded.publishes_last
 

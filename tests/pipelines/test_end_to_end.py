@@ -85,7 +85,7 @@ def test_bad_rows_become_dead_letters_and_counts_reconcile(tmp_path, penguin_bun
   assert all(d['source'] == str(bad) and d['run_id'] == 'test-run' for d in letters.values())
   assert sorted(_predictions(summary).column('row_id').to_pylist()) == [f'{bad}:2', f'{bad}:6']
 
-  saved = json.loads((tmp_path / 'out' / 'test-run' / 'run_summary.json').read_text())
+  saved = json.loads((tmp_path / 'out' / 'test-run' / '_run_summary.json').read_text())
   assert saved['rows_read'] == 6 and saved['reconciled'] is True
 
 

@@ -31,7 +31,7 @@ def _error(capsys) -> str:
 
 def _assert_nothing_published(tmp_path, run_id='r1'):
   assert publish.read_pointer(str(tmp_path / 'out'), run_id) is None
-  assert not glob.glob(str(tmp_path / 'out' / run_id / '*' / 'predictions-*'))
+  assert not glob.glob(str(tmp_path / 'out' / run_id / '**' / 'predictions-*'), recursive=True)
 
 
 def _predicted(tmp_path, capsys, model, input_path, run_id='r1') -> str:
@@ -45,7 +45,7 @@ def test_output_becomes_unwritable_mid_job(tmp_path, penguin_bundle, monkeypatch
   original = inference.FormatFn.process
 
   def format_then_break_the_output(self, element):
-    for staging in glob.glob(str(tmp_path / 'out' / 'r1' / 'attempt-*')):
+    for staging in glob.glob(str(tmp_path / 'out' / 'r1' / '_attempt-*')):
       shutil.rmtree(staging)  # the folder the sinks write to turns into a file: every write now fails
       with open(staging, 'w') as f:
         f.write('not a folder')
@@ -60,7 +60,7 @@ def test_output_becomes_unwritable_mid_job(tmp_path, penguin_bundle, monkeypatch
 
   monkeypatch.undo()
   _predicted(tmp_path, capsys, penguin_bundle.path, train.EXAMPLE_DATA)
-  assert json.loads((tmp_path / 'out' / 'r1' / 'run_summary.json').read_text())['rows_predicted'] == 342
+  assert json.loads((tmp_path / 'out' / 'r1' / '_run_summary.json').read_text())['rows_predicted'] == 342
 
 
 def test_source_file_disappears_between_listing_and_reading(tmp_path, penguin_bundle, monkeypatch, capsys):
@@ -86,7 +86,7 @@ def test_source_file_disappears_between_listing_and_reading(tmp_path, penguin_bu
   monkeypatch.undo()
   os.rename(str(tmp_path / 'b.csv.moved'), victim)
   _predicted(tmp_path, capsys, penguin_bundle.path, f'{data}/*.csv')
-  assert json.loads((tmp_path / 'out' / 'r1' / 'run_summary.json').read_text())['rows_read'] == 2 * 344
+  assert json.loads((tmp_path / 'out' / 'r1' / '_run_summary.json').read_text())['rows_read'] == 2 * 344
 
 
 def test_model_file_is_corrupt_before_the_run(tmp_path, penguin_bundle, capsys):

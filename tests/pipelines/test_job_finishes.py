@@ -48,7 +48,8 @@ def _assert_published(out, run_id, rows_predicted=342):
   assert sum(pa.parquet.read_metadata(f).num_rows for f in files) == rows_predicted
   html = open(pointer['report'], encoding='utf-8').read()
   assert f'Run {run_id}' in html and 'data:image/png;base64,' in html
-  assert json.load(open(os.path.join(pointer['output'], finish.PROFILE_FILE)))['input']['rows'] == 344
+  record = publish.attempt_folder(str(out), run_id, pointer['attempt'])  # the attempt's report, profile, launch
+  assert json.load(open(os.path.join(record, finish.PROFILE_FILE)))['input']['rows'] == 344
   return pointer
 
 
@@ -70,7 +71,8 @@ def test_launcher_killed_right_after_submitting__the_job_still_publishes(tmp_pat
   done = _launch_and_kill(tmp_path, hook, _args(tmp_path / 'out', penguin_bundle, 'killed', '--wait_for_job=false'))
   assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
   pointer = _assert_published(tmp_path / 'out', 'killed')
-  assert json.load(open(os.path.join(pointer['output'], status.LAUNCH_FILE)))['attempt'] == pointer['attempt']
+  record = publish.attempt_folder(str(tmp_path / 'out'), 'killed', pointer['attempt'])
+  assert json.load(open(os.path.join(record, status.LAUNCH_FILE)))['attempt'] == pointer['attempt']
 
 
 def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path, penguin_bundle, capsys, snapshot):
@@ -82,8 +84,9 @@ def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path
   assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
   killed = [a for a in publish.attempts(str(out), 'nightly') if a != first.attempt]
-  assert len(killed) == 1 and glob.glob(str(out / 'nightly' / killed[0] / 'predictions-*'))  # written, not published
-  assert {k: v for k, v in snapshot(out / 'nightly').items() if not k.startswith(killed[0])} == before
+  staged = publish.staged_folder(str(out), 'nightly', killed[0], 'predictions')
+  assert len(killed) == 1 and glob.glob(f'{staged}/predictions-*')  # written, not published
+  assert {k: v for k, v in snapshot(out / 'nightly').items() if not k.startswith(f'_{killed[0]}')} == before
   assert publish.read_pointer(str(out), 'nightly')['attempt'] == first.attempt
   assert status.main([f'--output={out}', '--run_id=nightly']) == 3
   assert f'attempt {killed[0]}' in capsys.readouterr().out
@@ -97,14 +100,14 @@ def test_failure_after_every_shard_is_written__publishes_nothing(tmp_path, pengu
   out = tmp_path / 'out'
 
   def report_fails(folder, *unused_args, **unused_kwargs):
-    assert glob.glob(os.path.join(folder, 'predictions-*.parquet'))  # the shards are there
+    assert glob.glob(os.path.join(folder, 'predictions', 'predictions-*.parquet'))  # the shards are there
     raise OSError('disk full while writing the report')
 
   monkeypatch.setattr(finish, 'write_report', report_fails)
   assert run_job.main(_args(out, penguin_bundle, 'r1')) == 1
   assert 'disk full while writing the report' in capsys.readouterr().err
   assert publish.read_pointer(str(out), 'r1') is None
-  assert not glob.glob(str(out / 'r1' / '*' / 'predictions-*'))
+  assert not glob.glob(str(out / 'r1' / '**' / 'predictions-*'), recursive=True)
   assert status.main([f'--output={out}', '--run_id=r1']) == 1
   said = capsys.readouterr().out
   assert 'FAILED' in said and 'disk full while writing the report' in said

@@ -64,7 +64,7 @@ def test_build_pipeline__injected_handler_predicts_every_valid_row(tmp_path, pen
   expected = dict(zip(valid.column('__key').to_pylist(),
                       LinearSoftmax(width_in, width_out).predict(bundle.features.transform(valid))))
 
-  files = glob.glob(os.path.join(plan.predictions.folder, 'predictions-*.parquet'))
+  files = glob.glob(os.path.join(plan.predictions.where, 'predictions-*.parquet'))
   rows = pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
   assert len(rows) == len(expected) == 342
   names = [f'probability_{c}' for c in train.CLASSES]

@@ -65,10 +65,10 @@ def test_failed_run__publishes_nothing_and_keeps_the_last_complete_output(tmp_pa
 
   failed = [a for a in publish.attempts(str(out), 'r1') if a != good.attempt]
   assert len(failed) == 1  # the failed attempt keeps only why it failed, for `status`
-  assert os.listdir(out / 'r1' / failed[0]) == ['failure.json']
-  assert {k: v for k, v in snapshot(out / 'r1').items() if not k.startswith(failed[0])} == before
+  assert os.listdir(out / 'r1' / f'_{failed[0]}') == ['failure.json']
+  assert {k: v for k, v in snapshot(out / 'r1').items() if not k.startswith(f'_{failed[0]}')} == before
   assert publish.read_pointer(str(out), 'r2') is None  # r2 never completed
-  assert not glob.glob(str(out / 'r2' / '*' / 'predictions-*'))
+  assert not glob.glob(str(out / 'r2' / '**' / 'predictions-*'), recursive=True)
 
   (data / 'b.parquet').unlink()  # the operator moves the bad file aside and re-runs
   again = _run(out, penguin_bundle, f'{data}/*', 'r1')
@@ -86,9 +86,9 @@ def test_new_run_id__leaves_earlier_runs_untouched(tmp_path, penguin_bundle, sna
 
 def test_attempts_left_by_killed_launches__are_cleared_by_the_next_attempt_of_that_run_only(tmp_path, penguin_bundle):
   out = tmp_path / 'out'
-  killed = out / 'r1' / 'attempt-20200101T000000000000Z-dead00'
-  other = out / 'r10' / 'attempt-20200101T000000000000Z-cafe00'  # a different run id that shares a prefix
-  newer = out / 'r1' / 'attempt-29990101T000000000000Z-beef00'  # launched later: may still be running
+  killed = out / 'r1' / '_attempt-20200101T000000000000Z-dead00'
+  other = out / 'r10' / '_attempt-20200101T000000000000Z-cafe00'  # a different run id that shares a prefix
+  newer = out / 'r1' / '_attempt-29990101T000000000000Z-beef00'  # launched later: may still be running
   for folder in (killed, other, newer):
     folder.mkdir(parents=True)
     (folder / 'predictions-00000-of-00001.parquet').write_bytes(b'half written')
@@ -105,7 +105,7 @@ def test_dead_letter_folder_elsewhere__gets_its_own_pointer_and_is_replaced_too(
   every_row_allowed = '--max_rejected_fraction=1'  # this input is all rejected, which fails a run by default
   first = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}', every_row_allowed)
   summary = _run(out, penguin_bundle, str(bad), 'r1', f'--dead_letter={dead}', every_row_allowed)
-  assert summary.dead_letter == str(dead / 'r1' / summary.attempt)
+  assert summary.dead_letter == str(dead / 'r1' / f'_{summary.attempt}')  # with the attempt's record
   assert os.listdir(summary.dead_letter) == ['dead_letters-00000-of-00001.jsonl'] and summary.rows_rejected == 1
   assert publish.attempts(str(dead), 'r1') == [summary.attempt] != [first.attempt]
   assert publish.read_pointer(str(dead), 'r1')['attempt'] == summary.attempt

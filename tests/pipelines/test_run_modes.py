@@ -20,9 +20,9 @@ def test_not_waiting__returns_at_once_and_the_job_publishes_by_itself(tmp_path, 
                        '--run_id=no-wait', flag])
   assert code == 0
   said = capsys.readouterr().out
-  assert 'Submitted run no-wait' in said and f'{out}/no-wait/run_summary.json' in said
+  assert 'Submitted run no-wait' in said and f'{out}/no-wait/_run_summary.json' in said
   # The DirectRunner finishes inside run(); the job itself published its files and summary.
-  summary = json.loads((out / 'no-wait' / 'run_summary.json').read_text())
+  summary = json.loads((out / 'no-wait' / '_run_summary.json').read_text())
   assert list((out / 'no-wait' / summary['attempt']).glob('predictions-*.parquet'))
 
 
@@ -37,8 +37,8 @@ def test_as_a_command__piped_output_arrives_whole_and_the_exit_code_is_the_run_s
   assert done.returncode == 0, done.stderr[-2000:]
   # stdout is a pipe, so block-buffered: every line of the summary must still arrive.
   assert 'Run piped: DONE' in done.stdout
-  with open(out / 'piped' / 'run_summary.json', encoding='utf-8') as f:
+  with open(out / 'piped' / '_run_summary.json', encoding='utf-8') as f:
     summary = json.load(f)
-  assert done.stdout.rstrip().endswith(str(out / 'piped' / summary['attempt'] / 'report.html'))
+  assert done.stdout.rstrip().endswith(str(out / 'piped' / f"_{summary['attempt']}" / 'report.html'))
   assert 'run piped (attempt-' in done.stderr  # the log, through logging's exit handler
   assert (summary['rows_read'], summary['rows_predicted'], summary['rows_rejected']) == (344, 342, 2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -64,12 +64,22 @@ class MomentsFn(beam.CombineFn):
 
 
 class ValueCountsFn(beam.CombineFn):
-  """Frequency of each non-null value, counted with one `value_counts` per batch."""
+  """Frequency of each non-null value, counted with one `value_counts` per batch.
+
+  Args:
+    prepare: what a step does to the values before it looks them up (a vocabulary's
+      `trim` and `case`), so the values counted are the values it will see.
+  """
+
+  def __init__(self, prepare: Optional[Callable[[Values], pa.Array]] = None):
+    self._prepare = prepare
 
   def create_accumulator(self) -> collections.Counter:
     return collections.Counter()
 
   def add_input(self, acc: collections.Counter, values: Values):
+    if self._prepare is not None:
+      values = self._prepare(values)
     if isinstance(values, np.ndarray):
       values = pa.array(values)
     counts = pc.value_counts(values.drop_null())

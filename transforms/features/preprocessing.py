@@ -240,13 +240,21 @@ class Vocabulary(Step):
   A value not in the vocabulary gets an out-of-vocabulary (OOV) id: after the
   vocabulary's (`len(vocabulary)`, or one of `num_oov_buckets` ids by a stable
   hash of the value), or before them with `oov_position: first`, as Keras'
-  `StringLookup` numbers them. The order is part of the model: give the
-  vocabulary in the order your model was trained with, or let `--data` fit it in
-  `order`.
+  `StringLookup` numbers them. With `num_oov_buckets: 0` it gets no id but -1:
+  a `one_hot` after it then sets no column (scikit-learn's
+  `OneHotEncoder(handle_unknown='ignore')`), and without one the model reads -1
+  (`OrdinalEncoder(handle_unknown='use_encoded_value', unknown_value=-1)`). The
+  order is part of the model: give the vocabulary in the order your model was
+  trained with, or let `--data` fit it in `order`.
+
+  Values are looked up exactly as read: `' one_year '` is not `'one_year'`,
+  as it is not to a model trained on the text as it was. Where your own
+  preprocessing trimmed spaces or changed case, say so with `trim` and `case`:
+  the lookup, the fitting and the import's `--expected` check then do the same.
   """
   kind: ClassVar[str] = 'vocabulary'
-  output: ClassVar[str] = ('1 integer id per row, `0 .. len(vocabulary) + num_oov_buckets - 1`; usually '
-                           'followed by `one_hot`')
+  output: ClassVar[str] = ('1 integer id per row, `0 .. len(vocabulary) + num_oov_buckets - 1` (-1 for a value '
+                           'outside the vocabulary when `num_oov_buckets` is 0); usually followed by `one_hot`')
   learns: ClassVar[str] = ('`vocabulary`, unless given: the distinct values seen at least `min_frequency` '
                            'times, the `max_tokens` most frequent of them, in `order`')
   example: ClassVar[dict[str, Any]] = {'vocabulary': ['Europe', 'Japan', 'USA']}
@@ -257,16 +265,27 @@ class Vocabulary(Step):
                                'ties by value as text; used when not given), `lexical` (sorted as text: "1", "10", '
                                '"2") or `numeric` (sorted as numbers: "1", "2", "10"). With a given `vocabulary`, '
                                '`lexical` or `numeric` checks that the list is in that order.')
-  num_oov_buckets: int = param(1, 'How many ids values outside the vocabulary share (at least 1).')
+  num_oov_buckets: int = param(1, 'How many ids values outside the vocabulary share. 0: none; such a value '
+                               'gets -1, which a `one_hot` after it encodes as a row of zeros.')
   oov_position: str = param('last', 'Where the OOV ids go: `last` (after the vocabulary) or `first` (ids '
                             '`0 .. num_oov_buckets - 1`, the vocabulary after them, as in Keras `StringLookup`).')
   max_tokens: Optional[int] = param(None, 'Fitting keeps at most this many of the most frequent values. '
                                     'Default: all.')
   min_frequency: int = param(1, 'Fitting keeps only values seen at least this often in `--data`.')
+  trim: bool = param(False, 'Removes spaces (any whitespace) around each value before it is looked up or '
+                     'counted. Off: values are used exactly as read.')
+  case: Optional[str] = param(None, '`lower` or `upper`: changes each value\'s case before it is looked up or '
+                              'counted. Left out: case is kept.')
 
   def __post_init__(self):
-    if not isinstance(self.num_oov_buckets, int) or self.num_oov_buckets < 1:
-      raise self._error('num_oov_buckets must be an integer >= 1, so unseen values have an id')
+    if (not isinstance(self.num_oov_buckets, int) or isinstance(self.num_oov_buckets, bool)
+        or self.num_oov_buckets < 0):
+      raise self._error('num_oov_buckets must be an integer >= 0 (0: a value outside the vocabulary gets -1, '
+                        'no column after a one_hot)')
+    if not isinstance(self.trim, bool):
+      raise self._error(f'trim must be true or false, got {self.trim!r}')
+    if self.case not in (None, 'lower', 'upper'):
+      raise self._error(f"case must be 'lower' or 'upper' (or left out to keep it), got {self.case!r}")
     if self.oov_position not in ('last', 'first'):
       raise self._error(f"oov_position must be 'last' or 'first', got {self.oov_position!r}")
     if self.order is not None and self.order not in ORDERS:
@@ -282,10 +301,31 @@ class Vocabulary(Step):
       raise self._error(f'vocabulary lists {twice} more than once')
     if self.order in ('lexical', 'numeric') and list(tokens) != order_tokens(tokens, self.order):
       raise self._error(f'vocabulary {list(tokens)} is not in {self.order!r} order')
+    changed = [t for t in tokens if self._normal(t) != t]
+    if changed:  # such an entry could never match a value, which is normalised first
+      raise self._error(f'with trim or case, the vocabulary must be written that way too: {changed[0]!r} '
+                        f'would never match (write {self._normal(changed[0])!r})')
     object.__setattr__(self, 'vocabulary', tokens)
 
+  def _normal(self, token: str) -> str:
+    token = token.strip() if self.trim else token
+    return {'lower': token.lower(), 'upper': token.upper()}.get(self.case, token)
+
+  def normalized(self, values: Values) -> pa.Array:
+    """The values as text, as this step looks them up: trimmed and recased only where it says so."""
+    if isinstance(values, np.ndarray):
+      values = pa.array(values)
+    values = values.cast(pa.string())
+    if self.trim:
+      values = pc.utf8_trim_whitespace(values)
+    if self.case is not None:
+      values = pc.utf8_lower(values) if self.case == 'lower' else pc.utf8_upper(values)
+    return values
+
   def analyzer(self):
-    return None if self.vocabulary is not None else ValueCountsFn()
+    if self.vocabulary is not None:
+      return None
+    return ValueCountsFn(self.normalized) if self.trim or self.case else ValueCountsFn()
 
   def fitted(self, statistics, previous):
     if self.vocabulary is not None:
@@ -303,9 +343,7 @@ class Vocabulary(Step):
     return len(self.vocabulary) + self.num_oov_buckets
 
   def apply(self, values: Values) -> np.ndarray:
-    if isinstance(values, np.ndarray):
-      values = pa.array(values)
-    values = values.cast(pa.string())
+    values = self.normalized(values)
     ids = pc.index_in(values, value_set=pa.array(self.vocabulary, pa.string()))
     in_vocab = ids.is_valid().to_numpy(zero_copy_only=False)
     first = self.oov_position == 'first'
@@ -314,7 +352,9 @@ class Vocabulary(Step):
       out += self.num_oov_buckets
     if not in_vocab.all():
       oov = 0 if first else len(self.vocabulary)
-      if self.num_oov_buckets > 1:
+      if not self.num_oov_buckets:
+        out[~in_vocab] = -1
+      elif self.num_oov_buckets > 1:
         hashes = np.array([_stable_hash(v) for v in values.filter(pa.array(~in_vocab)).to_pylist()], np.int64)
         out[~in_vocab] = oov + hashes % self.num_oov_buckets
       else:
@@ -325,9 +365,11 @@ class Vocabulary(Step):
     n, b = len(self.vocabulary), self.num_oov_buckets
     start, oov = (b, 0) if self.oov_position == 'first' else (0, n)
     ids = ', '.join(f'{json.dumps(t)}→{start + i}' for i, t in enumerate(self.vocabulary))
-    oov = f'any other value → {oov}' if b == 1 else f'any other value → {oov}..{oov + b - 1} by hash'
+    oov = {0: 'any other value → -1 (no id)', 1: f'any other value → {oov}'}.get(
+        b, f'any other value → {oov}..{oov + b - 1} by hash')
     how = f'{self.order} order' if self.order else 'order as given'
-    return f'vocabulary ({n} values, {how}): {ids}; {oov}'
+    normal = ', '.join(([] if not self.trim else ['trimmed']) + ([] if not self.case else [f'{self.case} case']))
+    return f'vocabulary ({n} values, {how}{", values " + normal if normal else ""}): {ids}; {oov}'
 
 
 def _stable_hash(value: Optional[str]) -> int:
@@ -341,12 +383,15 @@ class OneHot(Step):
 
   After a `vocabulary` the columns are the vocabulary's values in its order, then
   its out-of-vocabulary buckets; `depth` follows from that vocabulary and is not
-  needed. An id at or past `depth` sets the last column.
+  needed. An id at or past `depth` sets the last column; a negative id (a
+  vocabulary's unknown value with `num_oov_buckets: 0`) sets none, so the row is
+  all zeros, as scikit-learn's `OneHotEncoder(handle_unknown='ignore')` encodes it.
   """
   kind: ClassVar[str] = 'one_hot'
   output: ClassVar[str] = ('`depth` columns: after a `vocabulary` of n values with b OOV buckets, n + b columns, '
                            'the vocabulary in order, then the OOV buckets (with the default b = 1, the last column '
-                           'is "not in the vocabulary"); with `oov_position: first`, the OOV buckets come first')
+                           'is "not in the vocabulary"; with b = 0 there is none, and an unknown value is all zeros); '
+                           'with `oov_position: first`, the OOV buckets come first')
   learns: ClassVar[str] = "nothing itself; `depth` comes from the preceding `vocabulary` once that is given or fitted"
   example: ClassVar[dict[str, Any]] = {}
   depth: Optional[int] = param(None, 'The number of columns. Leave it out after a `vocabulary`; give it only for '
@@ -378,7 +423,8 @@ class OneHot(Step):
   def apply(self, values: Values) -> np.ndarray:
     ids = np.asarray(values, dtype=np.int64)
     out = np.zeros((ids.shape[0], self.depth), dtype=np.float32)
-    out[np.arange(ids.shape[0]), np.clip(ids, 0, self.depth - 1)] = 1.0
+    known = ids >= 0  # -1: a value the vocabulary has no id for (num_oov_buckets 0): no column is set
+    out[np.flatnonzero(known), np.minimum(ids[known], self.depth - 1)] = 1.0
     return out
 
   def describe(self) -> str:

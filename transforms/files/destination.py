@@ -1,9 +1,13 @@
-"""Files as a run's output: each attempt writes its own folder, and the run's pointer publishes one.
+"""Files as a run's output: each attempt writes its own hidden folder, and publishing shows one.
 
-An attempt writes `BASE/RUN_ID/ATTEMPT/BASE_NAME-*.FORMAT`; nothing a reader
-globs under the run folder is final until the job's last step switches the
-run's pointer (`transforms.files.publish`) to the attempt, after which older
-attempts are deleted. A failed attempt's folder is deleted.
+An attempt writes its predictions into `BASE/RUN_ID/_ATTEMPT/predictions/`,
+hidden from every reader that globs (Spark, BigQuery external tables, pandas
+and pyarrow datasets skip paths that start with `_`), and its dead letters
+beside its report in `BASE/RUN_ID/_ATTEMPT/`. Only the job's last step, once
+every check has passed and the run's pointer names the attempt, shows the
+predictions as `BASE/RUN_ID/ATTEMPT/` (`transforms.files.publish.show_attempt`:
+the older attempt's hidden first, then one folder move). A failed or killed
+attempt's files stay hidden until they are deleted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class FileOutput(Destination):
   base_name: str = 'predictions'  # the files' name: BASE_NAME-SSSSS-of-NNNNN.FORMAT
   file_format: str = 'parquet'
   dictionary_columns: Optional[tuple[str, ...]] = None  # for Parquet; None: every column
+  # Published as the run folder's visible files. The predictions are: they are the data readers glob. Dead
+  # letters are not: they stay with the attempt's report, named by the summary, so the run folder's visible
+  # files stay one dataset of one schema.
+  shown: bool = True
 
   holds_run_folders = True
 
@@ -60,7 +68,8 @@ class FileOutput(Destination):
   @classmethod
   def for_output(cls, uri: str, rows: OutputRows, settings: RunSettings) -> 'FileOutput':
     return cls(uri, rows.schema, settings.run_id, settings.attempt, base_name=rows.name,
-               file_format=rows.file_format or settings.file_format, dictionary_columns=rows.dictionary_columns)
+               file_format=rows.file_format or settings.file_format, dictionary_columns=rows.dictionary_columns,
+               shown=rows.name == 'predictions')
 
   @classmethod
   def skip_scored(cls, opts: Any, model_name: str, model_version: str, project: Optional[str], *,
@@ -73,15 +82,26 @@ class FileOutput(Destination):
 
   @property
   def folder(self) -> str:
-    """This attempt's files: BASE/RUN_ID/ATTEMPT."""
+    """This attempt's own folder, hidden: BASE/RUN_ID/_ATTEMPT."""
     return publish.attempt_folder(self.uri, self.run_id, self.attempt)
 
   @property
+  def staged(self) -> str:
+    """Where the files are written: a folder of their own inside the attempt's, moved whole when shown."""
+    return publish.staged_folder(self.uri, self.run_id, self.attempt, self.base_name) if self.shown else self.folder
+
+  @property
   def where(self) -> str:
-    return self.folder
+    """Where the published files are: BASE/RUN_ID/ATTEMPT for predictions, the attempt's folder for dead letters."""
+    return publish.shown_folder(self.uri, self.run_id, self.attempt) if self.shown else self.folder
 
   def write(self) -> beam.PTransform:
-    return WriteFiles(f'{self.folder}/{self.base_name}', self.schema, self.file_format, self.dictionary_columns)
+    return WriteFiles(f'{self.staged}/{self.base_name}', self.schema, self.file_format, self.dictionary_columns)
 
   def publish(self, written: list[Any], rows: int) -> None:
-    return None  # the run's pointer publishes the folder, with the summary
+    return None  # the run's pointer publishes the attempt, with the summary; `show` then shows the files
+
+  def show(self) -> None:
+    """Once the pointer names this attempt: hides the older attempt's files, then shows these."""
+    if self.shown:
+      publish.show_attempt(self.uri, self.run_id, self.attempt, self.base_name)

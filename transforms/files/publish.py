@@ -1,20 +1,42 @@
 """Where a run's files live, and how an attempt becomes the run's published output.
 
-Each attempt of a run writes into a folder of its own, and a small pointer file
-names the attempt that is published:
+Readers of files glob: Spark, Hive, BigQuery external tables, pandas and
+pyarrow datasets read every file under a folder, except (the Hadoop convention)
+paths that start with `_` or `.`. So everything of a run is hidden that way
+except the published predictions:
 
-    BASE/RUN_ID/run_summary.json        the pointer: the summary of the published attempt
-    BASE/RUN_ID/ATTEMPT/predictions-*   that attempt's files, report and profile
+    BASE/RUN_ID/_run_summary.json                 the pointer: the summary of the published attempt
+    BASE/RUN_ID/attempt-X/predictions-*           the published attempt's predictions: the only visible files
+    BASE/RUN_ID/_attempt-X/                       each attempt's own folder: report, profile, manifest,
+                                                  launch.json, dead letters, scored keys...
+    BASE/RUN_ID/_attempt-X/predictions/predictions-*   ...and its predictions until they are published
 
-The job's last step writes the pointer, in one atomic write, only after every
-file of the attempt is complete; then it deletes the run's older attempts. So a
-reader that starts from `run_summary.json` sees the last complete attempt until
-the next one is complete, whatever is killed when: a failed or killed attempt
-only leaves a folder that no pointer names, and the next attempt of that run id
-deletes it. A run folder without `run_summary.json` has no complete attempt.
+`pyarrow.dataset.dataset('BASE/RUN_ID')`, `spark.read.parquet('BASE/RUN_ID')`,
+a glob of `BASE/RUN_ID/*/predictions-*` and a BigQuery external table over
+`BASE/RUN_ID/attempt-*` read the published night and nothing else: an attempt
+still writing, one that failed its checks or its gate, and one killed at any
+point before publishing stay hidden.
 
-Attempt names start with the UTC time they were launched, so they sort by age:
-an attempt never replaces a pointer to a newer one, nor deletes a newer folder.
+Publishing moves files; it never copies data. The job's last step, once every
+check passed, replaces the pointer in one atomic write: that is the commit, and
+a run killed before it has changed nothing any reader sees. Then
+(`show_attempt`) it hides what the older attempt shows (deletes it: the pointer
+no longer names it), so a glob never sees two nights, and moves this attempt's
+predictions folder into view; then it deletes the run's older attempts. On a
+local disk the move is one directory rename, atomic. Cloud Storage has no
+folders: a move renames each object (a server-side copy and a delete; no byte
+leaves Cloud Storage and no data is rewritten by the job), so for the seconds a
+publish takes a glob may see no night or part of this one, never two. A folder
+per attempt, not one fixed folder, is what makes this safe to retry and to
+kill: the name says whose files a folder holds, so a retry of the last step
+(which a runner makes after a failure) finishes the move, and nothing ever
+hides or deletes the wrong attempt's files.
+
+A reader that starts from `_run_summary.json` reads the folder its `output`
+names, the last published attempt's; a run folder without it has no published
+attempt. Attempt names start with the UTC time they were launched, so they sort
+by age: an attempt never replaces a pointer to a newer one, nor deletes or
+shows over a newer folder.
 """
 
 from __future__ import annotations
@@ -27,8 +49,11 @@ import uuid
 from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 
-SUMMARY_FILE = 'run_summary.json'
+# Hidden, by the Hadoop convention that Spark, Hive, BigQuery's Hive layouts and pyarrow datasets follow.
+HIDDEN = '_'
+SUMMARY_FILE = HIDDEN + 'run_summary.json'
 # A run id names a folder and is matched in globs: no separators, no wildcards.
 RUN_ID_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$')
 _ATTEMPT = re.compile(r'^attempt-\d{8}T\d{6}\d{6}Z-[0-9a-f]{6}$')
@@ -54,7 +79,18 @@ def run_folder(base: str, run_id: str) -> str:
 
 
 def attempt_folder(base: str, run_id: str, attempt: str) -> str:
+  """BASE/RUN_ID/_ATTEMPT: everything of one attempt, hidden from readers that glob."""
+  return FileSystems.join(run_folder(base, run_id), HIDDEN + attempt)
+
+
+def shown_folder(base: str, run_id: str, attempt: str) -> str:
+  """BASE/RUN_ID/ATTEMPT: the published attempt's predictions, the run folder's only visible files."""
   return FileSystems.join(run_folder(base, run_id), attempt)
+
+
+def staged_folder(base: str, run_id: str, attempt: str, name: str) -> str:
+  """Where an attempt writes the files it shows once published: inside its hidden folder."""
+  return FileSystems.join(attempt_folder(base, run_id, attempt), name)
 
 
 def pointer_path(base: str, run_id: str) -> str:
@@ -93,12 +129,69 @@ def remove_tree(folder: str) -> None:
     FileSystems.delete([folder])
 
 
-def attempts(base: str, run_id: str) -> list[str]:
-  """The run's attempt folders that exist, oldest first."""
-  prefix = run_folder(base, run_id) + '/'
-  found = FileSystems.match([prefix + 'attempt-*/**'])[0].metadata_list
-  names = {m.path[len(prefix):].split('/', 1)[0] for m in found}
+def _attempt_names(base: str, run_id: str, prefix: str) -> list[str]:
+  """The attempts with a folder `RUN_ID/PREFIX<attempt>` holding files, oldest first."""
+  folder = run_folder(base, run_id) + '/'
+  found = FileSystems.match([folder + prefix + 'attempt-*/**'])[0].metadata_list
+  names = {m.path[len(folder):].split('/', 1)[0][len(prefix):] for m in found}
   return sorted(name for name in names if _ATTEMPT.match(name))
+
+
+def attempts(base: str, run_id: str) -> list[str]:
+  """The run's attempts that have a folder, oldest first."""
+  return _attempt_names(base, run_id, HIDDEN)
+
+
+def shown_attempts(base: str, run_id: str) -> list[str]:
+  """The attempts whose predictions are visible: one, the published, except while a publish runs."""
+  return _attempt_names(base, run_id, '')
+
+
+def _move_folder(source: str, target: str, name: str) -> None:
+  """Moves the files `NAME-*` of `source` into `target`, which a reader sees all at once where it can.
+
+  On a local disk, a folder holding only those files moves in one rename, atomic;
+  otherwise (Cloud Storage, which has no folders, or a target that part of an
+  interrupted move already made) file by file, each a rename, and on Cloud Storage
+  a server-side copy and delete. Moving what is already moved does nothing, so a
+  retry finishes an interrupted move.
+  """
+  everything = _files_under(source)
+  files = [f for f in everything if f.rsplit('/', 1)[-1].startswith(f'{name}-') and
+           f.rsplit('/', 1)[0] == source.rstrip('/')]
+  if not files:
+    return
+  local = isinstance(FileSystems.get_filesystem(source), LocalFileSystem)
+  if local and files == everything and not FileSystems.exists(target):
+    FileSystems.rename([source], [target])
+    return
+  if local and not FileSystems.exists(target):
+    FileSystems.mkdirs(target)
+  FileSystems.rename(files, [FileSystems.join(target, f.rsplit('/', 1)[-1]) for f in files])
+
+
+def show_attempt(base: str, run_id: str, attempt: str, name: str) -> bool:
+  """Shows the published attempt's files `NAME-*` (its predictions): hides what an older attempt shows, then
+  moves these into view. Call it once the run's pointer names the attempt.
+
+  Returns False, showing nothing, unless the pointer names `attempt` (a later
+  launch of the same run id published after it). Safe to repeat: a retry
+  finishes what an interrupted call began (see the module docstring).
+  """
+  def published() -> bool:
+    return (read_pointer(base, run_id) or {}).get('attempt') == attempt
+
+  if not published():
+    logging.warning('run %s: attempt %s is not shown: it is not the published attempt', run_id, attempt)
+    return False
+  for older in shown_attempts(base, run_id):
+    if older != attempt:  # the pointer no longer names it: its files go before these appear
+      remove_tree(shown_folder(base, run_id, older))
+  _move_folder(staged_folder(base, run_id, attempt, name), shown_folder(base, run_id, attempt), name)
+  if not published():  # a newer attempt published meanwhile: it shows itself, so hide this one again
+    _move_folder(shown_folder(base, run_id, attempt), staged_folder(base, run_id, attempt, name), name)
+    return False
+  return True
 
 
 def switch_pointer(base: str, run_id: str, summary: dict[str, Any]) -> bool:
@@ -125,8 +218,9 @@ def remove_older_attempts(base: str, run_id: str, attempt: str) -> list[str]:
   """Deletes the run's attempt folders older than `attempt`: the one it replaced, and any a
   failed or killed attempt left. Newer ones may still be running, so they stay."""
   removed = []
-  for older in attempts(base, run_id):
+  for older in sorted(set(attempts(base, run_id) + shown_attempts(base, run_id))):
     if older < attempt:
+      remove_tree(shown_folder(base, run_id, older))  # hidden by now, unless a publish was interrupted
       remove_tree(attempt_folder(base, run_id, older))
       removed.append(older)
   return removed

@@ -37,16 +37,25 @@ def _as_array(values) -> pa.Array:
 
 
 def _blank_to_null(strings: pa.Array) -> pa.Array:
+  """Text as read, with blank values (empty, or only whitespace) missing. Other values keep their
+  spaces: `' one_year '` is not `'one_year'` to the user's own model, so it is not here either (a
+  `vocabulary` step trims only when its `trim` says so)."""
+  blank = pc.equal(pc.utf8_trim_whitespace(strings), '')
+  return pc.if_else(blank, pa.scalar(None, pa.string()), strings)
+
+
+def _trimmed_blank_to_null(strings: pa.Array) -> pa.Array:
+  """Text of a number: spaces around it carry no meaning, so they go before parsing."""
   trimmed = pc.utf8_trim_whitespace(strings)
   return pc.if_else(pc.equal(trimmed, ''), pa.scalar(None, pa.string()), trimmed)
 
 
 def text_counts(values: pa.Array) -> Optional[dict[str, int]]:
-  """Rows per text value of a string column as `coerce_column` types it (trimmed; missing and blank
+  """Rows per text value of a string column as `coerce_column` types it (as read; missing and blank
   values left out); None for a column of another type.
 
-  Counts the values as read in one hash pass, then trims only the distinct ones, instead of
-  trimming every row: a profile of a category column costs one pass.
+  Counts the values as read in one hash pass, then checks only the distinct ones for blanks,
+  instead of every row: a profile of a category column costs one pass.
   """
   values = _as_array(values)
   if not pa.types.is_string(values.type):
@@ -66,7 +75,7 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   Returns:
     The typed column (nulls where missing or invalid), a mask of values of the
     wrong type, and a mask of non-finite numbers. Blank strings and NaN count
-    as missing, not invalid.
+    as missing, not invalid. Text is kept as read (only a number's text is trimmed to parse it).
   """
   values = _as_array(values)
   n = len(values)
@@ -87,7 +96,7 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind):
     numbers = values.cast(pa.float64())
   elif pa.types.is_string(kind):
-    text = _blank_to_null(values)
+    text = _trimmed_blank_to_null(values)
     parsable = pc.fill_null(pc.match_substring_regex(text, _NUMBER), True)
     invalid = ~parsable.to_numpy(zero_copy_only=False)
     numbers = pc.if_else(parsable, text, pa.scalar(None, pa.string())).cast(pa.float64())

@@ -151,8 +151,8 @@ def _run(directory, run_id: str, *flags: str):
   files = sorted(os.listdir(summary.output))
   predicted = pa.concat_tables([pq.read_table(os.path.join(summary.output, f)) for f in files
                                 if f.startswith('predictions-')])
-  letters = [json.loads(line) for f in files if f.startswith('dead_letters-')
-             for line in open(os.path.join(summary.output, f), encoding='utf-8')]
+  letters = [json.loads(line) for f in sorted(os.listdir(summary.dead_letter)) if f.startswith('dead_letters-')
+             for line in open(os.path.join(summary.dead_letter, f), encoding='utf-8')]
   return summary, predicted, letters
 
 

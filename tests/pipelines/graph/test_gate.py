@@ -62,9 +62,9 @@ def test_breached_gate__publishes_nothing_keeps_the_staged_output_and_exits_4(tm
   assert 'feature_psi' not in err.split('broke its publish gate')[1].split('Nothing was published')[0]
   assert publish.read_pointer(str(out), 'gated') is None  # nothing published
   [attempt] = publish.attempts(str(out), 'gated')
-  folder = out / 'gated' / attempt
+  folder = out / 'gated' / f'_{attempt}'  # hidden from readers that glob, as every unpublished attempt
   assert str(folder) in err
-  staged = glob.glob(str(folder / 'predictions-*.parquet'))
+  staged = glob.glob(str(folder / 'predictions' / 'predictions-*.parquet'))
   assert staged and sum(pq.read_metadata(f).num_rows for f in staged) == 342
   verdict = json.loads((folder / gate.GATE_FILE).read_text())
   assert not verdict['passed'] and verdict['metrics']['feature_psi'] < 0.5
@@ -90,11 +90,11 @@ def test_gate_without_a_challenger__drift_against_training_breaks_it(tmp_path, p
   err = capsys.readouterr().err
   assert code == 4
   [attempt] = publish.attempts(str(out), 'drift')
-  verdict = json.loads((out / 'drift' / attempt / gate.GATE_FILE).read_text())
+  verdict = json.loads((out / 'drift' / f'_{attempt}' / gate.GATE_FILE).read_text())
   assert verdict['metrics']['drifted_features'] == 2  # island (unseen categories), sex (missing values)
   assert verdict['metrics']['feature_psi'] > 1  # a third of the islands unseen in training
   assert 'feature_psi is' in err and 'drifted_features is 2, breaking drifted_features<=0 by 2' in err
-  assert not os.path.exists(out / 'drift' / attempt / 'report.html')  # --report=false: the gate alone
+  assert not os.path.exists(out / 'drift' / f'_{attempt}' / 'report.html')  # --report=false: the gate alone
 
 
 def test_gate_metric_of_two_models_without_a_challenger_is_a_flag_error(tmp_path, penguin_bundle, capsys):

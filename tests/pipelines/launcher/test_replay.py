@@ -48,7 +48,7 @@ def test_manifest__records_the_bundle_digest_the_files_the_code_and_every_option
                                                                                  capsys):
   _, summary = _original(tmp_path, inputs, penguin_bundle, capsys)
   recorded = json.load(open(summary['manifest']))
-  assert os.path.dirname(summary['manifest']) == summary['output']
+  assert os.path.dirname(summary['manifest']) == publish.attempt_folder(str(tmp_path / 'out'), 'night', summary['attempt'])
   base = penguin_bundle.path + '/'
   files = sorted(p for p in glob.glob(base + '**', recursive=True) if os.path.isfile(p))
   expected = hashlib.sha256(b''.join(f[len(base):].encode() + b'\0' + _sha(f).encode() + b'\n' for f in files))

@@ -112,8 +112,8 @@ def _drifted_copy(tmp_path) -> str:
 def test_report__renders_in_headless_chromium_and_flags_drift(tmp_path, penguin_bundle, capsys):
   code = run_job.main([f'--input={_drifted_copy(tmp_path)}', f'--model={penguin_bundle.path}',
                        f'--output={tmp_path / "out"}', '--run_id=drift'])
-  attempt = json.loads((tmp_path / 'out' / 'drift' / 'run_summary.json').read_text())['attempt']
-  out_dir = tmp_path / 'out' / 'drift' / attempt
+  attempt = json.loads((tmp_path / 'out' / 'drift' / '_run_summary.json').read_text())['attempt']
+  out_dir = tmp_path / 'out' / 'drift' / f'_{attempt}'
   printed = capsys.readouterr().out
   assert code == 0
   assert '\r' not in printed, 'no progress line when stdout is not a terminal'

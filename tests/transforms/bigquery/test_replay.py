@@ -23,7 +23,7 @@ def test_replay_of_a_table_run__reads_the_recorded_snapshot_and_matches(tmp_path
   assert recorded['input']['snapshot_time'] == original['input_snapshot']
   capsys.readouterr()
 
-  assert run_job.main([f'--replay={out}/bq-night/run_summary.json', '--run_id=bq-replay']) == 0
+  assert run_job.main([f'--replay={out}/bq-night/_run_summary.json', '--run_id=bq-replay']) == 0
   assert 'predictions match run bq-night' in capsys.readouterr().out
   replayed = publish.read_pointer(str(out), 'bq-replay')
   assert replayed['input_snapshot'] == original['input_snapshot']  # time travel to the original's snapshot

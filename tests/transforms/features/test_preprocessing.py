@@ -223,9 +223,38 @@ def test_vocabulary__encodes_numpy_and_empty_batches():
   assert empty.shape == (0,) and empty.dtype == np.int64
 
 
-def test_vocabulary__needs_at_least_one_oov_bucket():
-  with pytest.raises(ValueError, match='num_oov_buckets'):
-    Vocabulary(num_oov_buckets=0)
+def test_vocabulary__oov_buckets_are_a_whole_number_not_below_zero():
+  for bad in (-1, True, 1.5):
+    with pytest.raises(ValueError, match='num_oov_buckets'):
+      Vocabulary(num_oov_buckets=bad)
+
+
+def test_vocabulary__with_no_oov_bucket_an_unknown_value_gets_minus_one():
+  step = Vocabulary(vocabulary=('x', 'y'), num_oov_buckets=0)
+  assert step.size == 2
+  assert step.apply(pa.array(['y', 'never-seen', 'x', None])).tolist() == [1, -1, 0, -1]
+  assert 'any other value → -1 (no id)' in step.describe()
+
+
+def test_vocabulary__looks_values_up_exactly_as_read_by_default():
+  step = Vocabulary(vocabulary=('one_year', 'two_year'))
+  assert step.apply(pa.array(['one_year', ' one_year ', 'One_Year'])).tolist() == [0, 2, 2]
+
+
+def test_vocabulary__trim_and_case_normalise_when_looking_up_and_when_fitting():
+  step = Vocabulary(vocabulary=('one_year', 'two_year'), trim=True, case='lower')
+  assert step.apply(pa.array(['one_year', ' one_year ', 'One_Year\t', 'monthly'])).tolist() == [0, 0, 0, 2]
+  fitted = _fit(Vocabulary(trim=True), pa.array([' a', 'a ', 'b', 'a']))
+  assert fitted.vocabulary == ('a', 'b') and fitted.trim
+  assert 'values trimmed, lower case' in step.describe()
+  assert Step.from_dict(step.to_dict()) == step
+
+
+def test_vocabulary__a_given_entry_that_normalising_would_never_match_is_refused():
+  with pytest.raises(ValueError, match=r"' a' would never match \(write 'a'\)"):
+    Vocabulary(vocabulary=(' a', 'b'), trim=True)
+  with pytest.raises(ValueError, match="case must be 'lower' or 'upper'"):
+    Vocabulary(vocabulary=('a',), case='title')
 
 
 # OneHot
@@ -237,6 +266,14 @@ def test_one_hot__depth_comes_from_the_preceding_vocabulary():
   out = step.apply(vocabulary.apply(pa.array(['b', 'a'])))
   np.testing.assert_array_equal(out, [[0, 1, 0, 0], [1, 0, 0, 0]])
   assert out.dtype == np.float32
+
+
+def test_one_hot__after_a_vocabulary_without_oov_bucket_an_unknown_value_is_all_zeros():
+  vocabulary = Vocabulary(vocabulary=('a', 'b'), num_oov_buckets=0)
+  step = _fit(OneHot(), previous=vocabulary)
+  assert step.depth == 2
+  np.testing.assert_array_equal(step.apply(vocabulary.apply(pa.array(['b', 'z', 'a', None]))),
+                                [[0, 1], [0, 0], [1, 0], [0, 0]])
 
 
 def test_one_hot__empty_batch_gives_zero_rows_of_full_depth():

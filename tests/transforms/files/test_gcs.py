@@ -27,7 +27,7 @@ def test_gs_input_and_output__same_predictions_as_a_local_run(tmp_path, gcs_pref
   remote_rows = penguins.read_predictions(remote.output)
   assert remote_rows.num_rows == 342
   assert remote_rows.equals(penguins.read_predictions(local.output))
-  with FileSystems.open(f'{gcs_prefix}/out/gcs-run/run_summary.json') as f:  # the pointer, on gs:// too
+  with FileSystems.open(f'{gcs_prefix}/out/gcs-run/_run_summary.json') as f:  # the pointer, on gs:// too
     assert json.loads(f.read())['attempt'] == remote.attempt
   assert FileSystems.exists(remote.report)
   letters = FileSystems.match([f'{remote.dead_letter}/dead_letters-*.jsonl'])[0].metadata_list

@@ -73,7 +73,8 @@ def test_second_night__predicts_only_new_and_changed_rows(nights, tmp_path, peng
   night1 = _run(nights, 'night1', out, 'night-1', penguin_bundle.path)
   assert (night1.rows_read, night1.rows_skipped) == (ROWS, 0)
   assert night1.rows_predicted == int(complete1.sum()) and night1.reconciled
-  keys = glob.glob(os.path.join(night1.output, f'{incremental.KEYS_BASE}-*.parquet'))
+  record = publish.attempt_folder(str(out), 'night-1', night1.attempt)  # key files stay with the attempt, hidden
+  keys = glob.glob(os.path.join(record, f'{incremental.KEYS_BASE}-*.parquet'))
   assert sum(pq.read_metadata(f).num_rows for f in keys) == night1.rows_predicted
   assert os.path.exists(out / '_scored' / 'penguin-species' / '1' / 'night-1.json')
 
@@ -104,4 +105,4 @@ def test_second_night__predicts_only_new_and_changed_rows(nights, tmp_path, peng
   v2 = _run(nights, 'night2', out, 'night-2-v2', str(other))
   assert (v2.rows_skipped, v2.rows_predicted) == (0, int(complete2.sum()))
   # What an incremental run predicted depended on earlier runs: it cannot be replayed exactly.
-  assert run_job.main([f'--replay={out}/night-2/run_summary.json']) == 2
+  assert run_job.main([f'--replay={out}/night-2/_run_summary.json']) == 2

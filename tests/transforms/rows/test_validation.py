@@ -86,9 +86,9 @@ def test_coerce_float__nested_and_binary_values_are_invalid_but_nulls_are_missin
 
 # coerce_column to string
 
-def test_coerce_string__text_is_trimmed_and_blanks_are_missing():
+def test_coerce_string__text_is_kept_as_read_and_blanks_are_missing():
   assert _coerce(pa.array([' red ', '', '  ', None, 'blue']), 'string') == (
-      ['red', None, None, None, 'blue'], [False] * 5, [False] * 5)
+      [' red ', None, None, None, 'blue'], [False] * 5, [False] * 5)
 
 
 @pytest.mark.parametrize('values, expected', [
