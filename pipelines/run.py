@@ -143,11 +143,11 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
                plan.bundle.version)
   retry = f'nothing was published to {_published_to(plan)}; fix the cause and re-run with --run_id {plan.run_id}'
   try:
-    with _progress(show_progress):
+    with status.Heartbeat(plan.record_folder), _progress(show_progress):
       result = pipeline.run()
       if getattr(result, 'has_job', False):
         gcp = options.view_as(GoogleCloudOptions)
-        status.record_launch(plan, job_id=result.job_id(), region=gcp.region)
+        status.record_launch(plan, job_id=result.job_id(), region=gcp.region, project=gcp.project)
         logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
                      plan.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
       if not waits or not getattr(result, 'has_job', True):
