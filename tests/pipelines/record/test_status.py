@@ -99,3 +99,21 @@ def test_killed_just_after_the_database_commit__status_says_the_table_holds_the_
 
   code, said = _status(capsys, f'--output={url}', '--run_id=another-night')
   assert code == 2 and f'no run another-night in {url}' in said
+
+
+def test_a_bigquery_output__status_answers_from_the_table_without_the_summary_location(
+    tmp_path, bq_client, bq_dataset, penguin_bundle, capsys):
+  from pipelines import run as run_job
+  from testing import penguin_tables
+  from testing.cloud_fixtures import BUCKET
+
+  penguin_tables.write_parquet(str(tmp_path / 'in'))
+  output = f'bq://{bq_dataset}.predictions'
+  summary = run_job.run([f'--input={tmp_path}/in/*.parquet', f'--model={penguin_bundle.path}', f'--output={output}',
+                         f'--key_column={penguin_tables.KEY}', f'--temp_location=gs://{BUCKET}/tmp',
+                         '--project=test-project', '--run_id=night'])
+  code, said = _status(capsys, f'--output={output}', '--run_id=night')  # the record is under --temp_location
+  assert code == 0, said
+  assert f'Run night: {output} holds {summary.rows_predicted:,} rows of the run, published; give' in said
+  code, said = _status(capsys, f'--output={output}', '--run_id=night', f'--temp_location=gs://{BUCKET}/tmp')
+  assert code == 0 and said.startswith('Run night: DONE'), said
