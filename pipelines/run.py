@@ -18,7 +18,6 @@ import gc
 import logging
 import os
 import re
-import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -42,7 +41,6 @@ from pipelines.launcher import estimate, replay
 from pipelines.launcher.progress import PROGRESS_RUNNERS, LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.launcher.resolve import resolve
 from pipelines.launcher.watch import watch
-from pipelines.destinations import kind_of
 from pipelines.options import BatchInferenceOptions, new_run_id, unknown_flags
 from pipelines.record import status
 from transforms.files import publish
@@ -183,16 +181,6 @@ def _failed(error: BaseException, code: int) -> int:
   return code
 
 
-def status_command(opts: BatchInferenceOptions) -> str:
-  """The `status` command for this run, with the flags that find its record (`pipelines.record.status`)."""
-  flags = [f'--run_id={opts.run_id}', f'--output={opts.output}']
-  if opts.summary_location:
-    flags.append(f'--summary_location={opts.summary_location}')
-  elif not kind_of(opts.output).holds_run_folders and opts.view_as(GoogleCloudOptions).temp_location:
-    flags.append(f'--temp_location={opts.view_as(GoogleCloudOptions).temp_location}')
-  return 'python -m pipelines.record.status ' + ' '.join(shlex.quote(f) for f in flags)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
   if not logs.started():
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
@@ -245,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if summary is None:
     print(f'Submitted run {opts.run_id}; the job publishes its output and writes its summary itself.\n'
           f'  summary         {publish.pointer_path(opts.records_location(), opts.run_id)} (once it is done)\n'
-          f'  status          {status_command(opts)}')
+          f'  status          {status.command(opts)}')
     return 0
   print(summary.render())
   print(f'  summary         {publish.pointer_path(opts.records_location(), summary.run_id)}')

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import socket
 import sys
 import threading
 from typing import Any, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from pipelines.destinations import kind_of
 from pipelines.options import BatchInferenceOptions
@@ -191,6 +192,17 @@ def _attempt_state(run_id: str, attempt: str, folder: str, output: str,
            'tells which') if job else ''
   return 3, (f'{heading} has not published: still running, or stopped without publishing (its launcher no '
              f'longer reports){where}')
+
+
+def command(opts: BatchInferenceOptions) -> str:
+  """The `status` command for the run `opts` launch, with the flags that find its record."""
+  flags = [f'--run_id={opts.run_id}', f'--output={opts.output}']
+  temp_location = opts.view_as(GoogleCloudOptions).temp_location
+  if opts.summary_location:
+    flags.append(f'--summary_location={opts.summary_location}')
+  elif not kind_of(opts.output).holds_run_folders and temp_location:
+    flags.append(f'--temp_location={temp_location}')
+  return 'python -m pipelines.record.status ' + ' '.join(shlex.quote(f) for f in flags)
 
 
 def describe(opts: BatchInferenceOptions, run_id: str) -> tuple[int, str]:
