@@ -17,8 +17,8 @@ import dataclasses
 import gc
 import logging
 import os
+import re
 import sys
-import traceback
 from typing import Optional, Sequence
 
 from pipelines.launcher import logs
@@ -41,7 +41,7 @@ from pipelines.launcher import estimate, replay
 from pipelines.launcher.progress import PROGRESS_RUNNERS, LiveCounters, ProgressLine, direct_runner_progress
 from pipelines.launcher.resolve import resolve
 from pipelines.launcher.watch import watch
-from pipelines.options import BatchInferenceOptions, unknown_flags
+from pipelines.options import BatchInferenceOptions, new_run_id, unknown_flags
 from pipelines.record import status
 from transforms.files import publish
 from pipelines.record.summary import RunSummary
@@ -85,9 +85,19 @@ class RunError(RuntimeError):
 
 
 def _first_line(error: BaseException) -> str:
-  """The error without the worker traceback that runners append to its message."""
+  """The error without the worker traceback that runners append to its message.
+
+  Dataflow's error is a heading ("Dataflow pipeline failed. State: FAILED, Error:") over the worker's
+  traceback, whose last `Type: message` line is the error itself; other runners raise the error with
+  the step it failed in.
+  """
   text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0][:1000]
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if len(lines) > 1 and lines[0].endswith(':'):
+    last = next((line for line in reversed(lines) if re.match(r'^[\w.]+(Error|Exception|Exit)\b.*: ', line)), None)
+    if last is not None:
+      return last.split(': ', 1)[1][:1000]
+  return lines[0][:1000]
 
 
 def _published_to(plan: JobPlan) -> str:
@@ -131,11 +141,11 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
                plan.bundle.version)
   retry = f'nothing was published to {_published_to(plan)}; fix the cause and re-run with --run_id {plan.run_id}'
   try:
-    with _progress(show_progress):
+    with status.Heartbeat(plan.record_folder), _progress(show_progress):
       result = pipeline.run()
       if getattr(result, 'has_job', False):
         gcp = options.view_as(GoogleCloudOptions)
-        status.record_launch(plan, job_id=result.job_id(), region=gcp.region)
+        status.record_launch(plan, job_id=result.job_id(), region=gcp.region, project=gcp.project)
         logging.info('run %s: Dataflow job %s, https://console.cloud.google.com/dataflow/jobs/%s/%s?project=%s',
                      plan.run_id, result.job_id(), gcp.region, result.job_id(), gcp.project)
       if not waits or not getattr(result, 'has_job', True):
@@ -150,7 +160,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
     _discard(plan, _first_line(e))
     if not isinstance(e, Exception):
       raise
-    raise RunError(f'run {plan.run_id} failed: {_first_line(e)}\n  {retry}') from e
+    gist = _first_line(e)  # the job's own errors (too many rejected, not reconciled) name the run already
+    said = gist if gist.startswith(f'run {plan.run_id} ') else f'run {plan.run_id} failed: {gist}'
+    raise RunError(f'{said}\n  {retry}') from e
   if state != PipelineState.DONE:
     _discard(plan, f'the job ended {state}')
     raise RunError(f'run {plan.run_id} ended {state}; {retry}')
@@ -159,6 +171,14 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
     raise RunError(f'run {plan.run_id} ended {state} but attempt {plan.attempt} is not the published one in '
                    f'{publish.run_folder(plan.records, plan.run_id)}: another attempt of the run published after it')
   return RunSummary.from_dict(published)
+
+
+def _failed(error: BaseException, code: int) -> int:
+  """An expected outcome (a preflight failure, a broken gate, a failed job): its traceback to the log
+  file, one message to the console; returns the exit status."""
+  logs.failure(error)
+  print(f'error: {error}', file=sys.stderr)
+  return code
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -194,30 +214,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if replaying:
       argv, original, recorded = replay.prepare(argv)
       opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
+    if not opts.run_id:  # chosen here, so a launch that does not wait can say where its run will be
+      opts.run_id = new_run_id()
+      argv.append(f'--run_id={opts.run_id}')
     summary = run(argv)
     if replaying:
       replayed = replay.check(original, recorded, summary)
-  except (ValueError, BundleError, NoGpuError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  except (ValueError, BundleError, NoGpuError) as e:  # bad flags, a preflight failure
+    return _failed(e, 2)
   except gate.GateBreachedError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return gate.GATE_EXIT_STATUS
-  except replay.ReplayMismatchError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  except RunError as e:
-    logging.error('the job failed:\n%s', ''.join(traceback.format_exception(e.__cause__ or e)))
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+    return _failed(e, gate.GATE_EXIT_STATUS)
+  except (replay.ReplayMismatchError, RunError) as e:
+    return _failed(e, 1)
   except Exception as e:  # pylint: disable=broad-except  (the traceback goes to the log, the gist last)
-    logging.exception('unexpected failure')
+    logs.failure(e, 'unexpected failure')
     print(f'error: unexpected {type(e).__name__}: {_first_line(e)}', file=sys.stderr)
     return 1
   if summary is None:
     print(f'Submitted run {opts.run_id}; the job publishes its output and writes its summary itself.\n'
           f'  summary         {publish.pointer_path(opts.records_location(), opts.run_id)} (once it is done)\n'
-          f'  status          python -m pipelines.record.status --run_id={opts.run_id} --output={opts.output}')
+          f'  status          {status.command(opts)}')
     return 0
   print(summary.render())
   print(f'  summary         {publish.pointer_path(opts.records_location(), summary.run_id)}')

@@ -7,7 +7,8 @@ BigQuery table loaded from Parquet or streamed (`transforms.bigquery.destination
 or a PostgreSQL table (`transforms.postgres.destination`). The launcher, the
 job's last step and `status` ask the destination what to do, as Beam's
 `WriteToBigQuery(method=...)` picks its strategy once; nothing else asks which
-kind of output it is. Images, documents and embedding stores add a kind here,
+kind of output it is. `status` asks the output what it holds of a run
+(`published_run`), whatever its kind. Images, documents and embedding stores add a kind here,
 not branches elsewhere.
 
 A destination is made for one attempt of a run (its `run_id` and `attempt`),
@@ -71,6 +72,17 @@ class RunSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PublishedRun:
+  """What an output itself says of a run it holds (`Destination.published_run`), read from the output,
+  not from the run's record: `status` tells from it that a run killed just after its publish committed
+  did publish."""
+  rows: Optional[int]  # the run's rows in the output now
+  attempt: Optional[str] = None  # the attempt that published them, where the output records it
+  published_at: Optional[str] = None  # when, ISO 8601, where the output records it
+  note: str = ''  # what the rows do not prove (a streamed table holds rows before its run publishes)
+
+
+@dataclasses.dataclass(frozen=True)
 class Destination(abc.ABC):
   """One output of one attempt of a run. Subclasses add what their kind needs."""
   uri: str  # as the user gave it: a folder, bq://PROJECT.DATASET.TABLE, postgresql://...
@@ -119,6 +131,12 @@ class Destination(abc.ABC):
     (`transforms.files.scored_keys.Incremental`), and the table of unscored rows to read instead of the
     input, if the output saved one. `offline`: contact nothing (the Dataflow job description)."""
     raise ValueError('--only_unscored needs a folder or a bq:// table as --output')
+
+  @classmethod
+  def published_run(cls, uri: str, run_id: str, opts: Any) -> Optional[PublishedRun]:
+    """What the output at `uri` holds of run `run_id`, asked of the output itself (for `status`); None
+    when it holds nothing of it. `opts` are the status command's options, read by name."""
+    return None
 
   @property
   def run_base(self) -> Optional[str]:

@@ -169,6 +169,7 @@ def _publish(plan: JobPlan, prediction_files: list[Any], dead_letter_files: list
   writes = {'predictions': (plan.predictions, prediction_files, counts.get('rows_predicted', 0)),
             'dead_letters': (plan.dead_letters, dead_letter_files,
                              counts.get('rows_rejected', 0) + counts.get('rows_not_written', 0))}
+  logging.info('run %s: publishing to %s', plan.run_id, ' and '.join(d.where for d, _, _ in writes.values()))
   published = {}
   for last in (False, True):
     now = {name: write for name, write in writes.items() if write[0].publishes_last == last}

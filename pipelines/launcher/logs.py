@@ -7,8 +7,11 @@ libraries load, before it reads TF_CPP_MIN_LOG_LEVEL. Nothing in Python can
 turn them off, so `start` points descriptor 2 at the log file before
 TensorFlow is imported, and gives Python's `sys.stderr` the console back. What
 the libraries print, and Python logging at INFO from our code and Beam, goes to
-the file; the console gets the log records of our own modules and any
-library's errors. DirectRunner worker processes inherit descriptor 2 and the
+the file; the console gets the log records of our own modules, one line each.
+Tracebacks go to the file only: a library's error (Beam logs the error that
+fails a run, with its traceback, before it raises it) is the error the run
+reports in one line at its end (`failure`), and an uncaught exception prints
+one line too. DirectRunner worker processes inherit descriptor 2 and the
 environment, so their start-up lines land in the same file. `--verbose` keeps
 everything on the console, as before.
 
@@ -39,6 +42,8 @@ LOGS_FOLDER = '_logs'
 # Our top-level packages: log records from their modules are our own lines.
 _OURS = tuple(os.path.join(ROOT, package) + os.sep for package in ('pipelines', 'transforms', 'models'))
 _FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
+# A log record's attribute: False keeps it off the console (a traceback already told in one line there).
+_CONSOLE = 'on_console'
 
 _started = False
 _path: Optional[str] = None
@@ -55,18 +60,35 @@ def started() -> bool:
 
 
 class _OurLines(logging.Filter):
-  """Records logged by our modules, and any library's errors."""
+  """Records logged by our modules, except those meant for the file alone (`failure`)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR or record.pathname.startswith(_OURS)
+    return record.pathname.startswith(_OURS) and getattr(record, _CONSOLE, True)
 
 
 class _ConsoleFormat(logging.Formatter):
-  """A progress line as it is; a warning or an error says so."""
+  """A progress line as it is; a warning or an error says so. Never a traceback: it is in the file."""
 
   def format(self, record: logging.LogRecord) -> str:
-    text = super().format(record)
+    text = record.getMessage()
     return text if record.levelno == logging.INFO else f'{record.levelname.lower()}: {text}'
+
+
+def failure(error: BaseException, message: str = 'the run failed') -> None:
+  """Logs `error` with its traceback to the log file only: the console gets the one line the caller
+  prints. Outside a `start`ed process (tests, other code) it logs as the caller set logging up."""
+  logging.getLogger(__name__).error(message, exc_info=(type(error), error, error.__traceback__),
+                                    extra={_CONSOLE: False})
+
+
+def _uncaught(kind: type, error: BaseException, trace) -> None:
+  """An exception nothing caught: its traceback to the file, one line to the console."""
+  if issubclass(kind, KeyboardInterrupt):
+    sys.__excepthook__(kind, error, trace)
+    return
+  logging.getLogger(__name__).critical('uncaught exception', exc_info=(kind, error, trace), extra={_CONSOLE: False})
+  first = (str(error).strip().splitlines() or [''])[0]
+  print(f'error: unexpected {kind.__name__}: {first}\nlog: {_path}', file=sys.stderr, flush=True)
 
 
 def _drop_beam_memory_notice(record: logging.LogRecord) -> bool:
@@ -132,6 +154,7 @@ def start(argv: Sequence[str]) -> Optional[str]:
   root.addHandler(_ToFile(log_path))
   root.addHandler(to_console)
   logging.captureWarnings(True)  # a library's Python warnings go to the file, not the console
+  sys.excepthook = _uncaught
   _path = log_path
   return log_path
 

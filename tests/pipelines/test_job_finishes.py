@@ -88,8 +88,9 @@ def test_kill_during_publishing__readers_keep_the_last_complete_attempt(tmp_path
   assert len(killed) == 1 and glob.glob(f'{staged}/predictions-*')  # written, not published
   assert {k: v for k, v in snapshot(out / 'nightly').items() if not k.startswith(f'_{killed[0]}')} == before
   assert publish.read_pointer(str(out), 'nightly')['attempt'] == first.attempt
-  assert status.main([f'--output={out}', '--run_id=nightly']) == 3
-  assert f'attempt {killed[0]}' in capsys.readouterr().out
+  assert status.main([f'--output={out}', '--run_id=nightly']) == 1  # its launcher is gone: killed, not running
+  said = capsys.readouterr().out
+  assert f'attempt {killed[0]}' in said and 'KILLED without publishing' in said
 
   again = run_job.run(_args(out, penguin_bundle, 'nightly'))
   assert publish.attempts(str(out), 'nightly') == [again.attempt]

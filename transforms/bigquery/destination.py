@@ -24,7 +24,7 @@ from google.cloud import bigquery
 
 from transforms.bigquery import checks, publish as bqpub
 from transforms.bigquery.tables import TableRef, WriteBigQueryBatches, is_table, refused_rows, table_schema
-from transforms.destination import WRITTEN, Destination, OutputRows, RunSettings
+from transforms.destination import WRITTEN, Destination, OutputRows, PublishedRun, RunSettings
 from transforms.files import publish, scored_keys
 from transforms.files.destination import WriteFiles
 from transforms.rows.dead_letters import DEAD_LETTERS
@@ -112,6 +112,21 @@ class BigQueryTable(Destination):
     logging.info('--only_unscored: %s of %s input rows have no prediction from %s v%s yet (saved in %s)',
                  f'{unscored:,}', f'{total:,}', model_name, model_version, table)
     return scored_keys.Incremental(opts.row_version_column, skipped_by_bigquery=total - unscored), table
+
+  @classmethod
+  def published_run(cls, uri: str, run_id: str, opts: Any) -> Optional[PublishedRun]:
+    """The run's rows in the table. A loaded table gets them only when its run publishes (one MERGE);
+    a streamed one as they are predicted, so there they do not prove the run published."""
+    table = TableRef.parse(uri)
+    bq = checks.client(opts.view_as(GoogleCloudOptions).project or table.project)
+    try:
+      rows = bqpub.rows_of_run(bq, table, run_id)
+    except exceptions.NotFound:
+      return None
+    if not rows:
+      return None
+    streamed = opts.bq_write_method != 'FILE_LOADS'
+    return PublishedRun(rows, note='streamed: rows land before the run publishes' if streamed else '')
 
   @property
   def table(self) -> TableRef:

@@ -19,7 +19,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.destination import WRITTEN, Destination, OutputRows, RunSettings
+from transforms.destination import WRITTEN, Destination, OutputRows, PublishedRun, RunSettings
 from transforms.files import publish
 from transforms.files import scored_keys
 from transforms.files.write import WriteBatches
@@ -79,6 +79,14 @@ class FileOutput(Destination):
       index = FileSystems.join(scored_keys.index_folder(opts.output, model_name, model_version), f'{opts.run_id}.json')
       return scored_keys.Incremental(opts.row_version_column, (), index), None
     return scored_keys.for_files(opts.output, model_name, model_version, opts.run_id, opts.row_version_column), None
+
+  @classmethod
+  def published_run(cls, uri: str, run_id: str, opts: Any) -> Optional[PublishedRun]:
+    """The run's pointer under the folder: it publishes the files."""
+    pointer = publish.read_pointer(uri, run_id)
+    if pointer is None:
+      return None
+    return PublishedRun(pointer.get('rows_predicted'), pointer.get('attempt'), pointer.get('finished_at'))
 
   @property
   def folder(self) -> str:

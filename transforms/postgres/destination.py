@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import apache_beam as beam
 import pyarrow as pa
 
-from transforms.destination import CheckFailed, Destination, OutputRows, RunSettings
+from transforms.destination import CheckFailed, Destination, OutputRows, PublishedRun, RunSettings
 from transforms.postgres import publish as pgpub
 from transforms.postgres.tables import PgTarget, WritePostgres, is_database
 
@@ -59,6 +59,15 @@ class PostgresTable(Destination):
     if opts.only_unscored:
       problems.append('--only_unscored needs a folder or a bq:// table as --output, not a database')
     return problems
+
+  @classmethod
+  def published_run(cls, uri: str, run_id: str, opts: Any) -> Optional[PublishedRun]:
+    """As the publish noted it in the database, in its own transaction (`transforms.postgres.publish`)."""
+    noted = pgpub.published_run(PgTarget.parse(uri), run_id, password_secret=opts.db_password_secret)
+    if noted is None:
+      return None
+    attempt, rows, when, now = noted
+    return PublishedRun(now, attempt, when, '' if now == rows else f'{rows:,} published; later runs replaced the rest')
 
   @property
   def target(self) -> PgTarget:

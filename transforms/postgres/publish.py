@@ -15,6 +15,9 @@ last step (`pipelines.graph.finish`, through `transforms.postgres.destination`) 
 - `replace`: the staged rows become the whole table: a new table is filled
   and swapped in by renaming.
 
+The same transaction notes the run in `_bi_runs_TABLE` beside the serving
+table (run id, attempt, rows, when), so `status` can tell from the database
+itself that a run published, even one killed right after the commit.
 The staging table is dropped in the same transaction. Readers see the old rows
 until the commit and the new ones after it (PostgreSQL's MVCC; upsert never
 blocks a reader, replace blocks readers only for the rename). A failed or
@@ -23,6 +26,7 @@ killed run leaves the serving table exactly as it was.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Optional, Sequence
@@ -30,6 +34,16 @@ from typing import Optional, Sequence
 import pyarrow as pa
 
 from transforms.postgres.tables import PgTarget, accepts, connect, pg_type, quote
+
+
+# Beside the serving table, RUNS_PREFIX + its name: one row per run id a publish committed, written in its transaction.
+RUNS_PREFIX = '_bi_runs_'
+
+
+def runs_table(target: PgTarget) -> str:
+  """The serving table's runs table: `_bi_runs_TABLE`, or a digest of the name where that is over 63 bytes."""
+  name = RUNS_PREFIX + target.table
+  return name if len(name) <= 63 else RUNS_PREFIX + hashlib.sha256(target.table.encode('utf-8')).hexdigest()[:16]
 
 
 def _exists(cursor, schema: str, table: str) -> bool:
@@ -103,6 +117,8 @@ def create_tables(target: PgTarget, schema: pa.Schema, key: Sequence[str], stagi
     cursor.execute(f'CREATE UNLOGGED TABLE IF NOT EXISTS {quote(conn, target.schema, staging)} '
                    f'(LIKE {quote(conn, target.schema, target.table)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
                    'INCLUDING GENERATED)')
+    cursor.execute(f'CREATE TABLE IF NOT EXISTS {quote(conn, target.schema, runs_table(target))} '
+                   '(run_id text PRIMARY KEY, attempt text, rows bigint, published_at timestamptz)')
     conn.commit()
 
 
@@ -173,6 +189,7 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
       cursor.execute(f'DELETE FROM {serving} WHERE run_id = %s', (run_id,))  # keys an earlier attempt had
       cursor.execute(f'INSERT INTO {serving} ({names}) {source}')
       inserted = cursor.rowcount
+    _note_run(conn, cursor, target, run_id, attempt, inserted)
     cursor.execute(f'DROP TABLE {staged_table}')
     conn.commit()
   logging.info('run %s: published %d rows to %s (%s) in %.2fs', run_id, inserted, target, mode,
@@ -192,3 +209,35 @@ def _swap_in(conn, cursor, target: PgTarget, new: str, names: str, source: str) 
   cursor.execute(f'ALTER TABLE {fresh} RENAME TO {quote(conn, target.table)}')
   cursor.execute(f'DROP TABLE {quote(conn, target.schema, old)}')
   return rows
+
+
+def _note_run(conn, cursor, target: PgTarget, run_id: str, attempt: str, rows: int) -> None:
+  """Notes the publish in the runs table, inside the publish's transaction. A runs table this user may
+  not write (another role made it) only costs `status` its answer from the database: never the publish."""
+  cursor.execute('SAVEPOINT bi_note_run')
+  try:
+    cursor.execute(f'INSERT INTO {quote(conn, target.schema, runs_table(target))} VALUES (%s, %s, %s, now()) '
+                   'ON CONFLICT (run_id) DO UPDATE SET attempt = excluded.attempt, rows = excluded.rows, '
+                   'published_at = excluded.published_at', (run_id, attempt, rows))
+  except Exception as e:  # pylint: disable=broad-except  (either driver's error: psycopg, or Cloud SQL's)
+    cursor.execute('ROLLBACK TO SAVEPOINT bi_note_run')
+    logging.warning('run %s: the publish goes on without noting it in %s: %s', run_id, runs_table(target), e)
+  else:
+    cursor.execute('RELEASE SAVEPOINT bi_note_run')
+
+
+def published_run(target: PgTarget, run_id: str, *,
+                  password_secret: Optional[str] = None) -> Optional[tuple[str, int, str, int]]:
+  """(attempt, rows published, when, rows of the run in the table now) as the runs table noted the
+  run's publish; None when no publish of it committed."""
+  with connect(target, password_secret=password_secret) as conn, conn.cursor() as cursor:
+    if not _exists(cursor, target.schema, runs_table(target)):
+      return None
+    cursor.execute(f'SELECT attempt, rows, published_at FROM {quote(conn, target.schema, runs_table(target))} '
+                   'WHERE run_id = %s', (run_id,))
+    noted = cursor.fetchone()
+    if noted is None:
+      return None
+    cursor.execute(f'SELECT count(*) FROM {quote(conn, target.schema, target.table)} WHERE run_id = %s', (run_id,))
+    attempt, rows, when = noted
+    return attempt, rows, when.isoformat(timespec='seconds'), cursor.fetchone()[0]
