@@ -205,7 +205,8 @@ class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
     threads = model_threads(self._threads, self._worker_processes)
     logging.info('the model runs %d thread(s) (%s)', threads,
                  '--model_threads' if self._threads else f'{available_cores()} cores, '
-                 f'{self._worker_processes or "one per core"} worker process(es)')
+                 f'{self._worker_processes or "one per core"} worker process(es)',
+                 extra={'on_console': False})  # the manifest records it; the console keeps to the run's story
     return threads
 
   @property

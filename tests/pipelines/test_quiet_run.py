@@ -43,7 +43,7 @@ def test_a_run_prints_only_our_lines_and_the_full_log_goes_to_the_file_it_names(
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.startswith('Run r1: DONE on DirectRunner'), done.stdout[:3000]
   ours = [r'run r1 \(attempt-\S+\): predicting \S+penguins\.csv with penguin-species v1',
-          r'run r1: publishing to \S+/out/r1/attempt-\S+ and \S+/out/r1/attempt-\S+',
+          r'run r1: publishing to \S+/out/r1/attempt-\S+ and \S+/out/r1/_attempt-\S+',
           r'run r1: published attempt attempt-\S+']
   lines = done.stderr.splitlines()
   assert len(lines) == len(ours) and all(re.fullmatch(p, line) for p, line in zip(ours, lines)), done.stderr
