@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
+from models.lean_imports import KeyedModelHandler, ModelHandler, PredictionResult
 
 NO_GPU_HELP = (
     'On Dataflow, give the workers a GPU: --dataflow_service_options='

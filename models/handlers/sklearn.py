@@ -17,6 +17,7 @@ import numpy as np
 
 from models.handlers.base import NoGpuError
 from models.handlers import as_rows, read_bytes
+from models.lean_imports import skops_io
 
 PICKLE_HELP = ('a pickle runs code when it is loaded, so it is not accepted; convert it once, where you trust it: '
                'python -c "import joblib, skops.io; skops.io.dump(joblib.load(\'model.pkl\'), \'model.skops\')"')
@@ -35,15 +36,13 @@ def check_not_pickle(data: bytes, path: str) -> None:
 
 def untrusted_types(data: bytes, trusted: Sequence[str] = ()) -> list[str]:
   """The types in a skops file that skops does not trust by default and `trusted` does not list."""
-  import skops.io
-  return [t for t in skops.io.get_untrusted_types(data=data) if t not in set(trusted)]
+  return [t for t in skops_io().get_untrusted_types(data=data) if t not in set(trusted)]
 
 
 class Predictor:
   """A skops-loaded estimator behind `predict`: `predict_proba` for a classifier, `predict` for a regressor."""
 
   def __init__(self, path: str, outputs, device: str = 'auto', trusted_types: Sequence[str] = ()):
-    import skops.io
     if device == 'gpu':
       require_gpu()
     data = read_bytes(path)
@@ -52,7 +51,7 @@ class Predictor:
     if refused:
       raise ValueError(f'{path} holds types skops does not trust: {refused}; if you trust them, import the model '
                        'again with --trusted_types ' + ','.join(refused))
-    self._model = skops.io.loads(data, trusted=list(trusted_types) or None)
+    self._model = skops_io().loads(data, trusted=list(trusted_types) or None)
     if outputs.kind == 'classification' and not hasattr(self._model, 'predict_proba'):
       raise ValueError(f'the scikit-learn model {path} ({type(self._model).__name__}) has no predict_proba; '
                        'a classifier must return class probabilities')
