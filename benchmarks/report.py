@@ -41,6 +41,7 @@ def machine(packages: tuple[tuple[str, str], ...] = PACKAGES) -> dict:
     except importlib.metadata.PackageNotFoundError:
       pass
   return {'cpu': cpu, 'cores': os.cpu_count(), 'memory_gb': memory_gb, 'gpu': None,
+          'load_average': round(os.getloadavg()[1], 1),  # over the last 5 minutes: how shared the cores were
           'python': platform.python_version(), 'os': f'{platform.system()} {platform.release()}', **versions}
 
 
@@ -128,7 +129,8 @@ def markdown(summary: dict) -> str:
   lines = [
       f'{summary["rows"]:,} rows on {m["cores"]} × {m["cpu"]}, {m["memory_gb"]} GB RAM, no GPU; '
       f'Beam {m.get("apache_beam")}, TensorFlow {m.get("tensorflow")}, pyarrow {m.get("pyarrow")}, '
-      f'Python {m["python"]}.', '',
+      f'Python {m["python"]}' + (f'; load average {m["load_average"]} at the end' if m.get('load_average') else '')
+      + '.', '',
       '| variant | rows | rows/s | × raw | wall s | peak RSS MB | first prediction s |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
   for row in summary['variants']:

@@ -12,7 +12,8 @@ rotating order:
   SavedModel, nothing else (the floor a TensorFlow run cannot go under);
 - `demo-onnx`, `demo-sklearn`: the same rows through the same classifier as an
   ONNX and a scikit-learn bundle (benchmarks/frameworks.py), which import
-  neither TensorFlow nor PyTorch.
+  neither TensorFlow nor PyTorch; `bare-onnx`, `bare-sklearn` import their
+  framework and load their model, as `bare-saved_model` does.
 
 `benchmarks.run` runs these rounds too (`--startup_rounds`) and prints the
 targets of issue 27 they meet or miss (`targets`).
@@ -30,8 +31,14 @@ from typing import Optional
 from benchmarks.measure import run_measured
 
 EXAMPLE = 'models/examples/penguins/example/penguins.csv'
-VARIANTS = ('demo-saved_model', 'bare-saved_model', 'demo-onnx', 'demo-sklearn')
-BARE_LOAD = 'import sys, tensorflow as tf; tf.saved_model.load(sys.argv[1])'
+VARIANTS = ('demo-saved_model', 'bare-saved_model', 'demo-onnx', 'bare-onnx', 'demo-sklearn', 'bare-sklearn')
+# The floor of each framework: import it and load the bundle's model, nothing else.
+BARE_LOAD = {
+    'saved_model': 'import sys, tensorflow as tf; tf.saved_model.load(sys.argv[1] + "/saved_model")',
+    'onnx': 'import sys, onnxruntime as ort; ort.InferenceSession(sys.argv[1] + "/model.onnx", '
+            'providers=["CPUExecutionProvider"])',
+    'sklearn': 'import sys, skops.io; skops.io.load(sys.argv[1] + "/model.skops", trusted=sys.argv[2:])',
+}
 # Issue 27's bounds: the SavedModel demo against the bare load (ratios within a round), the others absolute.
 MAX_WALL_RATIO, MAX_RSS_RATIO = 1.25, 1.2
 MAX_WALL_S, MAX_RSS_MB = 2.5, 400.0
@@ -44,8 +51,10 @@ def bundles(model: str, work: str) -> dict[str, str]:
 
 
 def command(variant: str, bundle: str, output: str) -> list[str]:
-  if variant == 'bare-saved_model':
-    return [sys.executable, '-c', BARE_LOAD, os.path.join(bundle, 'saved_model')]
+  kind, framework = variant.split('-', 1)
+  if kind == 'bare':
+    from benchmarks.frameworks import TRUSTED
+    return [sys.executable, '-c', BARE_LOAD[framework], bundle, *TRUSTED.get(framework, ())]
   return [sys.executable, '-m', 'pipelines.run', f'--input={EXAMPLE}', f'--model={bundle}', f'--output={output}',
           '--passthrough_columns=species,year']
 
@@ -96,7 +105,8 @@ def summarize(runs: list[dict]) -> dict:
   pairs = [(rd['demo-saved_model'], rd['bare-saved_model']) for rd in by_round.values()
            if 'demo-saved_model' in rd and 'bare-saved_model' in rd]
   ratios = {key: _median([demo[key] / bare[key] for demo, bare in pairs]) for key in ('wall_s', 'peak_rss_mb')}
-  return {'variants': table, 'saved_model_over_bare': ratios, 'rounds': len(by_round), 'runs': runs}
+  return {'variants': table, 'saved_model_over_bare': ratios, 'rounds': len(by_round), 'runs': runs,
+          'load_average': os.getloadavg()}
 
 
 def targets(summary: dict) -> list[dict]:
@@ -118,7 +128,9 @@ def targets(summary: dict) -> list[dict]:
 
 
 def markdown(summary: dict) -> str:
-  lines = [f'344-row example (`{EXAMPLE}`), {summary["rounds"]} interleaved rounds, medians:', '',
+  load = summary.get('load_average')
+  busy = f' (load average {load[0]:.1f} at the end, on {os.cpu_count()} cores)' if load else ''
+  lines = [f'344-row example (`{EXAMPLE}`), {summary["rounds"]} interleaved rounds, medians{busy}:', '',
            '| variant | wall s | peak RSS MB |', '| --- | ---: | ---: |']
   for name, row in summary['variants'].items():
     failed = '' if row['ok_runs'] == row['runs'] else f' ({row["runs"] - row["ok_runs"]} runs failed)'

@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks import measure
 from benchmarks import run as bench
+from benchmarks import startup
 
 
 def test_run_measured__sees_the_peak_memory_of_a_grandchild(tmp_path):
@@ -47,7 +48,7 @@ def test_bench__raw_and_ours_run_side_by_side_and_the_table_is_written(tmp_path,
   assert '| ours | 2,000 |' in table and 'not run: ray does not install here' in table
   # Issue 27's start-up targets, each printed with its measurement and verdict, in the page too.
   assert {v: r['ok'] for v, r in ((r['variant'], r) for r in results['startup']['runs'])} == dict.fromkeys(
-      ('demo-saved_model', 'bare-saved_model', 'demo-onnx', 'demo-sklearn'), True)
+      startup.VARIANTS, True)
   for target in ('| 344-row demo, SavedModel: wall over a bare TensorFlow import and load | ≤ 1.25× | ',
                  '| 344-row demo, SavedModel: peak RSS over a bare TensorFlow import and load | ≤ 1.20× | ',
                  '| 344-row demo, onnx bundle: wall and peak RSS | ≤ 2.5 s, ≤ 400 MB | ',
