@@ -72,8 +72,9 @@ REPLICAS = 8
 # which the sample runs, writing files here, do not measure. A file output publishes a pointer: measured.
 PUBLISH_SECONDS_PER_MILLION_ROWS = {'BigQueryTable': 6.0, 'PostgresTable': 8.0}
 # Flags of the run that the sample runs drop or replace: they run here, on a sample, publishing nothing.
+# The rest stand, --report included, so that the samples cost what the run will.
 _SAMPLE_DROPS = ('--estimate', '--deadline', '--input=', '--input_format', '--output', '--run_id', '--gate',
-                 '--only_unscored', '--row_version_column', '--replay', '--report', '--watch', '--wait_for_job',
+                 '--only_unscored', '--row_version_column', '--replay', '--watch', '--wait_for_job',
                  '--dead_letter', '--summary_location', '--runner', '--preflight_only', '--quiet')
 
 
@@ -230,7 +231,8 @@ def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) ->
 def _sample_argv(argv: Sequence[str], sample: str, out: str, run_id: str) -> list[str]:
   kept = [a for a in argv if not any(a == d or a.startswith(d + ('' if d.endswith('=') else '=')) or a == d.rstrip('=')
                                      for d in _SAMPLE_DROPS)]
-  return kept + [f'--input={sample}', f'--output={out}', f'--run_id={run_id}', '--report=false', '--quiet']
+  # The run's own --report stands: drawing the report is part of what the run will cost.
+  return kept + [f'--input={sample}', f'--output={out}', f'--run_id={run_id}', '--quiet']
 
 
 def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
