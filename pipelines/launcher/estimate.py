@@ -188,8 +188,11 @@ def chosen_setting(options: PipelineOptions) -> tuple[prices.Machine, int, str]:
 
 
 def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) -> tuple[list[str], int, int]:
-  """Writes the first `rows` rows of the input as Parquet (also repeated REPLICAS times); returns
-  the two paths, the input's row count (Parquet: its metadata; else bytes / sample bytes per row), and bytes."""
+  """Writes the first `rows` rows of the input as Parquet (also repeated REPLICAS times), each sample in
+  as many files as the input has (at most REPLICAS): a run of several files costs more than one of a
+  single file of the same rows (measured: about 1 s more for 400,000 rows in 4 files here), which
+  the forecast must see. Returns the warm-up's, the sample's and the repeated sample's file patterns,
+  the input's row count (Parquet: its metadata; else bytes / sample bytes per row), and bytes."""
   files = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
   if not files:
     raise ValueError(f'--estimate: no files match {pattern}')
@@ -219,12 +222,15 @@ def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) ->
     input_rows = round(total_bytes * whole_files_rows / read_bytes) if read_bytes else taken
   table = pa.Table.from_batches(batches).slice(0, rows)
   table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]))
-  paths = []
-  for name, part in (('warm', table.slice(0, WARM_UP_ROWS)), ('small', table),
-                     ('large', pa.concat_tables([table] * REPLICAS))):
-    path = os.path.join(folder, f'sample-{name}.parquet')
-    pq.write_table(part, path)
-    paths.append(path)
+  paths, spread = [], min(len(files), REPLICAS)
+  for name, part, parts in (('warm', table.slice(0, WARM_UP_ROWS), 1), ('small', table, spread),
+                            ('large', pa.concat_tables([table] * REPLICAS), spread)):
+    sample = os.path.join(folder, f'sample-{name}')
+    os.makedirs(sample)
+    step = -(-part.num_rows // parts)
+    for i in range(parts):
+      pq.write_table(part.slice(i * step, step), os.path.join(sample, f'part-{i}.parquet'))
+    paths.append(os.path.join(sample, '*.parquet'))
   return paths, input_rows, total_bytes
 
 
@@ -237,7 +243,7 @@ def _sample_argv(argv: Sequence[str], sample: str, out: str, run_id: str) -> lis
 
 def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   """CPU seconds per row of the model call alone, on the sample's valid rows."""
-  table = pq.read_table(sample)
+  table = pq.read_table(os.path.dirname(sample))
   batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
   if batch is None:
     return 0.0
