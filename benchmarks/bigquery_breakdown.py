@@ -105,8 +105,8 @@ def markdown(runs: list[dict], rows: int) -> str:
     for phase in dict.fromkeys(k for m in mine for k in m):
       medians[v][phase] = statistics.median(m.get(phase, 0.0) for m in mine)
   emulator = statistics.median(r['emulator_cpu_s'] for r in runs if r['variant'] == 'ours-bq')
-  lines = [f'{rows:,} rows, {len(runs) // 2} interleaved rounds, medians in seconds (a phase\'s start is since the '
-           'process started; "process end" is when the run module finished):', '',
+  lines = [f'{rows:,} rows, {len(runs) // 2} interleaved rounds, medians in seconds ("process end": when the run '
+           'module finished, since the process started):', '',
            '| phase | Parquet → Parquet | BigQuery → BigQuery |', '| --- | ---: | ---: |']
   phases = [p for p in ORDER if any(p in medians[v] for v in variants)] + ['process wall (measured outside)']
   for phase in phases:
