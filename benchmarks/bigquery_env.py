@@ -93,6 +93,10 @@ class BigQueryBench:
     self._gcs.stop()
     shutil.rmtree(self._gcs.data_dir, ignore_errors=True)
 
+  def pids(self) -> list[int]:
+    """The emulators' process ids (for their CPU time: they share the machine with the runs)."""
+    return [e._process.process.pid for e in (self._bigquery, self._gcs) if e is not None]  # pylint: disable=protected-access
+
   def environment(self) -> dict[str, str]:
     """Variables for a child run under `python -m benchmarks.emulated`."""
     return emulated.environment(self._bigquery.rest_url, self._bigquery.grpc_endpoint, self._gcs.endpoint, PROJECT)

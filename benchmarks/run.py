@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import pyarrow.parquet as pq
 
-from benchmarks import bigquery_env, report
+from benchmarks import bigquery_env, report, startup
 from testing.data import make_dataset
 from benchmarks.measure import run_measured
 from testing.emulators import EmulatorError
@@ -173,6 +173,12 @@ def main(argv=None) -> int:
                       'stays flat; 0 skips.')
   parser.add_argument('--ours_flags', default='',
                       help='Extra flags for `ours` and `ours-bq`, e.g. "--max_batch_rows=4096".')
+  parser.add_argument('--startup_rounds', type=int, default=3,
+                      help='Rounds of the 344-row example against a bare TensorFlow load, and with an ONNX and a '
+                      'scikit-learn bundle (benchmarks/startup.py); 0 skips.')
+  parser.add_argument('--estimate_rows', type=int, default=0,
+                      help='Also measure --estimate\'s error at this many rows, for a SavedModel and an ONNX '
+                      'bundle (benchmarks/estimate_error.py; 1000000 is the target\'s); 0 skips.')
   parser.add_argument('--update_readme', default=None,
                       help='Markdown page to put the table in, between its bench markers: docs/performance.md '
                       'for the documented run.')
@@ -200,6 +206,13 @@ def main(argv=None) -> int:
           memory.append(run_once(variant, rows, args, 100 + round_no, bq))
 
   summary = report.summarize(results, memory, skipped, rows=args.rows, variants=variants)
+  if args.startup_rounds:
+    summary['startup'] = startup.summarize(startup.run_rounds(args.startup_rounds, args.model,
+                                                              os.path.join(args.work, 'startup')))
+  if args.estimate_rows:
+    from benchmarks import estimate_error
+    summary['estimate'] = estimate_error.main_report(args.estimate_rows, model=args.model,
+                                                     work=os.path.join(args.work, 'estimate'))
   summary['started'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
   summary['ours_flags'] = args.ours_flags
   paths = report.write(summary, args.work)
@@ -207,7 +220,7 @@ def main(argv=None) -> int:
   print('results: ' + ', '.join(paths))
   if args.update_readme:
     report.update_readme(args.update_readme, report.markdown(summary))
-  return 0 if all(r['ok'] for r in results + memory) else 1
+  return 0 if all(r['ok'] for r in results + memory + summary.get('startup', {}).get('runs', [])) else 1
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from models.lean_imports import PredictionResult, RunInference
 
 from models.bundle import BundleError, ModelBundle, Outputs
 from models.handlers.base import KeyedRowsHandler, MatrixModelHandler, RowFailures, predict_row_by_row

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from models.lean_imports import PredictionResult, RunInference
 
 from models.bundle import Outputs
 from models.handlers.base import KeyedRowsHandler, MatrixModelHandler, RowFailures, error_text

@@ -300,8 +300,8 @@ class BatchInferenceOptions(PipelineOptions):
     _add_bool(
         parser, '--estimate', False,
         'Do not run: forecast the run\'s wall time and cost on Dataflow. Runs the job here on a sample '
-        '(--estimate_rows), measures rows/s per core and bytes per row, and forecasts the whole input for the '
-        'chosen --machine_type, GPU and --max_num_workers, and for every machine type and worker count of the '
+        '(--estimate_rows), measures rows/s per core and bytes per row, and forecasts the whole input here, '
+        'as a process (start-up and publishing included; printed), and for the chosen --machine_type, GPU and --max_num_workers, and for every machine type and worker count of the '
         'dated price table in pipelines/launcher/prices.py; suggests the cheapest meeting --deadline. Writes estimate.html '
         '(with a chart) and estimate.json to --estimate_output.')
     parser.add_argument(

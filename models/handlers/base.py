@@ -19,7 +19,7 @@ import os
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
+from models.lean_imports import KeyedModelHandler, ModelHandler, PredictionResult
 
 from models.inputs import InputContract, ModelInput, concat, input_bytes, take_rows
 from models.inputs import num_rows as input_rows

@@ -26,6 +26,7 @@ import pyarrow as pa
 from models.handlers.base import NoGpuError, check_named_inputs
 from models.handlers import as_rows, read_bytes
 from models.inputs import MATRIX, InputContract
+from models.lean_imports import skops_io
 
 PICKLE_HELP = ('a pickle runs code when it is loaded, so it is not accepted; convert it once, where you trust it: '
                'python -c "import joblib, skops.io; skops.io.dump(joblib.load(\'model.pkl\'), \'model.skops\')"')
@@ -44,8 +45,7 @@ def check_not_pickle(data: bytes, path: str) -> None:
 
 def untrusted_types(data: bytes, trusted: Sequence[str] = ()) -> list[str]:
   """The types in a skops file that skops does not trust by default and `trusted` does not list."""
-  import skops.io
-  return [t for t in skops.io.get_untrusted_types(data=data) if t not in set(trusted)]
+  return [t for t in skops_io().get_untrusted_types(data=data) if t not in set(trusted)]
 
 
 class Predictor:
@@ -53,7 +53,6 @@ class Predictor:
 
   def __init__(self, path: str, outputs, device: str = 'auto', trusted_types: Sequence[str] = (),
                inputs: InputContract = MATRIX, threads: Optional[int] = None):
-    import skops.io
     if device == 'gpu':
       require_gpu()
     if threads:
@@ -66,7 +65,7 @@ class Predictor:
     if refused:
       raise ValueError(f'{path} holds types skops does not trust: {refused}; if you trust them, import the model '
                        'again with --trust ' + ' '.join(refused))
-    self._model = skops.io.loads(data, trusted=list(trusted_types) or None)
+    self._model = skops_io().loads(data, trusted=list(trusted_types) or None)
     names = getattr(self._model, 'feature_names_in_', None)
     self._columns = [str(n) for n in names] if names is not None else None
     if self._columns is not None or inputs.shape != 'matrix':

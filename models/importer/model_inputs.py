@@ -67,8 +67,8 @@ def _onnx(model_bytes: bytes) -> Optional[InputContract]:
 
 
 def _sklearn(model_bytes: bytes, options: dict[str, Any], sample: Optional[pa.RecordBatch]) -> Optional[InputContract]:
-  import skops.io
-  model = skops.io.loads(model_bytes, trusted=list(options.get('trusted_types', ())) or None)
+  from models.lean_imports import skops_io
+  model = skops_io().loads(model_bytes, trusted=list(options.get('trusted_types', ())) or None)
   names = getattr(model, 'feature_names_in_', None)
   if names is None:
     return None

@@ -9,8 +9,13 @@ model off its CPUs. Bytes per row come from the input files and the sample's
 prediction files.
 
 From those, for each machine type of the dated price table (`pipelines.launcher.prices`)
-and worker count: wall = start-up + rows / (workers × vCPUs × per-core rate),
-cost = workers × hourly price × wall. The estimate gives the chosen setting
+and worker count: wall = start-up + rows / (workers × vCPUs × per-core rate) +
+publish, cost = workers × hourly price × wall. The forecast of the whole input
+here (printed, and in estimate.json) adds what a process pays before its first
+row: its imports (measured in this process), the first load of the bundle and
+the first pipeline (the cold resolve and warm-up run, less a warm run's share).
+A file output's publish is in the sample runs; a table output's load is not
+(the samples write files), so it is PUBLISH_SECONDS_PER_MILLION_ROWS. The estimate gives the chosen setting
 (`--machine_type`, `--max_num_workers`/`--num_workers`, a GPU in
 `--dataflow_service_options=worker_accelerator=type:...`) and the cheapest one
 that meets `--deadline`, as a page with a chart (`estimate.html`).
@@ -42,6 +47,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from models.handlers import load_predictor
 from pipelines.launcher import prices
+from pipelines.destinations import kind_of
 from pipelines.launcher.resolve import resolve
 from pipelines.options import BatchInferenceOptions, new_run_id
 from transforms.files import publish
@@ -62,9 +68,13 @@ REPEATS = 2
 # The larger sample run repeats the sample this many times: enough rows that their cost stands clear of
 # start-up's noise (at hundreds of thousands of rows/s per core, a few thousand rows cost milliseconds).
 REPLICAS = 8
+# An assumption, from benchmarks/: a table output's publish per million rows (a load job, a COPY and merge),
+# which the sample runs, writing files here, do not measure. A file output publishes a pointer: measured.
+PUBLISH_SECONDS_PER_MILLION_ROWS = {'BigQueryTable': 6.0, 'PostgresTable': 8.0}
 # Flags of the run that the sample runs drop or replace: they run here, on a sample, publishing nothing.
+# The rest stand, --report included, so that the samples cost what the run will.
 _SAMPLE_DROPS = ('--estimate', '--deadline', '--input=', '--input_format', '--output', '--run_id', '--gate',
-                 '--only_unscored', '--row_version_column', '--replay', '--report', '--watch', '--wait_for_job',
+                 '--only_unscored', '--row_version_column', '--replay', '--watch', '--wait_for_job',
                  '--dead_letter', '--summary_location', '--runner', '--preflight_only', '--quiet')
 
 
@@ -90,6 +100,8 @@ class Measured:
   input_rows: int
   input_bytes: int
   output_bytes_per_row: float
+  startup_seconds: float = 0.0  # a process's imports, first bundle load and first pipeline, before its rows
+  publish_seconds_per_row: float = 0.0  # a table output's load, which the sample runs do not do
 
   @property
   def separated(self) -> bool:
@@ -126,16 +138,21 @@ class Measured:
   def input_bytes_per_row(self) -> float:
     return self.input_bytes / self.input_rows if self.input_rows else 0.0
 
+  def publish_seconds(self, rows: int) -> float:
+    return rows * self.publish_seconds_per_row
+
   def local_wall_seconds(self, rows: int) -> float:
-    """A forecast of the DirectRunner, in this process, on this machine."""
-    return self.fixed_wall_seconds + rows / self.rows_per_wall_second
+    """A forecast of the whole run as a process on the DirectRunner, on this machine: its start-up, the
+    run's fixed part, its rows, and a table output's publish."""
+    return self.startup_seconds + self.fixed_wall_seconds + rows / self.rows_per_wall_second + \
+        self.publish_seconds(rows)
 
 
 def forecast(measured: Measured, machine: prices.Machine, workers: int, rows: int) -> dict[str, Any]:
   """Wall time and cost of `rows` on `workers` workers of `machine`."""
   per_core = measured.rows_per_cpu_second_without_model if machine.gpu else measured.rows_per_cpu_second
   rate = workers * machine.vcpus * per_core
-  wall = DATAFLOW_STARTUP_SECONDS + rows / rate
+  wall = DATAFLOW_STARTUP_SECONDS + rows / rate + measured.publish_seconds(rows)
   cost = workers * machine.hourly * max(wall, prices.MINIMUM_SECONDS) / 3600
   return {'machine': machine.name, 'vcpus': machine.vcpus, 'gpu': machine.gpu, 'workers': workers,
           'rows_per_second': rate, 'wall_seconds': wall, 'cost_usd': cost, 'hourly_usd': machine.hourly}
@@ -171,8 +188,11 @@ def chosen_setting(options: PipelineOptions) -> tuple[prices.Machine, int, str]:
 
 
 def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) -> tuple[list[str], int, int]:
-  """Writes the first `rows` rows of the input as Parquet (also repeated REPLICAS times); returns
-  the two paths, the input's row count (Parquet: its metadata; else bytes / sample bytes per row), and bytes."""
+  """Writes the first `rows` rows of the input as Parquet (also repeated REPLICAS times), each sample in
+  as many files as the input has (at most REPLICAS): a run of several files costs more than one of a
+  single file of the same rows (measured: about 1 s more for 400,000 rows in 4 files here), which
+  the forecast must see. Returns the warm-up's, the sample's and the repeated sample's file patterns,
+  the input's row count (Parquet: its metadata; else bytes / sample bytes per row), and bytes."""
   files = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
   if not files:
     raise ValueError(f'--estimate: no files match {pattern}')
@@ -202,24 +222,28 @@ def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) ->
     input_rows = round(total_bytes * whole_files_rows / read_bytes) if read_bytes else taken
   table = pa.Table.from_batches(batches).slice(0, rows)
   table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]))
-  paths = []
-  for name, part in (('warm', table.slice(0, WARM_UP_ROWS)), ('small', table),
-                     ('large', pa.concat_tables([table] * REPLICAS))):
-    path = os.path.join(folder, f'sample-{name}.parquet')
-    pq.write_table(part, path)
-    paths.append(path)
+  paths, spread = [], min(len(files), REPLICAS)
+  for name, part, parts in (('warm', table.slice(0, WARM_UP_ROWS), 1), ('small', table, spread),
+                            ('large', pa.concat_tables([table] * REPLICAS), spread)):
+    sample = os.path.join(folder, f'sample-{name}')
+    os.makedirs(sample)
+    step = -(-part.num_rows // parts)
+    for i in range(parts):
+      pq.write_table(part.slice(i * step, step), os.path.join(sample, f'part-{i}.parquet'))
+    paths.append(os.path.join(sample, '*.parquet'))
   return paths, input_rows, total_bytes
 
 
 def _sample_argv(argv: Sequence[str], sample: str, out: str, run_id: str) -> list[str]:
   kept = [a for a in argv if not any(a == d or a.startswith(d + ('' if d.endswith('=') else '=')) or a == d.rstrip('=')
                                      for d in _SAMPLE_DROPS)]
-  return kept + [f'--input={sample}', f'--output={out}', f'--run_id={run_id}', '--report=false', '--quiet']
+  # The run's own --report stands: drawing the report is part of what the run will cost.
+  return kept + [f'--input={sample}', f'--output={out}', f'--run_id={run_id}', '--quiet']
 
 
 def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   """CPU seconds per row of the model call alone, on the sample's valid rows."""
-  table = pq.read_table(sample)
+  table = pq.read_table(os.path.dirname(sample))
   batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
   if batch is None:
     return 0.0
@@ -234,28 +258,48 @@ def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   return (time.process_time() - start) / max(len(matrix), 1)
 
 
-def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: str, run: RunJob) -> Measured:
+def process_seconds() -> float:
+  """Seconds since this process started (its interpreter and imports included); 0 where /proc is missing."""
+  try:
+    with open('/proc/self/stat', 'rb') as f:
+      stat = f.read()
+    with open('/proc/uptime', 'rb') as f:
+      uptime = float(f.read().split()[0])
+  except (OSError, ValueError):
+    return 0.0
+  started = int(stat[stat.rindex(b')') + 2:].split()[19]) / os.sysconf('SC_CLK_TCK')
+  return max(uptime - started, 0.0)
+
+
+def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: str, run: RunJob, *,
+            cold_seconds: float = 0.0) -> Measured:
   """Runs the job (`run`, the launcher's) on the sample here, on the DirectRunner: a warm-up, then the
-  sample and the sample repeated REPLICAS times, REPEATS times each, interleaved."""
+  sample and the sample repeated REPLICAS times, REPEATS times each, interleaved. `cold_seconds`: what
+  this process spent before the sample runs (imports, the first resolve), the start-up's first part."""
   paths, input_rows, input_bytes = _sample(opts.input, opts.input_format, opts.estimate_rows, folder)
-  walls, cpus, rows = {1: [], 2: []}, {1: [], 2: []}, {}
+  walls, cpus, rows = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, {}
   runs = [0] + [1, 2] * REPEATS  # a warm-up, then the two sizes interleaved
   for n, i in enumerate(runs):
     out = os.path.join(folder, f'out-{n}')
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     summary = run(_sample_argv(argv, paths[i], out, f'estimate-{n}'))
-    if i:
-      walls[i].append(time.perf_counter() - start_wall)
-      cpus[i].append(time.process_time() - start_cpu)
-      rows[i] = summary.rows_read
+    walls[i].append(time.perf_counter() - start_wall)
+    cpus[i].append(time.process_time() - start_cpu)
+    rows[i] = summary.rows_read
   predictions = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(folder, f'out-{len(runs) - 1}'))
                  for f in fs if f.startswith('predictions-')]
   output_bytes = sum(os.path.getsize(p) for p in predictions)
   last = summary.rows_predicted or 1
-  return Measured(sample_rows=rows[2], small_rows=rows[1], wall_seconds=(min(walls[1]), min(walls[2])),
+  publish_per_row = PUBLISH_SECONDS_PER_MILLION_ROWS.get(kind_of(opts.output).__name__, 0.0) / 1e6 \
+      if opts.output else 0.0
+  warm = Measured(sample_rows=rows[2], small_rows=rows[1], wall_seconds=(min(walls[1]), min(walls[2])),
                   cpu_seconds=(min(cpus[1]), min(cpus[2])),
                   model_cpu_seconds_per_row=_model_seconds_per_row(bundle, paths[2], opts.max_batch_rows),
-                  input_rows=input_rows, input_bytes=input_bytes, output_bytes_per_row=output_bytes / last)
+                  input_rows=input_rows, input_bytes=input_bytes, output_bytes_per_row=output_bytes / last,
+                  publish_seconds_per_row=publish_per_row)
+  # The warm-up was the process's first pipeline: what it took beyond a warm run of its rows is start-up too.
+  first_run = max(walls[0][0] - warm.fixed_wall_seconds - rows[0] / warm.rows_per_wall_second, 0.0)
+  return dataclasses.replace(warm, startup_seconds=cold_seconds + first_run)
 
 
 def _hours(seconds: float) -> str:
@@ -317,7 +361,9 @@ border-bottom:1px solid #ddd;text-align:right}}td:first-child,th:first-child{{te
 <tr><td>per core</td><td id="per-core">{m['rows_per_cpu_second']:,.0f} rows per CPU-second
 ({m['rows_per_cpu_second_without_model']:,.0f} with the model on a GPU)</td></tr>
 <tr><td>output</td><td>{m['output_bytes_per_row']:.1f} bytes per predicted row</td></tr>
-<tr><td>the whole input here (DirectRunner, this process)</td><td>{_hours(m['local_wall_seconds'])}</td></tr></table>
+<tr><td>the whole input here (DirectRunner, as a process)</td><td>{_hours(m['local_wall_seconds'])}: start-up
+{m['startup_seconds']:.1f}s, fixed {m['fixed_wall_seconds']:.1f}s, rows {m['local_rows_seconds']:.1f}s, publish
+{m['publish_seconds']:.1f}s</td></tr></table>
 <h2>Forecast on Dataflow</h2><table><tr><th>setting</th><th>workers</th><th>rows/s</th><th>wall</th><th>cost</th></tr>
 <tr><th colspan="5">chosen{(' (' + e(result['chosen_note']) + ')') if result['chosen_note'] else ''}</th></tr>
 {_row(chosen)}
@@ -342,11 +388,12 @@ def estimate(argv: Sequence[str], run: RunJob) -> dict[str, Any]:
   deadline = parse_duration(opts.deadline) if opts.deadline else None
   machine, workers, note = chosen_setting(options)
   resolving = PipelineOptions([a for a in argv if not a.startswith(('--estimate', '--deadline'))])
-  plan, _ = resolve(resolving, check_only=True)
+  plan, _ = resolve(resolving, check_only=True)  # the first resolve loads the bundle: part of start-up
   opts.max_batch_rows = resolving.view_as(BatchInferenceOptions).max_batch_rows  # the model calls resolve chose
+  cold_seconds = process_seconds()
   folder = tempfile.mkdtemp(prefix='estimate-')
   try:
-    measured = measure(argv, opts, plan.bundle, folder, run)
+    measured = measure(argv, opts, plan.bundle, folder, run, cold_seconds=cold_seconds)
   finally:
     shutil.rmtree(folder, ignore_errors=True)
   rows = measured.input_rows
@@ -364,7 +411,9 @@ def estimate(argv: Sequence[str], run: RunJob) -> dict[str, Any]:
                    'rows_per_wall_second': measured.rows_per_wall_second,
                    'fixed_wall_seconds': measured.fixed_wall_seconds,
                    'input_bytes_per_row': measured.input_bytes_per_row,
-                   'local_wall_seconds': measured.local_wall_seconds(rows)},
+                   'local_wall_seconds': measured.local_wall_seconds(rows),
+                   'local_rows_seconds': rows / measured.rows_per_wall_second,
+                   'publish_seconds': measured.publish_seconds(rows)},
       'chosen': chosen, 'chosen_note': note, 'suggested': best, 'candidates': options_list,
   }
   out = opts.estimate_output or FileSystems.join(
@@ -388,6 +437,9 @@ def render(result: dict[str, Any]) -> str:
       f'({m["rows_per_cpu_second_without_model"]:,.0f} with the model on a GPU), on a sample of '
       f'{m["small_rows"]:,} rows (and it {REPLICAS} times over)' + ('' if m['separated'] else ' (too small to tell start-up apart: the rate '
                                       'includes it; raise --estimate_rows)'),
+      f'  here            {m["local_wall_seconds"]:,.1f}s for the whole input on the DirectRunner, as a process: '
+      f'start-up {m["startup_seconds"]:.1f}s + fixed {m["fixed_wall_seconds"]:.1f}s + rows '
+      f'{m["local_rows_seconds"]:.1f}s + publish {m["publish_seconds"]:.1f}s',
       f'  prices          {result["prices_date"]}, {result["region"]} ({result["prices_source"]})',
       f'  chosen          {chosen["workers"]} x {chosen["machine"]}: {_hours(chosen["wall_seconds"])}, '
       f'{_usd(chosen["cost_usd"])}' + (f' ({result["chosen_note"]})' if result['chosen_note'] else ''),

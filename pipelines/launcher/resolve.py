@@ -12,6 +12,8 @@ offline from a plan made with `offline=True`.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import datetime
 import logging
 from typing import Iterable, Optional
@@ -20,6 +22,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+from models import registry
 from models.bundle import ModelBundle, batch_rows
 from models.challenger import check_comparable
 from models.inference import PredictionColumns
@@ -101,6 +104,33 @@ def _bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle, project: O
       snapshot_time=opts.snapshot())
   return bqp.BigQueryInput(table, schema, bytes_processed, session, query=opts.input_query,
                            query_parameters=tuple(opts.query_parameter or ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class _EarlyRead:
+  bundle: ModelBundle
+  session: concurrent.futures.Future
+
+
+def _read_table_early(opts: BatchInferenceOptions, bundle: Optional[ModelBundle], project: Optional[str], *,
+                      check_only: bool, offline: bool) -> Optional[_EarlyRead]:
+  """Checks a plain BigQuery input table and opens its read session on a thread, while preflight loads
+  the model (seconds of a framework's import and load; the session is a round trip to BigQuery).
+
+  Only where nothing the session needs comes later: a table (not a query, not --only_unscored's
+  anti-join), a real run. None otherwise, or where the bundle does not load (preflight says why);
+  `resolve` then does it in its place, as before. An error surfaces where the session is used.
+  """
+  if offline or check_only or not opts.reads_bigquery or opts.input_query or opts.only_unscored:
+    return None
+  try:
+    bundle = bundle or registry.load_bundle(opts.model, api_endpoint=opts.vertex_api_endpoint)
+  except Exception:  # pylint: disable=broad-except  (preflight loads it again and names the problem)
+    return None
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='read-session')
+  session = pool.submit(_bigquery_input, opts, bundle, project, run_id=opts.run_id, check_only=False)
+  pool.shutdown(wait=False)
+  return _EarlyRead(bundle, session)
 
 
 def _offline_bigquery_input(opts: BatchInferenceOptions, bundle: ModelBundle) -> bqp.BigQueryInput:
@@ -191,7 +221,8 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   opts = options.view_as(BatchInferenceOptions)
   opts.run_id = opts.run_id or new_run_id()
   project = options.view_as(GoogleCloudOptions).project
-  report = preflight.check(opts, bundle, offline=offline, check_model=check_model)
+  reading = _read_table_early(opts, bundle, project, check_only=check_only, offline=offline)
+  report = preflight.check(opts, reading.bundle if reading else bundle, offline=offline, check_model=check_model)
   bundle = report.bundle
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   models = [b for b in (bundle, challenger) if b is not None]
@@ -210,7 +241,8 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
         settings = _settings(opts, project, attempt, _now())
         early_lines = check_outputs(d for d in _destinations(opts, probe, settings) if d.checks_before_query)
       incremental, unscored = _skip_scored(opts, bundle, project, offline=False) if not check_only else (None, None)
-      bq_input = _bigquery_input(opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
+      bq_input = reading.session.result() if reading else _bigquery_input(
+          opts, bundle, project, run_id=opts.run_id, check_only=check_only, table=unscored)
     typed = bq_input is None or bq_input.schema is not None  # a dry-run query has no result table to type from
     key_type, passthrough = _input_types(opts, bundle, bq_input, offline, report.input_schema) if typed else (pa.string(), ())
     columns = _columns(opts, bundle, key, passthrough, key_type)

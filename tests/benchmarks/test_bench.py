@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks import measure
 from benchmarks import run as bench
+from benchmarks import startup
 
 
 def test_run_measured__sees_the_peak_memory_of_a_grandchild(tmp_path):
@@ -28,7 +29,7 @@ def test_bench__raw_and_ours_run_side_by_side_and_the_table_is_written(tmp_path,
   readme = tmp_path / 'README.md'
   readme.write_text('# x\n<!-- bench:start -->\nold table\n<!-- bench:end -->\nrest\n')
 
-  code = bench.main(['--rows=2000', '--repeats=1', '--variants=raw,ours,ray-data', '--memory_check=0',
+  code = bench.main(['--rows=2000', '--repeats=1', '--variants=raw,ours,ray-data', '--memory_check=0', '--startup_rounds=1',
                      f'--work={tmp_path / "bench"}', f'--model={penguin_bundle.path}', f'--ray_venv={no_ray}',
                      f'--update_readme={readme}'])
 
@@ -45,5 +46,14 @@ def test_bench__raw_and_ours_run_side_by_side_and_the_table_is_written(tmp_path,
   assert rows['ray-data'] == {'variant': 'ray-data', 'skipped': 'ray does not install here: test reason'}
   table = (tmp_path / 'bench' / 'results.md').read_text()
   assert '| ours | 2,000 |' in table and 'not run: ray does not install here' in table
+  # Issue 27's start-up targets, each printed with its measurement and verdict, in the page too.
+  assert {v: r['ok'] for v, r in ((r['variant'], r) for r in results['startup']['runs'])} == dict.fromkeys(
+      startup.VARIANTS, True)
+  for target in ('| 344-row demo, SavedModel: wall over a bare TensorFlow import and load | ≤ 1.25× | ',
+                 '| 344-row demo, SavedModel: peak RSS over a bare TensorFlow import and load | ≤ 1.20× | ',
+                 '| 344-row demo, onnx bundle: wall and peak RSS | ≤ 2.5 s, ≤ 400 MB | ',
+                 '| 344-row demo, sklearn bundle: wall and peak RSS | ≤ 2.5 s, ≤ 400 MB | '):
+    assert target in table
   text = readme.read_text()
+  assert '344-row demo, onnx bundle' in text
   assert 'old table' not in text and '| raw | 2,000 |' in text and text.endswith('<!-- bench:end -->\nrest\n')

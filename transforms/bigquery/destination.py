@@ -10,6 +10,7 @@ table's columns on the launcher (`transforms.bigquery.checks`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import logging
@@ -168,10 +169,14 @@ class LoadedTable(BigQueryTable):
                              run_id=self.run_id, attempt=self.attempt, partition_field=self.partition_field)
 
   def clean_up(self) -> None:
-    publish.remove_older_attempts(self.staging_base, self.run_id, self.attempt)
-    publish.remove_tree(publish.attempt_folder(self.staging_base, self.run_id, self.attempt))
+    """Deletes the staged files and any staging table of the run, the two side by side: the run has
+    published, and the launcher waits on this step."""
     bq = self.client()
-    bqpub.drop_tables(bq, bqpub.stale_staging_tables(bq, self.table, self.run_id))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+      tables = pool.submit(lambda: bqpub.drop_tables(bq, bqpub.stale_staging_tables(bq, self.table, self.run_id)))
+      publish.remove_older_attempts(self.staging_base, self.run_id, self.attempt)
+      publish.remove_tree(publish.attempt_folder(self.staging_base, self.run_id, self.attempt))
+      tables.result()
 
   def discard(self) -> None:
     publish.discard_attempt(self.staging_base, self.run_id, self.attempt)

@@ -114,9 +114,9 @@ def load_parquet(bq: bigquery.Client, uris: Sequence[str], table: TableRef, sche
   return rows
 
 
-def ensure_table(bq: bigquery.Client, table: TableRef, schema: Mapping[str, Any], *, partition_field: str) -> None:
+def ensure_table(bq: bigquery.Client, table: TableRef, schema: Mapping[str, Any], *, partition_field: str) -> bool:
   """Creates the target if missing, partitioned by day on `partition_field`, clustered by run_id,
-  with column descriptions.
+  with column descriptions; returns whether it created it (a new table holds no run's rows).
 
   Clustering by run_id lets the replace of a re-run's rows read only that run's
   blocks instead of the whole table. An existing table is left alone: the
@@ -127,7 +127,11 @@ def ensure_table(bq: bigquery.Client, table: TableRef, schema: Mapping[str, Any]
   created.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=partition_field)
   created.clustering_fields = ['run_id']
   created.description = TABLE_DESCRIPTION
-  bq.create_table(created, exists_ok=True)
+  try:
+    bq.create_table(created)
+  except exceptions.Conflict:
+    return False
+  return True
 
 
 def replace_run_rows(bq: bigquery.Client, target: TableRef, staging: TableRef, run_id: str) -> int:
@@ -212,8 +216,8 @@ def publish_run(bq: bigquery.Client, target: TableRef, uris: Sequence[str], sche
   Returns:
     The run's rows in the table now.
   """
-  ensure_table(bq, target, schema, partition_field=partition_field)
-  if rows_of_run(bq, target, run_id) == 0:
+  new = ensure_table(bq, target, schema, partition_field=partition_field)
+  if new or rows_of_run(bq, target, run_id) == 0:  # a table just made holds no rows: no query to ask
     if not uris:
       return 0
     try:

@@ -47,6 +47,15 @@ def test_forecast__rate_wall_and_cost_follow_from_the_measured_rate_and_the_pric
       4 * prices.VCPU_HOUR + 16 * prices.MEMORY_GB_HOUR + prices.BOOT_DISK_GB * prices.PD_GB_HOUR + 0.56)
 
 
+def test_forecast__includes_start_up_here_and_a_table_output_s_publish():
+  m = _measured(startup_seconds=3.5, publish_seconds_per_row=6e-6)
+  rows = 1_000_000
+  assert m.local_wall_seconds(rows) == pytest.approx(3.5 + (4.0 - 10_000 / 70_000) + rows / 70_000 + 6.0)
+  plain = estimate.forecast(_measured(), prices.machine('n2-standard-4'), 2, rows)
+  published = estimate.forecast(m, prices.machine('n2-standard-4'), 2, rows)
+  assert published['wall_seconds'] == pytest.approx(plain['wall_seconds'] + 6.0)
+
+
 def test_suggest__the_cheapest_setting_that_meets_the_deadline():
   m = _measured()
   options = estimate.candidates(m, 10_000_000_000)
@@ -86,6 +95,12 @@ def test_estimate__measures_a_sample_here_and_draws_the_forecast(tmp_path, pengu
   assert m['input_bytes'] == sum(os.path.getsize(f) for f in files)
   assert (m['small_rows'], m['sample_rows']) == (4000, 4000 * estimate.REPLICAS)
   assert m['rows_per_cpu_second'] > 0 and m['output_bytes_per_row'] > 0
+  # The local forecast is a process's: its start-up (this process's imports and first bundle load) comes first.
+  assert m['startup_seconds'] > 0.5 and m['publish_seconds'] == 0  # a file output's publish is in the samples
+  assert m['local_wall_seconds'] == pytest.approx(
+      m['startup_seconds'] + m['fixed_wall_seconds'] + m['local_rows_seconds'] + m['publish_seconds'])
+  assert f'here            {m["local_wall_seconds"]:,.1f}s for the whole input on the DirectRunner' in printed
+  assert f'start-up {m["startup_seconds"]:.1f}s + ' in printed
   chosen = result['chosen']
   assert (chosen['machine'], chosen['workers']) == ('n2-standard-4', 3)
   assert chosen['rows_per_second'] == pytest.approx(3 * 4 * m['rows_per_cpu_second'])
