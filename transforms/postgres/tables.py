@@ -14,6 +14,8 @@ A target is named by a URL:
 A password is never part of the URL: libpq takes it from its environment
 (PGPASSWORD, ~/.pgpass, PGSERVICEFILE) or the job reads it from Secret Manager
 (`--db_password_secret`); Cloud SQL uses IAM database authentication by default.
+A connection gives up after `connect_timeout` seconds (a URL parameter; 10 by
+default, where libpq's own default waits as long as the operating system does).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import urllib.parse
 from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
@@ -40,6 +43,10 @@ PUBLISH_MODES = ('upsert', 'replace')
 IP_TYPES = ('public', 'private', 'psc')
 # Staging tables start with this and a hash of (table, run id); PostgreSQL names stop at 63 bytes.
 STAGING_PREFIX = '_bi_staging_'
+# The side table of each staging table that holds the keys whose rows the database refused.
+REFUSED_SUFFIX = '_refused'
+# Seconds a connection waits for the server unless the URL says otherwise (&connect_timeout=).
+CONNECT_TIMEOUT_S = 10
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_$]{0,62}$')
 _INSTANCE = re.compile(r'^[a-z][a-z0-9\-.:]*:[a-z0-9\-]+:[a-z][a-z0-9\-]*$')
 # SQLSTATE classes of errors a row causes: 22 data exception (a value out of range, bad text),
@@ -96,6 +103,7 @@ class PgTarget:
   database: Optional[str] = None
   user: Optional[str] = None
   ip_type: str = 'public'
+  connect_timeout: int = CONNECT_TIMEOUT_S  # seconds; the URL's &connect_timeout=
 
   @property
   def is_cloud_sql(self) -> bool:
@@ -127,6 +135,10 @@ class PgTarget:
       raise ValueError(f'{uri}: give the table as ?table=[SCHEMA.]TABLE with plain names (letters, digits, _; '
                        f'at most 63), got {name!r}')
     database = parts.path.lstrip('/') or None
+    timeout = params.get('connect_timeout', str(CONNECT_TIMEOUT_S))
+    if not timeout.isdigit() or int(timeout) < 1:
+      raise ValueError(f'{_redacted(uri)}: connect_timeout is the seconds a connection waits for the server, a whole '
+                       f'number of at least 1; got {timeout!r}')
     if parts.scheme == 'cloudsql':
       instance = parts.netloc
       if not _INSTANCE.match(instance):
@@ -138,10 +150,14 @@ class PgTarget:
       ip_type = params.get('ip_type', 'public').lower()
       if ip_type not in IP_TYPES:
         raise ValueError(f'{uri}: ip_type must be one of {", ".join(IP_TYPES)}, got {ip_type!r}')
-      return cls(uri, schema, table, instance=instance, database=database, user=params['user'], ip_type=ip_type)
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != 'table'])
-    conninfo = urllib.parse.urlunsplit(('postgresql', parts.netloc, parts.path, rest, ''))
-    return cls(uri, schema, table, conninfo=conninfo, database=database, user=parts.username)
+      return cls(uri, schema, table, instance=instance, database=database, user=params['user'], ip_type=ip_type,
+                 connect_timeout=int(timeout))
+    rest = [(k, v) for k, v in query if k != 'table']
+    if 'connect_timeout' not in params:
+      rest.append(('connect_timeout', timeout))
+    conninfo = urllib.parse.urlunsplit(('postgresql', parts.netloc, parts.path, urllib.parse.urlencode(rest), ''))
+    return cls(uri, schema, table, conninfo=conninfo, database=database, user=parts.username,
+               connect_timeout=int(timeout))
 
   def run_prefix(self, run_id: str) -> str:
     """The start every staging table of (this table, run id) shares, and no other's does."""
@@ -151,6 +167,10 @@ class PgTarget:
   def staging_table(self, run_id: str, attempt: str) -> str:
     """One staging table per attempt, in the target's schema (its name fits 63 bytes)."""
     return self.run_prefix(run_id) + hashlib.sha256(attempt.encode('utf-8')).hexdigest()[:12]
+
+  def refused_table(self, run_id: str, attempt: str) -> str:
+    """The keys of the attempt's rows the database refused, which its publish removes from the table."""
+    return self.staging_table(run_id, attempt) + REFUSED_SUFFIX
 
 
 def _redacted(uri: str) -> str:
@@ -174,7 +194,8 @@ def cloud_sql_arguments(target: PgTarget, password: Optional[str], *, autocommit
   IAM database authentication unless a password was given; psycopg as driver,
   so the same COPY code serves Cloud SQL and any PostgreSQL.
   """
-  connector = {'enable_iam_auth': password is None, 'ip_type': target.ip_type, 'refresh_strategy': 'lazy'}
+  connector = {'enable_iam_auth': password is None, 'ip_type': target.ip_type, 'refresh_strategy': 'lazy',
+               'timeout': target.connect_timeout}
   connect = {'user': target.user, 'db': target.database, 'autocommit': autocommit,
              'application_name': 'batch-inference'}
   if password is not None:
@@ -189,8 +210,11 @@ def connect(target: PgTarget, *, password_secret: Optional[str] = None, autocomm
   password = read_secret(password_secret) if password_secret else None
   if not target.is_cloud_sql:
     kwargs = {'password': password} if password is not None else {}
-    with psycopg.connect(target.conninfo, autocommit=autocommit, application_name='batch-inference',
-                         **kwargs) as conn:
+    try:
+      conn = psycopg.connect(target.conninfo, autocommit=autocommit, application_name='batch-inference', **kwargs)
+    except psycopg.OperationalError as e:
+      raise psycopg.OperationalError(connection_problem(target, e)) from e
+    with conn:
       yield conn
     return
   from google.cloud.sql.connector import Connector
@@ -201,6 +225,15 @@ def connect(target: PgTarget, *, password_secret: Optional[str] = None, autocomm
       yield conn
     finally:
       conn.close()
+
+
+def connection_problem(target: PgTarget, error: Exception) -> str:
+  """Why a connection failed, in one line; a timeout says how to wait longer."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  if 'timeout expired' in text or type(error).__name__ == 'ConnectionTimeout':
+    text += (f' (no answer from the server in {target.connect_timeout} s; check the host and port, or give the URL '
+             '&connect_timeout=SECONDS to wait longer)')
+  return text
 
 
 def quote(conn, *names: str) -> str:
@@ -239,11 +272,16 @@ def error_reason(error: Exception) -> str:
 
 
 def copy_or_refuse(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int, str]]:
-  """COPYs a batch; returns the rows the database refused, as (index, reason), after halving around them.
+  """COPYs a batch; returns the rows the database refused, as (index, reason), sorted.
 
-  Each try runs in its own savepoint, so a refused row undoes only its try. A
-  batch with one bad row costs about 2·log2(rows) COPYs instead of one; errors
-  that are not the row's (a full disk, a lost connection) are raised.
+  One COPY when every row is taken. When a row is refused, the batch is
+  checked set-wise, at a cost that does not grow with the refused rows: it is
+  COPYed into an unconstrained scratch table, one query per CHECK and NOT NULL
+  constraint finds the rows each refuses, and the rest go in with one INSERT.
+  Only where that INSERT still fails (a foreign key, a trigger, a value the
+  column type cannot hold) is the batch halved around the bad rows. Each try
+  runs in its own savepoint, so a refused try undoes only itself; errors that
+  are not a row's (a full disk, a lost connection) are raised.
   """
   import psycopg
   try:
@@ -255,10 +293,67 @@ def copy_or_refuse(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tu
       raise
     if batch.num_rows == 1:
       return [(0, error_reason(e))]
+  try:
+    with conn.transaction():
+      return _refuse_set_wise(conn, table, batch)
+  except psycopg.Error as e:
+    if not is_row_error(e):
+      raise
+  return _halve(conn, table, batch)
+
+
+def _halve(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int, str]]:
+  """COPYs each half of a batch, halving again around refused rows (about 2·log2(rows) COPYs per bad row)."""
+  import psycopg
+  try:
+    with conn.transaction():
+      copy_batch(conn, table, batch)
+    return []
+  except psycopg.Error as e:
+    if not is_row_error(e):
+      raise
+    if batch.num_rows == 1:
+      return [(0, error_reason(e))]
   half = batch.num_rows // 2
-  first = copy_or_refuse(conn, table, batch.slice(0, half))
-  second = copy_or_refuse(conn, table, batch.slice(half))
+  first = _halve(conn, table, batch.slice(0, half))
+  second = _halve(conn, table, batch.slice(half))
   return first + [(half + i, reason) for i, reason in second]
+
+
+_ROW = '__bi_row'
+
+
+def _refuse_set_wise(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int, str]]:
+  """Finds the rows a table's CHECK and NOT NULL constraints refuse with one query each, and INSERTs the rest.
+
+  Raises the database's error where the rest is refused all the same (the caller halves then).
+  """
+  schema, name = table
+  regclass = f'"{schema}"."{name}"'
+  scratch = ('pg_temp', '_bi_scratch_' + hashlib.sha256(regclass.encode('utf-8')).hexdigest()[:16])
+  columns = ', '.join(quote(conn, c) for c in batch.schema.names)
+  with conn.cursor() as cursor:
+    cursor.execute(f'CREATE TEMP TABLE IF NOT EXISTS {quote(conn, scratch[1])} AS SELECT {columns} '
+                   f'FROM {quote(conn, *table)} WITH NO DATA')  # the table's column types, no constraint
+    cursor.execute(f'ALTER TABLE {quote(conn, *scratch)} ADD COLUMN IF NOT EXISTS {_ROW} integer')
+    cursor.execute(f'TRUNCATE {quote(conn, *scratch)}')
+    copy_batch(conn, scratch, batch.append_column(_ROW, pa.array(np.arange(batch.num_rows, dtype=np.int32))))
+    cursor.execute('SELECT conname, pg_get_expr(conbin, conrelid) FROM pg_constraint '
+                   "WHERE conrelid = to_regclass(%s) AND contype = 'c' ORDER BY conname", (regclass,))
+    rules = [(f'NOT ({expr})', f'[23514] new row for relation "{name}" violates check constraint "{con}"; '
+              f'constraint {con}') for con, expr in cursor.fetchall()]
+    cursor.execute('SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnotnull AND attnum > 0 '
+                   'AND NOT attisdropped ORDER BY attnum', (regclass,))
+    rules += [(f'{quote(conn, c)} IS NULL', f'[23502] null value in column "{c}" of relation "{name}" violates '
+               'not-null constraint') for (c,) in cursor.fetchall() if c in batch.schema.names]
+    refused: dict[int, str] = {}
+    for condition, reason in rules:
+      cursor.execute(f'SELECT {_ROW} FROM {quote(conn, *scratch)} WHERE {condition}')
+      for (row,) in cursor.fetchall():
+        refused.setdefault(row, reason)
+    cursor.execute(f'INSERT INTO {quote(conn, *table)} ({columns}) SELECT {columns} FROM {quote(conn, *scratch)} '
+                   f'WHERE NOT ({_ROW} = ANY(%s))', (list(refused),))
+  return sorted(refused.items())
 
 
 def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, key_name: str, source: str,
@@ -280,13 +375,16 @@ class _CopyToStagingFn(beam.DoFn):
   COPY runs in a savepoint inside it. A bundle that fails rolls back, so a
   retried bundle never leaves half its rows; a bundle a runner retries after
   its commit leaves duplicates, which the publish step collapses by primary
-  key (and counts).
+  key (and counts). The keys of refused rows go to the staging table's side
+  table (`refused`), in the same transaction: the publish removes their
+  earlier rows, so no key keeps serving an earlier night's answer.
   """
 
   def __init__(self, target: PgTarget, staging: str, *, key_name: str, run_id: str,
-               password_secret: Optional[str], layout):
+               password_secret: Optional[str], layout, refused: Optional[str] = None):
     self._target = target
     self._staging = (target.schema, staging)
+    self._refused = (target.schema, refused) if refused else None
     self._key_name = key_name
     self._run_id = run_id
     self._password_secret = password_secret
@@ -310,6 +408,9 @@ class _CopyToStagingFn(beam.DoFn):
     refused = copy_or_refuse(self._conn, self._staging, rows) if rows.num_rows else []
     if refused:
       self._not_written.inc(len(refused))
+      if self._refused is not None:
+        keys = rows.column(self._key_name).take(pa.array([i for i, _ in refused], pa.int64()))
+        copy_batch(self._conn, self._refused, pa.record_batch([keys], names=[self._key_name]))
       yield beam.pvalue.TaggedOutput(DEAD_LETTERS, refused_letters(
           rows, refused, key_name=self._key_name, source=str(self._target), run_id=self._run_id))
     yield rows.num_rows - len(refused)
@@ -340,6 +441,7 @@ class WritePostgres(beam.PTransform):
     run_id: stamped on the dead letters.
     password_secret: a Secret Manager version holding the password; None: libpq's environment or IAM.
     layout: turns a prediction batch into the table's rows (identity, or one row per rank).
+    refused: the staging table's side table for the keys of refused rows (None: not kept).
   """
   target: PgTarget
   staging: str
@@ -347,6 +449,7 @@ class WritePostgres(beam.PTransform):
   run_id: str
   password_secret: Optional[str] = None
   layout: Any = None
+  refused: Optional[str] = None
 
   def __post_init__(self):
     super().__init__()
@@ -354,7 +457,8 @@ class WritePostgres(beam.PTransform):
   def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
     results = batches | 'CopyToStaging' >> beam.ParDo(_CopyToStagingFn(
         self.target, self.staging, key_name=self.key_name, run_id=self.run_id,
-        password_secret=self.password_secret, layout=self.layout or _same)).with_outputs(DEAD_LETTERS, main='written')
+        password_secret=self.password_secret, layout=self.layout or _same,
+        refused=self.refused)).with_outputs(DEAD_LETTERS, main='written')
     return {'written': results['written'], DEAD_LETTERS: results[DEAD_LETTERS]}
 
 

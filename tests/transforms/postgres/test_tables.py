@@ -17,7 +17,9 @@ from transforms.postgres.tables import PgTarget
 def test_parse__postgresql_url_keeps_libpq_parameters_and_takes_the_table():
   target = PgTarget.parse('postgresql://app@db.internal:6432/shop?sslmode=require&table=serving.recs')
   assert (target.schema, target.table, target.database, target.user) == ('serving', 'recs', 'shop', 'app')
-  assert target.conninfo == 'postgresql://app@db.internal:6432/shop?sslmode=require'
+  assert target.conninfo == 'postgresql://app@db.internal:6432/shop?sslmode=require&connect_timeout=10'
+  assert PgTarget.parse('postgresql://app@db/shop?connect_timeout=3&table=recs').conninfo == (
+      'postgresql://app@db/shop?connect_timeout=3')
   assert not target.is_cloud_sql
   assert PgTarget.parse('postgres:///shop?host=/run/pg&table=recs').schema == 'public'
 
@@ -43,7 +45,7 @@ def test_cloud_sql__iam_authentication_through_the_connector_with_psycopg():
   target = PgTarget.parse('cloudsql://my-project:europe-west1:main/shop?table=recs&'
                           'user=batch@my-project.iam&ip_type=private')
   connector, positional, connect = postgres.cloud_sql_arguments(target, password=None)
-  assert connector == {'enable_iam_auth': True, 'ip_type': 'private', 'refresh_strategy': 'lazy'}
+  assert connector == {'enable_iam_auth': True, 'ip_type': 'private', 'refresh_strategy': 'lazy', 'timeout': 10}
   assert positional == ('my-project:europe-west1:main', 'psycopg')
   assert connect['user'] == 'batch@my-project.iam' and connect['db'] == 'shop' and 'password' not in connect
   import inspect
@@ -131,3 +133,40 @@ def test_copy_to_staging__a_bundle_that_fails_leaves_none_of_its_rows(postgres_s
   fn.teardown()
   with postgres_server.connect() as conn:
     assert conn.execute(f'SELECT id, score FROM {scored_table}').fetchall() == [('k0', pytest.approx(0.3))]
+
+
+def test_copy_or_refuse__a_batch_most_of_whose_rows_are_refused_costs_a_few_statements(postgres_server, scored_table):
+  import time
+  scores = [1.5 if i % 50 < 41 else 0.5 for i in range(20_000)]  # 82% refused, spread through the batch
+  with postgres_server.connect() as conn:
+    started = time.monotonic()
+    refused = postgres.copy_or_refuse(conn, ('public', scored_table), _batch(scores, ['ok'] * 20_000))
+    took = time.monotonic() - started
+    conn.commit()
+    held = conn.execute(f'SELECT count(*) FROM {scored_table}').fetchone()[0]
+  assert [i for i, _ in refused] == [i for i, s in enumerate(scores) if s > 1]
+  assert held == 20_000 - len(refused) == 3_600
+  assert took < 3, f'{took:.1f}s: refusals should cost set-wise checks, not a COPY per halving'  # halving took ~40 s
+
+
+def test_connect__a_server_that_never_answers_fails_in_the_default_10_s_saying_how_to_wait_longer(postgres_server):
+  import socket
+  import threading
+  import time
+  from transforms.postgres import publish as pgpub
+  silent = socket.socket()  # accepts connections in the kernel's backlog and never answers
+  silent.bind(('127.0.0.1', 0))
+  silent.listen(8)
+  target = PgTarget.parse(f'postgresql://app@127.0.0.1:{silent.getsockname()[1]}/shop?table=recs')
+  found = []
+  started = time.monotonic()
+  worker = threading.Thread(target=lambda: found.extend(pgpub.check_target(target, pa.schema([]), ())), daemon=True)
+  worker.start()
+  worker.join(20)
+  took = time.monotonic() - started
+  silent.close()  # frees a connection attempt that has no timeout
+  assert found and took < 12, f'no answer after {took:.0f}s'
+  assert 'cannot connect' in found[0] and 'no answer from the server in 10 s' in found[0]
+  assert '&connect_timeout=SECONDS' in found[0]
+  with pytest.raises(ValueError, match='connect_timeout is the seconds'):
+    PgTarget.parse('postgresql://app@db/shop?connect_timeout=soon&table=recs')
