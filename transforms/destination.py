@@ -76,6 +76,7 @@ class RunSettings:
   publish_mode: str = 'upsert'  # --db_publish_mode
   password_secret: Optional[str] = None  # --db_password_secret
   min_input_fraction: float = 0.0  # --min_input_fraction (0 with --only_unscored)
+  copy_connections: Optional[int] = None  # --db_copy_connections (None: sized to the server)
 
 
 @dataclasses.dataclass(frozen=True)

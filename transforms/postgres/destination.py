@@ -38,6 +38,7 @@ class PostgresTable(Destination):
   password_secret: Optional[str] = None
   layout: Optional[Callable[[pa.RecordBatch], pa.RecordBatch]] = None  # a batch as table rows (one per rank)
   min_input_fraction: float = 0.0  # refuse to publish fewer rows than this share of the table's (--min_input_fraction)
+  copy_connections: Optional[int] = None  # per writer (--db_copy_connections); None: sized to the server
 
   publishes_last = True
 
@@ -50,7 +51,8 @@ class PostgresTable(Destination):
     PgTarget.parse(uri)  # a malformed URL says what is wrong now, on the launcher
     return cls(uri, rows.serving_schema or rows.schema, settings.run_id, settings.attempt, key=rows.primary_key,
                key_name=rows.key_name or 'key', mode=settings.publish_mode, password_secret=settings.password_secret,
-               layout=rows.serving_rows, min_input_fraction=settings.min_input_fraction)
+               layout=rows.serving_rows, min_input_fraction=settings.min_input_fraction,
+               copy_connections=settings.copy_connections)
 
   @classmethod
   def dead_letters_beside(cls, output: str, records: str) -> str:
@@ -121,7 +123,8 @@ class PostgresTable(Destination):
   def write(self) -> beam.PTransform:
     return WritePostgres(self.target, self.staging, key_name=self.key_name, run_id=self.run_id,
                          password_secret=self.password_secret, layout=self.layout,
-                         refused=self.target.refused_table(self.run_id, self.attempt))
+                         refused=self.target.refused_table(self.run_id, self.attempt),
+                         connections=self.copy_connections)
 
   def publish(self, written: list[Any], rows: int) -> TableCounts:
     """Publishes the staged rows: `written` are the rows each batch COPYed (refused rows excluded)."""

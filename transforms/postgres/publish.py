@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import time
 from typing import Optional, Sequence
 
@@ -115,10 +116,12 @@ def check_target(target: PgTarget, schema: pa.Schema, key: Sequence[str], *,
     return [f'{target}: cannot connect or query: {connection_problem(target, e)}']
 
 
-def _stamp(run_id: str, attempt: str, target: PgTarget) -> str:
-  """A staging table's comment: whose it is and when it was made, for `remove_stale`."""
+def _stamp(run_id: str, attempt: str, target: PgTarget, created_serving: bool) -> str:
+  """A staging table's comment: whose it is and when it was made (for `remove_stale`), and whether this attempt
+  created the serving table (its first publish may then build the table's index once, after the load)."""
   return json.dumps({'staging_for': target.qualified, 'run_id': run_id, 'attempt': attempt,
-                     'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
+                     'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                     'created_serving': created_serving})
 
 
 def create_tables(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_id: str, attempt: str,
@@ -130,6 +133,7 @@ def create_tables(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, ru
     columns = [f'{quote(conn, f.name)} {pg_type(f.type)}{"" if f.nullable else " NOT NULL"}' for f in schema]
     columns.append(f'PRIMARY KEY ({", ".join(quote(conn, k) for k in key)})')
     serving = quote(conn, target.schema, target.table)
+    created_serving = not _exists(cursor, target.schema, target.table)
     cursor.execute(f'CREATE TABLE IF NOT EXISTS {serving} ({", ".join(columns)})')
     cursor.execute(f'CREATE UNLOGGED TABLE IF NOT EXISTS {quote(conn, target.schema, staging)} '
                    f'(LIKE {serving} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)')
@@ -137,7 +141,7 @@ def create_tables(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, ru
                    f'SELECT {quote(conn, key_name)} FROM {serving} WITH NO DATA')
     for name in (staging, refused):
       cursor.execute(f'COMMENT ON TABLE {quote(conn, target.schema, name)} IS '
-                     f'{_literal(_stamp(run_id, attempt, target))}')
+                     f'{_literal(_stamp(run_id, attempt, target, created_serving))}')
     conn.commit()
 
 
@@ -225,10 +229,11 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
     The table's rows after the commit and, for upsert, the keys it holds from earlier runs only.
 
   Raises:
-    ValueError: the staging table does not hold the rows the job wrote, or it
-      is gone and the table does not hold them either; TooFewRowsError: see
-      `min_fraction`. The table is unchanged.
+    ValueError: the staging table does not hold the rows the job wrote, or a
+      key repeats in them, or it is gone and the table does not hold them
+      either; TooFewRowsError: see `min_fraction`. The table is unchanged.
   """
+  import psycopg
   staging, refused = target.staging_table(run_id, attempt), target.refused_table(run_id, attempt)
   started = time.monotonic()
   with connect(target, password_secret=password_secret) as conn, conn.cursor() as cursor:
@@ -249,28 +254,32 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
       cursor.execute(f'SELECT count(*) FROM {quote(conn, target.schema, refused)}')
       refused_rows = cursor.fetchone()[0]
     cursor.execute(f'SELECT count(*) FROM {serving}')
-    _guard(target, run_id, rows + refused_rows, cursor.fetchone()[0], min_fraction)  # refusals are not truncation
+    held = cursor.fetchone()[0]
+    _guard(target, run_id, rows + refused_rows, held, min_fraction)  # refusals are not truncation
     names = ', '.join(quote(conn, c) for c in schema.names)
-    keys = ', '.join(quote(conn, k) for k in key)
-    cursor.execute(f'SELECT count(*), count(DISTINCT ({keys})) FROM {staged_table}')
-    staged, distinct = cursor.fetchone()
-    if distinct != rows:
+    source = f'SELECT {names} FROM {staged_table}'
+    cursor.execute(f'SELECT count(*) FROM {staged_table}')
+    staged = cursor.fetchone()[0]
+    if staged != rows:  # a bundle a runner retried after its commit staged its rows twice: keep one copy
+      keys = ', '.join(quote(conn, k) for k in key)
+      cursor.execute(f'SELECT count(DISTINCT ({keys})) FROM {staged_table}')
+      distinct = cursor.fetchone()[0]
+      if distinct != rows:
+        conn.rollback()
+        raise ValueError(f'{target}: the staging table of run {run_id!r} holds {distinct:,} distinct keys '
+                         f'({staged:,} rows) but the job wrote {rows:,} rows. The serving table is unchanged.')
+      source = f'SELECT DISTINCT ON ({keys}) {names} FROM {staged_table}'
+    try:
+      if mode == 'replace' or (held == 0 and _stamp_of(cursor, target, staging).get('created_serving')):
+        _swap_in(conn, cursor, target, f'{staging}_new', names, source)  # a table this attempt made, still empty
+      else:
+        _upsert(conn, cursor, target, key, key_of, run_id, names, source, staged_table,
+                quote(conn, target.schema, refused) if refused_rows else None)
+    except psycopg.errors.UniqueViolation as e:  # a key the input held twice: the database names one
       conn.rollback()
-      raise ValueError(f'{target}: the staging table of run {run_id!r} holds {distinct:,} distinct keys '
-                       f'({staged:,} rows) but the job wrote {rows:,} rows; '
-                       + ('some keys repeat in the input, and the table holds one row per key. '
-                          if staged == rows else '') + 'The serving table is unchanged.')
-    # A bundle a runner retried after its commit staged its rows twice: keep one copy.
-    source = (f'SELECT DISTINCT ON ({keys}) {names} FROM {staged_table}' if staged != rows
-              else f'SELECT {names} FROM {staged_table}')
-    if mode == 'replace':
-      _swap_in(conn, cursor, target, f'{staging}_new', names, source)
-    else:
-      refused_keys = f' UNION SELECT {key_of} FROM {quote(conn, target.schema, refused)}' if refused_rows else ''
-      cursor.execute(f'DELETE FROM {serving} t USING (SELECT {key_of} FROM {staged_table}{refused_keys}) s '
-                     f'WHERE t.{key_of} = s.{key_of}')
-      cursor.execute(f'DELETE FROM {serving} WHERE run_id = %s', (run_id,))  # keys an earlier attempt had
-      cursor.execute(f'INSERT INTO {serving} ({names}) {source}')
+      detail = getattr(e.diag, 'message_detail', None) or str(e).splitlines()[0]
+      raise ValueError(f'{target}: a key repeats in the rows of run {run_id!r} ({detail}), and the table holds one '
+                       'row per key. The serving table is unchanged.') from None
     counts = _counts(cursor, serving, key_of, run_id)
     for name in (staging, refused):
       cursor.execute(f'DROP TABLE IF EXISTS {quote(conn, target.schema, name)}')
@@ -278,6 +287,30 @@ def publish_run(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, run_
   logging.info('run %s: published %d rows to %s (%s) in %.2fs; the table holds %d rows, %d keys from earlier runs '
                'only', run_id, rows, target, mode, time.monotonic() - started, counts.rows, counts.kept_keys)
   return counts
+
+
+def _stamp_of(cursor, target: PgTarget, table: str) -> dict:
+  cursor.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (f'"{target.schema}"."{table}"',))
+  try:
+    return json.loads(cursor.fetchone()[0] or '{}')
+  except ValueError:
+    return {}
+
+
+def _upsert(conn, cursor, target: PgTarget, key: Sequence[str], key_of: str, run_id: str, names: str, source: str,
+            staged_table: str, refused_table: Optional[str]) -> None:
+  """Deletes the rows of every key the run staged or had refused, and those an earlier attempt of the run wrote,
+  then inserts the staged rows: measured faster than INSERT ... ON CONFLICT DO UPDATE, whose row-by-row index
+  probes took twice as long for a night that changes every row (docs/performance.md)."""
+  serving = quote(conn, target.schema, target.table)
+  keys = f'SELECT {key_of} FROM {staged_table}'
+  if refused_table:
+    keys += f' UNION ALL SELECT {key_of} FROM {refused_table}'
+  if len(key) > 1 or refused_table:  # a key's rows (a ranking's ranks) delete once, not once per staged row
+    keys = f'SELECT DISTINCT {key_of} FROM ({keys}) k'
+  cursor.execute(f'DELETE FROM {serving} t USING ({keys}) s WHERE t.{key_of} = s.{key_of}')
+  cursor.execute(f'DELETE FROM {serving} WHERE run_id = %s', (run_id,))  # keys an earlier attempt had
+  cursor.execute(f'INSERT INTO {serving} ({names}) {source}')
 
 
 def export_scored_keys(target: PgTarget, path: str, *, model_name: str, model_version: str, run_id: str,
@@ -317,15 +350,34 @@ def export_scored_keys(target: PgTarget, path: str, *, model_name: str, model_ve
   return keys.num_rows
 
 
-def _swap_in(conn, cursor, target: PgTarget, new: str, names: str, source: str) -> int:
-  """Fills a copy of the serving table and renames it into place, inside the caller's transaction;
-  returns the rows it holds. Grants and views on the old table do not follow it (see docs/guides/postgresql-and-cloud-sql.md)."""
+def _swap_in(conn, cursor, target: PgTarget, new: str, names: str, source: str) -> None:
+  """Fills a copy of the serving table, builds its indexes once over the loaded rows, and renames it into place,
+  inside the caller's transaction. Readers wait only from the rename to the commit. Grants and views on the old
+  table do not follow it (see docs/guides/postgresql-and-cloud-sql.md)."""
   serving, fresh = quote(conn, target.schema, target.table), quote(conn, target.schema, new)
   old = f'{new[:-4]}_old'
-  cursor.execute(f'CREATE TABLE {fresh} (LIKE {serving} INCLUDING ALL)')
+  cursor.execute(f'CREATE TABLE {fresh} (LIKE {serving} INCLUDING ALL EXCLUDING INDEXES)')
   cursor.execute(f'INSERT INTO {fresh} ({names}) {source}')
-  rows = cursor.rowcount
+  cursor.execute('SELECT c.relname, con.conname, pg_get_constraintdef(con.oid), pg_get_indexdef(i.indexrelid) '
+                 'FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid LEFT JOIN pg_constraint con '
+                 'ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid WHERE i.indrelid = to_regclass(%s) '
+                 'ORDER BY i.indisprimary DESC, c.relname', (f'"{target.schema}"."{target.table}"',))
+  renames = []
+  for number, (index, constraint, constraint_def, index_def) in enumerate(cursor.fetchall()):
+    temporary = f'{new[:40]}_ix{number}'
+    if constraint:  # a primary key, unique or exclusion constraint: added as such, its index built now
+      cursor.execute(f'ALTER TABLE {fresh} ADD CONSTRAINT {quote(conn, temporary)} {constraint_def}')
+      renames.append(f'ALTER TABLE {serving} RENAME CONSTRAINT {quote(conn, temporary)} TO {quote(conn, constraint)}')
+    else:
+      cursor.execute(_INDEX_TARGET.sub(lambda m: f'{m.group(1)}{quote(conn, temporary)} ON {fresh} ', index_def,
+                                       count=1))
+      renames.append(f'ALTER INDEX {quote(conn, target.schema, temporary)} RENAME TO {quote(conn, index)}')
   cursor.execute(f'ALTER TABLE {serving} RENAME TO {quote(conn, old)}')
   cursor.execute(f'ALTER TABLE {fresh} RENAME TO {quote(conn, target.table)}')
   cursor.execute(f'DROP TABLE {quote(conn, target.schema, old)}')
-  return rows
+  for rename in renames:  # the indexes and constraints take the old ones' names back
+    cursor.execute(rename)
+
+
+# `CREATE [UNIQUE] INDEX name ON [ONLY] table ` in pg_get_indexdef's text: where the copy's names go.
+_INDEX_TARGET = re.compile(r'^(CREATE (?:UNIQUE )?INDEX )(?:"(?:[^"]|"")*"|\S+) ON (?:ONLY )?(?:"(?:[^"]|"")*"|[^\s"])+ ')

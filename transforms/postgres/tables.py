@@ -20,16 +20,20 @@ default, where libpq's own default waits as long as the operating system does).
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import queue
 import re
 import urllib.parse
 from typing import Any, Iterator, Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -45,6 +49,8 @@ IP_TYPES = ('public', 'private', 'psc')
 STAGING_PREFIX = '_bi_staging_'
 # The side table of each staging table that holds the keys whose rows the database refused.
 REFUSED_SUFFIX = '_refused'
+# Connections one writer COPYs on at most, by default (`copy_connections`).
+DEFAULT_COPY_CONNECTIONS = 4
 # Seconds a connection waits for the server unless the URL says otherwise (&connect_timeout=).
 CONNECT_TIMEOUT_S = 10
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_$]{0,62}$')
@@ -368,20 +374,61 @@ def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, ke
   return dl.stamp_run_id(letters, run_id)
 
 
-class _CopyToStagingFn(beam.DoFn):
-  """COPYs batches into the attempt's staging table, one transaction per bundle.
+class _Copier:
+  """One connection and the transaction of the current bundle on it; used by one thread at a time."""
 
-  The transaction opens with the bundle and commits when it finishes; each
-  COPY runs in a savepoint inside it. A bundle that fails rolls back, so a
-  retried bundle never leaves half its rows; a bundle a runner retries after
-  its commit leaves duplicates, which the publish step collapses by primary
-  key (and counts). The keys of refused rows go to the staging table's side
-  table (`refused`), in the same transaction: the publish removes their
-  earlier rows, so no key keeps serving an earlier night's answer.
+  def __init__(self, conn):
+    self.conn = conn
+    self.bundle = None
+
+  def copy(self, staging: Sequence[str], refused_table: Optional[Sequence[str]], rows: pa.RecordBatch,
+           key_name: str) -> list[tuple[int, str]]:
+    if self.bundle is None:
+      self.bundle = self.conn.transaction()
+      self.bundle.__enter__()
+    refused = copy_or_refuse(self.conn, staging, rows) if rows.num_rows else []
+    if refused and refused_table is not None:
+      keys = rows.column(key_name).take(pa.array([i for i, _ in refused], pa.int64()))
+      copy_batch(self.conn, refused_table, pa.record_batch([keys], names=[key_name]))
+    return refused
+
+  def end(self, error: Optional[BaseException] = None) -> None:
+    """COMMITs the bundle's transaction (or, after `error`, rolls it back)."""
+    bundle, self.bundle = self.bundle, None
+    if bundle is not None:
+      bundle.__exit__(type(error) if error else None, error, None)
+
+
+def copy_connections(conn, wanted: Optional[int]) -> int:
+  """How many connections one writer COPYs on: `wanted`, or by default up to DEFAULT_COPY_CONNECTIONS while
+  a quarter of the server's free connections allows (other writers and the applications need theirs)."""
+  if wanted:
+    return wanted
+  free = conn.execute("SELECT current_setting('max_connections')::int "
+                      "- current_setting('superuser_reserved_connections')::int "
+                      '- (SELECT count(*) FROM pg_stat_activity)').fetchone()[0]
+  return max(1, min(DEFAULT_COPY_CONNECTIONS, free // 4))
+
+
+class _CopyToStagingFn(beam.DoFn):
+  """COPYs batches into the attempt's staging table on a few connections at once, one transaction per bundle
+  on each.
+
+  COPY runs on background threads (`copy_connections`), so the server parses
+  one batch while the worker predicts the next. Each connection's transaction
+  opens with its first batch of the bundle and commits when the bundle
+  finishes; each COPY runs in a savepoint inside it. A bundle that fails rolls
+  back, so a retried bundle never leaves half its rows; a bundle a runner
+  retries after its commit leaves duplicates, which the publish step
+  collapses by primary key (and counts). The keys of refused rows go to the
+  staging table's side table (`refused`), in the same transaction: the
+  publish removes their earlier rows, so no key keeps serving an earlier
+  night's answer.
   """
 
   def __init__(self, target: PgTarget, staging: str, *, key_name: str, run_id: str,
-               password_secret: Optional[str], layout, refused: Optional[str] = None):
+               password_secret: Optional[str], layout, refused: Optional[str] = None,
+               connections: Optional[int] = None):
     self._target = target
     self._staging = (target.schema, staging)
     self._refused = (target.schema, refused) if refused else None
@@ -389,40 +436,69 @@ class _CopyToStagingFn(beam.DoFn):
     self._run_id = run_id
     self._password_secret = password_secret
     self._layout = layout  # RecordBatch -> the table's rows (e.g. one row per rank)
+    self._connections = connections
     self._stack: Optional[contextlib.ExitStack] = None
-    self._conn = None
-    self._bundle = None  # the open transaction of the current bundle
+    self._copiers: list[_Copier] = []
+    self._idle: Optional[queue.Queue] = None
+    self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    self._pending: collections.deque = collections.deque()
     self._not_written = counters.counter('rows_not_written')
 
   def setup(self):
     self._stack = contextlib.ExitStack()
-    self._conn = self._stack.enter_context(connect(self._target, password_secret=self._password_secret,
-                                                   autocommit=True))  # transactions are ours, below
+    first = self._connect()
+    self._copiers = [_Copier(first)] + [_Copier(self._connect())
+                                        for _ in range(copy_connections(first, self._connections) - 1)]
+    self._idle = queue.Queue()
+    for copier in self._copiers:
+      self._idle.put(copier)
+    self._pool = self._stack.enter_context(concurrent.futures.ThreadPoolExecutor(
+        len(self._copiers), thread_name_prefix='copy-to-staging'))
 
-  def start_bundle(self):
-    self._bundle = self._conn.transaction()
-    self._bundle.__enter__()
+  def _connect(self):
+    return self._stack.enter_context(connect(self._target, password_secret=self._password_secret,
+                                             autocommit=True))  # transactions are ours, in _Copier
 
-  def process(self, batch: pa.RecordBatch):
-    rows = self._layout(batch)
-    refused = copy_or_refuse(self._conn, self._staging, rows) if rows.num_rows else []
+  def _copy(self, rows: pa.RecordBatch) -> list[tuple[int, str]]:
+    copier = self._idle.get()
+    try:
+      return copier.copy(self._staging, self._refused, rows, self._key_name)
+    finally:
+      self._idle.put(copier)
+
+  def _results(self, rows: pa.RecordBatch, refused: list[tuple[int, str]]):
     if refused:
       self._not_written.inc(len(refused))
-      if self._refused is not None:
-        keys = rows.column(self._key_name).take(pa.array([i for i, _ in refused], pa.int64()))
-        copy_batch(self._conn, self._refused, pa.record_batch([keys], names=[self._key_name]))
       yield beam.pvalue.TaggedOutput(DEAD_LETTERS, refused_letters(
           rows, refused, key_name=self._key_name, source=str(self._target), run_id=self._run_id))
     yield rows.num_rows - len(refused)
 
+  def process(self, batch: pa.RecordBatch):
+    rows = self._layout(batch)
+    self._pending.append((rows, self._pool.submit(self._copy, rows)))
+    while len(self._pending) > 2 * len(self._copiers) or (self._pending and self._pending[0][1].done()):
+      done, future = self._pending.popleft()
+      yield from self._results(done, future.result())
+
   def finish_bundle(self):
-    bundle, self._bundle = self._bundle, None
-    bundle.__exit__(None, None, None)  # COMMIT
+    while self._pending:
+      rows, future = self._pending.popleft()
+      for out in self._results(rows, future.result()):
+        if isinstance(out, beam.pvalue.TaggedOutput):
+          yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+        else:
+          yield GlobalWindows.windowed_value(out)
+    for copier in self._copiers:
+      copier.end()  # COMMIT
 
   def teardown(self):
-    if self._bundle is not None:  # a bundle failed: roll its rows back
+    for _, future in self._pending:  # a bundle failed: let its COPYs end, then roll its rows back
       with contextlib.suppress(Exception):
-        self._bundle.__exit__(RuntimeError, RuntimeError('bundle failed'), None)
+        future.result()
+    self._pending.clear()
+    for copier in self._copiers:
+      with contextlib.suppress(Exception):
+        copier.end(RuntimeError('bundle failed'))
     if self._stack is not None:
       self._stack.close()
 
@@ -442,6 +518,7 @@ class WritePostgres(beam.PTransform):
     password_secret: a Secret Manager version holding the password; None: libpq's environment or IAM.
     layout: turns a prediction batch into the table's rows (identity, or one row per rank).
     refused: the staging table's side table for the keys of refused rows (None: not kept).
+    connections: how many connections each writer COPYs on (None: `copy_connections` sizes it to the server).
   """
   target: PgTarget
   staging: str
@@ -450,6 +527,7 @@ class WritePostgres(beam.PTransform):
   password_secret: Optional[str] = None
   layout: Any = None
   refused: Optional[str] = None
+  connections: Optional[int] = None
 
   def __post_init__(self):
     super().__init__()
@@ -458,7 +536,7 @@ class WritePostgres(beam.PTransform):
     results = batches | 'CopyToStaging' >> beam.ParDo(_CopyToStagingFn(
         self.target, self.staging, key_name=self.key_name, run_id=self.run_id,
         password_secret=self.password_secret, layout=self.layout or _same,
-        refused=self.refused)).with_outputs(DEAD_LETTERS, main='written')
+        refused=self.refused, connections=self.connections)).with_outputs(DEAD_LETTERS, main='written')
     return {'written': results['written'], DEAD_LETTERS: results[DEAD_LETTERS]}
 
 

@@ -118,21 +118,39 @@ def test_write_postgres__copies_every_batch_and_routes_refused_rows_to_dead_lett
                                                                                      ('x',)]
 
 
+def _outputs(outputs):
+  return [getattr(o, 'value', o) for o in outputs]  # finish_bundle's outputs come windowed
+
+
 def test_copy_to_staging__a_bundle_that_fails_leaves_none_of_its_rows(postgres_server, scored_table):
   target = PgTarget.parse(postgres_server.url(scored_table))
   fn = postgres._CopyToStagingFn(target, scored_table, key_name='id', run_id='r1', password_secret=None,
-                                 layout=lambda b: b)
+                                 layout=lambda b: b, connections=2)
   fn.setup()
   fn.start_bundle()
-  assert list(fn.process(_batch([0.1, 0.2]))) == [2]
+  list(fn.process(_batch([0.1, 0.2])))
   fn.teardown()  # the runner gave up on the bundle before finish_bundle: its transaction rolls back
   fn.setup()
   fn.start_bundle()
-  list(fn.process(_batch([0.3])))
-  fn.finish_bundle()
+  written = _outputs(fn.process(_batch([0.3]))) + _outputs(fn.process(
+      _batch([0.4, 0.5]).set_column(0, 'id', pa.array(['x', 'y'])))) + _outputs(fn.finish_bundle())
   fn.teardown()
+  assert sorted(written) == [1, 2]
   with postgres_server.connect() as conn:
-    assert conn.execute(f'SELECT id, score FROM {scored_table}').fetchall() == [('k0', pytest.approx(0.3))]
+    assert conn.execute(f'SELECT id, score FROM {scored_table} ORDER BY id').fetchall() == [
+        ('k0', pytest.approx(0.3)), ('x', pytest.approx(0.4)), ('y', pytest.approx(0.5))]
+
+
+def test_copy_connections__as_asked_or_up_to_four_while_the_server_has_room(postgres_server):
+  with postgres_server.connect(autocommit=True) as conn:  # as the writer's: each query sees the server now
+    assert postgres.copy_connections(conn, 7) == 7
+    assert postgres.copy_connections(conn, None) == 4  # the tests' server takes 40 connections
+    others = [postgres_server.connect() for _ in range(28)]  # the applications take most of them
+    try:
+      assert postgres.copy_connections(conn, None) == 1
+    finally:
+      for other in others:
+        other.close()
 
 
 def test_copy_or_refuse__a_batch_most_of_whose_rows_are_refused_costs_a_few_statements(postgres_server, scored_table):
