@@ -22,7 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.destination import CheckFailed, Destination, OutputRows, RunSettings, TableCounts
 from transforms.files import scored_keys
 from transforms.postgres import publish as pgpub
-from transforms.postgres.tables import PgTarget, WritePostgres, is_database
+from transforms.postgres.tables import PgTarget, is_database
+from transforms.postgres.write import WritePostgres
 
 
 # With --only_unscored: the keys the table held when the run started, beside the run's attempts in its record.

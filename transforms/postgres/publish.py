@@ -5,7 +5,7 @@ serving table when missing (from the prediction schema, the key as primary key)
 and this attempt's staging table (`CREATE UNLOGGED TABLE ... (LIKE serving
 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`, so a row the serving table would
 refuse is refused while it is written, and becomes a dead letter). Workers
-COPY into the staging table (`transforms.postgres.tables.WritePostgres`). The job's
+COPY into the staging table (`transforms.postgres.write.WritePostgres`). The job's
 last step (`pipelines.graph.finish`, through `transforms.postgres.destination`) calls `publish_run`, one transaction:
 
 - `upsert` (default): every key of the run gets exactly its staged rows (the

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pytest
 
 from transforms.postgres import publish as pgpub
-from transforms.postgres.tables import PgTarget, copy_batch
+from transforms.postgres.tables import PgTarget
+from transforms.postgres.write import copy_batch
 
 SCHEMA = pa.schema([pa.field('id', pa.string(), nullable=False), ('score', pa.float32()), ('run_id', pa.string())])
 
