@@ -1,17 +1,23 @@
 """PostgreSQL as the output, measured: Parquet → PostgreSQL beside Parquet → Parquet, and lookups while publishing.
 
-    python -m benchmarks.postgres --rows 1000000 --repeats 2 --out build/bench/postgres
+    python -m benchmarks.postgres --rows 1000000 --repeats 3 --out build/bench/postgres
 
 Starts its own PostgreSQL server (the tests' helper, with fsync and full-page
 writes on, as a real server keeps them) in a temporary folder and stops it.
 
-1. Throughput: the same N-row Parquet input (the penguins resampled,
-   `testing.data`) through `python -m pipelines.run`, once to Parquet files
-   (`ours`) and once to a PostgreSQL table (`ours-pg`: COPY into a staging
-   table, one upsert transaction when the run ends), interleaved round by
-   round. The first `ours-pg` round fills an empty table; later rounds upsert
-   over the previous round's rows for the same keys, the nightly case.
-2. Lookups: the example recommender's top 5 for `--users` shoppers is
+1. Throughput with a light model (`--model light`, the default: a gradient-boosted
+   classifier, scikit-learn's exported to ONNX, on the penguins' features),
+   where the output's cost is not hidden by the model's. The same N-row
+   Parquet input (the penguins resampled, `testing.data`) through
+   `python -m pipelines.run`, interleaved round by round: to Parquet files
+   (`ours`), into an empty PostgreSQL table (`ours-pg-empty`, dropped before
+   each round), and upserted over a table holding last night's rows for the
+   same keys (`ours-pg-upsert`, a new run id each round, the nightly case).
+   `--model penguins` runs the example's Keras model instead.
+2. Rankings: the example recommender's top 10 for `--rank_users` shoppers to
+   Parquet (`ours-rank`) and upserted over last night's table (`ours-pg-rank`,
+   10 rows per shopper), interleaved.
+3. Lookups: the example recommender's top 5 for `--users` shoppers is
    published to a table; then a second run publishes new ones while this
    process looks up one random shopper's recommendations at a time (a
    prepared `SELECT ... WHERE user_id = $1 ORDER BY rank` on one connection,
@@ -27,6 +33,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +48,25 @@ from benchmarks.report import machine
 from testing.postgres_server import PostgresServer, running_server
 
 _PUBLISHED = re.compile(r'published (\d+) rows to .* in ([0-9.]+)s')
+
+
+def _light_bundle(work: str) -> str:
+  """A gradient-boosted penguin classifier exported to ONNX, imported as a bundle (made once)."""
+  output = os.path.join(work, 'bundles', 'penguins-gbt-onnx')
+  if os.path.exists(os.path.join(output, 'metadata.json')):
+    return output
+  import tempfile
+
+  from sklearn.ensemble import GradientBoostingClassifier
+
+  from models.examples.penguins import train
+  from testing.frameworks import import_penguin_model, train_onnx
+  spec = train.fit_features()
+  rows, _, labels, _ = train.training_split(train.training_data_path(), 7)
+  with tempfile.TemporaryDirectory() as directory:
+    model = train_onnx(GradientBoostingClassifier(n_estimators=50, max_depth=3, random_state=0),
+                       spec.transform(rows), labels, os.path.join(directory, 'model.onnx'))
+    return import_penguin_model(model, spec, output, name='penguin-species-gbt', version='1')
 
 
 def _ensure_bundles(work: str, py: str) -> tuple[str, str]:
@@ -60,28 +86,82 @@ def _job(py: str, input_glob: str, model: str, output: str, run_id: str, work: s
           f'--run_id={run_id}', f'--summary_location={os.path.join(work, "runs")}', '--quiet', *extra]
 
 
-def throughput(server: PostgresServer, py: str, work: str, rows: int, repeats: int, model: str) -> list[dict]:
+def _measured(server: PostgresServer, variant: str, round_: int, rows: int, command: list[str], work: str,
+              env: dict) -> dict:
+  log = os.path.join(work, 'logs', f'{variant}-{round_}.log')
+  m = run_measured(command, output_dir=os.path.join(work, 'out'), log_path=log, env=env)
+  if m.returncode != 0:
+    raise RuntimeError(f'{variant} failed ({m.returncode}):\n{m.log}')
+  with open(log, encoding='utf-8', errors='replace') as f:
+    published = _PUBLISHED.findall(f.read())
+  result = {'variant': variant, 'round': round_, 'rows': rows, 'wall_s': round(m.wall_s, 2),
+            'rows_per_s': round(rows / m.wall_s), 'peak_rss_mb': round(m.peak_rss_mb),
+            'publish_s': float(published[-1][1]) if published else None}
+  print(json.dumps(result), flush=True)
+  return result
+
+
+def _drop(server: PostgresServer, table: str) -> None:
+  with server.connect(autocommit=True) as conn:
+    conn.execute(f'DROP TABLE IF EXISTS {table}')
+    conn.execute('CHECKPOINT')  # each round starts with no dirty pages of the last one
+
+
+def throughput(server: PostgresServer, py: str, work: str, rows: int, repeats: int, model: str,
+               variants: tuple[str, ...] = ('ours', 'ours-pg-empty', 'ours-pg-upsert')) -> list[dict]:
   data = os.path.join(work, 'data', str(rows))
   make_dataset(data, rows)
   files = os.path.join(data, '*.parquet')
   env = {**os.environ, 'PYTHONPATH': os.getcwd(), 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  flags = ('--key_column=id', '--report=false')
+  if 'ours-pg-upsert' in variants:  # last night's table, untimed
+    _drop(server, 'bench_full')
+    subprocess.run(_job(py, files, model, server.url('bench_full'), 'night-0', work, *flags), env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   results = []
   for round_ in range(repeats):
-    for variant in ('ours', 'ours-pg'):
-      output = (server.url('bench_predictions') if variant == 'ours-pg'
-                else os.path.join(work, 'out', f'{variant}-{round_}'))
-      command = _job(py, files, model, output, f'bench-{round_}', work, '--key_column=id')
-      log = os.path.join(work, 'logs', f'{variant}-{round_}.log')
-      m = run_measured(command, output_dir=os.path.join(work, 'out'), log_path=log, env=env)
-      if m.returncode != 0:
-        raise RuntimeError(f'{variant} failed ({m.returncode}):\n{m.log}')
-      with open(log, encoding='utf-8', errors='replace') as f:
-        published = _PUBLISHED.findall(f.read())
-      results.append({'variant': variant, 'round': round_, 'rows': rows, 'wall_s': round(m.wall_s, 2),
-                      'rows_per_s': round(rows / m.wall_s), 'peak_rss_mb': round(m.peak_rss_mb),
-                      'publish_s': float(published[-1][1]) if published else None})
-      print(json.dumps(results[-1]), flush=True)
+    for variant in variants:
+      if variant == 'ours-pg-empty':
+        _drop(server, 'bench_empty')
+      output = {'ours-pg-empty': server.url('bench_empty'), 'ours-pg-upsert': server.url('bench_full')}.get(
+          variant, os.path.join(work, 'out', f'{variant}-{round_}'))
+      command = _job(py, files, model, output, f'night-{round_ + 1}', work, *flags)
+      results.append(_measured(server, variant, round_, rows, command, work, env))
   return results
+
+
+def rankings(server: PostgresServer, py: str, work: str, users: int, repeats: int, model: str) -> list[dict]:
+  """The recommender's top 10 per shopper to Parquet and upserted over last night's table, interleaved."""
+  shoppers = _shoppers(work, users)
+  env = {**os.environ, 'PYTHONPATH': os.getcwd(), 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  flags = ('--key_column=user_id', '--top_k=10', '--report=false')
+  _drop(server, 'bench_rank')
+  subprocess.run(_job(py, shoppers, model, server.url('bench_rank'), 'rank-0', work, *flags), env=env, check=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  results = []
+  for round_ in range(repeats):
+    for variant in ('ours-rank', 'ours-pg-rank'):
+      output = server.url('bench_rank') if variant == 'ours-pg-rank' else os.path.join(work, 'out',
+                                                                                      f'{variant}-{round_}')
+      command = _job(py, shoppers, model, output, f'rank-{round_ + 1}', work, *flags)
+      results.append(_measured(server, variant, round_, users, command, work, env))
+  return results
+
+
+def _shoppers(work: str, users: int) -> str:
+  shoppers = os.path.join(work, 'data', f'shoppers-{users}.parquet')
+  if not os.path.exists(shoppers):
+    from models.examples.recommender.train import shoppers as make_shoppers
+    os.makedirs(os.path.dirname(shoppers), exist_ok=True)
+    pq.write_table(make_shoppers(users, seed=3), shoppers, row_group_size=50_000)
+  return shoppers
+
+
+def ratios(results: list[dict], variant: str, base: str) -> list[float]:
+  """Per round: the variant's throughput over the base's in the same round (wall time of the same rows)."""
+  by_round = {(r['variant'], r['round']): r for r in results}
+  return [round(by_round[(base, n)]['wall_s'] / by_round[(variant, n)]['wall_s'], 3)
+          for (v, n) in by_round if v == variant and (base, n) in by_round]
 
 
 class _PublishWatcher(threading.Thread):
@@ -119,12 +199,7 @@ def _percentiles(values: list[float]) -> dict:
 
 
 def lookups(server: PostgresServer, py: str, work: str, users: int, model: str) -> dict:
-  import subprocess
-  shoppers = os.path.join(work, 'data', f'shoppers-{users}.parquet')
-  if not os.path.exists(shoppers):
-    from models.examples.recommender.train import shoppers as make_shoppers
-    os.makedirs(os.path.dirname(shoppers), exist_ok=True)
-    pq.write_table(make_shoppers(users, seed=3), shoppers, row_group_size=50_000)
+  shoppers = _shoppers(work, users)
   env = {**os.environ, 'PYTHONPATH': os.getcwd(), 'TF_CPP_MIN_LOG_LEVEL': '2'}
   url = server.url('recommendations')
   flags = ('--key_column=user_id', '--top_k=5', '--report=false')
@@ -162,23 +237,35 @@ def lookups(server: PostgresServer, py: str, work: str, users: int, model: str) 
 def main(argv: Optional[list[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--rows', type=int, default=1_000_000)
-  parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--users', type=int, default=200_000, help='Shoppers in the lookup phase (5 rows each).')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--model', choices=('light', 'penguins'), default='light',
+                      help='light: a gradient-boosted classifier in ONNX; penguins: the example Keras model.')
+  parser.add_argument('--rank_users', type=int, default=200_000, help='Shoppers in the rankings phase (0: skip).')
+  parser.add_argument('--users', type=int, default=0,
+                      help='Shoppers in the lookup phase, 5 rows each (0, the default: skip it).')
   parser.add_argument('--out', default='build/bench/postgres')
   args = parser.parse_args(argv)
   py = sys.executable
   os.makedirs(args.out, exist_ok=True)
   penguins, recs = _ensure_bundles(args.out, py)
+  model = _light_bundle(args.out) if args.model == 'light' else penguins
+  result = {'machine': machine(), 'model': args.model}
   with running_server(durable=True) as server:
-    rounds = throughput(server, py, args.out, args.rows, args.repeats, penguins)
-    latency = lookups(server, py, args.out, args.users, recs)
-  ratios = [pg['rows_per_s'] / files['rows_per_s'] for files, pg in zip(rounds[::2], rounds[1::2])]
-  result = {'machine': machine(), 'load_average_at_end': [round(x, 2) for x in os.getloadavg()],
-            'rounds': rounds, 'pg_over_parquet': [round(r, 2) for r in ratios],
-            'pg_over_parquet_median': round(float(np.median(ratios)), 2), 'lookups': latency}
+    rounds = throughput(server, py, args.out, args.rows, args.repeats, model) if args.rows else []
+    ranks = rankings(server, py, args.out, args.rank_users, args.repeats, recs) if args.rank_users else []
+    latency = lookups(server, py, args.out, args.users, recs) if args.users else None
+  for name, variant, base, results in (('empty', 'ours-pg-empty', 'ours', rounds),
+                                       ('upsert', 'ours-pg-upsert', 'ours', rounds),
+                                       ('rankings', 'ours-pg-rank', 'ours-rank', ranks)):
+    found = ratios(results, variant, base)
+    if found:
+      result[f'pg_over_parquet_{name}'] = found
+      result[f'pg_over_parquet_{name}_median'] = round(float(np.median(found)), 2)
+  result.update({'load_average_at_end': [round(x, 2) for x in os.getloadavg()], 'rounds': rounds + ranks,
+                 'lookups': latency})
   with open(os.path.join(args.out, 'postgres.json'), 'w', encoding='utf-8') as f:
     json.dump(result, f, indent=2)
-  print(json.dumps(result, indent=2))
+  print(json.dumps({k: v for k, v in result.items() if k != 'rounds'}, indent=2))
   return 0
 
 

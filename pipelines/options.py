@@ -162,6 +162,17 @@ class BatchInferenceOptions(PipelineOptions):
         'password, read where the job connects. Default: none; libpq\'s environment (PGPASSWORD, ~/.pgpass) for '
         'postgresql://, IAM database authentication for cloudsql://.')
     parser.add_argument(
+        '--db_copy_connections', type=int, default=None,
+        help='With a database --output: how many connections each writing worker thread COPYs on at once, so the '
+        'server parses one batch while the worker predicts the next. Default: up to 4, fewer where the server has '
+        'few free connections (a quarter of max_connections less those in use).')
+    parser.add_argument(
+        '--min_input_fraction', type=float, default=0.5,
+        help='With a database --output: fail the run, publishing nothing, when it wrote fewer rows than this '
+        'fraction of the rows the table already holds (a truncated input would otherwise publish a night of '
+        'which part is new and the rest an earlier night\'s, or shrink a replaced table). 0 turns the check off; '
+        'not applied with --only_unscored, whose nights are small by design. Default: 0.5.')
+    parser.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
         help='How rows reach a bq:// output: FILE_LOADS (the default: Parquet files under --temp_location, '
         'gs://, published when the run ends by one load job, atomic; a re-run\'s rows go to a staging table '
@@ -474,6 +485,10 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
     if self.max_rejected_fraction is not None and not 0 <= self.max_rejected_fraction <= 1:
       problems.append('--max_rejected_fraction must be between 0 and 1')
+    if self.db_copy_connections is not None and self.db_copy_connections < 1:
+      problems.append('--db_copy_connections must be at least 1')
+    if not 0 <= self.min_input_fraction <= 1:
+      problems.append('--min_input_fraction must be between 0 and 1')
     if self.watch_interval <= 0:
       problems.append('--watch_interval must be positive')
     if self.watch_max_files is not None and self.watch_max_files < 1:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
 import apache_beam as beam
 import pyarrow as pa
@@ -38,6 +38,13 @@ class CheckFailed(ValueError):
   def __init__(self, problems: list[str]):
     super().__init__('; '.join(problems))
     self.problems = problems
+
+
+@dataclasses.dataclass(frozen=True)
+class TableCounts:
+  """What a table's publish read back from the table, inside its transaction (`Destination.publish`)."""
+  rows: int  # the table's rows after the publish
+  kept_keys: int = 0  # keys that hold only an earlier run's rows: not in this run's input (upsert)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,8 @@ class RunSettings:
   project: Optional[str] = None  # the billing project of BigQuery calls
   publish_mode: str = 'upsert'  # --db_publish_mode
   password_secret: Optional[str] = None  # --db_password_secret
+  min_input_fraction: float = 0.0  # --min_input_fraction (0 with --only_unscored)
+  copy_connections: Optional[int] = None  # --db_copy_connections (None: sized to the server)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +147,12 @@ class Destination(abc.ABC):
     when it holds nothing of it. `opts` are the status command's options, read by name."""
     return None
 
+  @classmethod
+  def remove_stale(cls, uri: str, older_than: datetime.timedelta, *, password_secret: Optional[str] = None) -> list[str]:
+    """Deletes what attempts killed more than `older_than` ago left staged at `uri` (a database's staging
+    tables); returns what it deleted. Kinds whose leftovers the next attempt of the run deletes keep this."""
+    return []
+
   @property
   def run_base(self) -> Optional[str]:
     """The folder holding this output's run folders, switched by the run's pointer; None for a table."""
@@ -165,7 +180,7 @@ class Destination(abc.ABC):
   def write(self) -> beam.PTransform:
     """RecordBatches of `schema` in; `{WRITTEN: ..., DEAD_LETTERS: refused rows (where rows can be refused)}` out."""
 
-  def publish(self, written: list[Any], rows: int) -> Optional[int]:
+  def publish(self, written: list[Any], rows: int) -> Union[None, int, TableCounts]:
     """In the job's last step: makes this attempt's rows the run's, all at once.
 
     Args:
@@ -173,7 +188,8 @@ class Destination(abc.ABC):
       rows: the rows the job counted into this output.
 
     Returns:
-      The run's rows in the output now, for a table; None for files (the run's pointer publishes them).
+      The run's rows in the output now, for a table (`TableCounts` where it reads them from the table
+      and counts the keys an upsert left from earlier runs); None for files (the run's pointer publishes them).
     """
     return None
 

@@ -39,6 +39,7 @@ from transforms.files import publish
 from pipelines.record.report import REPORT_FILE, write_report
 from pipelines.record.report_sections import challenger_summary, report_sections
 from pipelines.record.summary import RunSummary
+from transforms.destination import TableCounts
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
 PROFILE_FILE = 'profile.json'
@@ -134,7 +135,7 @@ def _registry(plan: JobPlan) -> dict[str, str]:
 
 def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool,
              comparison: Optional[dict] = None, verdict: Optional[dict] = None,
-             digest: Optional[dict] = None) -> RunSummary:
+             digest: Optional[dict] = None, keys_kept: Optional[int] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
   return RunSummary(
@@ -155,11 +156,11 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison),
       manifest=FileSystems.join(plan.record_folder, MANIFEST_FILE) if plan.manifest is not None else None,
       predictions_digest=digest,
-      rows_not_written=counts.get('rows_not_written'))
+      rows_not_written=counts.get('rows_not_written'), keys_kept=keys_kept)
 
 
 def _publish(plan: JobPlan, prediction_files: list[Any], dead_letter_files: list[Any],
-             counts: dict[str, int]) -> Optional[int]:
+             counts: dict[str, int]) -> Any:
   """Publishes both outputs; returns the run's rows in the predictions' table (None for files).
 
   Outputs publish side by side (each table waits on its own jobs), except one whose publish makes rows
@@ -212,9 +213,13 @@ class _FinishFn(beam.DoFn):
       self._write_profile_and_report(counts, profile, comparison, verdict)
     if verdict is not None:
       gate.enforce(plan, verdict)  # a breach raises: nothing is published, the staged files stay
-    rows_written = _publish(plan, prediction_files, dead_letter_files, counts)
-    summary = _summary(plan, counts, rows_written=rows_written, report=plan.report, comparison=comparison,
-                       verdict=verdict, digest=digest)
+    in_table = _publish(plan, prediction_files, dead_letter_files, counts)
+    if isinstance(in_table, TableCounts):  # counted in the table itself, with the keys an upsert left
+      in_table, keys_kept = in_table.rows, in_table.kept_keys
+    else:
+      keys_kept = None
+    summary = _summary(plan, counts, rows_written=in_table, report=plan.report, comparison=comparison,
+                       verdict=verdict, digest=digest, keys_kept=keys_kept)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):

@@ -153,7 +153,9 @@ def _settings(opts: BatchInferenceOptions, project: Optional[str], attempt: str,
   temp = (opts.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
   return RunSettings(opts.run_id, attempt, started_at, file_format=opts.output_format, write_method=opts.bq_write_method,
                      staging_base=FileSystems.join(temp, PARQUET_STAGING), project=project,
-                     publish_mode=opts.db_publish_mode, password_secret=opts.db_password_secret)
+                     publish_mode=opts.db_publish_mode, password_secret=opts.db_password_secret,
+                     min_input_fraction=0.0 if opts.only_unscored else opts.min_input_fraction,
+                     copy_connections=opts.db_copy_connections)
 
 
 def _destinations(opts: BatchInferenceOptions, columns: PredictionColumns,

@@ -19,6 +19,10 @@ own transaction), so a run killed just after its publish committed says so:
   exit 3  RUNNING: its launcher's heartbeat is fresh, or its Dataflow job
           runs (or its state cannot be read: the job id says where to look)
   exit 2  no such run under that output, or bad flags
+
+`--clean[=HOURS]` first removes what attempts killed more than HOURS ago
+(default 24) left staged at the output (a database's staging tables; the next
+run into the output does this too).
 """
 
 from __future__ import annotations
@@ -248,7 +252,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if '--help' in argv or '-h' in argv:
     print(__doc__)
     return 0
+  clean = [a for a in argv if a == '--clean' or a.startswith('--clean=')]
+  argv = [a for a in argv if a not in clean]
   opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
+  if clean and opts.output:
+    hours = float(clean[-1].partition('=')[2] or 24)
+    removed = kind_of(opts.output).remove_stale(opts.output, datetime.timedelta(hours=hours),
+                                                password_secret=opts.db_password_secret)
+    print(f'--clean: removed {len(removed)} staging table(s) left by attempts older than {hours:g} h'
+          + (f': {", ".join(removed)}' if removed else ''))
+    if not opts.run_id:
+      return 0
   if not opts.run_id or not opts.output:
     print('error: give --run_id and the run\'s --output (and --summary_location or --temp_location for a '
           'table output, as the run had)', file=sys.stderr)

@@ -57,6 +57,8 @@ class RunSummary:
   rows_skipped: int = 0  # --only_unscored: rows an earlier run of this model version scored
   # Predicted rows the output table refused (a database constraint; streamed BigQuery rows): dead letters too.
   rows_not_written: Optional[int] = None
+  # An upserted table's keys that hold only an earlier run's rows: they were not in this run's input.
+  keys_kept: Optional[int] = None
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -96,6 +98,8 @@ class RunSummary:
       lines.append(f'  rows skipped    {self.rows_skipped:>12,}  (scored before by this model version)')
     if self.rows_written is not None:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
+    if self.keys_kept:
+      lines.append(f'  keys kept       {self.keys_kept:>12,}  (not in this input: they keep an earlier run\'s rows)')
     if self.rows_not_written:
       lines.append(f'  refused by it   {self.rows_not_written:>12,} (predicted, then dead letters)')
     skipped = ' + skipped' if self.rows_skipped else ''

@@ -1,10 +1,10 @@
-"""PostgreSQL and Cloud SQL tables: names, connections, column types, and the COPY sink.
+"""PostgreSQL and Cloud SQL tables: names, connections, column types.
 
 Applications read predictions by key from a database, so a run must never show
-half of itself there. The job writes every batch with COPY (CSV text that
-pyarrow renders from the whole batch, never one INSERT per row) into a staging
-table of its attempt, and the job's last step publishes the staged rows into
-the serving table in one transaction (`transforms.postgres.publish`).
+half of itself there. The job writes every batch with COPY into a staging
+table of its attempt (`transforms.postgres.write`), and the job's last step
+publishes the staged rows into the serving table in one transaction
+(`transforms.postgres.publish`).
 
 A target is named by a URL:
 
@@ -14,6 +14,8 @@ A target is named by a URL:
 A password is never part of the URL: libpq takes it from its environment
 (PGPASSWORD, ~/.pgpass, PGSERVICEFILE) or the job reads it from Secret Manager
 (`--db_password_secret`); Cloud SQL uses IAM database authentication by default.
+A connection gives up after `connect_timeout` seconds (a URL parameter; 10 by
+default, where libpq's own default waits as long as the operating system does).
 """
 
 from __future__ import annotations
@@ -21,31 +23,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
-import json
 import re
 import urllib.parse
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional
 
-import apache_beam as beam
 import pyarrow as pa
-import pyarrow.csv as pcsv
 
-from transforms.rows import counters
-from transforms.rows import dead_letters as dl
-from transforms.rows.dead_letters import DEAD_LETTERS
 
 SCHEMES = ('postgresql://', 'postgres://', 'cloudsql://')
 PUBLISH_MODES = ('upsert', 'replace')
 IP_TYPES = ('public', 'private', 'psc')
 # Staging tables start with this and a hash of (table, run id); PostgreSQL names stop at 63 bytes.
 STAGING_PREFIX = '_bi_staging_'
+# The side table of each staging table that holds the keys whose rows the database refused.
+REFUSED_SUFFIX = '_refused'
+# Seconds a connection waits for the server unless the URL says otherwise (&connect_timeout=).
+CONNECT_TIMEOUT_S = 10
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_$]{0,62}$')
 _INSTANCE = re.compile(r'^[a-z][a-z0-9\-.:]*:[a-z0-9\-]+:[a-z][a-z0-9\-]*$')
-# SQLSTATE classes of errors a row causes: 22 data exception (a value out of range, bad text),
-# 23 integrity constraint violation (CHECK, NOT NULL, foreign key). Anything else (a full disk,
-# a lost connection, a missing privilege) is the database's state, not the row's: the bundle fails.
-_ROW_ERROR_CLASSES = ('22', '23')
 
 # PostgreSQL types of the Arrow types the job writes, for the tables it creates.
 _PG_TYPE = {
@@ -96,6 +91,7 @@ class PgTarget:
   database: Optional[str] = None
   user: Optional[str] = None
   ip_type: str = 'public'
+  connect_timeout: int = CONNECT_TIMEOUT_S  # seconds; the URL's &connect_timeout=
 
   @property
   def is_cloud_sql(self) -> bool:
@@ -127,6 +123,10 @@ class PgTarget:
       raise ValueError(f'{uri}: give the table as ?table=[SCHEMA.]TABLE with plain names (letters, digits, _; '
                        f'at most 63), got {name!r}')
     database = parts.path.lstrip('/') or None
+    timeout = params.get('connect_timeout', str(CONNECT_TIMEOUT_S))
+    if not timeout.isdigit() or int(timeout) < 1:
+      raise ValueError(f'{_redacted(uri)}: connect_timeout is the seconds a connection waits for the server, a whole '
+                       f'number of at least 1; got {timeout!r}')
     if parts.scheme == 'cloudsql':
       instance = parts.netloc
       if not _INSTANCE.match(instance):
@@ -138,10 +138,14 @@ class PgTarget:
       ip_type = params.get('ip_type', 'public').lower()
       if ip_type not in IP_TYPES:
         raise ValueError(f'{uri}: ip_type must be one of {", ".join(IP_TYPES)}, got {ip_type!r}')
-      return cls(uri, schema, table, instance=instance, database=database, user=params['user'], ip_type=ip_type)
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != 'table'])
-    conninfo = urllib.parse.urlunsplit(('postgresql', parts.netloc, parts.path, rest, ''))
-    return cls(uri, schema, table, conninfo=conninfo, database=database, user=parts.username)
+      return cls(uri, schema, table, instance=instance, database=database, user=params['user'], ip_type=ip_type,
+                 connect_timeout=int(timeout))
+    rest = [(k, v) for k, v in query if k != 'table']
+    if 'connect_timeout' not in params:
+      rest.append(('connect_timeout', timeout))
+    conninfo = urllib.parse.urlunsplit(('postgresql', parts.netloc, parts.path, urllib.parse.urlencode(rest), ''))
+    return cls(uri, schema, table, conninfo=conninfo, database=database, user=parts.username,
+               connect_timeout=int(timeout))
 
   def run_prefix(self, run_id: str) -> str:
     """The start every staging table of (this table, run id) shares, and no other's does."""
@@ -151,6 +155,10 @@ class PgTarget:
   def staging_table(self, run_id: str, attempt: str) -> str:
     """One staging table per attempt, in the target's schema (its name fits 63 bytes)."""
     return self.run_prefix(run_id) + hashlib.sha256(attempt.encode('utf-8')).hexdigest()[:12]
+
+  def refused_table(self, run_id: str, attempt: str) -> str:
+    """The keys of the attempt's rows the database refused, which its publish removes from the table."""
+    return self.staging_table(run_id, attempt) + REFUSED_SUFFIX
 
 
 def _redacted(uri: str) -> str:
@@ -174,7 +182,8 @@ def cloud_sql_arguments(target: PgTarget, password: Optional[str], *, autocommit
   IAM database authentication unless a password was given; psycopg as driver,
   so the same COPY code serves Cloud SQL and any PostgreSQL.
   """
-  connector = {'enable_iam_auth': password is None, 'ip_type': target.ip_type, 'refresh_strategy': 'lazy'}
+  connector = {'enable_iam_auth': password is None, 'ip_type': target.ip_type, 'refresh_strategy': 'lazy',
+               'timeout': target.connect_timeout}
   connect = {'user': target.user, 'db': target.database, 'autocommit': autocommit,
              'application_name': 'batch-inference'}
   if password is not None:
@@ -189,8 +198,11 @@ def connect(target: PgTarget, *, password_secret: Optional[str] = None, autocomm
   password = read_secret(password_secret) if password_secret else None
   if not target.is_cloud_sql:
     kwargs = {'password': password} if password is not None else {}
-    with psycopg.connect(target.conninfo, autocommit=autocommit, application_name='batch-inference',
-                         **kwargs) as conn:
+    try:
+      conn = psycopg.connect(target.conninfo, autocommit=autocommit, application_name='batch-inference', **kwargs)
+    except psycopg.OperationalError as e:
+      raise psycopg.OperationalError(connection_problem(target, e)) from e
+    with conn:
       yield conn
     return
   from google.cloud.sql.connector import Connector
@@ -203,161 +215,16 @@ def connect(target: PgTarget, *, password_secret: Optional[str] = None, autocomm
       conn.close()
 
 
+def connection_problem(target: PgTarget, error: Exception) -> str:
+  """Why a connection failed, in one line; a timeout says how to wait longer."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  if 'timeout expired' in text or type(error).__name__ == 'ConnectionTimeout':
+    text += (f' (no answer from the server in {target.connect_timeout} s; check the host and port, or give the URL '
+             '&connect_timeout=SECONDS to wait longer)')
+  return text
+
+
 def quote(conn, *names: str) -> str:
   """Names quoted as SQL identifiers, dotted (`schema.table`)."""
   from psycopg import sql
   return sql.Identifier(*names).as_string(conn)
-
-
-def csv_bytes(batch: pa.RecordBatch) -> bytes:
-  """A batch as CSV text for COPY, rendered by pyarrow: null is an empty field, text is quoted."""
-  buffer = io.BytesIO()
-  pcsv.write_csv(batch, buffer, write_options=pcsv.WriteOptions(include_header=False))
-  return buffer.getvalue()
-
-
-def copy_batch(conn, table: Sequence[str], batch: pa.RecordBatch) -> None:
-  """COPY one batch into a table (schema, name), columns by name."""
-  columns = ', '.join(quote(conn, c) for c in batch.schema.names)
-  with conn.cursor() as cursor:
-    with cursor.copy(f'COPY {quote(conn, *table)} ({columns}) FROM STDIN (FORMAT csv)') as copy:
-      copy.write(csv_bytes(batch))
-
-
-def is_row_error(error: Exception) -> bool:
-  """An error this row's values caused (see _ROW_ERROR_CLASSES), as opposed to the database's state."""
-  state = getattr(error, 'sqlstate', None) or ''
-  return state[:2] in _ROW_ERROR_CLASSES
-
-
-def error_reason(error: Exception) -> str:
-  diag = getattr(error, 'diag', None)
-  parts = [getattr(diag, 'message_primary', None) or str(error).splitlines()[0],
-           getattr(diag, 'message_detail', None), getattr(diag, 'constraint_name', None) and
-           f'constraint {diag.constraint_name}']
-  return f'[{getattr(error, "sqlstate", "")}] ' + '; '.join(p for p in parts if p)
-
-
-def copy_or_refuse(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int, str]]:
-  """COPYs a batch; returns the rows the database refused, as (index, reason), after halving around them.
-
-  Each try runs in its own savepoint, so a refused row undoes only its try. A
-  batch with one bad row costs about 2·log2(rows) COPYs instead of one; errors
-  that are not the row's (a full disk, a lost connection) are raised.
-  """
-  import psycopg
-  try:
-    with conn.transaction():
-      copy_batch(conn, table, batch)
-    return []
-  except psycopg.Error as e:
-    if not is_row_error(e):
-      raise
-    if batch.num_rows == 1:
-      return [(0, error_reason(e))]
-  half = batch.num_rows // 2
-  first = copy_or_refuse(conn, table, batch.slice(0, half))
-  second = copy_or_refuse(conn, table, batch.slice(half))
-  return first + [(half + i, reason) for i, reason in second]
-
-
-def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, key_name: str, source: str,
-                    run_id: str) -> pa.RecordBatch:
-  """Dead letters (with run_id) for the rows of `batch` the database refused."""
-  rows = batch.take(pa.array([i for i, _ in refused], pa.int64())).to_pylist()
-  letters = dl.from_records([json.dumps(r, default=str, ensure_ascii=False) for r in rows], source=source,
-                            rows=[None] * len(rows), code=dl.WRITE_ERROR,
-                            reasons=[f'{source} refused the row: {reason}' for _, reason in refused], stage='write')
-  keys = pa.array([None if r.get(key_name) is None else str(r[key_name]) for r in rows], pa.string())
-  letters = letters.set_column(0, 'key', keys)
-  return dl.stamp_run_id(letters, run_id)
-
-
-class _CopyToStagingFn(beam.DoFn):
-  """COPYs batches into the attempt's staging table, one transaction per bundle.
-
-  The transaction opens with the bundle and commits when it finishes; each
-  COPY runs in a savepoint inside it. A bundle that fails rolls back, so a
-  retried bundle never leaves half its rows; a bundle a runner retries after
-  its commit leaves duplicates, which the publish step collapses by primary
-  key (and counts).
-  """
-
-  def __init__(self, target: PgTarget, staging: str, *, key_name: str, run_id: str,
-               password_secret: Optional[str], layout):
-    self._target = target
-    self._staging = (target.schema, staging)
-    self._key_name = key_name
-    self._run_id = run_id
-    self._password_secret = password_secret
-    self._layout = layout  # RecordBatch -> the table's rows (e.g. one row per rank)
-    self._stack: Optional[contextlib.ExitStack] = None
-    self._conn = None
-    self._bundle = None  # the open transaction of the current bundle
-    self._not_written = counters.counter('rows_not_written')
-
-  def setup(self):
-    self._stack = contextlib.ExitStack()
-    self._conn = self._stack.enter_context(connect(self._target, password_secret=self._password_secret,
-                                                   autocommit=True))  # transactions are ours, below
-
-  def start_bundle(self):
-    self._bundle = self._conn.transaction()
-    self._bundle.__enter__()
-
-  def process(self, batch: pa.RecordBatch):
-    rows = self._layout(batch)
-    refused = copy_or_refuse(self._conn, self._staging, rows) if rows.num_rows else []
-    if refused:
-      self._not_written.inc(len(refused))
-      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, refused_letters(
-          rows, refused, key_name=self._key_name, source=str(self._target), run_id=self._run_id))
-    yield rows.num_rows - len(refused)
-
-  def finish_bundle(self):
-    bundle, self._bundle = self._bundle, None
-    bundle.__exit__(None, None, None)  # COMMIT
-
-  def teardown(self):
-    if self._bundle is not None:  # a bundle failed: roll its rows back
-      with contextlib.suppress(Exception):
-        self._bundle.__exit__(RuntimeError, RuntimeError('bundle failed'), None)
-    if self._stack is not None:
-      self._stack.close()
-
-
-@dataclasses.dataclass
-class WritePostgres(beam.PTransform):
-  """Writes prediction batches into a staging table with COPY.
-
-  Returns `{'written': rows COPYed per batch (ints), DEAD_LETTERS: the rows
-  the database refused}`; the job's last step publishes the staged rows.
-
-  Args:
-    target: the serving table.
-    staging: this attempt's staging table (the launcher created it like the serving table).
-    key_name: the key column, for the dead letters.
-    run_id: stamped on the dead letters.
-    password_secret: a Secret Manager version holding the password; None: libpq's environment or IAM.
-    layout: turns a prediction batch into the table's rows (identity, or one row per rank).
-  """
-  target: PgTarget
-  staging: str
-  key_name: str
-  run_id: str
-  password_secret: Optional[str] = None
-  layout: Any = None
-
-  def __post_init__(self):
-    super().__init__()
-
-  def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
-    results = batches | 'CopyToStaging' >> beam.ParDo(_CopyToStagingFn(
-        self.target, self.staging, key_name=self.key_name, run_id=self.run_id,
-        password_secret=self.password_secret, layout=self.layout or _same)).with_outputs(DEAD_LETTERS, main='written')
-    return {'written': results['written'], DEAD_LETTERS: results[DEAD_LETTERS]}
-
-
-def _same(batch: pa.RecordBatch) -> pa.RecordBatch:
-  return batch
-

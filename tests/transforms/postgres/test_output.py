@@ -1,5 +1,6 @@
 """The whole job into a real PostgreSQL table: scale, lookups, re-runs, refused rows, a killed run, preflight."""
 
+import datetime
 import glob
 import json
 import os
@@ -112,11 +113,12 @@ def test_upsert_keeps_other_keys_and_replace_swaps_the_whole_table(tmp_path, pos
   pq.write_table(table.set_column(0, 'user_id', pa.array([f'other-{i}' for i in range(500)])), others)
 
   _run(few_shoppers, recommender_bundle, url, tmp_path, 'day-1')
-  _run(others, recommender_bundle, url, tmp_path, 'day-2')
+  _run(others, recommender_bundle, url, tmp_path, 'day-2', '--min_input_fraction=0')  # a small night, on purpose
   rows = _table(postgres_server, 'recs_modes')
   assert {r[4] for r in rows} == {'day-1', 'day-2'} and len(rows) == 2_500 * TOP_K
 
-  summary = _run(others, recommender_bundle, url, tmp_path, 'day-3', '--db_publish_mode=replace')
+  summary = _run(others, recommender_bundle, url, tmp_path, 'day-3', '--db_publish_mode=replace',
+                 '--min_input_fraction=0')
   rows = _table(postgres_server, 'recs_modes')
   assert {r[4] for r in rows} == {'day-3'} and len(rows) == summary.rows_written == 500 * TOP_K
 
@@ -236,3 +238,134 @@ def test_the_password_comes_from_libpqs_environment_and_is_never_written(
   assert 'rows_read' in written
   for text in (written, captured.out, captured.err, caplog.text):
     assert canary not in text
+
+
+def _published(tmp_path, run_id) -> dict:
+  from transforms.files.publish import read_pointer
+  return read_pointer(str(tmp_path / 'runs'), run_id)
+
+
+def _letters(folder):
+  found = []
+  for path in glob.glob(os.path.join(folder, 'dead_letters-*.jsonl')):
+    with open(path, encoding='utf-8') as f:
+      found += [json.loads(line) for line in f]
+  return found
+
+
+def test_upsert__a_key_whose_new_rows_the_database_refuses_keeps_none_of_last_nights(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, capsys):
+  url = postgres_server.url('recs_refused_keys')
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'night-1')) == 0
+  with postgres_server.connect(autocommit=True) as conn:  # the application adds a rule for what it will show
+    cutoff = conn.execute('SELECT percentile_disc(0.2) WITHIN GROUP (ORDER BY score) FROM recs_refused_keys '
+                          'WHERE rank = 1').fetchone()[0]
+    conn.execute(f'ALTER TABLE recs_refused_keys ADD CONSTRAINT worth_showing CHECK (score >= {cutoff}) NOT VALID')
+  capsys.readouterr()
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'night-2')) == 0
+  printed = capsys.readouterr().out
+
+  summary = _published(tmp_path, 'night-2')
+  refused = {(d['key'], json.loads(d['record'])['rank']) for d in _letters(summary['dead_letter'])
+             if d['reason_code'] == 'write_error'}
+  every_rank_refused = {user for user, rank in refused if rank == 1}  # rank 1 refused: so were ranks 2 and 3
+  assert summary['rows_not_written'] == len(refused) and len(every_rank_refused) > 200
+  with postgres_server.connect() as conn:
+    held = set(conn.execute('SELECT user_id, rank FROM recs_refused_keys').fetchall())
+    stale = conn.execute("SELECT count(*) FROM recs_refused_keys WHERE run_id = 'night-1'").fetchone()[0]
+    count = conn.execute('SELECT count(*) FROM recs_refused_keys').fetchone()[0]
+  assert stale == 0  # no key serves last night's rows
+  assert held.isdisjoint(refused) and not {user for user, _ in held} & every_rank_refused
+  assert count == summary['rows_written'] == 2_000 * TOP_K - len(refused)
+  assert f'rows in table   {count:>12,}' in printed
+
+
+def test_upsert__a_night_with_far_fewer_rows_than_the_table_fails_unless_allowed_and_reports_kept_keys(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, capsys):
+  url = postgres_server.url('recs_truncated')
+  half = str(tmp_path / 'half.parquet')
+  pq.write_table(pq.read_table(few_shoppers).slice(0, 900), half)  # a truncated input: 900 of 2,000 shoppers
+  assert run_job.main(_flags(few_shoppers, recommender_bundle, url, tmp_path, 'night-1')) == 0
+  before = _table(postgres_server, 'recs_truncated')
+  capsys.readouterr()
+
+  assert run_job.main(_flags(half, recommender_bundle, url, tmp_path, 'night-2')) == 1
+  err = capsys.readouterr().err
+  assert 'wrote 2,700 rows, 45.0% of the 6,000 the table holds' in err and '--min_input_fraction=0.5' in err
+  assert _table(postgres_server, 'recs_truncated') == before and _staging_tables(postgres_server) == []
+
+  assert run_job.main(_flags(half, recommender_bundle, url, tmp_path, 'night-3', '--min_input_fraction=0.4')) == 0
+  out = capsys.readouterr().out
+  assert 'keys kept              1,100' in out
+  summary = _published(tmp_path, 'night-3')
+  assert summary['keys_kept'] == 1_100 and summary['rows_written'] == 6_000
+  with postgres_server.connect() as conn:
+    assert conn.execute('SELECT run_id, count(DISTINCT user_id) FROM recs_truncated GROUP BY run_id '
+                        'ORDER BY run_id').fetchall() == [('night-1', 1_100), ('night-3', 900)]
+
+
+def test_only_unscored__into_a_database_scores_only_the_keys_its_table_lacks(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers):
+  url = postgres_server.url('recs_unscored')
+  more = str(tmp_path / 'more.parquet')
+  table = pq.read_table(few_shoppers)
+  new = table.slice(0, 500).set_column(0, 'user_id', pa.array([f'new-{i}' for i in range(500)]))
+  pq.write_table(pa.concat_tables([table, new]), more)
+  _run(few_shoppers, recommender_bundle, url, tmp_path, 'day-1')
+
+  summary = _run(more, recommender_bundle, url, tmp_path, 'day-2', '--only_unscored')
+  assert summary.reconciled and summary.rows_read == 2_500
+  assert (summary.rows_skipped, summary.rows_predicted + summary.rows_rejected) == (2_000, 500)
+  with postgres_server.connect() as conn:
+    assert conn.execute('SELECT run_id, count(DISTINCT user_id) FROM recs_unscored GROUP BY run_id '
+                        'ORDER BY run_id').fetchall() == [('day-1', 2_000), ('day-2', summary.rows_predicted)]
+    assert conn.execute("SELECT count(*) FROM recs_unscored WHERE run_id = 'day-2' AND user_id NOT LIKE 'new-%'"
+                        ).fetchone()[0] == 0
+
+
+def test_preflight__a_role_that_may_only_select_is_refused_naming_each_missing_privilege(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, capsys):
+  with postgres_server.connect(autocommit=True) as conn:
+    conn.execute('CREATE TABLE recs_read_only (user_id text, rank integer, item_id text, score real, '
+                 'model_name text, model_version text, run_id text, predicted_at timestamptz, '
+                 'PRIMARY KEY (user_id, rank))')
+    conn.execute('DROP ROLE IF EXISTS looker')
+    conn.execute('CREATE ROLE looker LOGIN')
+    conn.execute('GRANT CREATE ON SCHEMA public TO looker')
+    conn.execute('GRANT SELECT ON recs_read_only TO looker')
+  code = run_job.main(_flags(few_shoppers, recommender_bundle, postgres_server.url('recs_read_only', user='looker'),
+                             tmp_path, 'ro', '--preflight_only'))
+  err = capsys.readouterr().err
+  assert code == 2
+  assert 'the user lacks INSERT, UPDATE, DELETE on public.recs_read_only' in err
+
+
+def test_staging_left_by_a_killed_attempt__dropped_by_the_next_run_once_old_and_by_status_clean(
+    tmp_path, postgres_server, recommender_bundle, few_shoppers, capsys):
+  from pipelines.record import status
+  from transforms.postgres import publish as pgpub
+  from transforms.postgres.tables import PgTarget
+  url = postgres_server.url('recs_leftovers')
+  _run(few_shoppers, recommender_bundle, url, tmp_path, 'monday')
+  target = PgTarget.parse(url)
+  schema = pa.schema([('user_id', pa.string()), ('rank', pa.int32()), ('score', pa.float32())])
+
+  def killed_attempt(run_id, hours_ago):  # what a launcher made before its job was killed
+    pgpub.create_tables(target, schema, ('user_id', 'rank'), run_id=run_id, attempt='attempt-x', key_name='user_id')
+    names = {target.staging_table(run_id, 'attempt-x'), target.refused_table(run_id, 'attempt-x')}
+    created = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=hours_ago)).isoformat()
+    with postgres_server.connect(autocommit=True) as conn:
+      for name in names:
+        conn.execute(f"""COMMENT ON TABLE "{name}" IS '{json.dumps({"staging_for": "public.recs_leftovers",
+                     "run_id": run_id, "attempt": "attempt-x", "created": created})}'""")
+    return names
+
+  old, recent = killed_attempt('tuesday', 30), killed_attempt('wednesday', 1)
+  assert old | recent <= {t for (t,) in _staging_tables(postgres_server)}
+  _run(few_shoppers, recommender_bundle, url, tmp_path, 'thursday')  # another run id: only the old ones go
+  assert {t for (t,) in _staging_tables(postgres_server)} == recent
+
+  capsys.readouterr()
+  assert status.main([f'--output={url}', '--clean=0.5']) == 0
+  assert 'removed 2 staging table(s)' in capsys.readouterr().out
+  assert _staging_tables(postgres_server) == []
