@@ -96,4 +96,4 @@ def test_a_publish_the_database_refuses__exit_1_and_one_message(tmp_path, postgr
   done = _run(tmp_path, f'--input={train.EXAMPLE_DATA}', f'--model={penguin_bundle.path}', f'--output={url}',
               f'--summary_location={tmp_path / "runs"}', '--run_id=night',
               '--passthrough_columns=species', hook=hook)
-  _assert_clean(done, 1, 'column "species" of relation "penguins_served" does not exist')
+  _assert_clean(done, 1, 'column "species" of relation')  # the serving table, or the copy a first night swaps in

@@ -146,7 +146,7 @@ class _Recording(Destination):
 
 
 def _plan(predictions, dead_letters):
-  return types.SimpleNamespace(predictions=predictions, dead_letters=dead_letters,
+  return types.SimpleNamespace(run_id='night', predictions=predictions, dead_letters=dead_letters,
                                outputs=(predictions, dead_letters))
 
 
