@@ -273,6 +273,36 @@ def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, ke
   return dl.stamp_run_id(letters, run_id)
 
 
+def refuse_whole_keys(conn, table: Sequence[str], batch: pa.RecordBatch, rows: pa.RecordBatch,
+                      refused: list[tuple[int, str]], *, key_name: str, source: str,
+                      run_id: str) -> tuple[pa.RecordBatch, int]:
+  """Dead letters for the input rows (of `batch`) whose table rows (`rows`) the database refused, and how
+  many table rows they had.
+
+  A key laid out over several rows (a ranking: one per rank) is refused whole: its rows COPYed already
+  are deleted from the staging table in the bundle's transaction, so no key is published with part of
+  its ranking, and its one dead letter holds the whole ranking and the reason for each refused rank.
+  """
+  import pyarrow.compute as pc
+  keys = rows.column(key_name)
+  refused_keys = pc.unique(keys.take(pa.array([i for i, _ in refused], pa.int64())))
+  unwritten = int(pc.sum(pc.is_in(keys, value_set=refused_keys)).as_py() or 0)
+  if unwritten > len(refused):
+    with conn.cursor() as cursor:
+      cursor.execute(f'DELETE FROM {quote(conn, *table)} WHERE {quote(conn, key_name)} = ANY(%s)',
+                     (refused_keys.to_pylist(),))
+  whole = unwritten > len(refused) or rows.num_rows > batch.num_rows
+  ranks = rows.column('rank') if whole and 'rank' in rows.schema.names else None
+  why: dict[Any, list[str]] = {}
+  for i, reason in refused:
+    why.setdefault(keys[i].as_py(), []).append(f'rank {ranks[i].as_py()}: {reason}' if ranks is not None else reason)
+  suffix = '; the key\'s whole ranking is rejected, so none of its rows is published' if whole else ''
+  letters = refused_letters(batch, [(i, '; '.join(why[key]) + suffix)
+                                    for i, key in enumerate(batch.column(key_name).to_pylist()) if key in why],
+                            key_name=key_name, source=source, run_id=run_id)
+  return letters, unwritten
+
+
 class _CopyToStagingFn(beam.DoFn):
   """COPYs batches into the attempt's staging table, one transaction per bundle.
 
@@ -308,11 +338,13 @@ class _CopyToStagingFn(beam.DoFn):
   def process(self, batch: pa.RecordBatch):
     rows = self._layout(batch)
     refused = copy_or_refuse(self._conn, self._staging, rows) if rows.num_rows else []
-    if refused:
-      self._not_written.inc(len(refused))
-      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, refused_letters(
-          rows, refused, key_name=self._key_name, source=str(self._target), run_id=self._run_id))
-    yield rows.num_rows - len(refused)
+    unwritten = 0
+    if refused:  # dead letters are input rows: a key with a refused rank is refused whole
+      letters, unwritten = refuse_whole_keys(self._conn, self._staging, batch, rows, refused, key_name=self._key_name,
+                                             source=str(self._target), run_id=self._run_id)
+      self._not_written.inc(letters.num_rows)
+      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letters)
+    yield rows.num_rows - unwritten
 
   def finish_bundle(self):
     bundle, self._bundle = self._bundle, None
