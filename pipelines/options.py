@@ -470,6 +470,8 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--max_rejected_fraction must be between 0 and 1')
     try:
       policy = DuplicatePolicy.parse(self.on_duplicate_key)
+      if str(policy) != 'reject' and not self.key_column:
+        problems.append(f'--on_duplicate_key={policy} needs --key_column: generated row ids never repeat')
       if policy.column and policy.column == self.key_column:
         problems.append(f'--on_duplicate_key={policy}: order the rows of a key by another column than the key')
     except ValueError as e:

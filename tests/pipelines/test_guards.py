@@ -178,3 +178,99 @@ def test_ranking__repeated_users_are_counted_as_input_keys_and_short_rankings_ar
 
   assert _main(tmp_path, recommender_bundle, path, '--key_column=user_id', '--top_k=3', run_id='full') == 0
   assert _published(tmp_path, 'full')['short_rankings'] == {'rows': 0, 'top_k': 3}
+
+
+# ---- rows a PostgreSQL table refuses count as rejected ----------------------------------------------
+
+
+def _night_of_penguins(tmp_path, rows: int, bad_years: int) -> str:
+  """`rows` complete penguins with their own keys; the first `bad_years` say year 1999."""
+  complete = _complete_penguins()
+  table = pa.concat_tables([complete] * -(-rows // complete.num_rows)).slice(0, rows)
+  table = table.set_column(0, KEY, pa.array([f'p{i:07d}' for i in range(rows)], pa.string()))
+  years = table.column('year').to_pylist()
+  years[:bad_years] = [1999] * bad_years
+  table = table.set_column(table.schema.get_field_index('year'), 'year', pa.array(years, pa.int64()))
+  path = str(tmp_path / f'penguins-{bad_years}.parquet')
+  pq.write_table(table, path)
+  return path
+
+
+def _scores(server, table):
+  with server.connect() as conn:
+    return conn.execute(f'SELECT {KEY}, predicted_class, year, run_id FROM {table} ORDER BY {KEY}').fetchall()
+
+
+def test_refused_rows__count_in_the_rejection_bound_the_gate_and_the_summary(
+    tmp_path, postgres_server, penguin_bundle, capsys):
+  url = postgres_server.url('penguin_scores')
+  flags = [f'--key_column={KEY}', '--passthrough_columns=year', f'--summary_location={tmp_path / "runs"}']
+
+  def night(path, run_id, *extra):
+    return run_job.main([f'--input={path}', f'--model={penguin_bundle.path}', f'--output={url}',
+                         f'--run_id={run_id}', '--report=false', '--quiet', *flags, *extra])
+
+  assert night(_night_of_penguins(tmp_path, 4_340, 0), 'night-1') == 0
+  with postgres_server.connect(autocommit=True) as conn:  # the application's own rule on the table
+    conn.execute('ALTER TABLE penguin_scores ADD CONSTRAINT year_known CHECK (year >= 2007)')
+  before = _scores(postgres_server, 'penguin_scores')
+  refusing = _night_of_penguins(tmp_path, 4_340, 10)  # 10 of 4,340 rows (0.23%) break the rule
+  capsys.readouterr()
+
+  assert night(refusing, 'night-2', '--max_rejected_fraction=0.001') == 1
+  err = capsys.readouterr().err
+  assert 'rejected 0.23% of its rows (10 of 4,340), more than --max_rejected_fraction=0.001 allows' in err
+  assert 'top reasons: write_error 10' in err
+  assert _scores(postgres_server, 'penguin_scores') == before  # nothing published
+
+  assert night(refusing, 'night-2', '--max_rejected_fraction=1', '--gate=rejected_rate<=0.001') == 4
+  assert 'rejected_rate is 0.002304' in capsys.readouterr().err
+  assert _scores(postgres_server, 'penguin_scores') == before
+
+  assert night(refusing, 'night-2') == 0  # within the default bound: published, and every count says so
+  summary = publish.read_pointer(str(tmp_path / 'runs'), 'night-2')
+  assert (summary['rows_read'], summary['rows_predicted'], summary['rows_rejected']) == (4_340, 4_330, 10)
+  assert summary['rejected_by_reason'] == {'write_error': 10} and summary['rows_not_written'] == 10
+  assert summary['reconciled'] and summary['rows_written'] == 4_330
+
+
+def test_refused_rank_rows__reject_the_whole_ranking_of_their_key(tmp_path, postgres_server, recommender_bundle,
+                                                                 read_dead_letters):
+  top_k = 3
+  with postgres_server.connect(autocommit=True) as conn:  # the application's table, with its own rule
+    conn.execute('CREATE TABLE recs_whole (user_id text, rank integer, item_id text, score real '
+                 'CONSTRAINT score_worth_showing CHECK (score >= 0.05), model_name text, model_version text, '
+                 'run_id text, predicted_at timestamptz, PRIMARY KEY (user_id, rank))')
+  from models.examples.recommender import train as recommender
+  path = str(tmp_path / 'shoppers.parquet')
+  pq.write_table(recommender.shoppers(2_000, seed=2), path)
+  assert run_job.main([f'--input={path}', f'--model={recommender_bundle.path}',
+                       f'--output={postgres_server.url("recs_whole")}', '--key_column=user_id', f'--top_k={top_k}',
+                       f'--summary_location={tmp_path / "runs"}', '--run_id=whole', '--report=false', '--quiet',
+                       '--max_rejected_fraction=1']) == 0
+  summary = publish.read_pointer(str(tmp_path / 'runs'), 'whole')
+
+  with postgres_server.connect() as conn:
+    ranks = conn.execute('SELECT user_id, count(*) FROM recs_whole GROUP BY user_id').fetchall()
+    low = conn.execute('SELECT count(*) FROM recs_whole WHERE score < 0.05').fetchone()[0]
+  assert ranks and {n for _, n in ranks} == {top_k} and low == 0  # no user published with part of a ranking
+  refused = [d for d in read_dead_letters(summary['dead_letter']) if d['reason_code'] == 'write_error']
+  assert refused and len({d['key'] for d in refused}) == len(refused)  # one dead letter per user
+  assert all('score_worth_showing' in d['reason'] and "the key's whole ranking is rejected" in d['reason']
+             and len(json.loads(d['record'])['top_items']) == top_k for d in refused)
+  assert {d['key'] for d in refused}.isdisjoint(u for u, _ in ranks)
+  assert summary['rows_rejected'] - summary['rejected_by_reason'].get('missing_value', 0) == len(refused)
+  assert summary['rows_not_written'] == len(refused) and summary['reconciled']
+  assert summary['rows_written'] == len(ranks) * top_k == summary['rows_predicted'] * top_k
+
+
+def test_on_duplicate_key__names_what_is_wrong_with_the_flag():
+  from pipelines.options import BatchInferenceOptions
+  base = ['--model=m', '--input=x.parquet', '--output=out']
+  for flag, problem in [('--on_duplicate_key=keep_last', 'is not reject, fail, keep_last_by:COLUMN or keep_first_by'),
+                        ('--on_duplicate_key=fail', 'needs --key_column'),
+                        ('--on_duplicate_key=keep_last_by:id', 'by another column than the key')]:
+    key = ['--key_column=id'] if 'keep_last_by' in flag else []
+    with pytest.raises(ValueError, match=problem):
+      BatchInferenceOptions(base + key + [flag]).validate_flags()
+  BatchInferenceOptions(base + ['--key_column=id', '--on_duplicate_key=keep_first_by:updated_at']).validate_flags()

@@ -262,7 +262,8 @@ def test_every_row_rejected__fails_and_publishes_nothing(tmp_path, iris_bundle, 
                             for _ in range(30)) + '\n')
   assert _main(tmp_path, iris_bundle, str(path)) == 1
   err = capsys.readouterr().err
-  assert 'rejected 30 of 30 rows (100.0%; invalid_type 30): it predicted none of them' in err
+  assert ('rejected 100.00% of its rows (30 of 30), more than --max_rejected_fraction=0.05 allows; '
+          'top reasons: invalid_type 30') in err
   assert _published(tmp_path) is None
   assert status.main(['--run_id=own-data', f'--output={tmp_path / "out"}']) == 1
 
@@ -274,10 +275,10 @@ def test_max_rejected_fraction__fails_a_run_over_it_and_passes_one_under(tmp_pat
   path = tmp_path / 'some_bad.jsonl'
   path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
   assert _main(tmp_path, iris_bundle, str(path), '--max_rejected_fraction=0.1', run_id='strict') == 1
-  assert 'rejected 30 of 150 rows (20.0%; missing_value 30): more than --max_rejected_fraction=0.1 allows' in (
-      capsys.readouterr().err)
+  assert ('rejected 20.00% of its rows (30 of 150), more than --max_rejected_fraction=0.1 allows; '
+          'top reasons: missing_value 30') in capsys.readouterr().err
   assert _published(tmp_path, 'strict') is None
-  assert _main(tmp_path, iris_bundle, str(path), run_id='default') == 0  # the default fails only a run of nothing
+  assert _main(tmp_path, iris_bundle, str(path), run_id='default') == 1  # over the default bound, 0.05
   assert _main(tmp_path, iris_bundle, str(path), '--max_rejected_fraction=0.25', run_id='loose') == 0
   assert _published(tmp_path, 'loose')['rows_rejected'] == 30
 
