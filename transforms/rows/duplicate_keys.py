@@ -6,10 +6,11 @@ keep whichever its publish met first. So the job counts every key of the whole i
 goes on, and decides once, from all of them.
 
 It stays columnar at any scale: each batch's keys are split into `SHARDS` by a hash of their bytes
-(numpy; no Python object per row), a `CombinePerKey` counts each shard's keys with pyarrow's hash
-group-by (its accumulator an Arrow table of distinct keys), and only keys seen more than once leave
-it. Those few are a side input of the step that splits each batch with `is_in`. For a ranking the
-keys are the input's keys, counted before the model ranks anything.
+(numpy; no Python object per row), each bundle sends on one table of key rows per shard, a
+`GroupByKey` brings a shard's tables together, and pyarrow's hash count (`value_counts`, or a
+group-by with an order) finds the keys on more than one row: a shard holds 1/SHARDS of the distinct
+keys on one worker. Only those keys leave it, as a side input of the step that splits each batch
+with `is_in`. For a ranking the keys are the input's keys, counted before the model ranks anything.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any, Iterable, Optional
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,8 +33,6 @@ from transforms.rows import dead_letters as dl
 SHARDS = 32
 # Bytes from each end of a key that pick its shard.
 _ENDS = 8
-# Rows an accumulator takes before it is compacted to its distinct keys.
-_COMPACT_ROWS = 1 << 18
 # The columns of a key count: the key's text, its rows, and with an order the extreme order value
 # (`latest`: the highest for keep_last_by, the lowest for keep_first_by) and the rows that hold it.
 KEY, ROWS, LATEST, AT_LATEST = 'key', 'rows', 'latest', 'at_latest'
@@ -99,13 +101,11 @@ def shard_of(keys: pa.Array, shards: int = SHARDS) -> np.ndarray:
 
 
 def key_rows(batch: pa.RecordBatch, policy: DuplicatePolicy) -> pa.RecordBatch:
-  """A batch's keys as rows of a key count: one row each, with its order value where the policy has one."""
-  n = batch.num_rows
-  ones = pa.array(np.ones(n, np.int64))
+  """A batch's keys as rows of a key count, one each (a row counts 1), with their order value where the
+  policy has one."""
   if not policy.keeps_one:
-    return pa.RecordBatch.from_arrays([batch.column(dl.KEY), ones], names=[KEY, ROWS])
-  return pa.RecordBatch.from_arrays([batch.column(dl.KEY), ones, _order(batch, policy), ones],
-                                    names=[KEY, ROWS, LATEST, AT_LATEST])
+    return pa.RecordBatch.from_arrays([batch.column(dl.KEY)], names=[KEY])
+  return pa.RecordBatch.from_arrays([batch.column(dl.KEY), _order(batch, policy)], names=[KEY, LATEST])
 
 
 def _order(batch: pa.RecordBatch, policy: DuplicatePolicy) -> pa.Array:
@@ -128,9 +128,24 @@ def by_shard(batch: pa.RecordBatch, policy: DuplicatePolicy, shards: int = SHARD
     start += int(counts[s])
 
 
+def _counted(part: pa.Table) -> pa.Table:
+  """Key rows as a key count (each row 1), or a key count as it is."""
+  if ROWS in part.column_names:
+    return part
+  ones = pa.array(np.ones(part.num_rows, np.int64))
+  columns = {KEY: part[KEY], ROWS: ones}
+  if LATEST in part.column_names:
+    columns.update({LATEST: part[LATEST], AT_LATEST: ones})
+  return pa.table(columns)
+
+
 def compact(parts: list[pa.Table], policy: DuplicatePolicy) -> pa.Table:
-  """Key counts (or key rows) added up: one row per distinct key (pyarrow's hash group-by)."""
-  table = pa.concat_tables(parts)
+  """Key rows and key counts added up: one row per distinct key, with its rows (and order) in all of them."""
+  if not policy.keeps_one and all(ROWS not in p.column_names for p in parts):
+    # Only key rows: one hash pass counts them (pyarrow's value_counts, without a group-by's set-up).
+    counts = pc.value_counts(pa.chunked_array([p[KEY] for p in parts], pa.string()))
+    return pa.table({KEY: counts.field('values'), ROWS: counts.field('counts')})
+  table = pa.concat_tables([_counted(p) for p in parts])
   if not policy.keeps_one:
     summed = table.group_by(KEY).aggregate([(ROWS, 'sum')])
     return pa.table({KEY: summed[KEY], ROWS: summed[f'{ROWS}_sum']})
@@ -143,35 +158,6 @@ def compact(parts: list[pa.Table], policy: DuplicatePolicy) -> pa.Table:
       [(f'{ROWS}_sum', 'sum'), (LATEST, 'first'), (f'{AT_LATEST}_sum', 'first')])
   return pa.table({KEY: per_key[KEY], ROWS: per_key[f'{ROWS}_sum_sum'], LATEST: per_key[f'{LATEST}_first'],
                    AT_LATEST: per_key[f'{AT_LATEST}_sum_first']})
-
-
-class CountKeys(beam.CombineFn):
-  """Rows per key of one shard (an Arrow table of its distinct keys); outputs the keys on more than one row."""
-
-  def __init__(self, policy: DuplicatePolicy):
-    self._policy = policy
-
-  def create_accumulator(self) -> list[pa.Table]:
-    return []
-
-  def add_input(self, acc: list[pa.Table], rows: pa.RecordBatch) -> list[pa.Table]:
-    acc.append(pa.Table.from_batches([rows]))
-    if sum(t.num_rows for t in acc) > _COMPACT_ROWS:
-      acc = [compact(acc, self._policy)]
-    return acc
-
-  def merge_accumulators(self, accumulators: Iterable[list[pa.Table]]) -> list[pa.Table]:
-    parts = [t for acc in accumulators for t in acc]
-    return [compact(parts, self._policy)] if len(parts) > 1 else parts
-
-  def compact(self, acc: list[pa.Table]) -> list[pa.Table]:
-    return [compact(acc, self._policy)] if len(acc) > 1 else acc
-
-  def extract_output(self, acc: list[pa.Table]) -> Optional[pa.Table]:
-    if not acc:
-      return None
-    counted = compact(acc, self._policy)
-    return counted.filter(pc.greater(counted[ROWS], 1))
 
 
 def _gather(tables: list[Optional[pa.Table]]) -> Optional[pa.Table]:
@@ -195,7 +181,9 @@ def examples_text(found: dict[str, Any]) -> str:
 
 
 def fail_message(found: dict[str, Any]) -> str:
-  return (f'{found["keys"]:,} keys appear more than once in the input ({found["rows"]:,} rows), e.g. '
+  several = found['keys'] != 1
+  return (f'{found["keys"]:,} {"keys appear" if several else "key appears"} more than once in the input '
+          f'({found["rows"]:,} rows), e.g. '
           f'{examples_text(found)}; --on_duplicate_key=fail stops the run before anything is written. '
           'Fix the input, or pass --on_duplicate_key=reject (every row of a repeated key becomes a dead letter) '
           'or --on_duplicate_key=keep_last_by:COLUMN (the row with the highest COLUMN is kept)')
@@ -241,6 +229,37 @@ def split_batch(batch: pa.RecordBatch, duplicates: pa.Table,
   return batch.filter(pa.array(~dropped)), letters
 
 
+class _KeysByShardFn(beam.DoFn):
+  """A bundle's key rows, gathered per shard and sent on once the bundle ends: one element per shard a
+  bundle touched, not one per batch, so the shuffle carries a few large tables."""
+
+  def __init__(self, policy: DuplicatePolicy, shards: int):
+    self._policy = policy
+    self._shards = shards
+    self._parts: dict[int, list[pa.RecordBatch]] = {}
+
+  def start_bundle(self):
+    self._parts = {}
+
+  def process(self, batch: pa.RecordBatch):
+    for shard, rows in by_shard(batch, self._policy, self._shards):
+      self._parts.setdefault(shard, []).append(rows)
+
+  def finish_bundle(self):
+    for shard, parts in self._parts.items():
+      yield WindowedValue((shard, pa.concat_batches(parts)), MIN_TIMESTAMP, [GlobalWindow()])
+    self._parts = {}
+
+
+def repeated_keys(shard_parts: tuple[int, Iterable[pa.RecordBatch]], policy: DuplicatePolicy) -> Optional[pa.Table]:
+  """One shard's key rows from every bundle → its keys on more than one row (a key count), or None."""
+  parts = [pa.Table.from_batches([b]) for b in shard_parts[1]]
+  if not parts:
+    return None
+  counted = compact(parts, policy)
+  return counted.filter(pc.greater(counted[ROWS], 1))
+
+
 class _SplitFn(beam.DoFn):
 
   def __init__(self, policy: DuplicatePolicy):
@@ -277,14 +296,15 @@ class HandleDuplicateKeys(beam.PTransform):
   def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
     policy = self.policy
     duplicates = (batches
-                  | 'KeysByShard' >> beam.FlatMap(by_shard, policy, self.shards).with_output_types(
-                      tuple[int, pa.RecordBatch])
-                  | 'CountKeys' >> beam.CombinePerKey(CountKeys(policy))
-                  | 'RepeatedKeys' >> beam.Values()
+                  | 'KeysByShard' >> beam.ParDo(_KeysByShardFn(policy, self.shards)).with_output_types(
+                      tuple[int, pa.RecordBatch])  # Arrow IPC through the shuffle (transforms.rows.coders)
+                  | 'GroupShards' >> beam.GroupByKey()
+                  | 'RepeatedKeys' >> beam.Map(repeated_keys, policy)
                   | 'AllShards' >> beam.combiners.ToList()
                   | 'Gather' >> beam.Map(_gather))
     found = duplicates | 'Describe' >> beam.Map(describe, policy)
     split = batches | 'Split' >> beam.ParDo(
         _SplitFn(policy), duplicates=beam.pvalue.AsSingleton(duplicates),
-        found=beam.pvalue.AsSingleton(found)).with_outputs(dl.DEAD_LETTERS, main='batches')
+        found=beam.pvalue.AsSingleton(found)).with_output_types(pa.RecordBatch).with_outputs(
+            dl.DEAD_LETTERS, main='batches')  # typed, so Beam encodes and sizes batches by the Arrow coder
     return {'batches': split['batches'], dl.DEAD_LETTERS: split[dl.DEAD_LETTERS], 'found': found}
