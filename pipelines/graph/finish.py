@@ -62,14 +62,15 @@ _TOP_REASONS = 3
 
 
 def _reasons(counts: dict[str, int]) -> str:
-  found = sorted(((k[len('rejected_'):], n) for k, n in counts.items() if k.startswith('rejected_') and n),
+  found = sorted(((k[len('rejected_'):], n) for k, n in counts.items()
+                  if k.startswith('rejected_') and n and k[len('rejected_'):] not in dl.CHOSEN),
                  key=lambda kv: (-kv[1], kv[0]))
   named = ', '.join(f'{code} {n:,}' for code, n in found[:_TOP_REASONS])
   return named + (f' and {len(found) - _TOP_REASONS} more' if len(found) > _TOP_REASONS else '')
 
 
 def check_rejected(run_id: str, counts: dict[str, int], max_fraction: float, *, dead_letters: str = '') -> None:
-  """Fails a run that rejected more than `max_fraction` of the rows it was asked to predict.
+  """Fails a run that rejected more than `max_fraction` of the rows it read.
 
   Every rejection counts (`transforms.rows.dead_letters.guarded`), rows the output refused included,
   except those a flag chose (a superseded duplicate). One line says the share, the top reasons and

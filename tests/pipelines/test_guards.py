@@ -274,3 +274,17 @@ def test_on_duplicate_key__names_what_is_wrong_with_the_flag():
     with pytest.raises(ValueError, match=problem):
       BatchInferenceOptions(base + key + [flag]).validate_flags()
   BatchInferenceOptions(base + ['--key_column=id', '--on_duplicate_key=keep_first_by:updated_at']).validate_flags()
+
+
+def test_rejection_share__counts_refused_rows_leaves_out_superseded_ones_and_keeps_skipped_rows_read():
+  from pipelines.graph.finish import TooManyRejectedError, check_rejected
+  from transforms.rows.dead_letters import guarded
+  counts = {'rows_read': 1000, 'rows_predicted': 900, 'rows_rejected': 100, 'rejected_write_error': 40,
+            'rejected_superseded': 50, 'rejected_missing_value': 10}
+  assert guarded(counts) == (50, 950)
+  check_rejected('r', counts, 0.06)
+  with pytest.raises(TooManyRejectedError,
+                     match=r'rejected 5.26% of its rows \(50 of 950\).*top reasons: write_error 40, missing_value 10\.'):
+    check_rejected('r', counts, 0.05)
+  incremental = {'rows_read': 364, 'rows_skipped': 342, 'rows_predicted': 20, 'rows_rejected': 2}
+  check_rejected('r', incremental, 0.05)  # two old bad rows read again among 364: a good night

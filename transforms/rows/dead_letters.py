@@ -140,12 +140,16 @@ def from_records(records: Sequence[str], *, source: str, rows: Sequence[Optional
 
 
 def guarded(counts: dict[str, int]) -> tuple[int, int]:
-  """(rows rejected, rows asked for) as the rejection guards count them (`--max_rejected_fraction`,
-  the gate's `rejected_rate`): every rejection, refused writes included, except the ones a flag chose
-  (`CHOSEN`); rows an earlier run scored (`--only_unscored`) were not asked for."""
+  """(rows rejected, rows read) as the rejection guards count them (`--max_rejected_fraction`, the gate's
+  `rejected_rate`): every rejection, refused writes included, except the ones a flag chose (`CHOSEN`),
+  which leave both counts.
+
+  Rows `--only_unscored` skipped stay among the rows read: they are served by an earlier run, and the
+  rows rejected before are read and rejected again each night, so a share of only the rows asked for
+  would fail every small incremental night on old bad rows.
+  """
   chosen = sum(counts.get(f'rejected_{code}', 0) for code in CHOSEN)
-  asked = counts.get('rows_read', 0) - counts.get('rows_skipped', 0) - chosen
-  return counts.get('rows_rejected', 0) - chosen, asked
+  return counts.get('rows_rejected', 0) - chosen, counts.get('rows_read', 0) - chosen
 
 
 def count_rejections(letters: pa.RecordBatch) -> None:
