@@ -20,6 +20,8 @@ from transforms.bigquery.tables import WRITE_METHODS, is_table
 from transforms.postgres.tables import PUBLISH_MODES
 from transforms.files.readers import FORMATS
 from transforms.files.write import OUTPUT_FORMATS
+from transforms.rows.dead_letters import MAX_REJECTED_FRACTION
+from transforms.rows.duplicate_keys import DuplicatePolicy
 
 # Flags without which the job cannot start; the Flex Template marks the rest optional.
 # Always required; one of --input and --input_query is required too.
@@ -197,6 +199,14 @@ class BatchInferenceOptions(PipelineOptions):
         help='Input column that identifies a row; copied to the output as the key. '
         'Default: a generated row_id, "SOURCE_FILE:LINE".')
     parser.add_argument(
+        '--on_duplicate_key', default='reject',
+        help='With --key_column: what the run does with a key the input holds on more than one row, decided '
+        'from every key of the input before anything is written; the summary counts repeated keys and shows '
+        'examples. reject: every row of a repeated key becomes a dead letter (reason duplicate_key). fail: the '
+        'run fails and publishes nothing. keep_last_by:COLUMN (or keep_first_by:COLUMN): the row with the '
+        'highest (lowest) COLUMN is kept, the others become dead letters (reason superseded, not counted by '
+        '--max_rejected_fraction); a key whose rows tie on it, or have no value, is rejected. Default: reject.')
+    parser.add_argument(
         '--passthrough_columns', default='',
         help='Comma-separated input columns copied unchanged to each prediction row.')
     parser.add_argument(
@@ -276,10 +286,12 @@ class BatchInferenceOptions(PipelineOptions):
         'has accepted it (false). Beam\'s --no_wait_until_finish takes no value, so Flex Template '
         'launches and schedules, whose parameters are NAME=VALUE, pass wait_for_job=false. Default: true.')
     parser.add_argument(
-        '--max_rejected_fraction', type=float, default=None,
+        '--max_rejected_fraction', type=float, default=MAX_REJECTED_FRACTION,
         help='Fail the run, publishing nothing (exit 1), when more than this fraction of the rows read is '
-        'rejected, e.g. 0.01; 1 never fails for rejections. Default: only a run that reads rows and predicts '
-        'none of them fails.')
+        'rejected, e.g. 0.01; 1 never fails for rejections. Every rejection counts, rows the output refused (a '
+        'database constraint, a streamed BigQuery row) and repeated keys included; rows superseded by '
+        '--on_duplicate_key=keep_last_by do not. The message gives the share and the top reasons. '
+        f'Default: {MAX_REJECTED_FRACTION:g}.')
     parser.add_argument(
         '--challenger', default=None,
         help='A second model bundle (same outputs) that scores the same validated rows in the same job. Only '
@@ -483,12 +495,20 @@ class BatchInferenceOptions(PipelineOptions):
       problems.append('--min_batch_rows must be at least 1 and at most --max_batch_rows')
     if self.key_column and self.key_column in self.passthrough:
       problems.append(f'--key_column {self.key_column!r} is always in the output; drop it from --passthrough_columns')
-    if self.max_rejected_fraction is not None and not 0 <= self.max_rejected_fraction <= 1:
+    if not 0 <= self.max_rejected_fraction <= 1:
       problems.append('--max_rejected_fraction must be between 0 and 1')
     if self.db_copy_connections is not None and self.db_copy_connections < 1:
       problems.append('--db_copy_connections must be at least 1')
     if not 0 <= self.min_input_fraction <= 1:
       problems.append('--min_input_fraction must be between 0 and 1')
+    try:
+      policy = DuplicatePolicy.parse(self.on_duplicate_key)
+      if str(policy) != 'reject' and not self.key_column:
+        problems.append(f'--on_duplicate_key={policy} needs --key_column: generated row ids never repeat')
+      if policy.column and policy.column == self.key_column:
+        problems.append(f'--on_duplicate_key={policy}: order the rows of a key by another column than the key')
+    except ValueError as e:
+      problems.append(str(e))
     if self.watch_interval <= 0:
       problems.append('--watch_interval must be positive')
     if self.watch_max_files is not None and self.watch_max_files < 1:

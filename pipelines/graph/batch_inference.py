@@ -1,4 +1,4 @@
-"""The batch-inference job graph: read → validate → features → predict → write → finish.
+"""The batch-inference job graph: read → validate → deduplicate → features → predict → write → finish.
 
 `build_pipeline` only builds, from a plan the launcher resolved
 (`pipelines.launcher.resolve.resolve`), with no I/O; `pipelines.run` runs it. Tests build
@@ -17,7 +17,7 @@ import pyarrow as pa
 from models.handlers.base import MatrixModelHandler
 from models.inference import PredictionColumns
 from pipelines.graph.plan import JobPlan
-from pipelines.graph.steps import ReadInput, WritePredictions, features, last_steps, predictor
+from pipelines.graph.steps import DeduplicateKeys, ReadInput, WritePredictions, features, last_steps, predictor
 from transforms.destination import WRITTEN
 from transforms.rows.dead_letters import DEAD_LETTERS, REJECTED_AT, RouteDeadLetters
 from transforms.rows.validation import ValidateRows
@@ -46,12 +46,14 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, *,
   read = pipeline | 'Read' >> ReadInput(plan)
   validated = read['batches'] | 'Validate' >> ValidateRows(
       plan.bundle.features, key_column=plan.key_column, integer_key=pa.types.is_integer(plan.columns.key_type))
-  predicted = validated.valid | 'Features' >> features(plan) | 'Predict' >> predictor(plan, model_handler)
+  unique = validated.valid | 'DeduplicateKeys' >> DeduplicateKeys(plan)
+  predicted = unique['batches'] | 'Features' >> features(plan) | 'Predict' >> predictor(plan, model_handler)
   written = predicted['predictions'] | 'WritePredictions' >> WritePredictions(plan)
-  rejected = (read[DEAD_LETTERS], validated[DEAD_LETTERS], predicted[DEAD_LETTERS]) | 'Rejected' >> beam.Flatten()
+  rejected = ((read[DEAD_LETTERS], validated[DEAD_LETTERS], unique[DEAD_LETTERS], predicted[DEAD_LETTERS])
+              | 'Rejected' >> beam.Flatten())
   refused = [written[DEAD_LETTERS]] if DEAD_LETTERS in written else []  # rows the destination refused
   routed = (rejected, *refused) | 'WriteDeadLetters' >> RouteDeadLetters(
       plan.run_id, plan.dead_letters.write(), rejected_at=REJECTED_AT in plan.dead_letters.schema.names)
-  finished = last_steps(plan, read, predicted, written, routed, rejected)
+  finished = last_steps(plan, read, predicted, written, routed, rejected, unique.get('found'))
   return PipelineOutputs(predicted['predictions'], routed['dead_letters'], written[WRITTEN], routed['written'],
                          plan.columns, finished['counts'], finished['summary'], finished['profile'])

@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
+import math
 from typing import Any, Iterable, Optional
 
 import apache_beam as beam
@@ -39,6 +40,8 @@ from transforms.files import publish
 from pipelines.record.report import REPORT_FILE, write_report
 from pipelines.record.report_sections import challenger_summary, report_sections
 from pipelines.record.summary import RunSummary
+from transforms.rows import dead_letters as dl
+from transforms.rows import ranking
 from transforms.destination import TableCounts
 
 # The run's input and prediction statistics, beside the report; the report is drawn from it.
@@ -55,24 +58,36 @@ class TooManyRejectedError(RuntimeError):
   """More rows were rejected than the run allows (`--max_rejected_fraction`); it publishes nothing."""
 
 
-def check_rejected(run_id: str, counts: dict[str, int], max_fraction: Optional[float]) -> None:
-  """Fails a run that rejected more than `max_fraction` of the rows it read; by default (None), one
-  that read rows and predicted none.
+# Reasons a failure message names, the most frequent first.
+_TOP_REASONS = 3
 
-  Rejecting rows is normal (the dead letters say why), and how many is too many
-  depends on the data, so the default fails only a run that produced nothing.
+
+def _reasons(counts: dict[str, int]) -> str:
+  found = sorted(((k[len('rejected_'):], n) for k, n in counts.items()
+                  if k.startswith('rejected_') and n and k[len('rejected_'):] not in dl.CHOSEN),
+                 key=lambda kv: (-kv[1], kv[0]))
+  named = ', '.join(f'{code} {n:,}' for code, n in found[:_TOP_REASONS])
+  return named + (f' and {len(found) - _TOP_REASONS} more' if len(found) > _TOP_REASONS else '')
+
+
+def check_rejected(run_id: str, counts: dict[str, int], max_fraction: float, *, dead_letters: str = '') -> None:
+  """Fails a run that rejected more than `max_fraction` of the rows it read.
+
+  Every rejection counts (`transforms.rows.dead_letters.guarded`), rows the output refused included,
+  except those a flag chose (a superseded duplicate). One line says the share, the top reasons and
+  the flag that allows more.
   """
-  read, predicted, rejected = (counts.get(k, 0) for k in ('rows_read', 'rows_predicted', 'rows_rejected'))
-  read -= counts.get('rows_skipped', 0)  # rows an earlier run scored (--only_unscored) were not asked for
-  if not read or (rejected <= max_fraction * read if max_fraction is not None else predicted):
+  rejected, asked = dl.guarded(counts)
+  if not asked or rejected <= max_fraction * asked:
     return
-  reasons = ', '.join(f'{k[len("rejected_"):]} {n:,}' for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
-                      if k.startswith('rejected_'))
-  bound = (f'more than --max_rejected_fraction={max_fraction:g} allows' if max_fraction is not None
-           else 'it predicted none of them')
+  share = rejected / asked
+  enough = math.ceil(share * 1000) / 1000
+  where = f' in {dead_letters}' if dead_letters else ''
   raise TooManyRejectedError(
-      f'run {run_id} rejected {rejected:,} of {read:,} rows ({rejected / read:.1%}; {reasons}): {bound}; '
-      'nothing was published (the dead letters say why each row was rejected)')
+      f'run {run_id} rejected {share:.2%} of its rows ({rejected:,} of {asked:,}), more than '
+      f'--max_rejected_fraction={max_fraction:g} allows; top reasons: {_reasons(counts)}. Nothing was published; '
+      f'the dead letters{where} say why each row was rejected. To publish a run like this, pass '
+      f'--max_rejected_fraction={enough:g} or more')
 
 
 class SumCounts(beam.CombineFn):
@@ -102,23 +117,37 @@ def _rejections(letters: pa.RecordBatch) -> dict[str, int]:
   return {'rows_rejected': letters.num_rows, **by_reason}
 
 
+def _refused(letters: pa.RecordBatch) -> dict[str, int]:
+  """Rows the output refused: predicted, then rejected, so they leave the predicted count for the
+  rejected one (read = predicted + rejected holds) and count in every guard."""
+  return {**_rejections(letters), 'rows_predicted': -letters.num_rows, 'rows_not_written': letters.num_rows}
+
+
 class CountRows(beam.PTransform):
   """Counts the run's rows from its PCollections into one dict.
 
   Takes `{'read': batches read, 'unreadable': dead letters of the read step,
-  'predicted': prediction batches, 'rejected': every dead letter, 'files':
-  input files read}` (the last may be absent) and outputs one dict with
-  rows_read, rows_predicted, rows_rejected, rejected_<reason_code>, files_read.
+  'predicted': prediction batches, 'rejected': every dead letter before the write, 'files':
+  input files read, 'not_written': the rows the output refused}` (the last ones may be absent)
+  and outputs one dict with rows_read, rows_predicted (the rows written), rows_rejected (refused
+  rows included), rejected_<reason_code>, rows_not_written, files_read, and with `top_k` (a ranking)
+  short_rankings: predicted rows holding fewer than `top_k` items.
   """
 
+  def __init__(self, top_k: Optional[int] = None):
+    super().__init__()
+    self._top_k = top_k
+
   def expand(self, pcolls: dict[str, beam.PCollection]) -> beam.PCollection[dict[str, int]]:
+    top_k = self._top_k
     tally = {
         'read': lambda b: {'rows_read': b.num_rows},
         'unreadable': lambda b: {'rows_read': b.num_rows},
-        'predicted': lambda b: {'rows_predicted': b.num_rows},
+        'predicted': (lambda b: {'rows_predicted': b.num_rows, 'short_rankings': ranking.short_rankings(b, top_k)})
+        if top_k else (lambda b: {'rows_predicted': b.num_rows}),
         'rejected': _rejections,
         'files': lambda unused_path: {'files_read': 1},
-        'not_written': lambda b: {'rows_not_written': b.num_rows},
+        'not_written': _refused,
         'skipped': lambda n: {'rows_skipped': n},  # --only_unscored: rows scored by an earlier run
         'skipped_by_bigquery': lambda n: {'rows_read': n, 'rows_skipped': n},  # left out by BigQuery's anti-join
     }
@@ -135,7 +164,8 @@ def _registry(plan: JobPlan) -> dict[str, str]:
 
 def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[int], report: bool,
              comparison: Optional[dict] = None, verdict: Optional[dict] = None,
-             digest: Optional[dict] = None, keys_kept: Optional[int] = None) -> RunSummary:
+             digest: Optional[dict] = None, keys_kept: Optional[int] = None,
+             duplicates: Optional[dict] = None) -> RunSummary:
   now = datetime.datetime.now(datetime.timezone.utc)
 
   return RunSummary(
@@ -156,7 +186,10 @@ def _summary(plan: JobPlan, counts: dict[str, int], *, rows_written: Optional[in
       gate=gate.summary_of(verdict), challenger=challenger_summary(plan, comparison),
       manifest=FileSystems.join(plan.record_folder, MANIFEST_FILE) if plan.manifest is not None else None,
       predictions_digest=digest,
-      rows_not_written=counts.get('rows_not_written'), keys_kept=keys_kept)
+      rows_not_written=counts.get('rows_not_written'), keys_kept=keys_kept,
+      duplicate_keys=duplicates,
+      short_rankings=({'rows': counts.get('short_rankings', 0), 'top_k': plan.columns.top_k}
+                      if plan.columns.outputs.kind == 'ranking' else None))
 
 
 def _publish(plan: JobPlan, prediction_files: list[Any], dead_letter_files: list[Any],
@@ -165,11 +198,10 @@ def _publish(plan: JobPlan, prediction_files: list[Any], dead_letter_files: list
 
   Outputs publish side by side (each table waits on its own jobs), except one whose publish makes rows
   live at once with no undo (a serving database): it goes last, so a failure elsewhere leaves it as it was.
-  The dead letters hold the rejected rows and the rows an output refused.
+  The dead letters hold the rejected rows, the rows an output refused among them.
   """
   writes = {'predictions': (plan.predictions, prediction_files, counts.get('rows_predicted', 0)),
-            'dead_letters': (plan.dead_letters, dead_letter_files,
-                             counts.get('rows_rejected', 0) + counts.get('rows_not_written', 0))}
+            'dead_letters': (plan.dead_letters, dead_letter_files, counts.get('rows_rejected', 0))}
   logging.info('run %s: publishing to %s', plan.run_id, ' and '.join(d.where for d, _, _ in writes.values()))
   published = {}
   for last in (False, True):
@@ -186,7 +218,8 @@ class _FinishFn(beam.DoFn):
     self._plan = plan
 
   def process(self, counts: dict[str, int], profile: Optional[dict], prediction_files: list[Any],
-              dead_letter_files: list[Any], comparison: Optional[dict] = None, digest: Optional[dict] = None):
+              dead_letter_files: list[Any], comparison: Optional[dict] = None, digest: Optional[dict] = None,
+              duplicates: Optional[dict] = None):
     plan = self._plan
     current = publish.read_pointer(plan.records, plan.run_id)
     if current is not None and current.get('attempt') == plan.attempt:  # a retry after publishing
@@ -202,7 +235,7 @@ class _FinishFn(beam.DoFn):
       raise NotReconciledError(
           f'run {plan.run_id} did not reconcile: read {read:,} rows but {outcome} '
           f'({read - predicted - rejected - skipped:+,} unaccounted for); nothing was published')
-    check_rejected(plan.run_id, counts, plan.max_rejected_fraction)
+    check_rejected(plan.run_id, counts, plan.max_rejected_fraction, dead_letters=plan.dead_letters.where)
     verdict = gate.evaluate(plan.gate, gate.measure(
         counts, profile, comparison, plan.bundle.training_statistics)) if plan.gate else None
     if comparison is not None:
@@ -210,7 +243,7 @@ class _FinishFn(beam.DoFn):
     if plan.manifest is not None:
       publish.write_json(FileSystems.join(plan.record_folder, MANIFEST_FILE), {**plan.manifest, 'predictions': digest})
     if profile is not None:  # before the tables: once their rows are swapped in, nothing may fail
-      self._write_profile_and_report(counts, profile, comparison, verdict)
+      self._write_profile_and_report(counts, profile, comparison, verdict, duplicates)
     if verdict is not None:
       gate.enforce(plan, verdict)  # a breach raises: nothing is published, the staged files stay
     in_table = _publish(plan, prediction_files, dead_letter_files, counts)
@@ -219,7 +252,8 @@ class _FinishFn(beam.DoFn):
     else:
       keys_kept = None
     summary = _summary(plan, counts, rows_written=in_table, report=plan.report, comparison=comparison,
-                       verdict=verdict, digest=digest, keys_kept=keys_kept)
+                       verdict=verdict, digest=digest, keys_kept=keys_kept,
+                       duplicates=duplicates)
     published = summary.to_dict()
     for base in plan.bases:  # the records' pointer last: status reads it
       if not publish.switch_pointer(base, plan.run_id, published):
@@ -230,11 +264,12 @@ class _FinishFn(beam.DoFn):
     yield published
 
   def _write_profile_and_report(self, counts: dict[str, int], profile: dict[str, Any], comparison: Optional[dict],
-                                verdict: Optional[dict]) -> None:
+                                verdict: Optional[dict], duplicates: Optional[dict]) -> None:
     plan = self._plan
     publish.write_json(FileSystems.join(plan.record_folder, PROFILE_FILE), profile)
     if plan.report:
-      summary = _summary(plan, counts, rows_written=None, report=True, comparison=comparison, verdict=verdict)
+      summary = _summary(plan, counts, rows_written=None, report=True, comparison=comparison, verdict=verdict,
+                         duplicates=duplicates)
       write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
                    model=plan.bundle.metadata, sections=report_sections(comparison, verdict))
 
@@ -257,8 +292,8 @@ class FinishRun(beam.PTransform):
   Applied to the run's counts (one dict, `CountRows`); outputs one dict, the
   published summary. The writes' results are side inputs, so this step starts
   only once both writes are complete. The plan says whether to report
-  (`report`), when too many rows were rejected (`max_rejected_fraction`; None:
-  when none is predicted, `check_rejected`) and what the gate checks (`gate`).
+  (`report`), when too many rows were rejected (`max_rejected_fraction`,
+  `check_rejected`) and what the gate checks (`gate`).
 
   Args:
     plan: the resolved job.
@@ -267,6 +302,7 @@ class FinishRun(beam.PTransform):
     profile: one dict (`ProfileRun`) as a side input with its default, or None for no profile and no report.
     comparison: one dict (models.challenger.CompareModels), with --challenger.
     digest: one dict (manifest.DigestPredictions) as a side input with its default.
+    duplicates: one dict (`transforms.rows.duplicate_keys.describe`), with --key_column.
   """
   plan: JobPlan
   prediction_files: beam.PCollection
@@ -274,6 +310,7 @@ class FinishRun(beam.PTransform):
   profile: Optional[beam.pvalue.AsSingleton] = None
   comparison: Optional[beam.PCollection] = None
   digest: Optional[beam.pvalue.AsSingleton] = None
+  duplicates: Optional[beam.PCollection] = None
 
   def __post_init__(self):
     super().__init__()
@@ -285,5 +322,6 @@ class FinishRun(beam.PTransform):
         profile=self.profile,
         comparison=beam.pvalue.AsSingleton(self.comparison) if self.comparison is not None else None,
         digest=self.digest,
+        duplicates=beam.pvalue.AsSingleton(self.duplicates) if self.duplicates is not None else None,
         prediction_files=beam.pvalue.AsList(self.prediction_files),
         dead_letter_files=beam.pvalue.AsList(self.dead_letter_files))

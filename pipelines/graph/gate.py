@@ -26,6 +26,7 @@ from pipelines.record import status
 
 from transforms.files import publish
 from pipelines.record.report import drift_rows  # the report's own drift flags, so the gate and the page agree
+from transforms.rows import dead_letters
 from transforms.rows.data_profile import psi
 
 GATE_FILE = 'gate.json'
@@ -36,7 +37,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 
 # name -> (what it measures, needs a challenger, needs training statistics)
 METRICS: dict[str, tuple[str, bool, bool]] = {
-    'rejected_rate': ('rows rejected / rows read', False, False),
+    'rejected_rate': ('rows rejected (refused by the output included) / rows read', False, False),
     'drifted_features': ('features the report flags as drifted from training', False, True),
     'feature_psi': ('largest population stability index of a categorical feature against training', False, True),
     'missing_rate_shift': ('largest change of a feature\'s share of missing values against training', False, True),
@@ -117,9 +118,9 @@ def _feature_psi(features: dict[str, Any], training: dict[str, Any]) -> Optional
 def measure(counts: dict[str, int], profile: Optional[dict[str, Any]], comparison: Optional[dict[str, Any]],
             training: Optional[dict[str, Any]]) -> dict[str, Optional[float]]:
   """Every gate metric this run can give (None where it cannot: no profile, training statistics or challenger)."""
-  read = counts.get('rows_read', 0)
+  rejected, asked = dead_letters.guarded(counts)  # as --max_rejected_fraction counts: refused rows included
   metrics: dict[str, Optional[float]] = {m: None for m in METRICS}
-  metrics['rejected_rate'] = counts.get('rows_rejected', 0) / read if read else 0.0
+  metrics['rejected_rate'] = rejected / asked if asked else 0.0
   if profile is not None and training is not None:
     drift = drift_rows(profile['input'], training)
     metrics['drifted_features'] = float(sum(1 for r in drift if r['flags']))

@@ -22,6 +22,8 @@ from transforms.destination import Destination
 from transforms.files import publish
 from transforms.files import scored_keys as incremental_
 from transforms.files.read import FileInput
+from transforms.rows import dead_letters as dead_letters_
+from transforms.rows import duplicate_keys
 
 Source = Union[FileInput, BigQueryInput]
 
@@ -66,7 +68,9 @@ class JobPlan:
   segment_column: Optional[str] = None  # splits the challenger comparison
   gate: tuple[gate_.Threshold, ...] = ()  # --gate: thresholds checked before publishing
   report: bool = True  # --report: profile the run and render report.html
-  max_rejected_fraction: Optional[float] = None
+  max_rejected_fraction: float = dead_letters_.MAX_REJECTED_FRACTION  # --max_rejected_fraction
+  # --on_duplicate_key, with --key_column: what a key on several rows gets (None: keys are generated, unique).
+  duplicates: Optional[duplicate_keys.DuplicatePolicy] = None
   manifest: Optional[dict] = None  # what the run reads and runs (pipelines.graph.manifest), written beside the summary
   incremental: Optional[incremental_.Incremental] = None  # --only_unscored
 
@@ -88,8 +92,10 @@ class JobPlan:
 
   @property
   def columns_read(self) -> list[str]:
-    """The input columns the job reads: the features of both models, the key, passthrough and segment."""
+    """The input columns the job reads: the features of both models, the key, passthrough, segment and the
+    order that keeps one row of a repeated key."""
     challenger = self.challenger.features.columns if self.challenger else []
     segment = [self.segment_column] if self.challenger and self.segment_column else []
+    order = [self.duplicates.column] if self.duplicates is not None and self.duplicates.column else []
     return list(dict.fromkeys(self.bundle.features.columns + ([self.key_column] if self.key_column else [])
-                              + list(self.passthrough) + challenger + segment))
+                              + list(self.passthrough) + challenger + segment + order))

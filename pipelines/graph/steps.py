@@ -2,6 +2,8 @@
 
 - `ReadInput`: the input's batches, and with `--only_unscored` the rows scored
   before left out (and counted);
+- `DeduplicateKeys`: with `--key_column`, every key counted before a row goes on,
+  and the rows of a repeated key handled as `--on_duplicate_key` says;
 - `features` and `predictor`: the model's feature step and predict step, or
   both models' with `--challenger`; only the predict step asks for a GPU;
 - `WritePredictions`: the predictions to their destination, with the keys
@@ -31,6 +33,7 @@ from transforms.files.scored_keys import KEYS_BASE, KEYS_SCHEMA, SKIPPED, ReadSc
 from transforms.files.write import WriteBatches
 from transforms.rows.data_profile import ProfileRun
 from transforms.rows.dead_letters import DEAD_LETTERS
+from transforms.rows.duplicate_keys import HandleDuplicateKeys
 
 # The outputs of `WritePredictions` beside `WRITTEN` and the refused rows: everything the last step waits on.
 DONE = 'done'
@@ -58,6 +61,22 @@ class ReadInput(beam.PTransform):
     if incremental is not None and incremental.skipped_by_bigquery:  # BigQuery's anti-join left these out
       out['skipped_by_bigquery'] = pbegin | 'SkippedByBigQuery' >> beam.Create([incremental.skipped_by_bigquery])
     return out
+
+
+@dataclasses.dataclass(eq=False)
+class DeduplicateKeys(beam.PTransform):
+  """Validated batches → `{'batches': the rows that go on, DEAD_LETTERS: the rows of repeated keys it
+  drops, 'found': what it found (with --key_column)}`. Without --key_column every key is generated from
+  the row's position, so none repeats and the batches pass as they are."""
+  plan: JobPlan
+
+  def __post_init__(self):
+    super().__init__()
+
+  def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
+    if self.plan.duplicates is None:
+      return {'batches': batches, DEAD_LETTERS: batches.pipeline | 'NoDuplicates' >> beam.Create([])}
+    return batches | 'Keys' >> HandleDuplicateKeys(self.plan.duplicates)
 
 
 def features(plan: JobPlan) -> beam.PTransform:
@@ -112,7 +131,7 @@ class WritePredictions(beam.PTransform):
 
 def last_steps(plan: JobPlan, read: dict[str, beam.PCollection], predicted: dict[str, beam.PCollection],
                written: dict[str, beam.PCollection], dead_letters: dict[str, beam.PCollection],
-               rejected: beam.PCollection) -> dict[str, beam.PCollection]:
+               rejected: beam.PCollection, duplicates: Optional[beam.PCollection] = None) -> dict[str, beam.PCollection]:
   """Profile, count, compare and digest the run, then publish it once every write is done: `{'counts',
   'summary', 'profile'}`. Top-level steps, so a runner's page shows each."""
   tallies = {'read': read['read'], 'unreadable': read[DEAD_LETTERS], 'predicted': predicted['predictions'],
@@ -124,11 +143,11 @@ def last_steps(plan: JobPlan, read: dict[str, beam.PCollection], predicted: dict
     profiling = ProfileRun(plan.bundle.features)
     profile = (read['read'], predicted['predictions']) | 'Profile' >> profiling
     profile_view = beam.pvalue.AsSingleton(profile, default_value=profiling.empty())
-  counts = tallies | 'Count' >> CountRows()
+  counts = tallies | 'Count' >> CountRows(plan.columns.top_k if plan.columns.outputs.kind == 'ranking' else None)
   comparison = predicted[COMPARISON] | 'CompareModels' >> CompareModels(plan.bundle, plan.challenger) if plan.challenger else None
   digesting = DigestPredictions(plan.columns.score_names)
   digest = predicted['predictions'] | 'Digest' >> digesting
   summary = counts | 'Finish' >> FinishRun(
       plan, written[DONE], dead_letters[WRITTEN], profile_view, comparison=comparison,
-      digest=beam.pvalue.AsSingleton(digest, default_value=digesting.empty()))
+      digest=beam.pvalue.AsSingleton(digest, default_value=digesting.empty()), duplicates=duplicates)
   return {'counts': counts, 'summary': summary, 'profile': profile}

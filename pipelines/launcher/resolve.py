@@ -40,6 +40,7 @@ from transforms.files import publish
 from transforms.files.read import FileInput
 from transforms.files.scored_keys import Incremental
 from transforms.rows import dead_letters as dl
+from transforms.rows.duplicate_keys import DuplicatePolicy
 
 DEFAULT_KEY = 'row_id'
 
@@ -273,7 +274,8 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
                                      opts.inference_accelerator, threads=opts.model_threads,
                                      worker_processes=opts.worker_processes()),
                  challenger=challenger, segment_column=opts.segment_column, gate=thresholds, report=opts.report,
-                 max_rejected_fraction=opts.max_rejected_fraction, incremental=incremental)
+                 max_rejected_fraction=opts.max_rejected_fraction, incremental=incremental,
+                 duplicates=DuplicatePolicy.parse(opts.on_duplicate_key) if opts.key_column else None)
   return plan, report
 
 

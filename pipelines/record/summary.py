@@ -55,10 +55,16 @@ class RunSummary:
   manifest: Optional[str] = None  # the run's reproducibility manifest (pipelines.graph.manifest), for --replay
   predictions_digest: Optional[dict[str, Any]] = None  # an order-free digest of the predictions
   rows_skipped: int = 0  # --only_unscored: rows an earlier run of this model version scored
-  # Predicted rows the output table refused (a database constraint; streamed BigQuery rows): dead letters too.
+  # Rows the output refused (a database constraint; streamed BigQuery rows): rejected, among rows_rejected
+  # (reason write_error) and in every guard; for a ranking, a key with a refused rank is refused whole.
   rows_not_written: Optional[int] = None
   # An upserted table's keys that hold only an earlier run's rows: they were not in this run's input.
   keys_kept: Optional[int] = None
+  # With --key_column: keys the input held on several rows (transforms.rows.duplicate_keys.describe):
+  # keys, rows, examples {key: rows}, on_duplicate_key.
+  duplicate_keys: Optional[dict[str, Any]] = None
+  # For a ranking: predicted rows with fewer than top_k items {'rows', 'top_k'}.
+  short_rankings: Optional[dict[str, int]] = None
 
   @classmethod
   def from_dict(cls, data: dict[str, Any]) -> 'RunSummary':
@@ -94,14 +100,22 @@ class RunSummary:
         f'  rows rejected   {self.rows_rejected:>12,}',
     ]
     lines += [f'    {code:<20} {count:>9,}' for code, count in sorted(self.rejected_by_reason.items())]
+    if self.rows_not_written:
+      lines.append(f'    (of them refused by the output, after the model: {self.rows_not_written:,})')
+    found = self.duplicate_keys
+    if found and found.get('keys'):
+      examples = ', '.join(f'{k!r} ×{n}' for k, n in found['examples'].items())
+      lines.append(f'  duplicate keys  {found["keys"]:>12,}  on {found["rows"]:,} rows, e.g. {examples} '
+                   f'(--on_duplicate_key={found["on_duplicate_key"]})')
+    if self.short_rankings and self.short_rankings.get('rows'):
+      lines.append(f'  short rankings  {self.short_rankings["rows"]:>12,}  (fewer than {self.short_rankings["top_k"]} '
+                   'items: the model ranked fewer)')
     if self.rows_skipped:
       lines.append(f'  rows skipped    {self.rows_skipped:>12,}  (scored before by this model version)')
     if self.rows_written is not None:
       lines.append(f'  rows in table   {self.rows_written:>12,}')
     if self.keys_kept:
       lines.append(f'  keys kept       {self.keys_kept:>12,}  (not in this input: they keep an earlier run\'s rows)')
-    if self.rows_not_written:
-      lines.append(f'  refused by it   {self.rows_not_written:>12,} (predicted, then dead letters)')
     skipped = ' + skipped' if self.rows_skipped else ''
     lines += [f'  read = predicted + rejected{skipped}: {check}',
               f'  throughput      {self.rows_per_second:>12,.0f} rows/s']

@@ -71,7 +71,7 @@ def test_bad_rows_become_dead_letters_and_counts_reconcile(tmp_path, penguin_bun
       'Gentoo,Biscoe,,15.0,220,5000,female,2008\n'               # line 5: missing required value
       'Gentoo,Atlantis,47.5,15.0,220,,,2008\n'                   # line 6: unseen island, fills: predicted
       'Gentoo,Biscoe,47.5,inf,220,5000,female,2008\n')           # line 7: not finite
-  summary = _run(tmp_path, penguin_bundle, input_path=str(bad))
+  summary = _run(tmp_path, penguin_bundle, '--max_rejected_fraction=1', input_path=str(bad))  # 4 of 6 rejected
 
   assert (summary.rows_read, summary.rows_predicted, summary.rows_rejected) == (6, 2, 4)
   assert summary.reconciled

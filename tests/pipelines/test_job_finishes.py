@@ -144,7 +144,7 @@ def test_publish_retried_by_the_runner__is_harmless(tmp_path, penguin_bundle):
   out = tmp_path / 'out'
   plan, _ = resolve(PipelineOptions(_args(out, penguin_bundle, 'retried', '--report=false')), bundle=penguin_bundle)
   fn = finish._FinishFn(plan)  # pylint: disable=protected-access  (the plan says --report=false)
-  counts = {'rows_read': 3, 'rows_predicted': 2, 'rows_rejected': 1, 'rejected_missing_value': 1}
+  counts = {'rows_read': 30, 'rows_predicted': 29, 'rows_rejected': 1, 'rejected_missing_value': 1}
   first = list(fn.process(counts, None, [], []))
   pointer = publish.read_pointer(str(out), 'retried')
   again = list(fn.process(counts, None, [], []))

@@ -216,7 +216,8 @@ def test_read_stage_dead_letters__carry_the_key_when_the_record_holds_it(tmp_pat
   jsonl = [json.dumps({'id': 200 + i, **{m: r[m] for m in MEASURES}}) for i, r in enumerate(rows)]
   jsonl[3] = jsonl[3][:-1] + ', "sepalWidth": }'  # malformed JSON that still names its id
   (tmp_path / 'in' / 'b.jsonl').write_text('\n'.join(jsonl) + '\n')
-  assert _main(tmp_path, iris_bundle, str(tmp_path / 'in' / '*'), '--key_column=id') == 0
+  assert _main(tmp_path, iris_bundle, str(tmp_path / 'in' / '*'), '--key_column=id',
+               '--max_rejected_fraction=1') == 0  # 2 of 12 rows rejected: over the default bound
   letters = {(d['source'].rsplit('/', 1)[-1], d['row']): d
              for d in read_dead_letters(_published(tmp_path)['dead_letter'])}
   assert set(letters) == {('a.csv', 3), ('b.jsonl', 4)}
@@ -246,7 +247,8 @@ def test_integer_key__a_value_that_is_not_an_integer_is_a_dead_letter(tmp_path, 
     f.write('\n'.join(json.dumps(r) for r in rows[:5]) + '\n')
   with open(tmp_path / 'in' / 'b.jsonl', 'w', encoding='utf-8') as f:
     f.write('\n'.join(json.dumps({**r, 'id': f'x{r["id"]}' if r['id'] == 7 else r['id']}) for r in rows[5:]) + '\n')
-  assert _main(tmp_path, iris_bundle, str(tmp_path / 'in' / '*.jsonl'), '--key_column=id') == 0
+  assert _main(tmp_path, iris_bundle, str(tmp_path / 'in' / '*.jsonl'), '--key_column=id',
+               '--max_rejected_fraction=1') == 0  # 1 of 10 rows rejected: over the default bound
   summary = _published(tmp_path)
   assert (summary['rows_predicted'], summary['rows_rejected']) == (9, 1)
   [letter] = read_dead_letters(summary['dead_letter'])
@@ -262,7 +264,8 @@ def test_every_row_rejected__fails_and_publishes_nothing(tmp_path, iris_bundle, 
                             for _ in range(30)) + '\n')
   assert _main(tmp_path, iris_bundle, str(path)) == 1
   err = capsys.readouterr().err
-  assert 'rejected 30 of 30 rows (100.0%; invalid_type 30): it predicted none of them' in err
+  assert ('rejected 100.00% of its rows (30 of 30), more than --max_rejected_fraction=0.05 allows; '
+          'top reasons: invalid_type 30') in err
   assert _published(tmp_path) is None
   assert status.main(['--run_id=own-data', f'--output={tmp_path / "out"}']) == 1
 
@@ -274,10 +277,10 @@ def test_max_rejected_fraction__fails_a_run_over_it_and_passes_one_under(tmp_pat
   path = tmp_path / 'some_bad.jsonl'
   path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
   assert _main(tmp_path, iris_bundle, str(path), '--max_rejected_fraction=0.1', run_id='strict') == 1
-  assert 'rejected 30 of 150 rows (20.0%; missing_value 30): more than --max_rejected_fraction=0.1 allows' in (
-      capsys.readouterr().err)
+  assert ('rejected 20.00% of its rows (30 of 150), more than --max_rejected_fraction=0.1 allows; '
+          'top reasons: missing_value 30') in capsys.readouterr().err
   assert _published(tmp_path, 'strict') is None
-  assert _main(tmp_path, iris_bundle, str(path), run_id='default') == 0  # the default fails only a run of nothing
+  assert _main(tmp_path, iris_bundle, str(path), run_id='default') == 1  # over the default bound, 0.05
   assert _main(tmp_path, iris_bundle, str(path), '--max_rejected_fraction=0.25', run_id='loose') == 0
   assert _published(tmp_path, 'loose')['rows_rejected'] == 30
 

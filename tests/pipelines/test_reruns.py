@@ -79,7 +79,7 @@ def test_new_run_id__leaves_earlier_runs_untouched(tmp_path, penguin_bundle, sna
   out = tmp_path / 'out'
   _run(out, penguin_bundle, train.EXAMPLE_DATA, 'nightly-1')
   before = snapshot(out / 'nightly-1')
-  second = _run(out, penguin_bundle, _head(tmp_path, 10), 'nightly-2')
+  second = _run(out, penguin_bundle, _head(tmp_path, 10), 'nightly-2', '--max_rejected_fraction=1')  # 1 of 10 rejected
   assert snapshot(out / 'nightly-1') == before
   assert len(_published_rows(out, 'nightly-2')) == second.rows_predicted == 9
 
@@ -92,7 +92,7 @@ def test_attempts_left_by_killed_launches__are_cleared_by_the_next_attempt_of_th
   for folder in (killed, other, newer):
     folder.mkdir(parents=True)
     (folder / 'predictions-00000-of-00001.parquet').write_bytes(b'half written')
-  summary = _run(out, penguin_bundle, _head(tmp_path, 5), 'r1')
+  summary = _run(out, penguin_bundle, _head(tmp_path, 5), 'r1', '--max_rejected_fraction=1')  # 1 of 5 rejected
   assert not killed.exists()
   assert (other / 'predictions-00000-of-00001.parquet').exists() and newer.exists()
   assert len(_published_rows(out, 'r1')) == summary.rows_predicted == 4

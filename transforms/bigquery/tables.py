@@ -178,9 +178,8 @@ class WriteBigQueryBatches(beam.PTransform):
 def refused_rows(failed: tuple[str, dict, Any], *, key_name: str, run_id: str) -> pa.RecordBatch:
   """A dead letter for a row BigQuery refused, from WriteResult.failed_rows_with_errors.
 
-  The row was predicted, so it is counted in `rows_not_written`, not as
-  rejected: read = predicted + rejected still holds, and the table holds
-  predicted - not_written rows.
+  The job's count moves it from predicted to rejected (`pipelines.graph.finish.CountRows`), so it
+  counts in every guard; `rows_not_written` shows it too.
   """
   destination, row, errors = failed
   reason = f'{destination} refused the row: {json.dumps(errors, default=str)[:1000]}'

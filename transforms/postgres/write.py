@@ -165,6 +165,38 @@ def refused_letters(batch: pa.RecordBatch, refused: list[tuple[int, str]], *, ke
   return dl.stamp_run_id(letters, run_id)
 
 
+def drop_partial_keys(conn, table: Sequence[str], rows: pa.RecordBatch, refused: list[tuple[int, str]],
+                      key_name: str) -> tuple[pa.Array, int]:
+  """The keys of the refused rows, and how many table rows they had. A key laid out over several rows (a
+  ranking: one per rank) is refused whole: its rows COPYed already are deleted from the staging table in the
+  bundle's transaction, so no key is published with part of its ranking."""
+  import pyarrow.compute as pc
+  keys = rows.column(key_name)
+  refused_keys = pc.unique(keys.take(pa.array([i for i, _ in refused], pa.int64())))
+  unwritten = int(pc.sum(pc.is_in(keys, value_set=refused_keys)).as_py() or 0)
+  if unwritten > len(refused):
+    with conn.cursor() as cursor:
+      cursor.execute(f'DELETE FROM {quote(conn, *table)} WHERE {quote(conn, key_name)} = ANY(%s)',
+                     (refused_keys.to_pylist(),))
+  return refused_keys, unwritten
+
+
+def whole_key_letters(batch: pa.RecordBatch, rows: pa.RecordBatch, refused: list[tuple[int, str]], unwritten: int,
+                      *, key_name: str, source: str, run_id: str) -> pa.RecordBatch:
+  """Dead letters for the input rows (of `batch`) whose table rows (`rows`) the database refused: one per
+  input row, holding its whole ranking and the reason for each refused rank."""
+  keys = rows.column(key_name)
+  whole = unwritten > len(refused) or rows.num_rows > batch.num_rows
+  ranks = rows.column('rank') if whole and 'rank' in rows.schema.names else None
+  why: dict[Any, list[str]] = {}
+  for i, reason in refused:
+    why.setdefault(keys[i].as_py(), []).append(f'rank {ranks[i].as_py()}: {reason}' if ranks is not None else reason)
+  suffix = '; the key\'s whole ranking is rejected, so none of its rows is published' if whole else ''
+  return refused_letters(batch, [(i, '; '.join(why[key]) + suffix)
+                                 for i, key in enumerate(batch.column(key_name).to_pylist()) if key in why],
+                         key_name=key_name, source=source, run_id=run_id)
+
+
 class _Copier:
   """One connection and the transaction of the current bundle on it; used by one thread at a time."""
 
@@ -173,15 +205,18 @@ class _Copier:
     self.bundle = None
 
   def copy(self, staging: Sequence[str], refused_table: Optional[Sequence[str]], rows: pa.RecordBatch,
-           key_name: str) -> list[tuple[int, str]]:
+           key_name: str) -> tuple[list[tuple[int, str]], int]:
+    """COPYs the rows; returns the refused ones (index, reason) and how many rows their keys had."""
     if self.bundle is None:
       self.bundle = self.conn.transaction()
       self.bundle.__enter__()
     refused = copy_or_refuse(self.conn, staging, rows) if rows.num_rows else []
-    if refused and refused_table is not None:
-      keys = rows.column(key_name).take(pa.array([i for i, _ in refused], pa.int64()))
+    if not refused:
+      return [], 0
+    keys, unwritten = drop_partial_keys(self.conn, staging, rows, refused, key_name)
+    if refused_table is not None:
       copy_batch(self.conn, refused_table, pa.record_batch([keys], names=[key_name]))
-    return refused
+    return refused, unwritten
 
   def end(self, error: Optional[BaseException] = None) -> None:
     """COMMITs the bundle's transaction (or, after `error`, rolls it back)."""
@@ -250,31 +285,33 @@ class _CopyToStagingFn(beam.DoFn):
     return self._stack.enter_context(connect(self._target, password_secret=self._password_secret,
                                              autocommit=True))  # transactions are ours, in _Copier
 
-  def _copy(self, rows: pa.RecordBatch) -> list[tuple[int, str]]:
+  def _copy(self, rows: pa.RecordBatch) -> tuple[list[tuple[int, str]], int]:
     copier = self._idle.get()
     try:
       return copier.copy(self._staging, self._refused, rows, self._key_name)
     finally:
       self._idle.put(copier)
 
-  def _results(self, rows: pa.RecordBatch, refused: list[tuple[int, str]]):
-    if refused:
-      self._not_written.inc(len(refused))
-      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, refused_letters(
-          rows, refused, key_name=self._key_name, source=str(self._target), run_id=self._run_id))
-    yield rows.num_rows - len(refused)
+  def _results(self, batch: pa.RecordBatch, rows: pa.RecordBatch, copied: tuple[list[tuple[int, str]], int]):
+    refused, unwritten = copied
+    if refused:  # dead letters are input rows: a key with a refused rank is refused whole
+      letters = whole_key_letters(batch, rows, refused, unwritten, key_name=self._key_name,
+                                  source=str(self._target), run_id=self._run_id)
+      self._not_written.inc(letters.num_rows)
+      yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letters)
+    yield rows.num_rows - unwritten
 
   def process(self, batch: pa.RecordBatch):
     rows = self._layout(batch)
-    self._pending.append((rows, self._pool.submit(self._copy, rows)))
-    while len(self._pending) > 2 * len(self._copiers) or (self._pending and self._pending[0][1].done()):
-      done, future = self._pending.popleft()
-      yield from self._results(done, future.result())
+    self._pending.append((batch, rows, self._pool.submit(self._copy, rows)))
+    while len(self._pending) > 2 * len(self._copiers) or (self._pending and self._pending[0][2].done()):
+      done, laid_out, future = self._pending.popleft()
+      yield from self._results(done, laid_out, future.result())
 
   def finish_bundle(self):
     while self._pending:
-      rows, future = self._pending.popleft()
-      for out in self._results(rows, future.result()):
+      batch, rows, future = self._pending.popleft()
+      for out in self._results(batch, rows, future.result()):
         if isinstance(out, beam.pvalue.TaggedOutput):
           yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
         else:
@@ -283,7 +320,7 @@ class _CopyToStagingFn(beam.DoFn):
       copier.end()  # COMMIT
 
   def teardown(self):
-    for _, future in self._pending:  # a bundle failed: let its COPYs end, then roll its rows back
+    for _, _, future in self._pending:  # a bundle failed: let its COPYs end, then roll its rows back
       with contextlib.suppress(Exception):
         future.result()
     self._pending.clear()

@@ -38,10 +38,20 @@ MISSING_VALUE = 'missing_value'
 INVALID_TYPE = 'invalid_type'
 NON_FINITE = 'non_finite'
 MODEL_ERROR = 'model_error'
-REASON_CODES = (UNPARSABLE, MISSING_KEY, MISSING_VALUE, INVALID_TYPE, NON_FINITE, MODEL_ERROR)
-# Rows a sink refused for good (a streamed BigQuery row, a database row). They were predicted, so
-# they count as `rows_not_written`, not as rejected: read = predicted + rejected still holds.
+# Every row of a key the input holds more than once (`transforms.rows.duplicate_keys`).
+DUPLICATE_KEY = 'duplicate_key'
+# A row of a repeated key that `--on_duplicate_key=keep_last_by:COLUMN` (or keep_first_by) did not keep.
+SUPERSEDED = 'superseded'
+# Rows a destination refused for good (a streamed BigQuery row, a database row): rejected like the
+# others, so they count in every guard; the summary also shows them as `rows_not_written`.
 WRITE_ERROR = 'write_error'
+REASON_CODES = (UNPARSABLE, MISSING_KEY, MISSING_VALUE, INVALID_TYPE, NON_FINITE, MODEL_ERROR, DUPLICATE_KEY,
+                SUPERSEDED, WRITE_ERROR)
+# The share of rejected rows a run may have unless --max_rejected_fraction says otherwise: a nightly run
+# that loses more than one row in twenty is a broken night, not a good one with some noise.
+MAX_REJECTED_FRACTION = 0.05
+# Rejections the user asked for by a flag, which the rejection guards do not count as faults.
+CHOSEN = (SUPERSEDED,)
 
 SCHEMA = pa.schema([
     pa.field('key', pa.string()),
@@ -63,7 +73,8 @@ DESCRIPTIONS = {
     'key': 'Key of the rejected row, when it had one.',
     'source': 'Where the row came from: a file or bq://PROJECT.DATASET.TABLE.',
     'row': 'Position of the row in its file (1-based line or record number); empty for tables.',
-    'stage': 'The step that rejected the row: read, validate, predict, or write (a row the table or database refused).',
+    'stage': 'The step that rejected the row: read, validate, deduplicate (a repeated key), predict, or write (a row '
+             'the table or database refused).',
     'reason_code': 'Stable code of the rejection, to count and filter on.',
     'reason': 'What was wrong, for a person to act on.',
     'record': 'The row as it arrived, as JSON.',
@@ -126,6 +137,19 @@ def from_records(records: Sequence[str], *, source: str, rows: Sequence[Optional
       pa.array(list(reasons), pa.string()),
       pa.array(list(records), pa.string()),
   ], schema=SCHEMA)
+
+
+def guarded(counts: dict[str, int]) -> tuple[int, int]:
+  """(rows rejected, rows read) as the rejection guards count them (`--max_rejected_fraction`, the gate's
+  `rejected_rate`): every rejection, refused writes included, except the ones a flag chose (`CHOSEN`),
+  which leave both counts.
+
+  Rows `--only_unscored` skipped stay among the rows read: they are served by an earlier run, and the
+  rows rejected before are read and rejected again each night, so a share of only the rows asked for
+  would fail every small incremental night on old bad rows.
+  """
+  chosen = sum(counts.get(f'rejected_{code}', 0) for code in CHOSEN)
+  return counts.get('rows_rejected', 0) - chosen, counts.get('rows_read', 0) - chosen
 
 
 def count_rejections(letters: pa.RecordBatch) -> None:

@@ -72,3 +72,10 @@ def rank_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
     elif field.name != SCORES:
       arrays.append(column.take(parents))
   return pa.RecordBatch.from_arrays(arrays, schema=rank_schema(batch.schema))
+
+
+def short_rankings(batch: pa.RecordBatch, k: int) -> int:
+  """Rows of a ranking batch holding fewer than `k` items (a catalogue smaller than k, items the model
+  could not rank): counted, so the summary says how many users got a short list."""
+  lengths = pc.list_value_length(batch.column(ITEMS)).fill_null(0)
+  return int(pc.sum(pc.less(lengths, k)).as_py() or 0)
