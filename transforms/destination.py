@@ -31,6 +31,10 @@ import pyarrow as pa
 # (under `transforms.rows.dead_letters.DEAD_LETTERS`).
 WRITTEN = 'written'
 
+# What an attempt staged that is older than this, with nothing written since, was left by an attempt that was
+# killed: the next run into the output deletes it (`Destination.remove_stale`), as `status --clean` does on demand.
+STALE_AFTER = datetime.timedelta(hours=24)
+
 
 class CheckFailed(ValueError):
   """What keeps a run from writing to a destination, one line each (`Destination.check`)."""
@@ -148,9 +152,11 @@ class Destination(abc.ABC):
     return None
 
   @classmethod
-  def remove_stale(cls, uri: str, older_than: datetime.timedelta, *, password_secret: Optional[str] = None) -> list[str]:
-    """Deletes what attempts killed more than `older_than` ago left staged at `uri` (a database's staging
-    tables); returns what it deleted. Kinds whose leftovers the next attempt of the run deletes keep this."""
+  def remove_stale(cls, uri: str, older_than: datetime.timedelta, opts: Any) -> list[str]:
+    """Deletes what attempts killed more than `older_than` ago left staged for the output at `uri` (hidden
+    attempt folders, staged files, staging tables); returns what it deleted. The next run into the output
+    calls it (in `prepare`, with `STALE_AFTER`), `status --clean` on demand. `opts` are the command's
+    options, read by name (where a table's files are staged, the database's password)."""
     return []
 
   @property

@@ -21,8 +21,10 @@ own transaction), so a run killed just after its publish committed says so:
   exit 2  no such run under that output, or bad flags
 
 `--clean[=HOURS]` first removes what attempts killed more than HOURS ago
-(default 24) left staged at the output (a database's staging tables; the next
-run into the output does this too).
+(default 24) left staged for the output: a folder's hidden attempt folders
+(of any run id), a BigQuery table's staged Parquet files (under
+--temp_location) and staging tables, a database's staging tables. The next
+run into the output does this too, for leftovers older than 24 hours.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from pipelines.destinations import kind_of
 from pipelines.options import BatchInferenceOptions
-from transforms.destination import PublishedRun
+from transforms.destination import STALE_AFTER, PublishedRun
 from transforms.files import publish
 from pipelines.record.summary import RunSummary
 
@@ -256,10 +258,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = [a for a in argv if a not in clean]
   opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
   if clean and opts.output:
-    hours = float(clean[-1].partition('=')[2] or 24)
-    removed = kind_of(opts.output).remove_stale(opts.output, datetime.timedelta(hours=hours),
-                                                password_secret=opts.db_password_secret)
-    print(f'--clean: removed {len(removed)} staging table(s) left by attempts older than {hours:g} h'
+    hours = float(clean[-1].partition('=')[2] or STALE_AFTER.total_seconds() / 3600)
+    removed = kind_of(opts.output).remove_stale(opts.output, datetime.timedelta(hours=hours), opts)
+    print(f'--clean: removed {len(removed)} leftover(s) of attempts killed more than {hours:g} h ago'
           + (f': {", ".join(removed)}' if removed else ''))
     if not opts.run_id:
       return 0

@@ -25,13 +25,29 @@ from google.cloud import bigquery
 
 from transforms.bigquery import checks, publish as bqpub
 from transforms.bigquery.tables import TableRef, WriteBigQueryBatches, is_table, refused_rows, table_schema
-from transforms.destination import WRITTEN, Destination, OutputRows, PublishedRun, RunSettings
+from transforms.destination import STALE_AFTER, WRITTEN, Destination, OutputRows, PublishedRun, RunSettings
 from transforms.files import publish, scored_keys
 from transforms.files.destination import WriteFiles
 from transforms.rows.dead_letters import DEAD_LETTERS
 
 # Under --temp_location: the Parquet files a table is loaded from, TEMP/PARQUET_STAGING/RUN_ID/ATTEMPT/NAME/.
 PARQUET_STAGING = 'batch-inference'
+
+
+def remove_stale(table: TableRef, staging_base: str, project: Optional[str],
+                 older_than: datetime.timedelta) -> list[str]:
+  """Deletes the Parquet files and staging tables that attempts killed more than `older_than` ago left: the
+  attempt folders under `staging_base` (every run's, any table's) and `table`'s staging tables (any run id)."""
+  removed = publish.remove_stale_attempts(staging_base, older_than) if staging_base else []
+  bq = checks.client(project or table.project)
+  try:
+    tables = bqpub.old_staging_tables(bq, table, older_than)
+  except exceptions.NotFound:  # no dataset: no staging table either
+    tables = []
+  bqpub.drop_tables(bq, tables)
+  if tables:
+    logging.info('%s: dropped %d staging table(s) of attempts older than %s', table, len(tables), older_than)
+  return removed + [t.dotted for t in tables]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +145,14 @@ class BigQueryTable(Destination):
     streamed = opts.bq_write_method != 'FILE_LOADS'
     return PublishedRun(rows, note='streamed: rows land before the run publishes' if streamed else '')
 
+  @classmethod
+  def remove_stale(cls, uri: str, older_than: datetime.timedelta, opts: Any) -> list[str]:
+    """The staged Parquet files under --temp_location and the table's staging tables that attempts killed
+    more than `older_than` ago left."""
+    cloud = opts.view_as(GoogleCloudOptions)
+    staging_base = FileSystems.join(cloud.temp_location, PARQUET_STAGING) if cloud.temp_location else ''
+    return remove_stale(TableRef.parse(uri), staging_base, cloud.project, older_than)
+
   @property
   def table(self) -> TableRef:
     return TableRef.parse(self.uri)
@@ -159,6 +183,14 @@ class LoadedTable(BigQueryTable):
   @property
   def folder(self) -> str:
     return FileSystems.join(publish.attempt_folder(self.staging_base, self.run_id, self.attempt), self.name)
+
+  def prepare(self) -> None:
+    """Deletes what attempts killed more than `STALE_AFTER` ago staged (one listing of the staging base, one
+    of the dataset); one that cannot be deleted is logged, not a failed night."""
+    try:
+      remove_stale(self.table, self.staging_base, self.project, STALE_AFTER)
+    except Exception as e:  # pylint: disable=broad-except  (housekeeping)
+      logging.warning('could not delete what killed attempts staged for %s: %s', self.uri, e)
 
   def write(self) -> beam.PTransform:
     return WriteFiles(f'{self.folder}/{self.name}', self.schema, 'parquet', self.dictionary_columns)

@@ -185,6 +185,17 @@ def stale_staging_tables(bq: bigquery.Client, target: TableRef, run_id: str) -> 
           for item in bq.list_tables(f'{target.project}.{target.dataset}') if item.table_id.startswith(prefix)]
 
 
+def old_staging_tables(bq: bigquery.Client, target: TableRef, older_than: datetime.timedelta) -> list[TableRef]:
+  """Staging tables of this target, of any run id, made more than `older_than` ago: killed attempts left them
+  (a finished one drops its own), and their run id may never run again. BigQuery expires them too, a day
+  after their load (`load_parquet`)."""
+  cutoff = datetime.datetime.now(datetime.timezone.utc) - older_than
+  prefix = f'{STAGING_PREFIX}{_name_part(target.table)}_'
+  return [TableRef(target.project, target.dataset, item.table_id)
+          for item in bq.list_tables(f'{target.project}.{target.dataset}')
+          if item.table_id.startswith(prefix) and item.created is not None and item.created < cutoff]
+
+
 def drop_tables(bq: bigquery.Client, tables: Sequence[TableRef]) -> None:
   """Drops the tables; one already gone is fine, so a retried clean-up does not fail."""
   for table in tables:

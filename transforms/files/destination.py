@@ -7,19 +7,23 @@ beside its report in `BASE/RUN_ID/_ATTEMPT/`. Only the job's last step, once
 every check has passed and the run's pointer names the attempt, shows the
 predictions as `BASE/RUN_ID/ATTEMPT/` (`transforms.files.publish.show_attempt`:
 the older attempt's hidden first, then one folder move). A failed or killed
-attempt's files stay hidden until they are deleted.
+attempt's files stay hidden until they are deleted: by the next attempt of its
+run once that publishes, or, when its run id never runs again (a date), by the
+next run into the folder once they are older than `STALE_AFTER`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import logging
 from typing import Any, Optional
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.destination import WRITTEN, Destination, OutputRows, PublishedRun, RunSettings
+from transforms.destination import STALE_AFTER, WRITTEN, Destination, OutputRows, PublishedRun, RunSettings
 from transforms.files import publish
 from transforms.files import scored_keys
 from transforms.files.write import WriteBatches
@@ -88,6 +92,11 @@ class FileOutput(Destination):
       return None
     return PublishedRun(pointer.get('rows_predicted'), pointer.get('attempt'), pointer.get('finished_at'))
 
+  @classmethod
+  def remove_stale(cls, uri: str, older_than: datetime.timedelta, opts: Any) -> list[str]:
+    """The hidden attempt folders, under any run folder, of attempts killed more than `older_than` ago."""
+    return publish.remove_stale_attempts(uri, older_than)
+
   @property
   def folder(self) -> str:
     """This attempt's own folder, hidden: BASE/RUN_ID/_ATTEMPT."""
@@ -102,6 +111,14 @@ class FileOutput(Destination):
   def where(self) -> str:
     """Where the published files are: BASE/RUN_ID/ATTEMPT for predictions, the attempt's folder for dead letters."""
     return publish.shown_folder(self.uri, self.run_id, self.attempt) if self.shown else self.folder
+
+  def prepare(self) -> None:
+    """Deletes what attempts killed more than `STALE_AFTER` ago left under the folder (one listing); one that
+    cannot be deleted is logged, not a failed night."""
+    try:
+      publish.remove_stale_attempts(self.uri, STALE_AFTER)
+    except Exception as e:  # pylint: disable=broad-except  (housekeeping)
+      logging.warning('could not delete what killed attempts left under %s: %s', self.uri, e)
 
   def write(self) -> beam.PTransform:
     return WriteFiles(f'{self.staged}/{self.base_name}', self.schema, self.file_format, self.dictionary_columns)

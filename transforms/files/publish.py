@@ -36,7 +36,9 @@ A reader that starts from `_run_summary.json` reads the folder its `output`
 names, the last published attempt's; a run folder without it has no published
 attempt. Attempt names start with the UTC time they were launched, so they sort
 by age: an attempt never replaces a pointer to a newer one, nor deletes or
-shows over a newer folder.
+shows over a newer folder. The time in the name also tells an attempt killed
+long ago, whose run id may never run again (a date), from one still running:
+`remove_stale_attempts` deletes those folders across every run folder.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import datetime
 import json
 import logging
 import re
+import time
 import uuid
 from typing import Any, Optional
 
@@ -223,6 +226,48 @@ def remove_older_attempts(base: str, run_id: str, attempt: str) -> list[str]:
       remove_tree(shown_folder(base, run_id, older))  # hidden by now, unless a publish was interrupted
       remove_tree(attempt_folder(base, run_id, older))
       removed.append(older)
+  return removed
+
+
+def launched_at(attempt: str) -> datetime.datetime:
+  """The UTC time an attempt was launched, from its name (`new_attempt`)."""
+  return datetime.datetime.strptime(attempt.split('-')[1], '%Y%m%dT%H%M%S%fZ').replace(tzinfo=datetime.timezone.utc)
+
+
+def remove_stale_attempts(base: str, older_than: datetime.timedelta,
+                          now: Optional[datetime.datetime] = None) -> list[str]:
+  """Deletes the attempt folders under every run folder of `base` that killed attempts left; returns them.
+
+  An attempt's folder goes when it was launched more than `older_than` ago, no
+  file in it was written since (a running attempt's launcher rewrites its
+  heartbeat there, and its workers write into it), and its run's pointer does
+  not name it. One listing of `BASE/*/_attempt-*/**` finds them; a pointer is
+  read only for a run folder that holds one.
+  """
+  now = now or datetime.datetime.now(datetime.timezone.utc)
+  cutoff = now - older_than
+  root = base.rstrip('/') + '/'
+  newest: dict[tuple[str, str], float] = {}  # (run id, attempt): when a file in its folder was last written
+  for m in FileSystems.match([root + '*/' + HIDDEN + 'attempt-*/**'])[0].metadata_list:
+    run_id, folder = m.path[len(root):].split('/')[:2]
+    attempt = folder[len(HIDDEN):]
+    if _ATTEMPT.match(attempt):
+      written = m.last_updated_in_seconds or time.time()  # unknown: as if just written, so it stays
+      newest[(run_id, attempt)] = max(newest.get((run_id, attempt), 0.0), written)
+  stale = sorted(key for key, written in newest.items()
+                 if launched_at(key[1]) < cutoff and written < cutoff.timestamp())
+  removed, pointers = [], {}
+  for run_id, attempt in stale:
+    if run_id not in pointers:
+      pointers[run_id] = (read_pointer(base, run_id) or {}).get('attempt')
+    if attempt == pointers[run_id]:
+      continue
+    remove_tree(shown_folder(base, run_id, attempt))  # shown only where a publish was interrupted
+    remove_tree(attempt_folder(base, run_id, attempt))
+    removed.append(attempt_folder(base, run_id, attempt))
+  if removed:
+    logging.info('%s: deleted %d attempt folder(s) of attempts killed more than %s ago: %s', base, len(removed),
+                 older_than, ', '.join(removed))
   return removed
 
 

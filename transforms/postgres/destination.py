@@ -19,7 +19,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.destination import CheckFailed, Destination, OutputRows, PublishedRun, RunSettings, TableCounts
+from transforms.destination import (STALE_AFTER, CheckFailed, Destination, OutputRows, PublishedRun, RunSettings,
+                                   TableCounts)
 from transforms.files import scored_keys
 from transforms.postgres import publish as pgpub
 from transforms.postgres.tables import PgTarget, is_database
@@ -112,9 +113,10 @@ class PostgresTable(Destination):
     return self.target.staging_table(self.run_id, self.attempt)
 
   @classmethod
-  def remove_stale(cls, uri: str, older_than: datetime.timedelta, *, password_secret: Optional[str] = None) -> list[str]:
+  def remove_stale(cls, uri: str, older_than: datetime.timedelta, opts: Any) -> list[str]:
     """Drops the staging tables of `uri`'s table that attempts killed more than `older_than` ago left."""
-    return pgpub.remove_stale(PgTarget.parse(uri), older_than, password_secret=password_secret)
+    secret = getattr(opts, 'db_password_secret', None)
+    return pgpub.remove_stale(PgTarget.parse(uri), older_than, password_secret=secret)
 
   def check(self) -> list[str]:
     target = self.target
@@ -125,8 +127,8 @@ class PostgresTable(Destination):
             f'keyed by {", ".join(self.key)}; the user may create, select, insert, update and delete']
 
   def prepare(self) -> None:
-    """Drops staging tables that killed attempts left (older than `publish.STALE_AFTER`), then makes this one's."""
-    pgpub.remove_stale(self.target, pgpub.STALE_AFTER, password_secret=self.password_secret)
+    """Drops staging tables that killed attempts left (older than `STALE_AFTER`), then makes this one's."""
+    pgpub.remove_stale(self.target, STALE_AFTER, password_secret=self.password_secret)
     pgpub.create_tables(self.target, self.schema, self.key, run_id=self.run_id, attempt=self.attempt,
                         key_name=self.key_name, password_secret=self.password_secret)
 

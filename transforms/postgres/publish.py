@@ -46,8 +46,6 @@ import pyarrow as pa
 from transforms.destination import TableCounts
 from transforms.postgres.tables import STAGING_PREFIX, PgTarget, accepts, connect, connection_problem, pg_type, quote
 
-# A staging table older than this belongs to an attempt that was killed: the next run into the table drops it.
-STALE_AFTER = datetime.timedelta(hours=24)
 # The privileges the job needs on an existing serving table, each checked on its own.
 TABLE_PRIVILEGES = ('SELECT', 'INSERT', 'UPDATE', 'DELETE')
 

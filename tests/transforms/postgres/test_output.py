@@ -367,5 +367,5 @@ def test_staging_left_by_a_killed_attempt__dropped_by_the_next_run_once_old_and_
 
   capsys.readouterr()
   assert status.main([f'--output={url}', '--clean=0.5']) == 0
-  assert 'removed 2 staging table(s)' in capsys.readouterr().out
+  assert 'removed 2 leftover(s)' in capsys.readouterr().out
   assert _staging_tables(postgres_server) == []
