@@ -62,7 +62,7 @@ def test_a_broken_gate__exit_4_and_one_message(tmp_path, penguin_bundle):
 
 def test_too_many_rejected_rows__exit_1_and_one_message(tmp_path, penguin_bundle):
   done = _run(tmp_path, *_flags(tmp_path, penguin_bundle, '--max_rejected_fraction=0.001'))
-  _assert_clean(done, 1, 'run night rejected 2 of 344 rows (0.6%; missing_value 2)')
+  _assert_clean(done, 1, 'run night rejected 0.58% of its rows (2 of 344), more than --max_rejected_fraction=0.001 allows; top reasons: missing_value 2')
 
 
 def test_a_corrupt_25th_file__exit_1_and_one_message(tmp_path, penguin_bundle):
