@@ -81,15 +81,9 @@ def copy_or_refuse(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tu
   are not a row's (a full disk, a lost connection) are raised.
   """
   import psycopg
-  try:
-    with conn.transaction():
-      copy_batch(conn, table, batch)
-    return []
-  except psycopg.Error as e:
-    if not is_row_error(e):
-      raise
-    if batch.num_rows == 1:
-      return [(0, error_reason(e))]
+  done = _try_copy(conn, table, batch)
+  if done is not None:
+    return done
   try:
     with conn.transaction():
       return _refuse_set_wise(conn, table, batch)
@@ -99,8 +93,9 @@ def copy_or_refuse(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tu
   return _halve(conn, table, batch)
 
 
-def _halve(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int, str]]:
-  """COPYs each half of a batch, halving again around refused rows (about 2·log2(rows) COPYs per bad row)."""
+def _try_copy(conn, table: Sequence[str], batch: pa.RecordBatch) -> Optional[list[tuple[int, str]]]:
+  """One COPY in its own savepoint: [] when every row went in, the refusal when the batch is one row,
+  None when a row of a larger batch was refused (and the savepoint undid the try)."""
   import psycopg
   try:
     with conn.transaction():
@@ -109,8 +104,14 @@ def _halve(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int,
   except psycopg.Error as e:
     if not is_row_error(e):
       raise
-    if batch.num_rows == 1:
-      return [(0, error_reason(e))]
+    return [(0, error_reason(e))] if batch.num_rows == 1 else None
+
+
+def _halve(conn, table: Sequence[str], batch: pa.RecordBatch) -> list[tuple[int, str]]:
+  """COPYs each half of a batch, halving again around refused rows (about 2·log2(rows) COPYs per bad row)."""
+  done = _try_copy(conn, table, batch)
+  if done is not None:
+    return done
   half = batch.num_rows // 2
   first = _halve(conn, table, batch.slice(0, half))
   second = _halve(conn, table, batch.slice(half))
