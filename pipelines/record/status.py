@@ -29,6 +29,7 @@ run into the output does this too, for leftovers older than 24 hours.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import shlex
@@ -254,11 +255,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if '--help' in argv or '-h' in argv:
     print(__doc__)
     return 0
-  clean = [a for a in argv if a == '--clean' or a.startswith('--clean=')]
-  argv = [a for a in argv if a not in clean]
+  own = argparse.ArgumentParser(add_help=False)
+  own.add_argument('--clean', nargs='?', type=float, const=STALE_AFTER.total_seconds() / 3600, default=None)
+  try:
+    clean, argv = own.parse_known_args(argv)
+  except SystemExit:  # argparse printed what is wrong with --clean
+    return 2
   opts = PipelineOptions(argv).view_as(BatchInferenceOptions)
-  if clean and opts.output:
-    hours = float(clean[-1].partition('=')[2] or STALE_AFTER.total_seconds() / 3600)
+  if clean.clean is not None and opts.output:
+    hours = clean.clean
     removed = kind_of(opts.output).remove_stale(opts.output, datetime.timedelta(hours=hours), opts)
     print(f'--clean: removed {len(removed)} leftover(s) of attempts killed more than {hours:g} h ago'
           + (f': {", ".join(removed)}' if removed else ''))
