@@ -328,22 +328,23 @@ class MergeTops(beam.CombineFn):
   def create_accumulator(self) -> dict[tuple[int, int], list]:
     return {}
 
+  @staticmethod
+  def _add(acc, where, counts, a: list, b: list) -> None:
+    into = acc.setdefault(where, [np.zeros(3, np.int64), [], []])
+    into[0] = into[0] + counts
+    into[1].extend(a)
+    into[2].extend(b)
+
   def add_input(self, acc, counted):
     for where, (counts, a, b) in counted.items():
-      into = acc.setdefault(where, [np.zeros(3, np.int64), [], []])
-      into[0] = into[0] + counts
-      into[1].append(a)
-      into[2].append(b)
+      self._add(acc, where, counts, [a], [b])
     return acc
 
   def merge_accumulators(self, accumulators):
     merged = {}
     for acc in accumulators:
       for where, (counts, a, b) in acc.items():
-        into = merged.setdefault(where, [np.zeros(3, np.int64), [], []])
-        into[0] = into[0] + counts
-        into[1].extend(a)
-        into[2].extend(b)
+        self._add(merged, where, counts, a, b)
     return merged
 
   def extract_output(self, acc):
