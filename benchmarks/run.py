@@ -189,6 +189,9 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
 
+  if args.startup_rounds and not os.path.isdir(args.model):
+    parser.error(f'--model {args.model} is not a bundle folder; build it with ./launch.sh demo, or pass '
+                 '--startup_rounds=0')
   skipped = {v: why for v in variants if (why := unavailable(v, args))}
   with contextlib.ExitStack() as stack:  # the emulators stop when the runs are done, whatever happens
     bq = _start_bigquery(variants, args, skipped, stack)

@@ -53,7 +53,7 @@ def test_memory_check__covers_ours_bq_when_it_runs(tmp_path, monkeypatch, varian
 
   monkeypatch.setattr(bench, 'run_once', fake_run)
   monkeypatch.setattr(bench, '_start_bigquery', lambda *unused: None)
-  assert bench.main(['--rows=1000', '--repeats=1', f'--variants={variants}', f'--work={tmp_path}']) == 0
+  assert bench.main(['--rows=1000', '--repeats=1', '--startup_rounds=0', f'--variants={variants}', f'--work={tmp_path}']) == 0
 
   memory = [(v, rows) for v, rows, round_no in calls if round_no >= 100]
   assert memory == [(v, rows) for v in checked for rows in (1000, 4000)]
@@ -75,7 +75,7 @@ def test_emulated__says_which_variables_are_missing(monkeypatch):
 def test_bench__bigquery_variants_predict_every_row_and_the_emulators_stop(tmp_path, penguin_bundle):
   work = tmp_path / 'bench'
   code = bench.main(['--rows=3000', '--repeats=1', f'--variants={",".join(BIGQUERY_VARIANTS)}', '--memory_check=0',
-                     f'--work={work}', f'--model={penguin_bundle.path}'])
+                     '--startup_rounds=0', f'--work={work}', f'--model={penguin_bundle.path}'])
 
   assert code == 0
   results = json.loads((work / 'results.json').read_text())
