@@ -16,7 +16,7 @@ from apache_beam.runners.runner import PipelineResult
 from testing import emulators
 from testing.cloud_fixtures import BUCKET
 from transforms.images import listing
-from transforms.images.listing import IMAGE_EXTENSIONS, SCHEMA, ListFiles, NoMatchesError
+from transforms.images.listing import SCHEMA, ListFiles, NoMatchesError
 
 LOCAL_FILES = ['a.jpg', 'b.png', 'B.JPG', 'notes.txt', '1.2.840.10008.1', 'scan', 'x/c.jpg', 'x/y/d.dcm',
                'x/y/z/e.jpeg', 'x/f.txt', 'w[1]/g.png', 'v1/h.jpg', 'v2/i.jpg', 'v22/j.jpg']
