@@ -12,8 +12,6 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from models.bundle import ModelBundle, Outputs, write_bundle
-from models.inputs import InputContract, Tensor
 from pipelines import run as run_job
 from testing import images as ti
 from transforms.images.spec import ImageSpec, Resize
@@ -23,20 +21,10 @@ CLASSES = ('cat', 'dog', 'fish')
 SIZES = [(40, 50), (64, 64), (100, 30), (33, 77)]
 
 
-def _bundle(path, spec: ImageSpec, shape, *, dynamic_size=False) -> tuple[ModelBundle, object]:
-  model = ti.small_cnn(3, len(CLASSES), seed=3)
-  os.makedirs(path, exist_ok=True)
-  ti.export_torch(model, f'{path}/model.pt2', np.zeros((1, 3, 32, 32), np.float32), dynamic_size=dynamic_size)
-  bundle = write_bundle(path, features=None, outputs=Outputs('classification', classes=CLASSES), name='cnn',
-                        version='1', inputs=InputContract('tensors', tensors=(Tensor('image', 'float32', shape),)),
-                        images=spec, format='torch', model_file='model.pt2')
-  return bundle, model
-
-
 @pytest.fixture(scope='module')
 def stretch_bundle(tmp_path_factory):
   spec = ImageSpec(resize=Resize('stretch', (32, 32)), mean=MEAN, std=STD, layout='NCHW')
-  return _bundle(str(tmp_path_factory.mktemp('stretch')), spec, (None, 3, 32, 32))
+  return ti.torch_image_bundle(str(tmp_path_factory.mktemp('stretch')), spec, (None, 3, 32, 32), CLASSES)
 
 
 def _as_a_user_prepares(path_or_bytes, size=(32, 32)) -> np.ndarray:
@@ -71,7 +59,8 @@ def test_glob_of_mixed_sizes__every_image_predicted_as_the_model_answers_on_pill
 
 def test_policy_none__images_of_different_sizes_go_to_the_model_in_batches_of_one_shape(tmp_path):
   spec = ImageSpec(layout='NCHW')  # no resize: the model takes any size
-  bundle, model = _bundle(str(tmp_path / 'bundle'), spec, (None, 3, None, None), dynamic_size=True)
+  bundle, model = ti.torch_image_bundle(str(tmp_path / 'bundle'), spec, (None, 3, None, None), CLASSES,
+                                        dynamic_size=True)
   paths = ti.write_images(str(tmp_path / 'in'), SIZES, 40, fmt='PNG')
   result = run_job.run([f'--input={tmp_path}/in/*.png', f'--model={bundle.path}', f'--output={tmp_path}/out',
                         '--max_batch_rows=64'])
