@@ -94,7 +94,7 @@ class Features(beam.PTransform):
   def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
     bundle = self.plan.bundle
     if bundle.images is not None:
-      return batches | 'Images' >> PrepareImages(bundle.images, bundle.image_column, self.plan.read_batch_size)
+      return batches | 'Images' >> PrepareImages(bundle.images, bundle.image_column, self.plan.model.max_batch_rows)
     if self.plan.challenger is None:
       inputs = batches | 'Inputs' >> ApplyModelInputs(bundle.features, bundle.inputs)
     else:

@@ -39,7 +39,7 @@ from transforms.destination import CheckFailed, Destination, OutputRows, RunSett
 from transforms.files import publish
 from transforms.files.read import FileInput
 from transforms.images.prepare import IMAGE_BATCH_ROWS
-from transforms.images.source import ImageFiles
+from transforms.images.source import LISTED_ROWS, ImageFiles
 from transforms.files.scored_keys import Incremental
 from transforms.rows import dead_letters as dl
 from transforms.rows.duplicate_keys import DuplicatePolicy
@@ -231,7 +231,10 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   bundle = report.bundle
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   models = [b for b in (bundle, challenger) if b is not None]
-  opts.fill_batch_sizes(IMAGE_BATCH_ROWS if bundle.images is not None else batch_rows(*(b.format for b in models)))
+  if bundle.images is not None:  # rows name images: many per read batch, a model call's worth per chunk decoded
+    opts.read_batch_size = opts.read_batch_size or LISTED_ROWS
+    opts.max_batch_rows = opts.max_batch_rows or IMAGE_BATCH_ROWS
+  opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
   early_lines: list[str] = []

@@ -1,7 +1,7 @@
 """The image model's feature step: rows naming images (a URI or the bytes) → `(rows, {tensor: images})`.
 
 Each batch of rows is cut into chunks; a chunk's files are read and decoded on a thread
-pool (simplejpeg, Pillow and pydicom release the GIL while they decode and resize, so one
+pool, a few chunks ahead of the one the model predicts (simplejpeg, Pillow and pydicom release the GIL while they decode and resize, so one
 process keeps every core it owns busy, and a gs:// read waits beside the others), then
 stacked into tensors per shape (`transforms.images.tensors`). A file that cannot be read
 or decoded becomes a dead letter keyed by its row, with its reason: never a failed batch.
@@ -9,6 +9,7 @@ or decoded becomes a dead letter keyed by its row, with its reason: never a fail
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import os
@@ -28,10 +29,12 @@ from transforms.rows import counters
 from transforms.rows import dead_letters as dl
 from transforms.rows.dead_letters import CORRUPT_IMAGE, DEAD_LETTERS, UNREADABLE_FILE, count_rejections
 
-# Images per element of the predict step, unless --read_batch_size says otherwise: enough for a GPU
+# Images per model call and per chunk decoded, unless --max_batch_rows says otherwise: enough for a GPU
 # call once RunInference packs elements up to --max_batch_rows, small enough that decoded float
 # tensors (64 × 3 × 224 × 224 × 4 bytes = 38 MB) stay cheap to hold and pass.
 IMAGE_BATCH_ROWS = 64
+# Chunks read and decoded ahead of the one the model takes (each held decoded until its turn).
+CHUNKS_AHEAD = 2
 
 
 def read_bytes(uri: str) -> bytes:
@@ -76,8 +79,16 @@ class _PrepareImagesFn(beam.DoFn):
       self._pool.shutdown(wait=False)
 
   def process(self, batch: pa.RecordBatch) -> Iterator:
+    # Chunks ahead are decoding on the pool while the model predicts the one yielded: decoding and the
+    # model overlap, as a DataLoader's workers overlap a training loop.
+    pending: collections.deque = collections.deque()
     for start in range(0, batch.num_rows, self._chunk_rows):
-      yield from self._chunk(batch.slice(start, self._chunk_rows))
+      rows = batch.slice(start, self._chunk_rows)
+      pending.append((rows, [self._pool.submit(self._attempt, v) for v in rows.column(self._column).to_pylist()]))
+      if len(pending) > CHUNKS_AHEAD:
+        yield from self._chunk(*pending.popleft())
+    while pending:
+      yield from self._chunk(*pending.popleft())
 
   def _attempt(self, value):
     try:
@@ -87,10 +98,9 @@ class _PrepareImagesFn(beam.DoFn):
     except Exception as e:  # pylint: disable=broad-except  # a decoder's own bug must not fail the batch
       return ImageError(CORRUPT_IMAGE, f'{type(e).__name__}: {e}'[:500])
 
-  def _chunk(self, rows: pa.RecordBatch) -> Iterator:
-    values = rows.column(self._column).to_pylist()
+  def _chunk(self, rows: pa.RecordBatch, futures: list[concurrent.futures.Future]) -> Iterator:
     from_bytes = not pa.types.is_string(rows.schema.field(self._column).type)
-    results = list(self._pool.map(self._attempt, values))
+    results = [f.result() for f in futures]
     failed = np.array([isinstance(r, ImageError) for r in results], dtype=bool)
     if failed.any():
       errors = [r for r in results if isinstance(r, ImageError)]

@@ -19,6 +19,9 @@ from transforms.rows.dead_letters import DEAD_LETTERS, ROW, SOURCE
 IMAGE_FORMAT = 'images'
 URI, SIZE = listing.SCHEMA.names  # 'uri', 'size_bytes'
 SCHEMA = listing.SCHEMA
+# Files per batch of the listing: the image step decodes a batch a few chunks ahead of the model
+# (transforms.images.prepare), so a batch holds many chunks.
+LISTED_ROWS = 1024
 # Files whose extension says they are a table, not an image: a glob of them is read as rows.
 TABLE_EXTENSIONS = ('.parquet', '.csv', '.jsonl', '.json', '.ndjson', '.avro', '.tfrecord', '.tfrecords', '.gz')
 
@@ -50,7 +53,6 @@ def _with_meta(batch: pa.RecordBatch) -> pa.RecordBatch:
 class ReadImageFiles(beam.PTransform):
   """PBegin → `{'batches': rows of `uri` and `size_bytes`, spread across workers; DEAD_LETTERS: none}`."""
   pattern: str
-  batch_size: int = 4096
 
   def __post_init__(self):
     super().__init__()
@@ -58,7 +60,7 @@ class ReadImageFiles(beam.PTransform):
   def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
     # Every file the glob matches is a row, whatever its extension: one that is no image is a dead letter
     # that says so, never a file silently left out.
-    listed = pbegin | 'List' >> listing.ListFiles(self.pattern, extensions=None, batch_rows=self.batch_size)
+    listed = pbegin | 'List' >> listing.ListFiles(self.pattern, extensions=None, batch_rows=LISTED_ROWS)
     batches = listed | 'AddSource' >> beam.Map(_with_meta).with_output_types(pa.RecordBatch)
     return {'batches': batches, DEAD_LETTERS: pbegin | 'NoUnreadable' >> beam.Create([])}
 
@@ -77,8 +79,8 @@ class ImageFiles:
     return None
 
   def read(self, columns: Sequence[str], batch_size: int) -> ReadImageFiles:
-    del columns  # a listing has its two columns
-    return ReadImageFiles(self.pattern, batch_size)
+    del columns, batch_size  # a listing has its two columns; the image step cuts batches into chunks
+    return ReadImageFiles(self.pattern)
 
   def describe(self) -> dict[str, Any]:
     """What the manifest records: the glob. A checksum of every image would read each file twice."""
