@@ -4,7 +4,7 @@
     python -m benchmarks.images                     # a few minutes on 2 cores
     python -m benchmarks.images --small 50000 --large 2000 --repeats 3   # the issue's size
 
-Synthetic JPEGs (testing/images.py: `--small` of 224×224 and `--large` of
+Synthetic JPEGs (testing/image_sets.py: `--small` of 224×224 and `--large` of
 1024×1024, made once under WORK) go through ResNet-18 and ResNet-50 with seeded
 random weights (testing/resnet.py, exported with `torch.export` as a user would)
 in each variant, each run its own process measured from outside
@@ -164,12 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-  from testing import images, resnet
+  from testing import image_sets, resnet
   args = parse_args(argv)
   started = datetime.datetime.now(datetime.timezone.utc)
   data = os.path.join(args.work, f'jpegs-{args.small}x224-{args.large}x1024')
   print(f'[{time.strftime("%H:%M:%S")}] images and bundles under {args.work} (made once) ...', flush=True)
-  manifest = images.make_jpegs(data, {224: args.small, 1024: args.large})
+  manifest = image_sets.make_jpegs(data, {224: args.small, 1024: args.large})
   bundles = {d: resnet.make_bundle(os.path.join(args.work, 'bundles', f'resnet{d}'), d) for d in args.models}
   skipped = {v: why for v in args.variants if (why := unavailable(v, args))}
   summary = {'started': started.isoformat(timespec='seconds'), 'images': manifest['counts'],

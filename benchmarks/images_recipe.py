@@ -38,7 +38,7 @@ def preprocess(image: np.ndarray, spec: dict) -> np.ndarray:
   scale = shorter / min(h, w)
   size = (max(width, round(w * scale)), max(height, round(h * scale)))  # Pillow's (width, height)
   resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-  top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
+  top, left = int(round((resized.shape[0] - height) / 2)), int(round((resized.shape[1] - width) / 2))  # torchvision's
   crop = resized[top:top + height, left:left + width].astype(np.float32) * np.float32(1 / 255)
   crop -= np.asarray(spec['mean'], np.float32)
   crop /= np.asarray(spec['std'], np.float32)

@@ -11,6 +11,8 @@
       features.json     for a matrix: the fitted feature spec (columns, types, fill
                         values, statistics, vocabularies, feature order); a model that
                         takes a table does its own preprocessing and has none
+      images.json       for an image model: how each image becomes its tensor (decode,
+                        DICOM window, resize, normalise, layout: transforms/images/spec.py)
       outputs.json      what the model returns: class names, or a score
       metadata.json     name, version, created, format (default saved_model),
                         model_file, training metrics, and (optional) training
@@ -29,8 +31,13 @@ from typing import Any, Optional
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from models.inputs import INPUTS, MATRIX, InputContract, InputError
+from models.inputs import INPUTS, MATRIX, Column, InputContract, InputError, _Column
 from transforms.features.spec import FeatureSpec
+from transforms.images.spec import IMAGES, ImageSpec, ImageSpecError, json_shape
+
+# The column of an image model's input that names each image, unless --image_column says otherwise:
+# what a glob of image files gives, and what BigQuery object tables call it.
+IMAGE_COLUMN = 'uri'
 
 SAVED_MODEL = 'saved_model'
 FEATURES = 'features.json'
@@ -109,6 +116,15 @@ class ModelBundle:
   outputs: Outputs
   metadata: dict[str, Any]
   inputs: InputContract = MATRIX
+  images: Optional[ImageSpec] = None  # images.json: the model takes images, decoded by the job
+
+  def with_image_column(self, column: str) -> 'ModelBundle':
+    """The bundle reading its images from `column`: their URIs, or their bytes."""
+    return dataclasses.replace(self, features=image_features(column))
+
+  @property
+  def image_column(self) -> Optional[str]:
+    return self.features.columns[0] if self.images is not None else None
 
   def model_input(self, rows: pa.RecordBatch):
     """What the model takes for validated rows, as its contract says (`models.inputs.InputContract.prepare`)."""
@@ -188,7 +204,10 @@ class ModelBundle:
                         f'{SAVED_MODEL}/, {FEATURES}, {OUTPUTS} and {METADATA} (or, as metadata.json\'s format '
                         f'says, another model file in place of saved_model/; with a table in {INPUTS}, no '
                         f'{FEATURES})')
-    if inputs.shape != 'matrix':
+    images = load_images(path, inputs)
+    if images is not None:
+      features = image_features(IMAGE_COLUMN)
+    elif inputs.shape != 'matrix':
       features = inputs.feature_spec()
     else:
       try:
@@ -209,7 +228,7 @@ class ModelBundle:
     absent = [k for k in ('name', 'version') if k not in metadata]
     if absent:
       raise BundleError(f'{path}/{METADATA}: missing {absent}')
-    return cls(path, features, outputs, metadata, inputs)
+    return cls(path, features, outputs, metadata, inputs, images)
 
   def check_signature(self) -> None:
     """Loads the model and checks what it takes and returns against the input contract and outputs.
@@ -276,6 +295,43 @@ def load_inputs(path: str, fmt: str) -> InputContract:
   return inputs
 
 
+def load_images(path: str, inputs: InputContract) -> Optional[ImageSpec]:
+  """The bundle's images.json, checked against the tensor it fills; None for a model that takes no images."""
+  if not FileSystems.exists(FileSystems.join(path, IMAGES)):
+    return None
+  try:
+    spec = ImageSpec.from_dict(_read_json(path, IMAGES))
+    check_image_tensor(spec, inputs)
+  except ImageSpecError as e:
+    raise BundleError(f'{path}/{e}') from None
+  return spec
+
+
+def check_image_tensor(spec: ImageSpec, inputs: InputContract) -> None:
+  """Raises ImageSpecError unless inputs.json declares the one tensor images.json fills, of its shape and dtype."""
+  if inputs.shape != 'tensors':
+    raise ImageSpecError(f'{IMAGES} fills a tensor, but inputs.json says the model takes {inputs.describe()}; '
+                         f'declare it, e.g. {{"shape": "tensors", "tensors": [{{"name": "{spec.tensor}", '
+                         f'"dtype": "{spec.dtype}", "shape": {json_shape(spec.tensor_shape())}}}]}}')
+  tensor = next((t for t in inputs.tensors if t.name == spec.tensor), None)
+  if tensor is None or len(inputs.tensors) != 1:
+    raise ImageSpecError(f'{IMAGES} fills the tensor {spec.tensor!r}; inputs.json declares '
+                         f'{", ".join(inputs.names)}: an image model takes that one tensor')
+  produced = spec.tensor_shape()
+  if len(tensor.shape) != 4 or any(d is not None and d != p for d, p in zip(tensor.shape, produced)):
+    raise ImageSpecError(f'{IMAGES} makes {spec.tensor!r} {json_shape(produced)} ({spec.layout}, {spec.color}, '
+                         f'resize {spec.resize.policy}); inputs.json declares {json_shape(tensor.shape)}')
+  if tensor.dtype != spec.dtype:
+    raise ImageSpecError(f'{IMAGES} makes {spec.tensor!r} of dtype {spec.dtype}; inputs.json declares '
+                         f'{tensor.dtype}')
+
+
+def image_features(column: str) -> FeatureSpec:
+  """What the job validates of an image model's rows: the column holding each image (a URI or the bytes),
+  required."""
+  return FeatureSpec((_Column(Column(column, 'image', nullable=False)),))
+
+
 def bundle_format(path: str) -> str:
   """The format a bundle's metadata.json names, without loading the rest; `saved_model` when it cannot be read
   (preflight then says what is wrong with the bundle)."""
@@ -302,13 +358,13 @@ def _write_json(path: str, name: str, data: dict[str, Any]) -> None:
 def write_bundle(path: str, *, features: Optional[FeatureSpec], outputs: Outputs, name: str, version: str,
                  training_metrics: Optional[dict[str, Any]] = None,
                  training_statistics: Optional[dict[str, Any]] = None, inputs: Optional[InputContract] = None,
-                 **extra: Any) -> ModelBundle:
+                 images: Optional[ImageSpec] = None, **extra: Any) -> ModelBundle:
   """Writes the JSON parts of a bundle beside a SavedModel already exported to `path/saved_model`.
 
   `training_statistics` is the profile of the training data (missing rates,
   category frequencies, means) that run reports compare each run against.
   `inputs` None writes no inputs.json (the default float32 matrix); `features`
-  is None for a model that takes a table or tensors.
+  is None for a model that takes a table or tensors; `images` is an image model's images.json.
   """
   metadata = {'name': name, 'version': version,
               'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -317,6 +373,8 @@ def write_bundle(path: str, *, features: Optional[FeatureSpec], outputs: Outputs
     metadata['training_statistics'] = training_statistics
   if inputs is not None:
     _write_json(path, INPUTS, inputs.to_dict())
+  if images is not None:
+    _write_json(path, IMAGES, images.to_dict())
   if features is not None and (inputs is None or inputs.shape == 'matrix'):
     _write_json(path, FEATURES, features.to_dict())
   _write_json(path, OUTPUTS, outputs.to_dict())

@@ -14,12 +14,13 @@ from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from models.bundle import FRAMEWORK_BATCH_ROWS, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS
+from models.bundle import FRAMEWORK_BATCH_ROWS, IMAGE_COLUMN, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS
 from pipelines.destinations import kind_of
 from transforms.bigquery.tables import WRITE_METHODS, is_table
 from transforms.postgres.tables import PUBLISH_MODES
 from transforms.files.readers import FORMATS
 from transforms.files.write import OUTPUT_FORMATS
+from transforms.images.source import IMAGE_FORMAT, is_image_glob
 from transforms.rows.dead_letters import MAX_REJECTED_FRACTION
 from transforms.rows.duplicate_keys import DuplicatePolicy
 
@@ -127,8 +128,15 @@ class BatchInferenceOptions(PipelineOptions):
         help='With a BigQuery input: the most Storage Read streams to read in parallel (each stream is read '
         'by one worker thread at a time). Default: 0, as many as BigQuery offers for the table.')
     parser.add_argument(
-        '--input_format', default=None, choices=FORMATS,
-        help='Format of the input files. Default: inferred from each file extension.')
+        '--input_format', default=None, choices=FORMATS + (IMAGE_FORMAT,),
+        help='Format of the input files. Default: inferred from each file extension; for an image model '
+        '(images.json in its bundle), a glob that names no table format (e.g. gs://bucket/scans/**.dcm) is '
+        f'read as image files, one row per file, keyed by its {IMAGE_COLUMN!r}.')
+    parser.add_argument(
+        '--image_column', default=None,
+        help=f'For an image model reading a table: the column holding each image, its URI (gs:// or a path) or '
+        f'its bytes. Default: {IMAGE_COLUMN!r}, as a glob of image files and BigQuery object tables name it. A '
+        'column of URIs is also the key unless --key_column names another; a table of bytes needs --key_column.')
     parser.add_argument(
         '--model', default=None,
         help='Model bundle directory, local or gs:// (a SavedModel, or the ONNX, PyTorch, XGBoost or scikit-learn '
@@ -449,6 +457,12 @@ class BatchInferenceOptions(PipelineOptions):
       return self.output
     temp = (self.view_as(GoogleCloudOptions).temp_location or '').rstrip('/')
     return self.summary_location or (f'{temp}/runs' if temp else '')
+
+  def reads_image_files(self, bundle) -> bool:
+    """Whether --input is a glob of image files, one row each (an image model's, naming no table format)."""
+    if bundle is None or bundle.images is None or self.reads_bigquery or not self.input:
+      return False
+    return self.input_format == IMAGE_FORMAT or (self.input_format is None and is_image_glob(self.input))
 
   def fill_batch_sizes(self, rows: int) -> None:
     """Gives --read_batch_size and --max_batch_rows, where left unset, the model format's `rows`

@@ -1,93 +1,144 @@
-"""Synthetic JPEGs that cost what photographs cost to decode, made once per folder and reused.
+"""Images and image models for tests and benchmarks: files written from known arrays, and small CNNs.
 
-A flat or purely random image would mislead a decode benchmark: a flat one
-compresses to almost nothing, white noise to far more than a photograph. These
-have a photograph's mix: smooth colour gradients and soft blobs (the low
-frequencies JPEG keeps cheaply) under a little sensor-like noise (the high
-frequencies that fill the entropy-coded stream), saved at quality 90 with 4:2:0
-chroma subsampling, as cameras and web images are. A 224×224 one is about
-15 KB, a 1024×1024 one about 300 KB.
-
-    make_jpegs(folder, {224: 50_000, 1024: 2_000})
-
-writes `folder/s0224-000000.jpg` ... and a manifest.json listing every file; a
-folder whose manifest already lists the same counts is left as it is.
+Every image is made here from a seeded array (or from scikit-learn's digits, real scans
+it ships offline), so a test knows each pixel; every model is built with random or
+freshly trained weights and exported the way its framework exports, never downloaded.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
-from concurrent.futures import ProcessPoolExecutor
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-MANIFEST = 'manifest.json'
-QUALITY = 90
-SEED = 0
 
-
-def synthetic_image(size: int, seed: int) -> np.ndarray:
-  """A `size`×`size` RGB uint8 image: gradients, soft blobs and noise, different for every `seed`."""
-  from PIL import Image
+def natural_image(height: int, width: int, seed: int, channels: int = 3) -> np.ndarray:
+  """A uint8 image with gradients and noise, so JPEG's work is what a photo costs, not a flat field's."""
   rng = np.random.default_rng(seed)
-  axis = np.linspace(0.0, 1.0, size, dtype=np.float32)
-  y, x = np.meshgrid(axis, axis, indexing='ij')
-  base = rng.uniform(40, 215, 3).astype(np.float32)
-  slope = rng.uniform(-90, 90, (3, 2)).astype(np.float32)
-  image = base + slope[:, 0] * x[..., None] + slope[:, 1] * y[..., None]
-  blobs = rng.uniform(-60, 60, (6, 6, 3)).astype(np.float32)  # a coarse grid, smoothly upsampled
-  image += np.stack([np.asarray(Image.fromarray(blobs[..., c], mode='F').resize((size, size), Image.BICUBIC))
-                     for c in range(3)], axis=-1)
-  image += rng.normal(0.0, 9.0, (size, size, 3)).astype(np.float32)
-  return np.clip(image, 0, 255).astype(np.uint8)
+  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+  phase = rng.uniform(0, 6.28, channels)
+  base = np.stack([127 + 100 * np.sin(x / (7 + 5 * c) + y / (11 + 3 * c) + phase[c]) for c in range(channels)], -1)
+  return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
 
 
-def encode_jpeg(image: np.ndarray, quality: int = QUALITY) -> bytes:
+def encode(array: np.ndarray, fmt: str = 'JPEG', **options) -> bytes:
+  """An array as the bytes of an image file (JPEG quality 90 unless told)."""
   from PIL import Image
-  out = io.BytesIO()
-  Image.fromarray(image).save(out, format='JPEG', quality=quality, subsampling='4:2:0')
-  return out.getvalue()
+  if fmt == 'JPEG':
+    options.setdefault('quality', 90)
+  image = Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+  buffer = io.BytesIO()
+  image.save(buffer, fmt, **options)
+  return buffer.getvalue()
 
 
-def file_name(size: int, index: int) -> str:
-  return f's{size:04d}-{index:06d}.jpg'
-
-
-def _write(job: tuple[str, int, int, int]) -> str:
-  folder, size, index, seed = job
-  name = file_name(size, index)
-  with open(os.path.join(folder, name), 'wb') as f:
-    f.write(encode_jpeg(synthetic_image(size, seed)))
-  return name
-
-
-def make_jpegs(folder: str, counts: dict[int, int], *, seed: int = SEED, workers: Optional[int] = None) -> dict:
-  """`counts[size]` square JPEGs of each size in `folder` (made once); returns the manifest.
-
-  The manifest holds `counts` and `files`, the sorted file names. Images are made in `workers`
-  processes (default: every core); each image's content depends only on its size, index and `seed`.
-  """
-  counts = {int(size): int(n) for size, n in counts.items() if n > 0}
-  path = os.path.join(folder, MANIFEST)
-  want = {str(size): n for size, n in sorted(counts.items())}
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      manifest = json.load(f)
-    if manifest.get('counts') == want and manifest.get('seed') == seed:
-      return manifest
+def write_images(folder: str, sizes: Sequence[tuple[int, int]], count: int, *, fmt: str = 'JPEG',
+                 seed: int = 0, prefix: str = 'img') -> list[str]:
+  """`count` images cycling through `sizes` ([height, width]) into `folder`; their paths, in order."""
   os.makedirs(folder, exist_ok=True)
-  for name in os.listdir(folder):  # another size mix was here: start clean, so a glob sees only these
-    if name.endswith('.jpg') or name == MANIFEST:
-      os.remove(os.path.join(folder, name))
-  jobs = [(folder, size, i, seed * 1_000_003 + size * 100_003 + i) for size, n in sorted(counts.items())
-          for i in range(n)]
-  with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
-    files = sorted(pool.map(_write, jobs, chunksize=64))
-  manifest = {'counts': want, 'seed': seed, 'quality': QUALITY, 'files': files,
-              'bytes': sum(os.path.getsize(os.path.join(folder, f)) for f in files)}
-  with open(path, 'w', encoding='utf-8') as f:
-    json.dump(manifest, f)
-  return manifest
+  ext = {'JPEG': '.jpg', 'PNG': '.png'}[fmt]
+  paths = []
+  for i in range(count):
+    height, width = sizes[i % len(sizes)]
+    path = os.path.join(folder, f'{prefix}-{i:06d}{ext}')
+    with open(path, 'wb') as f:
+      f.write(encode(natural_image(height, width, seed + i), fmt))
+    paths.append(path)
+  return paths
+
+
+def digits(count: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's handwritten digits (8 × 8 scans, 1,797 of them): uint8 images 0-255, and labels."""
+  from sklearn.datasets import load_digits
+  data = load_digits()
+  images = np.clip(np.rint(data.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+  return images[:count], data.target[:count]
+
+
+def small_cnn(channels: int, classes: int, *, seed: int = 0, width: int = 8):
+  """A seeded PyTorch CNN over NCHW float images of any size: conv, ReLU, global average pool, softmax."""
+  import torch
+  torch.manual_seed(seed)
+  return torch.nn.Sequential(
+      torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU(),
+      torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU(),
+      torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(width, classes),
+      torch.nn.Softmax(dim=1)).eval()
+
+
+def export_torch(model, path: str, example: np.ndarray, *, dynamic_size: bool = False) -> str:
+  """`model` saved with torch.export as a user would (`image` its argument, the rows dynamic); `path`."""
+  import torch
+
+  class Named(torch.nn.Module):
+    def __init__(self, inner):
+      super().__init__()
+      self.inner = inner
+
+    def forward(self, image):
+      return self.inner(image)
+
+  batch = torch.export.Dim('batch', min=1, max=4096)
+  shapes = {0: batch}
+  if dynamic_size:
+    shapes.update({2: torch.export.Dim('height', min=4, max=4096), 3: torch.export.Dim('width', min=4, max=4096)})
+  tensor = torch.from_numpy(np.repeat(example, 2, axis=0))
+  program = torch.export.export(Named(model).eval(), (tensor,), dynamic_shapes={'image': shapes})
+  torch.export.save(program, path)
+  return path
+
+
+def predict_torch(model, images: np.ndarray) -> np.ndarray:
+  """The model's own answers for a tensor, outside the job: what a test compares the job's with."""
+  import torch
+  with torch.no_grad():
+    return model(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+
+
+def dicom_bytes(pixels: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0,
+                window: Optional[tuple[float, float]] = None, photometric: str = 'MONOCHROME2',
+                pixel_data: bool = True, transfer_syntax: Optional[str] = None) -> bytes:
+  """A single-frame DICOM file of int16 or uint16 `pixels` with the given modality LUT and window."""
+  import pydicom
+  from pydicom.dataset import FileDataset, FileMetaDataset
+  from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = CTImageStorage
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
+  ds = FileDataset(None, {}, file_meta=meta, preamble=b'\0' * 128)
+  ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, meta.MediaStorageSOPInstanceUID, 'CT'
+  ds.PatientID, ds.StudyInstanceUID = 'TEST-0001', generate_uid()
+  if pixel_data:
+    signed = pixels.dtype == np.int16
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, int(signed)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+      ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+  buffer = io.BytesIO()
+  ds.save_as(buffer, enforce_file_format=True)
+  return buffer.getvalue()
+
+
+def torch_image_bundle(path: str, spec, shape: Sequence[Optional[int]], classes: Sequence[str], *, seed: int = 3,
+                       dynamic_size: bool = False):
+  """A classifier bundle of `small_cnn` exported with torch.export, taking the one tensor `spec` makes:
+  (the loaded bundle, the model itself, to predict outside the job)."""
+  from models.bundle import Outputs, write_bundle
+  from models.inputs import InputContract, Tensor
+  channels = shape[1] if spec.layout == 'NCHW' else shape[3]
+  model = small_cnn(channels, len(classes), seed=seed)
+  os.makedirs(path, exist_ok=True)
+  export_torch(model, os.path.join(path, 'model.pt2'), np.zeros((1, channels, 32, 32), np.float32),
+               dynamic_size=dynamic_size)
+  bundle = write_bundle(path, features=None, outputs=Outputs('classification', classes=tuple(classes)), name='cnn',
+                        version='1', inputs=InputContract('tensors', tensors=(Tensor(spec.tensor, spec.dtype,
+                                                                                     tuple(shape)),)),
+                        images=spec, format='torch', model_file='model.pt2')
+  return bundle, model

@@ -17,7 +17,6 @@ which Beam's own `PytorchModelHandlerTensor` loads into `ResNet`.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Optional
 
@@ -148,6 +147,7 @@ def make_bundle(output: str, depth: int, *, fmt: str = 'torch', classes: int = 1
   """The seeded ResNet-`depth` as an image bundle at `output` (made once); returns `output`."""
   from models.bundle import Outputs, write_bundle
   from models.inputs import InputContract
+  from transforms.images.spec import ImageSpec
   if os.path.exists(os.path.join(output, 'metadata.json')):
     return output
   os.makedirs(output, exist_ok=True)
@@ -155,11 +155,10 @@ def make_bundle(output: str, depth: int, *, fmt: str = 'torch', classes: int = 1
   model_file = 'model.pt2' if fmt == 'torch' else 'model.onnx'
   export(model, os.path.join(output, model_file), fmt, size)
   torch.save(model.state_dict(), os.path.join(output, STATE_DICT))
-  with open(os.path.join(output, 'images.json'), 'w', encoding='utf-8') as f:
-    json.dump(image_spec(size), f, indent=2)
   inputs = InputContract.from_dict({'shape': 'tensors', 'tensors': [
       {'name': 'image', 'dtype': 'float32', 'shape': [None, 3, size, size]}]})
   write_bundle(output, features=None, outputs=Outputs('classification', tuple(class_names(classes))),
-               name=f'resnet{depth}', version=f'random-seed{seed}', inputs=inputs, format=fmt, model_file=model_file,
+               name=f'resnet{depth}', version=f'random-seed{seed}', inputs=inputs,
+               images=ImageSpec.from_dict(image_spec(size)), format=fmt, model_file=model_file,
                model_params={'depth': depth, 'classes': classes})
   return output

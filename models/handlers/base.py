@@ -164,6 +164,16 @@ def _non_finite_rows(outputs: np.ndarray, errors: dict[int, str]) -> dict[int, s
           for i in np.flatnonzero(~finite) if int(i) not in errors}
 
 
+def same_shape(batch: Sequence[ModelInput]) -> list[list[int]]:
+  """Indices of the elements whose tensors stack, grouped (one group unless named tensors differ past
+  their rows: images of different sizes); empty for no elements, which Beam's BatchElements can emit."""
+  groups: dict[Any, list[int]] = {}
+  for i, element in enumerate(batch):
+    shape = tuple((n, a.shape[1:], a.dtype.str) for n, a in element.items()) if isinstance(element, dict) else ()
+    groups.setdefault(shape, []).append(i)
+  return list(groups.values())
+
+
 def num_rows(element: Any) -> int:
   """Rows in a batch of model input, or in a keyed `(key, batch)` element."""
   return input_rows(element[1] if isinstance(element, tuple) else element)
@@ -233,8 +243,14 @@ class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
       row, or is a `RowFailures` when the model failed on some of its rows.
     """
     del inference_args
-    if not batch:  # Beam's BatchElements can emit one; see KeyedRowsHandler
-      return []
+    results = [None] * len(batch)
+    for group in same_shape(batch):  # images of different sizes never share a model call
+      for i, result in zip(group, self._predict_together([batch[i] for i in group], model)):
+        results[i] = result
+    return results
+
+  def _predict_together(self, batch: Sequence[ModelInput], model: Predictor) -> list[PredictionResult]:
+    """One model call over elements that stack (the row-by-row retry when it fails), split back."""
     features = concat(batch)
     try:
       outputs, errors = model.predict(features), {}

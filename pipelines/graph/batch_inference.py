@@ -1,5 +1,7 @@
 """The batch-inference job graph: read → validate → deduplicate → features → predict → write → finish.
 
+The features step of an image model reads and decodes each row's image.
+
 `build_pipeline` only builds, from a plan the launcher resolved
 (`pipelines.launcher.resolve.resolve`), with no I/O; `pipelines.run` runs it. Tests build
 the same graph and assert on the PCollections it returns. Each step holds its own
@@ -17,7 +19,7 @@ import pyarrow as pa
 from models.handlers.base import MatrixModelHandler
 from models.inference import PredictionColumns
 from pipelines.graph.plan import JobPlan
-from pipelines.graph.steps import DeduplicateKeys, ReadInput, WritePredictions, features, last_steps, predictor
+from pipelines.graph.steps import DeduplicateKeys, Features, ReadInput, WritePredictions, last_steps, predictor
 from transforms.destination import WRITTEN
 from transforms.rows.dead_letters import DEAD_LETTERS, REJECTED_AT, RouteDeadLetters
 from transforms.rows.validation import ValidateRows
@@ -47,9 +49,11 @@ def build_pipeline(pipeline: beam.Pipeline, plan: JobPlan, *,
   validated = read['batches'] | 'Validate' >> ValidateRows(
       plan.bundle.features, key_column=plan.key_column, integer_key=pa.types.is_integer(plan.columns.key_type))
   unique = validated.valid | 'DeduplicateKeys' >> DeduplicateKeys(plan)
-  predicted = unique['batches'] | 'Features' >> features(plan) | 'Predict' >> predictor(plan, model_handler)
+  prepared = unique['batches'] | 'Features' >> Features(plan)
+  predicted = prepared['inputs'] | 'Predict' >> predictor(plan, model_handler)
   written = predicted['predictions'] | 'WritePredictions' >> WritePredictions(plan)
-  rejected = ((read[DEAD_LETTERS], validated[DEAD_LETTERS], unique[DEAD_LETTERS], predicted[DEAD_LETTERS])
+  rejected = ((read[DEAD_LETTERS], validated[DEAD_LETTERS], unique[DEAD_LETTERS], prepared[DEAD_LETTERS],
+               predicted[DEAD_LETTERS])
               | 'Rejected' >> beam.Flatten())
   refused = [written[DEAD_LETTERS]] if DEAD_LETTERS in written else []  # rows the destination refused
   routed = (rejected, *refused) | 'WriteDeadLetters' >> RouteDeadLetters(

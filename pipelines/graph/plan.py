@@ -22,10 +22,11 @@ from transforms.destination import Destination
 from transforms.files import publish
 from transforms.files import scored_keys as incremental_
 from transforms.files.read import FileInput
+from transforms.images.source import ImageFiles
 from transforms.rows import dead_letters as dead_letters_
 from transforms.rows import duplicate_keys
 
-Source = Union[FileInput, BigQueryInput]
+Source = Union[FileInput, BigQueryInput, ImageFiles]
 
 
 @dataclasses.dataclass(frozen=True)

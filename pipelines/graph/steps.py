@@ -4,8 +4,9 @@
   before left out (and counted);
 - `DeduplicateKeys`: with `--key_column`, every key counted before a row goes on,
   and the rows of a repeated key handled as `--on_duplicate_key` says;
-- `features` and `predictor`: the model's feature step and predict step, or
-  both models' with `--challenger`; only the predict step asks for a GPU;
+- `Features` and `predictor`: the model's feature step (an image model's: read,
+  decode and resize each image) and predict step, or both models' with
+  `--challenger`; only the predict step asks for a GPU;
 - `WritePredictions`: the predictions to their destination, with the keys
   scored beside them (`--only_unscored`), and the rows the destination refused;
 - `last_steps`: profile, count, compare, digest and publish, after every write.
@@ -31,6 +32,7 @@ from pipelines.graph.plan import JobPlan
 from transforms.destination import WRITTEN
 from transforms.files.scored_keys import KEYS_BASE, KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
 from transforms.files.write import WriteBatches
+from transforms.images.prepare import PrepareImages
 from transforms.rows.data_profile import ProfileRun
 from transforms.rows.dead_letters import DEAD_LETTERS
 from transforms.rows.duplicate_keys import HandleDuplicateKeys
@@ -79,12 +81,25 @@ class DeduplicateKeys(beam.PTransform):
     return batches | 'Keys' >> HandleDuplicateKeys(self.plan.duplicates)
 
 
-def features(plan: JobPlan) -> beam.PTransform:
-  """Validated rows → `(rows, model input)`: the model's feature steps or its table's columns, as its
-  inputs.json says, or both models' matrices with a challenger."""
-  if plan.challenger is None:
-    return ApplyModelInputs(plan.bundle.features, plan.bundle.inputs)
-  return challenger_features(plan.bundle, plan.challenger)
+@dataclasses.dataclass(eq=False)
+class Features(beam.PTransform):
+  """Validated rows → `{'inputs': (rows, model input), DEAD_LETTERS: rows it could not prepare}`: the
+  model's feature steps or its table's columns, as its inputs.json says; both models' matrices with a
+  challenger; or, for an image model, each row's image read, decoded and made its tensor (images.json)."""
+  plan: JobPlan
+
+  def __post_init__(self):
+    super().__init__()
+
+  def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
+    bundle = self.plan.bundle
+    if bundle.images is not None:
+      return batches | 'Images' >> PrepareImages(bundle.images, bundle.image_column, self.plan.model.max_batch_rows)
+    if self.plan.challenger is None:
+      inputs = batches | 'Inputs' >> ApplyModelInputs(bundle.features, bundle.inputs)
+    else:
+      inputs = batches | 'Inputs' >> challenger_features(bundle, self.plan.challenger)
+    return {'inputs': inputs, DEAD_LETTERS: batches.pipeline | 'NoneRejected' >> beam.Create([])}
 
 
 def predictor(plan: JobPlan, model_handler: Optional[MatrixModelHandler] = None) -> beam.PTransform:

@@ -16,11 +16,12 @@ from typing import Optional
 import pyarrow as pa
 
 from models import registry
-from models.bundle import BundleError, ModelBundle
+from models.bundle import IMAGE_COLUMN, BundleError, ModelBundle
 from pipelines.destinations import kind_of
 from pipelines.options import BatchInferenceOptions
 from transforms.files import checks
 from transforms.files.publish import check_run_id
+from transforms.images import source as image_source
 
 
 class PreflightError(ValueError):
@@ -53,6 +54,14 @@ class PreflightReport:
       lines.append(f'  writable   {", ".join(self.writable)}')
     return '\n'.join(lines + [f'  note: {n}' for n in self.notes])
 
+
+
+def _image_bundle(opts, bundle: ModelBundle) -> ModelBundle:
+  """An image model's bundle reading the images from --image_column, keyed by it unless --key_column
+  names another (a glob of image files: by each file's URI)."""
+  column = image_source.URI if opts.reads_image_files(bundle) else (opts.image_column or IMAGE_COLUMN)
+  opts.key_column = opts.key_column or column
+  return bundle.with_image_column(column)
 
 
 def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
@@ -88,8 +97,13 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
   except Exception as e:  # pylint: disable=broad-except  (an unreachable or unreadable bundle folder)
     problems.append(f'cannot load the model bundle {opts.model}: {type(e).__name__}: {e}')
     bundle = None
+  if bundle is not None and bundle.images is not None:
+    bundle = _image_bundle(opts, bundle)
   notes, files, peeked, writable, schema = [], 0, 0, [], None
-  if not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
+  if opts.reads_image_files(bundle):  # one listing call to the first match: a full listing runs on the workers
+    schema = image_source.SCHEMA
+    problems += [] if offline else image_source.check_pattern(opts.input)
+  elif not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
     found, notes, files, peeked, schema = checks.check_input(opts, bundle.features if bundle else None)
     problems += found
   folders = [opts.output, opts.dead_letter_target, opts.records_location()]

@@ -16,7 +16,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
@@ -38,6 +38,8 @@ from transforms.bigquery.tables import TableRef
 from transforms.destination import CheckFailed, Destination, OutputRows, RunSettings
 from transforms.files import publish
 from transforms.files.read import FileInput
+from transforms.images.prepare import IMAGE_BATCH_ROWS
+from transforms.images.source import LISTED_ROWS, ImageFiles
 from transforms.files.scored_keys import Incremental
 from transforms.rows import dead_letters as dl
 from transforms.rows.duplicate_keys import DuplicatePolicy
@@ -229,6 +231,9 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   bundle = report.bundle
   challenger, thresholds = _challenger_and_gate(opts, bundle, check_model=check_model and not offline)
   models = [b for b in (bundle, challenger) if b is not None]
+  if bundle.images is not None:  # rows name images: many per read batch, a model call's worth per chunk decoded
+    opts.read_batch_size = opts.read_batch_size or LISTED_ROWS
+    opts.max_batch_rows = opts.max_batch_rows or IMAGE_BATCH_ROWS
   opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY
@@ -266,7 +271,7 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
     raise preflight.PreflightError([str(e)]) from None
   source = opts.input or (f'query into {bq_input.table}' if bq_input.table else 'the --input_query')
   plan = JobPlan(run_id=opts.run_id, attempt=attempt, started_at=started_at, bundle=bundle, columns=columns,
-                 source=source, input=bq_input or FileInput(opts.input, opts.input_format, opts.key_column),
+                 source=source, input=bq_input or _file_input(opts, bundle),
                  predictions=predictions, dead_letters=dead_letters, records=opts.records_location(),
                  runner=opts.runner_name(), read_batch_size=opts.read_batch_size, key_column=opts.key_column,
                  passthrough=tuple(opts.passthrough),
@@ -277,6 +282,13 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
                  max_rejected_fraction=opts.max_rejected_fraction, incremental=incremental,
                  duplicates=DuplicatePolicy.parse(opts.on_duplicate_key) if opts.key_column else None)
   return plan, report
+
+
+def _file_input(opts: BatchInferenceOptions, bundle: ModelBundle) -> Union[FileInput, ImageFiles]:
+  """A glob of table files, or of an image model's image files (one row each)."""
+  if opts.reads_image_files(bundle):
+    return ImageFiles(opts.input)
+  return FileInput(opts.input, opts.input_format, opts.key_column)
 
 
 def _skip_scored(opts: BatchInferenceOptions, bundle: ModelBundle, project: Optional[str], *,

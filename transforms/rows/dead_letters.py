@@ -45,8 +45,16 @@ SUPERSEDED = 'superseded'
 # Rows a destination refused for good (a streamed BigQuery row, a database row): rejected like the
 # others, so they count in every guard; the summary also shows them as `rows_not_written`.
 WRITE_ERROR = 'write_error'
+# An image row whose file is not an image, is corrupt or truncated, is past the pixel bound, is a kind the
+# job cannot decode (DICOM without pixels, an unsupported transfer syntax), or cannot be read (transforms/images).
+NOT_AN_IMAGE = 'not_an_image'
+CORRUPT_IMAGE = 'corrupt_image'
+TOO_MANY_PIXELS = 'too_many_pixels'
+UNSUPPORTED_IMAGE = 'unsupported_image'
+UNREADABLE_FILE = 'unreadable_file'
+IMAGE_CODES = (NOT_AN_IMAGE, CORRUPT_IMAGE, TOO_MANY_PIXELS, UNSUPPORTED_IMAGE, UNREADABLE_FILE)
 REASON_CODES = (UNPARSABLE, MISSING_KEY, MISSING_VALUE, INVALID_TYPE, NON_FINITE, MODEL_ERROR, DUPLICATE_KEY,
-                SUPERSEDED, WRITE_ERROR)
+                SUPERSEDED, WRITE_ERROR, *IMAGE_CODES)
 # The share of rejected rows a run may have unless --max_rejected_fraction says otherwise: a nightly run
 # that loses more than one row in twenty is a broken night, not a good one with some noise.
 MAX_REJECTED_FRACTION = 0.05
@@ -73,7 +81,7 @@ DESCRIPTIONS = {
     'key': 'Key of the rejected row, when it had one.',
     'source': 'Where the row came from: a file or bq://PROJECT.DATASET.TABLE.',
     'row': 'Position of the row in its file (1-based line or record number); empty for tables.',
-    'stage': 'The step that rejected the row: read, validate, deduplicate (a repeated key), predict, or write (a row '
+    'stage': 'The step that rejected the row: read, validate, deduplicate (a repeated key), decode (an image), predict, or write (a row '
              'the table or database refused).',
     'reason_code': 'Stable code of the rejection, to count and filter on.',
     'reason': 'What was wrong, for a person to act on.',

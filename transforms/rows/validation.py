@@ -70,7 +70,7 @@ def text_counts(values: pa.Array) -> Optional[dict[str, int]]:
 
 
 def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-  """Casts values to `dtype` ('float' or 'string').
+  """Casts values to `dtype` ('float', 'string', or 'image': a URI as text, or an image's bytes as they are).
 
   Returns:
     The typed column (nulls where missing or invalid), a mask of values of the
@@ -83,7 +83,10 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   kind = values.type
   if pa.types.is_null(kind):
     return pa.nulls(n, pa.float64() if dtype == 'float' else pa.string()), no, no
-  if dtype == 'string':
+  if dtype == 'image' and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+    empty = pc.equal(pc.binary_length(values), 0)
+    return pc.if_else(empty, pa.scalar(None, kind), values), no, no  # no bytes: missing, like a blank string
+  if dtype in ('string', 'image'):
     if pa.types.is_string(kind):
       return _blank_to_null(values), no, no
     if pa.types.is_floating(kind):  # NaN is missing here too, not the text 'nan'
@@ -116,6 +119,8 @@ def accepts(kind: pa.DataType, dtype: str) -> bool:
   (per value: a string column may still hold text that is not a number)."""
   if pa.types.is_dictionary(kind):
     kind = kind.value_type
+  if dtype == 'image' and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+    return True
   common = (pa.types.is_null(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
             or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind))
   return common or (dtype == 'float' and pa.types.is_decimal(kind))
