@@ -20,6 +20,9 @@ Usage: ./launch.sh VERB [ARGS...]
                 build/emulators/) and stop them at the end.
   bench [ARGS]  Benchmark the job against the raw model and the alternatives
                 (python -m benchmarks.run ARGS; --rows 1000000 is the documented run).
+                With --images first: the image job on JPEGs through ResNet-18 and -50
+                against a PyTorch DataLoader loop, Beam's recipe and Ray Data
+                (python -m benchmarks.images ARGS; --small 50000 --large 2000 at scale).
   train [ARGS]  Train the example penguin model (python -m models.examples.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
                 With --watch it keeps running and predicts each new input file once.
@@ -194,9 +197,16 @@ case "$verb" in
   bench)
     install
     quiet_tf
-    ensure_bundle
-    "$PYTHON" -m benchmarks.side_venvs
-    "$PYTHON" -m benchmarks.run "$@"
+    if [ "${1:-}" = --images ]; then
+      shift
+      install_extras
+      "$PYTHON" -m benchmarks.side_venvs ray
+      "$PYTHON" -m benchmarks.images "$@"
+    else
+      ensure_bundle
+      "$PYTHON" -m benchmarks.side_venvs
+      "$PYTHON" -m benchmarks.run "$@"
+    fi
     ;;
   train)
     install

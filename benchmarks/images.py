@@ -135,8 +135,13 @@ def _last_error(log: str) -> str:
 
 
 def measure_decoding(data: str, args) -> list[dict]:
+  """Decoding alone: simplejpeg, Pillow, and `ours`, the job's own decode (header checks, EXIF, no resize)."""
   from benchmarks import images_decode
-  return images_decode.measure(sorted(glob.glob(os.path.join(data, '*.jpg'))), rounds=args.decode_rounds)
+  from transforms.images.decode import decode
+  from transforms.images.spec import ImageSpec
+  spec = ImageSpec(color='RGB')  # resize policy none: the image as decoded
+  return images_decode.measure(sorted(glob.glob(os.path.join(data, '*.jpg'))), rounds=args.decode_rounds,
+                               ours=lambda data: decode(data, spec))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

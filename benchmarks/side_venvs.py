@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+from typing import Optional
 
 # Where each side virtualenv lives, and what it adds (benchmarks.run's --ray_venv and --tft_venv).
 SIDE_VENVS = (
@@ -67,9 +68,12 @@ def ensure(path: str, requirements: str, stack_requirements: str = 'requirements
   return False
 
 
-def main() -> int:
+def main(argv: Optional[list[str]] = None) -> int:
+  """Makes every side virtualenv, or those whose tool is named (`ray`, `tft`)."""
+  names = sys.argv[1:] if argv is None else argv
   for path, requirements in SIDE_VENVS:
-    ensure(path, requirements)
+    if not names or any(path.endswith(f'/{name}-venv') for name in names):
+      ensure(path, requirements)
   return 0
 
 
