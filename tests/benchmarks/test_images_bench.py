@@ -68,3 +68,17 @@ def test_bench__every_variant_predicts_every_image_and_the_table_lists_each(tmp_
       (d, s) for d in ('simplejpeg', 'pillow', 'ours') for s in ('224x224', '1024x1024')}
   assert '| decode 224×224, simplejpeg, images/s per core | ≥ 500 |' in table
   assert '| ours / raw-torch, resnet18 | ≥ 0.9× |' in table
+
+
+def test_gpu_command__raw_on_the_device_asked_for_and_ours_through_the_jobs_device_flag():
+  import argparse
+  from benchmarks import images_gpu
+  args = argparse.Namespace(device='cuda', workers=16, batch=128, ours_flags=['--report=false'])
+  raw = images_gpu.command('raw-gpu', 'D/*.jpg', 'B', 'O', args)
+  assert raw[1:3] == ['-m', 'benchmarks.images_raw'] and '--device=cuda' in raw and '--workers=16' in raw
+  assert '--batch=128' in raw
+  ours = images_gpu.command('ours-gpu', 'D/*.jpg', 'B', 'O', args)
+  assert ours[1:3] == ['-m', 'pipelines.run'] and '--device=gpu' in ours and '--report=false' in ours
+  assert '--input=D/*.jpg' in ours and '--model=B' in ours
+  assert '--device=cpu' in images_gpu.command('ours-gpu', 'D', 'B', 'O', argparse.Namespace(
+      device='cpu', workers=1, batch=64, ours_flags=[]))
