@@ -128,9 +128,9 @@ class Predictor:
 
 def _export_arguments(program) -> tuple[bool, list[str]]:
   """Whether a torch.export program takes one dict of tensors, and the names of its tensor arguments."""
-  args = program.call_spec.in_spec.children_specs[0]
-  if args.num_children == 1 and args.children_specs[0].type is dict:
-    return True, [str(k) for k in args.children_specs[0].context]
+  args = program.call_spec.in_spec.child(0)
+  if args.num_children == 1 and args.child(0).type is dict:
+    return True, [str(k) for k in args.child(0).context]
   return False, list(program.graph_signature.user_inputs)
 
 
