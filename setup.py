@@ -14,8 +14,11 @@ EXTRAS = {
     'torch': ['torch==2.13.0'],
     'xgboost': ['xgboost==3.2.0'],
     'sklearn': ['scikit-learn==1.9.1', 'skops==0.16.0'],
+    # Image models (transforms/images/): JPEG through simplejpeg (libjpeg-turbo), PNG and the rest
+    # through Pillow, DICOM through pydicom (its JPEG and JPEG 2000 pixels through Pillow too).
+    'images': ['simplejpeg==1.9.0', 'pillow==12.3.0', 'pydicom==3.0.2'],
 }
-EXTRAS['all'] = EXTRAS['onnx'] + EXTRAS['torch'] + EXTRAS['xgboost'] + EXTRAS['sklearn']
+EXTRAS['all'] = EXTRAS['onnx'] + EXTRAS['torch'] + EXTRAS['xgboost'] + EXTRAS['sklearn'] + EXTRAS['images']
 
 setuptools.setup(
     name='beam-batch-inference',

@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.inputs import INPUTS, MATRIX, Column, InputContract, InputError, _Column
 from transforms.features.spec import FeatureSpec
-from transforms.images.spec import IMAGES, ImageSpec, ImageSpecError
+from transforms.images.spec import IMAGES, ImageSpec, ImageSpecError, json_shape
 
 # The column of an image model's input that names each image, unless --image_column says otherwise:
 # what a glob of image files gives, and what BigQuery object tables call it.
@@ -301,10 +301,29 @@ def load_images(path: str, inputs: InputContract) -> Optional[ImageSpec]:
     return None
   try:
     spec = ImageSpec.from_dict(_read_json(path, IMAGES))
-    spec.check_tensor(inputs)
+    check_image_tensor(spec, inputs)
   except ImageSpecError as e:
     raise BundleError(f'{path}/{e}') from None
   return spec
+
+
+def check_image_tensor(spec: ImageSpec, inputs: InputContract) -> None:
+  """Raises ImageSpecError unless inputs.json declares the one tensor images.json fills, of its shape and dtype."""
+  if inputs.shape != 'tensors':
+    raise ImageSpecError(f'{IMAGES} fills a tensor, but inputs.json says the model takes {inputs.describe()}; '
+                         f'declare it, e.g. {{"shape": "tensors", "tensors": [{{"name": "{spec.tensor}", '
+                         f'"dtype": "{spec.dtype}", "shape": {json_shape(spec.tensor_shape())}}}]}}')
+  tensor = next((t for t in inputs.tensors if t.name == spec.tensor), None)
+  if tensor is None or len(inputs.tensors) != 1:
+    raise ImageSpecError(f'{IMAGES} fills the tensor {spec.tensor!r}; inputs.json declares '
+                         f'{", ".join(inputs.names)}: an image model takes that one tensor')
+  produced = spec.tensor_shape()
+  if len(tensor.shape) != 4 or any(d is not None and d != p for d, p in zip(tensor.shape, produced)):
+    raise ImageSpecError(f'{IMAGES} makes {spec.tensor!r} {json_shape(produced)} ({spec.layout}, {spec.color}, '
+                         f'resize {spec.resize.policy}); inputs.json declares {json_shape(tensor.shape)}')
+  if tensor.dtype != spec.dtype:
+    raise ImageSpecError(f'{IMAGES} makes {spec.tensor!r} of dtype {spec.dtype}; inputs.json declares '
+                         f'{tensor.dtype}')
 
 
 def image_features(column: str) -> FeatureSpec:

@@ -124,3 +124,21 @@ def dicom_bytes(pixels: np.ndarray, *, slope: float = 1.0, intercept: float = 0.
   buffer = io.BytesIO()
   ds.save_as(buffer, enforce_file_format=True)
   return buffer.getvalue()
+
+
+def torch_image_bundle(path: str, spec, shape: Sequence[Optional[int]], classes: Sequence[str], *, seed: int = 3,
+                       dynamic_size: bool = False):
+  """A classifier bundle of `small_cnn` exported with torch.export, taking the one tensor `spec` makes:
+  (the loaded bundle, the model itself, to predict outside the job)."""
+  from models.bundle import Outputs, write_bundle
+  from models.inputs import InputContract, Tensor
+  channels = shape[1] if spec.layout == 'NCHW' else shape[3]
+  model = small_cnn(channels, len(classes), seed=seed)
+  os.makedirs(path, exist_ok=True)
+  export_torch(model, os.path.join(path, 'model.pt2'), np.zeros((1, channels, 32, 32), np.float32),
+               dynamic_size=dynamic_size)
+  bundle = write_bundle(path, features=None, outputs=Outputs('classification', classes=tuple(classes)), name='cnn',
+                        version='1', inputs=InputContract('tensors', tensors=(Tensor(spec.tensor, spec.dtype,
+                                                                                     tuple(shape)),)),
+                        images=spec, format='torch', model_file='model.pt2')
+  return bundle, model

@@ -20,6 +20,10 @@ A file output's publish is in the sample runs; a table output's load is not
 `--dataflow_service_options=worker_accelerator=type:...`) and the cheapest one
 that meets `--deadline`, as a page with a chart (`estimate.html`).
 
+For an image model the sample is the glob's first files, copied; the image step (read, decode,
+resize) is timed alone too, and the estimate says how many cores keep one GPU busy at a few GPU
+rates (GPU_IMAGES_PER_SECOND): a GPU's own rate for the model is not measured here.
+
 Assumptions, stated on the page: a Dataflow vCPU runs as fast as a core here;
 work spreads evenly over workers; a GPU takes the model off the CPUs and is not
 the bottleneck; workers take DATAFLOW_STARTUP_SECONDS to start; shuffle is
@@ -71,6 +75,9 @@ REPLICAS = 8
 # An assumption, from benchmarks/: a table output's publish per million rows (a load job, a COPY and merge),
 # which the sample runs, writing files here, do not measure. A file output publishes a pointer: measured.
 PUBLISH_SECONDS_PER_MILLION_ROWS = {'BigQueryTable': 6.0, 'PostgresTable': 8.0}
+# GPU rates (images/s for the bundle's model) the estimate gives the CPU cores for: a GPU's rate is not
+# measured here, only each core's rate of preparing images for it.
+GPU_IMAGES_PER_SECOND = (500, 2000, 10000)
 # Flags of the run that the sample runs drop or replace: they run here, on a sample, publishing nothing.
 # The rest stand, --report included, so that the samples cost what the run will.
 _SAMPLE_DROPS = ('--estimate', '--deadline', '--input=', '--input_format', '--output', '--run_id', '--gate',
@@ -102,6 +109,12 @@ class Measured:
   output_bytes_per_row: float
   startup_seconds: float = 0.0  # a process's imports, first bundle load and first pipeline, before its rows
   publish_seconds_per_row: float = 0.0  # a table output's load, which the sample runs do not do
+  decode_cpu_seconds_per_row: float = 0.0  # an image model's: reading, decoding and resizing one image
+
+  def cores_per_gpu(self, gpu_rows_per_second: float) -> int:
+    """Cores whose reading, decoding and the rest of the job, the model aside, keep a GPU that predicts
+    `gpu_rows_per_second` busy."""
+    return max(1, int(np.ceil(gpu_rows_per_second / self.rows_per_cpu_second_without_model)))
 
   @property
   def separated(self) -> bool:
@@ -234,6 +247,53 @@ def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) ->
   return paths, input_rows, total_bytes
 
 
+def _sample_images(pattern: str, rows: int, folder: str) -> tuple[list[str], int, int]:
+  """An image glob's first `rows` files copied into a warm-up, a sample and the sample REPLICAS times over
+  (as `_sample` does for rows); their globs, and the input's file count and bytes."""
+  files = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
+  if not files:
+    raise ValueError(f'--estimate: no files match {pattern}')
+  taken = files[:rows]
+  paths = []
+  for name, count, copies in (('warm', min(WARM_UP_ROWS, len(taken)), 1), ('small', len(taken), 1),
+                              ('large', len(taken), REPLICAS)):
+    sample = os.path.join(folder, f'sample-{name}')
+    os.makedirs(sample)
+    for i, m in enumerate(taken[:count]):
+      with FileSystems.open(m.path, compression_type='uncompressed') as f:
+        data = f.read()
+      extension = os.path.splitext(m.path)[1]
+      for copy in range(copies):
+        with open(os.path.join(sample, f'{i:06d}-{copy}{extension}'), 'wb') as out:
+          out.write(data)
+    paths.append(os.path.join(sample, '*'))
+  return paths, len(files), sum(m.size_in_bytes for m in files)
+
+
+def _image_seconds_per_row(bundle, sample: str, max_rows: int) -> tuple[float, float]:
+  """CPU seconds per image of reading, decoding and resizing it, and of the model call alone, on the sample."""
+  from transforms.images.errors import ImageError
+  from transforms.images.prepare import load
+  from transforms.images.tensors import shape_groups, to_tensor
+  images, start = [], time.process_time()
+  for path in sorted(FileSystems.match([sample])[0].metadata_list, key=lambda m: m.path):
+    try:
+      images.append(load(path.path, bundle.images))
+    except ImageError:
+      continue
+  decode = (time.process_time() - start) / max(len(images), 1)
+  if not images:
+    return decode, 0.0
+  model = load_predictor(bundle.format, bundle.model_path, bundle.outputs, 'cpu', bundle.load_options, bundle.inputs)
+  tensors = [to_tensor([images[i] for i in group[s:s + max_rows]], bundle.images)
+             for group in shape_groups(images) for s in range(0, len(group), max_rows)]
+  model.predict({bundle.images.tensor: tensors[0][:2]})  # traced once, outside the timing
+  start = time.process_time()
+  for tensor in tensors:
+    model.predict({bundle.images.tensor: tensor})
+  return decode, (time.process_time() - start) / len(images)
+
+
 def _sample_argv(argv: Sequence[str], sample: str, out: str, run_id: str) -> list[str]:
   kept = [a for a in argv if not any(a == d or a.startswith(d + ('' if d.endswith('=') else '=')) or a == d.rstrip('=')
                                      for d in _SAMPLE_DROPS)]
@@ -276,7 +336,9 @@ def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: st
   """Runs the job (`run`, the launcher's) on the sample here, on the DirectRunner: a warm-up, then the
   sample and the sample repeated REPLICAS times, REPEATS times each, interleaved. `cold_seconds`: what
   this process spent before the sample runs (imports, the first resolve), the start-up's first part."""
-  paths, input_rows, input_bytes = _sample(opts.input, opts.input_format, opts.estimate_rows, folder)
+  images = opts.reads_image_files(bundle)
+  sample = _sample_images if images else lambda p, r, f: _sample(p, opts.input_format, r, f)
+  paths, input_rows, input_bytes = sample(opts.input, opts.estimate_rows, folder)
   walls, cpus, rows = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, {}
   runs = [0] + [1, 2] * REPEATS  # a warm-up, then the two sizes interleaved
   for n, i in enumerate(runs):
@@ -292,11 +354,12 @@ def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: st
   last = summary.rows_predicted or 1
   publish_per_row = PUBLISH_SECONDS_PER_MILLION_ROWS.get(kind_of(opts.output).__name__, 0.0) / 1e6 \
       if opts.output else 0.0
+  decode, model = (_image_seconds_per_row(bundle, paths[1], opts.max_batch_rows) if images
+                   else (0.0, _model_seconds_per_row(bundle, paths[2], opts.max_batch_rows)))
   warm = Measured(sample_rows=rows[2], small_rows=rows[1], wall_seconds=(min(walls[1]), min(walls[2])),
-                  cpu_seconds=(min(cpus[1]), min(cpus[2])),
-                  model_cpu_seconds_per_row=_model_seconds_per_row(bundle, paths[2], opts.max_batch_rows),
+                  cpu_seconds=(min(cpus[1]), min(cpus[2])), model_cpu_seconds_per_row=model,
                   input_rows=input_rows, input_bytes=input_bytes, output_bytes_per_row=output_bytes / last,
-                  publish_seconds_per_row=publish_per_row)
+                  publish_seconds_per_row=publish_per_row, decode_cpu_seconds_per_row=decode)
   # The warm-up was the process's first pipeline: what it took beyond a warm run of its rows is start-up too.
   first_run = max(walls[0][0] - warm.fixed_wall_seconds - rows[0] / warm.rows_per_wall_second, 0.0)
   return dataclasses.replace(warm, startup_seconds=cold_seconds + first_run)
@@ -413,7 +476,9 @@ def estimate(argv: Sequence[str], run: RunJob) -> dict[str, Any]:
                    'input_bytes_per_row': measured.input_bytes_per_row,
                    'local_wall_seconds': measured.local_wall_seconds(rows),
                    'local_rows_seconds': rows / measured.rows_per_wall_second,
-                   'publish_seconds': measured.publish_seconds(rows)},
+                   'publish_seconds': measured.publish_seconds(rows),
+                   'cores_per_gpu': {str(r): measured.cores_per_gpu(r) for r in GPU_IMAGES_PER_SECOND}
+                   if measured.decode_cpu_seconds_per_row else None},
       'chosen': chosen, 'chosen_note': note, 'suggested': best, 'candidates': options_list,
   }
   out = opts.estimate_output or FileSystems.join(
@@ -450,5 +515,10 @@ def render(result: dict[str, Any]) -> str:
                  f'{_usd(best["cost_usd"])} (the cheapest setting{within})')
   else:
     lines.append(f'  no setting meets the deadline of {_hours(deadline)}')
+  if m.get('cores_per_gpu'):
+    lines.append(f'  GPU feeding     one core prepares {1 / m["decode_cpu_seconds_per_row"]:,.0f} images/s for this bundle '
+                 f'({m["rows_per_cpu_second_without_model"]:,.0f}/s with the rest of the job); a GPU predicting '
+                 + ', '.join(f'{int(r):,}' for r in m['cores_per_gpu']) + ' images/s needs '
+                 + ', '.join(str(c) for c in m['cores_per_gpu'].values()) + ' cores to stay busy')
   lines.append(f'  page            {result["page"]}')
   return '\n'.join(lines)

@@ -20,6 +20,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from transforms.images import dicom
+from transforms.images.errors import ImageError
 from transforms.images.spec import ImageSpec
 from transforms.rows.dead_letters import CORRUPT_IMAGE, NOT_AN_IMAGE, TOO_MANY_PIXELS
 
@@ -29,14 +31,6 @@ _EXIF_ORIENTATION = 0x0112
 Image.MAX_IMAGE_PIXELS = None  # the spec's max_pixels bounds every image, checked before decoding
 
 
-class ImageError(ValueError):
-  """An image the job cannot use: `code` for counting, the message for a person."""
-
-  def __init__(self, code: str, reason: str):
-    super().__init__(reason)
-    self.code = code
-
-
 def is_dicom(data: bytes) -> bool:
   return len(data) >= 132 and data[128:132] == b'DICM'
 
@@ -44,7 +38,6 @@ def is_dicom(data: bytes) -> bool:
 def decode(data: bytes, spec: ImageSpec) -> np.ndarray:
   """The image as [height, width, channels] in the spec's colour, upright, resized; raises ImageError."""
   if is_dicom(data):
-    from transforms.images import dicom  # pydicom only for a run that reads DICOM
     return resize(_to_color(dicom.decode(data, spec.window, spec.max_pixels), spec.color), spec)
   if data[:3] == _JPEG:
     try:

@@ -20,7 +20,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from transforms.images.decode import ImageError
+from transforms.images.errors import ImageError
 from transforms.rows.dead_letters import CORRUPT_IMAGE, NOT_AN_IMAGE, TOO_MANY_PIXELS, UNSUPPORTED_IMAGE
 from transforms.images.spec import Window
 

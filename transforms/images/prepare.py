@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 from typing import Iterator, Optional
 
 import apache_beam as beam
@@ -19,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from models.handlers.base import available_cores
-from transforms.images.decode import ImageError, decode
+from transforms.images.decode import decode
+from transforms.images.errors import ImageError
 from transforms.images.spec import ImageSpec
 from transforms.images.tensors import shape_groups, to_tensor
 from transforms.rows import counters
@@ -67,7 +68,7 @@ class _PrepareImagesFn(beam.DoFn):
 
   def setup(self):
     # Reading waits on storage and decoding runs outside the GIL: twice the cores keeps both busy.
-    self._pool = concurrent.futures.ThreadPoolExecutor(self._threads or 2 * available_cores(),
+    self._pool = concurrent.futures.ThreadPoolExecutor(self._threads or 2 * len(os.sched_getaffinity(0)),
                                                        thread_name_prefix='decode')
 
   def teardown(self):

@@ -12,15 +12,13 @@ from typing import Any, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 
+from transforms.images import listing
 from transforms.rows.dead_letters import DEAD_LETTERS, ROW, SOURCE
 
 IMAGE_FORMAT = 'images'
-URI = 'uri'
-SIZE = 'size_bytes'
-SCHEMA = pa.schema([pa.field(URI, pa.string()), pa.field(SIZE, pa.int64())])
+URI, SIZE = listing.SCHEMA.names  # 'uri', 'size_bytes'
+SCHEMA = listing.SCHEMA
 # Files whose extension says they are a table, not an image: a glob of them is read as rows.
 TABLE_EXTENSIONS = ('.parquet', '.csv', '.jsonl', '.json', '.ndjson', '.avro', '.tfrecord', '.tfrecords', '.gz')
 
@@ -31,12 +29,14 @@ def is_image_glob(pattern: str) -> bool:
 
 
 def check_pattern(pattern: str) -> list[str]:
-  """Problems of an image glob, from one listing call that stops at the first match (never a full listing)."""
+  """Problems of an image glob, from listing calls that stop at the first match (never a full listing)."""
   try:
-    found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+    listing.check_pattern(pattern, extensions=None)
+  except listing.NoMatchesError as e:
+    return [f'--input {e}']
   except Exception as e:  # pylint: disable=broad-except  # each file system raises its own
     return [f'--input {pattern}: cannot list files: {type(e).__name__}: {e}']
-  return [] if found else [f'--input {pattern} matches no files']
+  return []
 
 
 def _with_meta(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -56,13 +56,9 @@ class ReadImageFiles(beam.PTransform):
     super().__init__()
 
   def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-    listed = (pbegin
-              | 'List' >> fileio.MatchFiles(self.pattern)
-              | 'Spread' >> beam.Reshuffle()
-              | 'Batch' >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
-              | 'ToRows' >> beam.Map(lambda files: pa.RecordBatch.from_arrays(
-                  [pa.array([f.path for f in files], pa.string()),
-                   pa.array([f.size_in_bytes for f in files], pa.int64())], schema=SCHEMA)))
+    # Every file the glob matches is a row, whatever its extension: one that is no image is a dead letter
+    # that says so, never a file silently left out.
+    listed = pbegin | 'List' >> listing.ListFiles(self.pattern, extensions=None, batch_rows=self.batch_size)
     batches = listed | 'AddSource' >> beam.Map(_with_meta).with_output_types(pa.RecordBatch)
     return {'batches': batches, DEAD_LETTERS: pbegin | 'NoUnreadable' >> beam.Create([])}
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Union
 
-from models.inputs import InputContract, Tensor
-
 IMAGES = 'images.json'
 COLORS = {'RGB': 3, 'L': 1}
 POLICIES = ('stretch', 'crop', 'pad', 'none')
@@ -129,25 +127,6 @@ class ImageSpec:
       return (None, self.channels, height, width)
     return (None, height, width, self.channels)
 
-  def check_tensor(self, inputs: InputContract) -> Tensor:
-    """The inputs.json tensor this spec fills; raises ImageSpecError unless it agrees in name, shape and dtype."""
-    if inputs.shape != 'tensors':
-      raise ImageSpecError(f'{IMAGES} fills a tensor, but inputs.json says the model takes {inputs.describe()}; '
-                           f'declare it, e.g. {{"shape": "tensors", "tensors": [{{"name": "{self.tensor}", '
-                           f'"dtype": "{self.dtype}", "shape": {_json_shape(self.tensor_shape())}}}]}}')
-    tensor = next((t for t in inputs.tensors if t.name == self.tensor), None)
-    if tensor is None or len(inputs.tensors) != 1:
-      raise ImageSpecError(f'{IMAGES} fills the tensor {self.tensor!r}; inputs.json declares '
-                           f'{", ".join(inputs.names)}: an image model takes that one tensor')
-    produced = self.tensor_shape()
-    if len(tensor.shape) != 4 or any(d is not None and d != p for d, p in zip(tensor.shape, produced)):
-      raise ImageSpecError(f'{IMAGES} makes {self.tensor!r} {_json_shape(produced)} ({self.layout}, {self.color}, '
-                           f'resize {self.resize.policy}); inputs.json declares {_json_shape(tensor.shape)}')
-    if tensor.dtype != self.dtype:
-      raise ImageSpecError(f'{IMAGES} makes {self.tensor!r} of dtype {self.dtype}; inputs.json declares '
-                           f'{tensor.dtype}')
-    return tensor
-
   def to_dict(self) -> dict[str, Any]:
     resize = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.resize).items()
               if v is not None and not (k == 'pad_value' and v == 0.0)}
@@ -185,5 +164,6 @@ class ImageSpec:
       raise ImageSpecError(f'{IMAGES}: {e}; e.g. {EXAMPLE}') from None
 
 
-def _json_shape(shape) -> str:
+def json_shape(shape) -> str:
+  """A shape as inputs.json writes it: [null, 3, 224, 224]."""
   return '[' + ', '.join('null' if d is None else str(d) for d in shape) + ']'

@@ -3,6 +3,7 @@ price table, suggests the cheapest setting meeting the deadline, and draws a pag
 
 import base64
 import json
+import math
 import os
 import re
 
@@ -119,3 +120,23 @@ def test_estimate__measures_a_sample_here_and_draws_the_forecast(tmp_path, pengu
   png.write_bytes(base64.b64decode(re.search(r'base64,([^"]+)"', page).group(1)))
   width, height = _png_size(png)
   assert images['chart-estimate'] == f'{width}x{height}' and width > 300
+
+
+def test_estimate__of_an_image_glob_samples_files_and_says_how_many_cores_keep_a_gpu_busy(tmp_path, capsys):
+  from testing import images as ti
+  from transforms.images.spec import ImageSpec, Resize
+  spec = ImageSpec(resize=Resize('stretch', (32, 32)), layout='NCHW')
+  bundle, _ = ti.torch_image_bundle(str(tmp_path / 'bundle'), spec, (None, 3, 32, 32), ('a', 'b'))
+  paths = ti.write_images(str(tmp_path / 'in'), [(48, 64), (80, 80)], 90)
+  out = tmp_path / 'out'
+  code = run_job.main([f'--input={tmp_path}/in/*.jpg', f'--model={bundle.path}', f'--output={out}', '--run_id=img',
+                       '--estimate', '--estimate_rows=30'])
+  printed = capsys.readouterr().out
+  assert code == 0
+  m = json.loads((out / '_estimates' / 'img' / 'estimate.json').read_text())['measured']
+  assert (m['input_rows'], m['small_rows'], m['sample_rows']) == (90, 30, 30 * estimate.REPLICAS)
+  assert m['input_bytes'] == sum(os.path.getsize(p) for p in paths)
+  assert m['decode_cpu_seconds_per_row'] > 0 and m['model_cpu_seconds_per_row'] > 0
+  per_core = m['rows_per_cpu_second_without_model']
+  assert m['cores_per_gpu'] == {str(r): max(1, math.ceil(r / per_core)) for r in estimate.GPU_IMAGES_PER_SECOND}
+  assert 'GPU feeding     one core prepares ' in printed and 'cores to stay busy' in printed
