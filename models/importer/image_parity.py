@@ -22,8 +22,8 @@ import pyarrow as pa
 from models.bundle import BundleError, ModelBundle, Outputs, SAVED_MODEL
 from models.importer.images import ExpectedImages, Predict, decode_all, predict_images
 from models.importer.parity import Agreement, Tolerance, compare
-from transforms.images.decode import ImageError
-from transforms.images.spec import ImageSpec, Resize
+from transforms.images.errors import ImageError
+from transforms.images.spec import ImageSpec, Resize, json_shape
 
 # Images each candidate is tried on: enough to tell the settings apart, few enough to try a dozen.
 DIAGNOSIS_IMAGES = 64
@@ -198,7 +198,8 @@ def diagnose(spec: ImageSpec, predict: Predict, expected: ExpectedImages, output
   if kept:
     return causes
   if agreement is None:
-    return [f'no other layout, colour or size of images.json ({_shape(spec)} now) runs the model; {GENERAL}']
+    return [f'no other layout, colour or size of images.json ({json_shape(spec.tensor_shape())} now) runs the '
+            f'model; {GENERAL}']
   gap = _largest_gap(scores[:DIAGNOSIS_IMAGES], sample)
   if gap is not None and gap < 0.05:
     causes.append(f'the outputs are close (at most {gap:.3g} apart) but not within the tolerance: your code decodes '
@@ -215,10 +216,6 @@ def _largest_gap(scores: np.ndarray, sample: ExpectedImages) -> Optional[float]:
   if rows.scores is not None and not np.isnan(rows.scores).all():
     gaps.append(np.nanmax(np.abs(scores[:, 0] - rows.scores)))
   return float(max(gaps)) if gaps else None
-
-
-def _shape(spec: ImageSpec) -> str:
-  return '[' + ', '.join('null' if d is None else str(d) for d in spec.tensor_shape()) + ']'
 
 
 def shape_hint(predict: Predict, spec: ImageSpec) -> Optional[str]:

@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from models.bundle import BundleError, Outputs, image_features
+from models.bundle import BundleError, Outputs, check_image_tensor, image_features
 from models.importer import parity
 from models.inputs import InputContract, InputError, Tensor
-from transforms.images.decode import ImageError
+from transforms.images.errors import ImageError
 from transforms.images.prepare import load
-from transforms.images.spec import ImageSpec, ImageSpecError
+from transforms.images.spec import ImageSpec, ImageSpecError, json_shape
 from transforms.images.tensors import shape_groups, to_tensor
 from transforms.rows import dead_letters as dl
 
@@ -53,8 +53,11 @@ def contract(spec: ImageSpec, inputs: Optional[dict[str, Any]] = None) -> InputC
     return InputContract('tensors', tensors=(tensor_of(spec),))
   try:
     found = InputContract.from_dict(inputs)
-    spec.check_tensor(found)
-  except (InputError, ImageSpecError) as e:
+  except InputError as e:
+    raise BundleError(f'--inputs: {e}') from None
+  try:
+    check_image_tensor(spec, found)
+  except ImageSpecError as e:
     raise BundleError(f'--inputs: {e}') from None
   return found
 
@@ -79,16 +82,12 @@ def check_onnx_input(model_bytes: bytes, spec: ImageSpec) -> None:
            if _fits(dims, other.tensor_shape()) else
            'check its "layout" (NCHW: channels first, as PyTorch; NHWC: channels last, as TensorFlow), "color" '
            '(RGB: 3 channels, L: 1) and "resize" "size" [height, width]')
-    raise BundleError(f'the ONNX model takes {one.name!r} of shape {_shape(dims)}; images.json makes '
-                      f'{_shape(made)} ({spec.layout}, {spec.color}, resize {spec.resize.policy}): {why}')
+    raise BundleError(f'the ONNX model takes {one.name!r} of shape {json_shape(dims)}; images.json makes '
+                      f'{json_shape(made)} ({spec.layout}, {spec.color}, resize {spec.resize.policy}): {why}')
 
 
 def _fits(model: Sequence[Optional[int]], made: Sequence[Optional[int]]) -> bool:
   return len(model) == len(made) and all(m is None or d is None or m == d for m, d in zip(model, made))
-
-
-def _shape(dims: Sequence[Optional[int]]) -> str:
-  return '[' + ', '.join('null' if d is None else str(d) for d in dims) + ']'
 
 
 @dataclasses.dataclass(frozen=True)
