@@ -79,9 +79,8 @@ def check_signature(bundle: ModelBundle) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class _Way:
-  """One way to feed the model: a spec, and whether its channels are reversed (BGR, which images.json lacks)."""
+  """One way to feed the model: the images.json it would be fed by."""
   spec: ImageSpec
-  bgr: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +98,8 @@ def _changes(way: _Way) -> list[_Change]:
   """Every other way to feed the model that a training script commonly differs by, most likely first."""
   spec, out = way.spec, []
 
-  def add(kind: str, cause: str, bgr: bool = way.bgr, **fields) -> None:
-    out.append(_Change(kind, _Way(dataclasses.replace(spec, **fields), bgr), cause))
+  def add(kind: str, cause: str, **fields) -> None:
+    out.append(_Change(kind, _Way(dataclasses.replace(spec, **fields)), cause))
 
   other = _OTHER_LAYOUT[spec.layout]
   add('layout', f'layout: the model takes {other} ({_LAYOUT_WORDS[other]}), images.json makes {spec.layout}: set '
@@ -127,11 +126,14 @@ def _changes(way: _Way) -> list[_Change]:
     else:
       add('normalise', 'mean/std: the model takes the 0-1 values as they are; images.json subtracts a mean or '
           'divides by a std it was not trained with: remove "mean" and "std" from images.json', mean=(), std=())
-  if spec.color == 'RGB':
-    out.append(_Change('channels', _Way(spec, not way.bgr), 'RGB vs BGR: the model agrees when its channels are '
-                       'reversed, so it was trained on BGR images (as OpenCV\'s cv2.imread reads them); the job makes '
-                       'RGB and images.json has no BGR setting: reverse the channels inside the model before you '
-                       'export it (x.flip(1) for NCHW), or train it on RGB'))
+  if spec.color in ('RGB', 'BGR'):
+    flipped = 'BGR' if spec.color == 'RGB' else 'RGB'
+    # The same images, channels reversed: each channel keeps its own mean and std, now listed in the new order.
+    reversed_ = {'color': flipped, **({'mean': list(spec.mean[::-1])} if spec.mean else {}),
+                 **({'std': list(spec.std[::-1])} if spec.std else {})}
+    add('channels', f'RGB vs BGR: the model agrees when its channels are reversed, so it was trained on {flipped} '
+        'images (OpenCV\'s cv2.imread reads BGR, Pillow RGB): ' + _fix(spec, **reversed_),
+        color=flipped, mean=spec.mean[::-1], std=spec.std[::-1])
     if len(set(spec.mean)) > 1 or len(set(spec.std)) > 1:
       add('mean order', 'mean/std order: images.json lists them in BGR order; the model agrees with them in RGB '
           'order: ' + _fix(spec, mean=list(spec.mean[::-1]), std=list(spec.std[::-1])),
@@ -172,7 +174,7 @@ def diagnose(spec: ImageSpec, predict: Predict, expected: ExpectedImages, output
     if decoded[key] is None:
       return None
     try:
-      found = predict_images(predict, decoded[key], way.spec, bgr=way.bgr)
+      found = predict_images(predict, decoded[key], way.spec)
     except Exception:  # pylint: disable=broad-except  # a shape the model refuses is not the cause
       return None
     if found.shape != (sample.rows.valid.num_rows, outputs.width):

@@ -147,18 +147,13 @@ def read_expected(path: str, spec: ImageSpec, outputs: Outputs, *, column: str, 
                         tuple(s for s, good in zip(sources, ok) if good))
 
 
-def predict_images(predict: Predict, images: Sequence[np.ndarray], spec: ImageSpec, *,
-                   bgr: bool = False) -> np.ndarray:
-  """The model's outputs for decoded images, one tensor per shape and call as in a run, in the images' order.
-  `bgr` reverses the channels of the tensor (the diagnosis' question: was the model trained on BGR?)."""
+def predict_images(predict: Predict, images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarray:
+  """The model's outputs for decoded images, one tensor per shape and call as in a run, in the images' order."""
   out: Optional[np.ndarray] = None
-  channel_axis = 1 if spec.layout == 'NCHW' else 3
   for group in shape_groups(images):
     for start in range(0, len(group), CALL_IMAGES):
       part = group[start:start + CALL_IMAGES]
       tensor = to_tensor([images[i] for i in part], spec)
-      if bgr:
-        tensor = np.ascontiguousarray(np.flip(tensor, axis=channel_axis))
       scores = np.asarray(predict({spec.tensor: tensor}), np.float64)
       if out is None:
         out = np.empty((len(images), scores.shape[1]), np.float64)
