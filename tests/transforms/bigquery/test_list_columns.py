@@ -2,10 +2,12 @@
 
 import numpy as np
 import pyarrow as pa
+import pytest
+from google.cloud import bigquery
 
 from models.bundle import Outputs
 from models.inference import PredictionColumns
-from transforms.bigquery import publish
+from transforms.bigquery import checks, publish
 from transforms.bigquery.tables import TableRef, table_schema
 from transforms.rows import dead_letters as dl
 from tests.transforms.bigquery.test_publish import write_parquet
@@ -48,3 +50,11 @@ def test_top_k_classes__repeated_string_and_float64_columns_best_first(bq_client
   assert [r['top_classes'] for r in rows] == [['d', 'c'], ['a', 'c']]
   np.testing.assert_allclose([r['top_probabilities'] for r in rows], [[0.4, 0.3], [0.7, 0.15]], rtol=1e-6)
   assert [r['predicted_class'] for r in rows] == ['d', 'a']
+
+
+def test_preflight__an_existing_single_float_column_cannot_take_an_embedding(bq_client, bq_dataset):
+  bq_client.create_table(bigquery.Table(f'{bq_dataset}.old', schema=[
+      bigquery.SchemaField('id', 'STRING'), bigquery.SchemaField('embedding', 'FLOAT64')]))
+  want = table_schema(_columns(Outputs('embedding', dimension=4)).schema)
+  with pytest.raises(ValueError, match='embedding is NULLABLE, the job writes REPEATED'):
+    checks.check_output_table(bq_client, TableRef.parse(f'bq://{bq_dataset}.old'), want)
