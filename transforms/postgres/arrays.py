@@ -8,6 +8,12 @@ no lists, so each list column is rendered as the text its column parses
 (`array_text`), for the whole batch in pyarrow compute, never per row:
 `{0.5,-1}` for an array, `[0.5,-1]` for a vector, text elements quoted and
 escaped (`{"a \\"b\\"","c"}`).
+
+The tests' PostgreSQL (Debian 12's packages) has no pgvector, so the
+`vector(n)` branch is tested only as far as it can be without the extension:
+the DDL choice (`tables.pg_type`), an existing column's check
+(`tables.accepts`) and the vector text (`array_text`); `real[]` and `text[]`
+are tested against the real server.
 """
 
 from __future__ import annotations
