@@ -124,7 +124,7 @@ class TextSpec:
     for name, (dtype, shape) in declared.items():
       if dtype != self.dtype or tuple(shape) != (None, None):
         raise TextSpecError(f'{TEXT} makes {name!r} {self.dtype} [null, null] (rows, tokens: each call padded to '
-                            f'its own longest); inputs.json declares {dtype} {["null" if d is None else d for d in shape]}')
+                            f'its own longest); inputs.json declares {dtype} [{", ".join("null" if d is None else str(d) for d in shape)}]')
 
   def check_outputs(self, kind: str) -> None:
     """Raises TextSpecError when the post-processing cannot make outputs.json's `kind`."""
