@@ -16,7 +16,9 @@
       text.json         for a text model: its tokenizer file (tokenizer.json, beside it),
                         length, batching by tokens and output pooling or softmax
                         (transforms/text/spec.py)
-      outputs.json      what the model returns: class names, or a score
+      outputs.json      what the model returns: class names (and how many of the
+                        best to list), a score, a catalogue to rank, or an
+                        embedding's dimension
       metadata.json     name, version, created, format (default saved_model),
                         model_file, training metrics, and (optional) training
                         statistics that run reports compare against
@@ -49,7 +51,7 @@ SAVED_MODEL = 'saved_model'
 FEATURES = 'features.json'
 OUTPUTS = 'outputs.json'
 METADATA = 'metadata.json'
-OUTPUT_KINDS = ('classification', 'regression', 'ranking')
+OUTPUT_KINDS = ('classification', 'regression', 'ranking', 'embedding')
 
 # Rows per batch, read and per model call, unless --read_batch_size and --max_batch_rows say otherwise.
 # A SavedModel's was measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2 shared
@@ -77,16 +79,20 @@ class BundleError(ValueError):
 class Outputs:
   """What the model's output tensor means.
 
-  A classifier returns one probability per class, in `classes` order; a
-  regressor (or a binary scorer) returns a single `score` column; a ranker
-  (a recommender) returns one score per item of its catalogue, in `items`
-  order, and the job keeps the K best (`--top_k`).
+  A classifier returns one probability per class, in `classes` order (and,
+  with `top_k`, each row also lists its K most probable classes); a regressor
+  (or a binary scorer) returns a single `score` column; a ranker (a
+  recommender) returns one score per item of its catalogue, in `items` order,
+  and the job keeps the K best (`--top_k`); an embedding model returns
+  `dimension` floats per row, written as one fixed-length list column.
   """
-  kind: str  # 'classification' | 'regression' | 'ranking'
+  kind: str  # 'classification' | 'regression' | 'ranking' | 'embedding'
   classes: tuple[str, ...] = ()
   items: tuple[str, ...] = ()
   signature: str = 'serving_default'
   output_key: Optional[str] = None
+  dimension: Optional[int] = None  # an embedding's length
+  top_k: Optional[int] = None  # a classifier's most probable classes listed per row
 
   def __post_init__(self):
     # Class labels are text wherever they are written (predicted_class): [0, 1], scikit-learn's own
@@ -101,17 +107,43 @@ class Outputs:
     if self.kind == 'classification' and len(set(self.classes)) != len(self.classes) or (
         self.kind == 'classification' and len(self.classes) < 2):
       raise BundleError(f'{OUTPUTS}: a classifier needs two or more distinct class names, got {list(self.classes)}')
+    if (self.kind == 'embedding') != (self.dimension is not None) or self.dimension is not None and (
+        not _positive_int(self.dimension)):
+      raise BundleError(f'{OUTPUTS}: "dimension" is how many floats an embedding model returns per row, a positive '
+                        f'whole number given for kind "embedding" only; got kind {self.kind!r}, dimension '
+                        f'{self.dimension!r}, e.g. {{"kind": "embedding", "dimension": 768}}')
+    if self.top_k is not None and (self.kind != 'classification' or not _positive_int(self.top_k)
+                                   or not 2 <= self.top_k <= len(self.classes)):
+      raise BundleError(f'{OUTPUTS}: "top_k" lists each row\'s K most probable classes, for a classifier only, '
+                        f'with 2 <= K <= its {len(self.classes)} classes; got kind {self.kind!r}, top_k '
+                        f'{self.top_k!r}')
 
   @property
   def width(self) -> int:
     """Number of values the model returns per row."""
     if self.kind == 'ranking':
       return len(self.items)
+    if self.kind == 'embedding':
+      return int(self.dimension)
     return len(self.classes) if self.kind == 'classification' else 1
+
+  def describe(self) -> str:
+    """What the model returns, in a few words, for reports and logs."""
+    if self.kind == 'embedding':
+      return f'embedding, {self.dimension} dimensions'
+    if self.kind == 'ranking':
+      return f'ranking of {len(self.items)} items'
+    if self.kind == 'classification':
+      return f'classification, {len(self.classes)} classes' + (f', top {self.top_k} listed' if self.top_k else '')
+    return 'regression, one score'
 
   def to_dict(self) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
             if v is not None and not (k == 'items' and not v)}
+
+
+def _positive_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -160,7 +160,7 @@ def _non_finite_rows(outputs: np.ndarray, errors: dict[int, str]) -> dict[int, s
   finite = np.isfinite(outputs).all(axis=1) if outputs.size else np.ones(len(outputs), dtype=bool)
   if finite.all():
     return {}
-  return {int(i): f'ValueError: the model returned non-finite values {outputs[i].tolist()} for this row'
+  return {int(i): f'ValueError: the model returned non-finite values {_shown(outputs[i])} for this row'
           for i in np.flatnonzero(~finite) if int(i) not in errors}
 
 
@@ -172,6 +172,16 @@ def same_shape(batch: Sequence[ModelInput]) -> list[list[int]]:
     shape = tuple((n, a.shape[1:], a.dtype.str) for n, a in element.items()) if isinstance(element, dict) else ()
     groups.setdefault(shape, []).append(i)
   return list(groups.values())
+
+
+def _shown(values: np.ndarray, most: int = 8) -> str:
+  """A row of outputs for a dead letter's reason: all of a few scores; of an embedding's hundreds, where the
+  non-finite ones are and the first few."""
+  if len(values) <= most:
+    return str(values.tolist())
+  bad = np.flatnonzero(~np.isfinite(values))
+  return (f'at {len(bad)} of {len(values)} positions ({", ".join(map(str, bad[:most].tolist()))}'
+          f'{", ..." if len(bad) > most else ""}), first values {values[:most].tolist()} ...')
 
 
 def num_rows(element: Any) -> int:

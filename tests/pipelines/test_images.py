@@ -131,3 +131,29 @@ def test_gs_glob__images_on_cloud_storage_are_listed_read_and_predicted(tmp_path
                         '--max_rejected_fraction=0.1'])
   assert (result.rows_read, result.rows_predicted, result.rows_rejected) == (25, 24, 1)
   assert set(_predictions(result.output)) == {f'{gcs_prefix}/scans/{os.path.basename(p)}' for p in local}
+
+
+@pytest.mark.slow
+def test_bigquery_object_table__uris_on_cloud_storage_keyed_by_uri_with_passthrough(
+    tmp_path, gcs_prefix, bq_client, bq_dataset, stretch_bundle):
+  from google.cloud import bigquery
+  from testing.cloud_fixtures import BUCKET
+  bundle, model = stretch_bundle
+  uris = []
+  for i, (h, w) in enumerate(SIZES * 3):
+    uris.append(f'{gcs_prefix}/studies/s{i % 4}/img-{i:03d}.jpg')
+    with FileSystems.create(uris[-1]) as f:
+      f.write(ti.encode(ti.natural_image(h, w, seed=40 + i)))
+  table = f'{bq_dataset}.scans'
+  bq_client.create_table(bigquery.Table(table, schema=[bigquery.SchemaField('uri', 'STRING', mode='REQUIRED'),
+                                                       bigquery.SchemaField('study', 'STRING')]))
+  assert bq_client.insert_rows_json(table, [{'uri': u, 'study': u.split('/')[-2]} for u in uris]) == []
+  result = run_job.run([f'--input=bq://{table}', f'--model={bundle.path}', f'--output={tmp_path}/out',
+                        '--key_column=uri', '--passthrough_columns=study', f'--temp_location=gs://{BUCKET}/tmp',
+                        '--project=test-project'])
+  assert (result.rows_read, result.rows_predicted, result.rows_rejected) == (12, 12, 0)
+  rows = _predictions(result.output)
+  assert {k: r['study'] for k, r in rows.items()} == {u: u.split('/')[-2] for u in uris}
+  with FileSystems.open(uris[5]) as f:
+    expected = ti.predict_torch(model, _as_a_user_prepares(f.read()))[0]
+  assert np.abs(np.array([rows[uris[5]][f'probability_{c}'] for c in CLASSES]) - expected).max() < 2e-3

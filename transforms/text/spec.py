@@ -131,9 +131,10 @@ class TextSpec:
     if self.softmax and kind != 'classification':
       raise TextSpecError(f'{TEXT}: softmax makes class probabilities; outputs.json\'s kind is {kind!r}, not '
                           'classification')
-    if self.pooling is not None and kind == 'classification':
-      raise TextSpecError(f'{TEXT}: pooling makes an embedding, not class probabilities; for a sequence classifier '
-                          'set "softmax": true (if it returns logits) and no pooling')
+    if self.pooling is not None and kind != 'embedding':
+      raise TextSpecError(f'{TEXT}: pooling makes an embedding; outputs.json\'s kind is {kind!r}: make it '
+                          '{"kind": "embedding", "dimension": D}, or, for a sequence classifier, drop pooling (and set '
+                          '"softmax": true if it returns logits)')
 
   def to_dict(self) -> dict[str, Any]:
     out = {'tokenizer': self.tokenizer, 'max_tokens': self.max_tokens, 'truncation': self.truncation,
