@@ -7,6 +7,8 @@ VENV=${VENV:-.venv}
 PYTHON="$VENV/bin/python"
 BUNDLE=${BUNDLE:-build/bundles/penguins}
 EXAMPLE=models/examples/penguins/example/penguins.csv
+DIGITS_BUNDLE=${DIGITS_BUNDLE:-build/bundles/digits}
+DIGITS_FILES=${DIGITS_FILES:-build/digits}
 
 usage() {
   cat <<USAGE
@@ -14,6 +16,9 @@ Usage: ./launch.sh VERB [ARGS...]
 
   demo          Create the virtualenv if missing, train the example model if its bundle
                 is missing, and predict the bundled example data on the DirectRunner.
+  demo-images   The same for images: write scikit-learn's digit scans as PNG files, train a small
+                PyTorch CNN on them and import it (once, under build/), and predict the
+                held-out files.
   test [ARGS]   Install if needed, with every model framework (pip install -e ".[all]"), and
                 run the whole test suite (ARGS go to pytest). The cloud tests start local
                 GCS and BigQuery emulators themselves (installed once under
@@ -116,6 +121,18 @@ ensure_bundle() {
   "$PYTHON" -m models.examples.penguins.train --output "$BUNDLE" 2>"$log" || { cat "$log" >&2; return 1; }
 }
 
+# Trains the example image model once, as ensure_bundle does the penguins'.
+ensure_digits_bundle() {
+  if [ -f "$DIGITS_BUNDLE/metadata.json" ]; then
+    return
+  fi
+  local log="$DIGITS_BUNDLE.train.log"
+  mkdir -p "$(dirname "$DIGITS_BUNDLE")"
+  echo "training the example image model once (log: $log)" >&2
+  "$PYTHON" -m models.examples.digits.train --output "$DIGITS_BUNDLE" --files "$DIGITS_FILES" 2>"$log" \
+    || { cat "$log" >&2; return 1; }
+}
+
 # ---- Google Cloud ------------------------------------------------------------------------------
 # The settings, their defaults and checks, and their spellings for each launch path live in
 # deploy/settings.py (standard library only, so the cloud verbs need no virtualenv).
@@ -183,6 +200,13 @@ case "$verb" in
     ensure_bundle "$@"
     "$PYTHON" -m pipelines.run --input "$EXAMPLE" --model "$BUNDLE" --output build/demo \
       --passthrough_columns species,year "$@"
+    ;;
+  demo-images)
+    install
+    quiet_tf
+    ensure_digits_bundle
+    "$PYTHON" -m pipelines.run --input "$DIGITS_FILES/holdout/*.png" --model "$DIGITS_BUNDLE" \
+      --output build/demo-images "$@"
     ;;
   test)
     install

@@ -13,7 +13,12 @@
                         takes a table does its own preprocessing and has none
       images.json       for an image model: how each image becomes its tensor (decode,
                         DICOM window, resize, normalise, layout: transforms/images/spec.py)
-      outputs.json      what the model returns: class names, or a score
+      text.json         for a text model: its tokenizer file (tokenizer.json, beside it),
+                        length, batching by tokens and output pooling or softmax
+                        (transforms/text/spec.py)
+      outputs.json      what the model returns: class names (and how many of the
+                        best to list), a score, a catalogue to rank, or an
+                        embedding's dimension
       metadata.json     name, version, created, format (default saved_model),
                         model_file, training metrics, and (optional) training
                         statistics that run reports compare against
@@ -31,19 +36,22 @@ from typing import Any, Optional
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from models import text_bundle
 from models.inputs import INPUTS, MATRIX, Column, InputContract, InputError, _Column
 from transforms.features.spec import FeatureSpec
 from transforms.images.spec import IMAGES, ImageSpec, ImageSpecError, json_shape
+from transforms.text.spec import TEXT, TextSpec, TextSpecError
 
 # The column of an image model's input that names each image, unless --image_column says otherwise:
 # what a glob of image files gives, and what BigQuery object tables call it.
 IMAGE_COLUMN = 'uri'
+TEXT_COLUMN = text_bundle.TEXT_COLUMN
 
 SAVED_MODEL = 'saved_model'
 FEATURES = 'features.json'
 OUTPUTS = 'outputs.json'
 METADATA = 'metadata.json'
-OUTPUT_KINDS = ('classification', 'regression', 'ranking')
+OUTPUT_KINDS = ('classification', 'regression', 'ranking', 'embedding')
 
 # Rows per batch, read and per model call, unless --read_batch_size and --max_batch_rows say otherwise.
 # A SavedModel's was measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2 shared
@@ -71,16 +79,20 @@ class BundleError(ValueError):
 class Outputs:
   """What the model's output tensor means.
 
-  A classifier returns one probability per class, in `classes` order; a
-  regressor (or a binary scorer) returns a single `score` column; a ranker
-  (a recommender) returns one score per item of its catalogue, in `items`
-  order, and the job keeps the K best (`--top_k`).
+  A classifier returns one probability per class, in `classes` order (and,
+  with `top_k`, each row also lists its K most probable classes); a regressor
+  (or a binary scorer) returns a single `score` column; a ranker (a
+  recommender) returns one score per item of its catalogue, in `items` order,
+  and the job keeps the K best (`--top_k`); an embedding model returns
+  `dimension` floats per row, written as one fixed-length list column.
   """
-  kind: str  # 'classification' | 'regression' | 'ranking'
+  kind: str  # 'classification' | 'regression' | 'ranking' | 'embedding'
   classes: tuple[str, ...] = ()
   items: tuple[str, ...] = ()
   signature: str = 'serving_default'
   output_key: Optional[str] = None
+  dimension: Optional[int] = None  # an embedding's length
+  top_k: Optional[int] = None  # a classifier's most probable classes listed per row
 
   def __post_init__(self):
     # Class labels are text wherever they are written (predicted_class): [0, 1], scikit-learn's own
@@ -95,17 +107,43 @@ class Outputs:
     if self.kind == 'classification' and len(set(self.classes)) != len(self.classes) or (
         self.kind == 'classification' and len(self.classes) < 2):
       raise BundleError(f'{OUTPUTS}: a classifier needs two or more distinct class names, got {list(self.classes)}')
+    if (self.kind == 'embedding') != (self.dimension is not None) or self.dimension is not None and (
+        not _positive_int(self.dimension)):
+      raise BundleError(f'{OUTPUTS}: "dimension" is how many floats an embedding model returns per row, a positive '
+                        f'whole number given for kind "embedding" only; got kind {self.kind!r}, dimension '
+                        f'{self.dimension!r}, e.g. {{"kind": "embedding", "dimension": 768}}')
+    if self.top_k is not None and (self.kind != 'classification' or not _positive_int(self.top_k)
+                                   or not 2 <= self.top_k <= len(self.classes)):
+      raise BundleError(f'{OUTPUTS}: "top_k" lists each row\'s K most probable classes, for a classifier only, '
+                        f'with 2 <= K <= its {len(self.classes)} classes; got kind {self.kind!r}, top_k '
+                        f'{self.top_k!r}')
 
   @property
   def width(self) -> int:
     """Number of values the model returns per row."""
     if self.kind == 'ranking':
       return len(self.items)
+    if self.kind == 'embedding':
+      return int(self.dimension)
     return len(self.classes) if self.kind == 'classification' else 1
+
+  def describe(self) -> str:
+    """What the model returns, in a few words, for reports and logs."""
+    if self.kind == 'embedding':
+      return f'embedding, {self.dimension} dimensions'
+    if self.kind == 'ranking':
+      return f'ranking of {len(self.items)} items'
+    if self.kind == 'classification':
+      return f'classification, {len(self.classes)} classes' + (f', top {self.top_k} listed' if self.top_k else '')
+    return 'regression, one score'
 
   def to_dict(self) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
             if v is not None and not (k == 'items' and not v)}
+
+
+def _positive_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +155,7 @@ class ModelBundle:
   metadata: dict[str, Any]
   inputs: InputContract = MATRIX
   images: Optional[ImageSpec] = None  # images.json: the model takes images, decoded by the job
+  text: Optional[TextSpec] = None  # text.json: the model takes token ids, tokenised by the job
 
   def with_image_column(self, column: str) -> 'ModelBundle':
     """The bundle reading its images from `column`: their URIs, or their bytes."""
@@ -125,6 +164,18 @@ class ModelBundle:
   @property
   def image_column(self) -> Optional[str]:
     return self.features.columns[0] if self.images is not None else None
+
+  def with_text_column(self, column: str) -> 'ModelBundle':
+    """The bundle reading its texts from `column`."""
+    return dataclasses.replace(self, features=text_bundle.text_features(column))
+
+  @property
+  def text_column(self) -> Optional[str]:
+    return self.features.columns[0] if self.text is not None else None
+
+  @property
+  def tokenizer_path(self) -> Optional[str]:
+    return FileSystems.join(self.path, self.text.tokenizer) if self.text is not None else None
 
   def model_input(self, rows: pa.RecordBatch):
     """What the model takes for validated rows, as its contract says (`models.inputs.InputContract.prepare`)."""
@@ -204,9 +255,16 @@ class ModelBundle:
                         f'{SAVED_MODEL}/, {FEATURES}, {OUTPUTS} and {METADATA} (or, as metadata.json\'s format '
                         f'says, another model file in place of saved_model/; with a table in {INPUTS}, no '
                         f'{FEATURES})')
-    images = load_images(path, inputs)
+    try:
+      images, text = load_images(path, inputs), text_bundle.load_text(path, inputs, fmt)
+    except TextSpecError as e:
+      raise BundleError(str(e)) from None
+    if images is not None and text is not None:
+      raise BundleError(f'{path}: a bundle holds {IMAGES} or {TEXT}, not both: the model takes images or texts')
     if images is not None:
       features = image_features(IMAGE_COLUMN)
+    elif text is not None:
+      features = text_bundle.text_features(TEXT_COLUMN)
     elif inputs.shape != 'matrix':
       features = inputs.feature_spec()
     else:
@@ -220,15 +278,19 @@ class ModelBundle:
                         + '; '.join(features.missing()))
     try:
       outputs = Outputs(**_read_json(path, OUTPUTS))
+      if text is not None:
+        text.check_outputs(outputs.kind)
     except TypeError as e:
       raise BundleError(f'{path}/{OUTPUTS}: {e}') from None
+    except TextSpecError as e:
+      raise BundleError(f'{path}/{e}') from None
     metadata = _read_json(path, METADATA)
     if not isinstance(metadata, dict):
       raise BundleError(f'{path}/{METADATA}: expected a JSON object with name and version, got {metadata!r}')
     absent = [k for k in ('name', 'version') if k not in metadata]
     if absent:
       raise BundleError(f'{path}/{METADATA}: missing {absent}')
-    return cls(path, features, outputs, metadata, inputs, images)
+    return cls(path, features, outputs, metadata, inputs, images, text)
 
   def check_signature(self) -> None:
     """Loads the model and checks what it takes and returns against the input contract and outputs.
@@ -242,7 +304,7 @@ class ModelBundle:
     label = get_format(self.format).label
     try:
       predictor = load_predictor(self.format, self.saved_model_path if self.format == SAVED_MODEL else self.model_path,
-                                 self.outputs, options=self.load_options, inputs=self.inputs)
+                                 self.outputs, options=self.load_options, inputs=self.inputs, text=self.text)
     except Exception as e:  # frameworks raise many types for a corrupt or foreign model.
       raise BundleError(f'{self.model_path}: cannot load the {label}: {e}') from None
     width_in, width_out = predictor.input_width, getattr(predictor, 'output_width', None)
@@ -253,12 +315,14 @@ class ModelBundle:
     if width_out not in (None, self.outputs.width):
       raise BundleError(f'{self.path}: the {label} returns {width_out} values per row but {OUTPUTS} '
                         f'describes {self.outputs.width}')
-    sample = zeros_input(self.inputs, expected_in)
+    sample = zeros_input(self.inputs, expected_in) if self.text is None else text_bundle.text_sample(
+        self.tokenizer_path, self.text)
     if self.format != SAVED_MODEL and sample is not None:
       try:
         scores = predictor.predict(sample)
       except Exception as e:  # pylint: disable=broad-except
-        raise BundleError(f'{self.path}: the {label} fails on 2 rows of zeros of {self.inputs.describe()}'
+        what = 'two short texts, tokenised,' if self.text is not None else 'rows of zeros'
+        raise BundleError(f'{self.path}: the {label} fails on 2 {what} of {self.inputs.describe()}'
                           + (f' × {expected_in} features (the width {FEATURES} produces)'
                              if self.inputs.shape == 'matrix' else '') + f': {e}') from None
       if scores.shape != (2, self.outputs.width):
@@ -358,13 +422,14 @@ def _write_json(path: str, name: str, data: dict[str, Any]) -> None:
 def write_bundle(path: str, *, features: Optional[FeatureSpec], outputs: Outputs, name: str, version: str,
                  training_metrics: Optional[dict[str, Any]] = None,
                  training_statistics: Optional[dict[str, Any]] = None, inputs: Optional[InputContract] = None,
-                 images: Optional[ImageSpec] = None, **extra: Any) -> ModelBundle:
+                 images: Optional[ImageSpec] = None, text: Optional[TextSpec] = None, **extra: Any) -> ModelBundle:
   """Writes the JSON parts of a bundle beside a SavedModel already exported to `path/saved_model`.
 
   `training_statistics` is the profile of the training data (missing rates,
   category frequencies, means) that run reports compare each run against.
   `inputs` None writes no inputs.json (the default float32 matrix); `features`
-  is None for a model that takes a table or tensors; `images` is an image model's images.json.
+  is None for a model that takes a table or tensors; `images` is an image model's images.json, `text` a
+  text model's text.json (its tokenizer file already beside it).
   """
   metadata = {'name': name, 'version': version,
               'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -375,6 +440,8 @@ def write_bundle(path: str, *, features: Optional[FeatureSpec], outputs: Outputs
     _write_json(path, INPUTS, inputs.to_dict())
   if images is not None:
     _write_json(path, IMAGES, images.to_dict())
+  if text is not None:
+    _write_json(path, TEXT, text.to_dict())
   if features is not None and (inputs is None or inputs.shape == 'matrix'):
     _write_json(path, FEATURES, features.to_dict())
   _write_json(path, OUTPUTS, outputs.to_dict())

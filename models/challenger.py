@@ -44,6 +44,10 @@ def specs_agree(a: FeatureSpec, b: FeatureSpec) -> bool:
 def check_comparable(champion: ModelBundle, challenger: ModelBundle) -> None:
   """Raises ValueError unless both bundles predict the same kind of thing (the same classes)."""
   a, b = champion.outputs, challenger.outputs
+  if 'embedding' in (a.kind, b.kind):
+    raise ValueError(f'--challenger {challenger.path}: an embedding model ({(a if a.kind == "embedding" else b).describe()}) '
+                     'has no class or score to compare row by row (two embeddings\' dimensions need not mean the '
+                     'same); run it without --challenger')
   if a.kind != b.kind or set(a.classes) != set(b.classes):
     raise ValueError(f'--challenger {challenger.path} predicts {b.kind} {list(b.classes) or ""} but the model '
                      f'predicts {a.kind} {list(a.classes) or ""}: only models of the same outputs can be compared')

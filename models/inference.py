@@ -28,6 +28,10 @@ from transforms.rows import ranking
 from transforms.rows import dead_letters as dl
 from transforms.rows.dead_letters import DEAD_LETTERS, count_rejections
 
+# The list columns of an embedding model, and of a classifier's top-K classes (outputs.json "top_k").
+EMBEDDING = 'embedding'
+TOP_CLASSES, TOP_PROBABILITIES = 'top_classes', 'top_probabilities'
+
 
 @dataclasses.dataclass(frozen=True)
 class PredictionColumns:
@@ -71,6 +75,11 @@ class PredictionColumns:
     if self.outputs.kind == 'classification':
       described.update({name: f'Probability of class {cls!r}.'
                         for name, cls in zip(self.score_names, self.outputs.classes)})
+    if self.outputs.top_k:
+      described[TOP_CLASSES] = f'The {self.outputs.top_k} most probable classes, most probable first.'
+      described[TOP_PROBABILITIES] = 'The probabilities of top_classes, in the same order.'
+    if self.outputs.kind == 'embedding':
+      described[EMBEDDING] = f'The model\'s embedding of the row: {self.outputs.dimension} floats.'
     return described
 
   @property
@@ -85,7 +94,7 @@ class PredictionColumns:
   def score_names(self) -> list[str]:
     if self.outputs.kind == 'regression':
       return ['score']
-    if self.outputs.kind == 'ranking':
+    if self.outputs.kind in ('ranking', 'embedding'):
       return []
     return ['probability_' + re.sub(r'\W', '_', str(c)) for c in self.outputs.classes]
 
@@ -94,6 +103,10 @@ class PredictionColumns:
     fields = [pa.field(self.key_name, self.key_type, nullable=False), *self.passthrough]
     if self.outputs.kind == 'classification':
       fields += [pa.field('predicted_class', pa.string()), pa.field('predicted_probability', pa.float32())]
+    if self.outputs.top_k:
+      fields += [pa.field(TOP_CLASSES, pa.list_(pa.string())), pa.field(TOP_PROBABILITIES, pa.list_(pa.float32()))]
+    if self.outputs.kind == 'embedding':
+      fields.append(pa.field(EMBEDDING, pa.list_(pa.float32())))
     if self.outputs.kind == 'ranking':
       fields += [pa.field(ranking.ITEMS, pa.list_(pa.string())), pa.field(ranking.SCORES, pa.list_(pa.float32()))]
     fields += [pa.field(name, pa.float32()) for name in self.score_names]
@@ -103,8 +116,20 @@ class PredictionColumns:
 
   @property
   def table_schema(self) -> pa.Schema:
-    """The schema of a keyed database table: one row per key, or per (key, rank) for a ranking."""
-    return ranking.rank_schema(self.schema) if self.outputs.kind == 'ranking' else self.schema
+    """The schema of a keyed database table: one row per key, or per (key, rank) for a ranking.
+
+    An embedding is a fixed-size list here, so the table's column can say its length (pgvector's vector(n)).
+    """
+    if self.outputs.kind == 'ranking':
+      return ranking.rank_schema(self.schema)
+    if self.outputs.kind == 'embedding':
+      index = self.schema.get_field_index(EMBEDDING)
+      return self.schema.set(index, self.schema.field(index).with_type(self._fixed_embedding))
+    return self.schema
+
+  @property
+  def _fixed_embedding(self) -> pa.DataType:
+    return pa.list_(pa.float32(), int(self.outputs.dimension))
 
   @property
   def primary_key(self) -> list[str]:
@@ -112,7 +137,13 @@ class PredictionColumns:
 
   def table_rows(self, batch: pa.RecordBatch) -> pa.RecordBatch:
     """A prediction batch laid out as the database table's rows."""
-    return ranking.rank_rows(batch) if self.outputs.kind == 'ranking' else batch
+    if self.outputs.kind == 'ranking':
+      return ranking.rank_rows(batch)
+    if self.outputs.kind == 'embedding':  # the same buffers, typed with their length
+      index = batch.schema.get_field_index(EMBEDDING)
+      return batch.set_column(index, batch.schema.field(index).with_type(self._fixed_embedding),
+                              batch.column(index).cast(self._fixed_embedding))
+    return batch
 
   @property
   def dictionary_columns(self) -> list[str]:
@@ -139,7 +170,11 @@ class PredictionColumns:
     if self.outputs.kind == 'classification':
       best = scores.argmax(axis=1)
       arrays += [pa.array(self.outputs.classes, pa.string()).take(best), pa.array(scores[np.arange(n), best])]
-    if self.outputs.kind == 'ranking':
+    if self.outputs.top_k:  # the same top-K selection as a ranking's, over the classes
+      arrays += list(ranking.ranking_arrays(scores, self.outputs.classes, self.outputs.top_k))
+    if self.outputs.kind == 'embedding':
+      arrays.append(embedding_array(scores))
+    elif self.outputs.kind == 'ranking':
       arrays += list(ranking.ranking_arrays(scores, self.outputs.items, self.top_k))
     else:
       arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
@@ -148,6 +183,13 @@ class PredictionColumns:
     arrays += [pa.repeat(pa.scalar(value, pa.string()), n) for _, value in self.provenance]
     arrays.append(pa.repeat(pa.scalar(now, pa.timestamp('us', tz='UTC')), n))
     return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def embedding_array(values: np.ndarray) -> pa.ListArray:
+  """A (rows, dimension) float32 matrix as one list per row, over the matrix's own buffer (no copy per row)."""
+  rows, width = values.shape
+  offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+  return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1)))
 
 
 def model_error_letters(failed: tuple[Sequence[tuple[pa.RecordBatch, np.ndarray]], Exception]):

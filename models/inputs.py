@@ -34,8 +34,9 @@ from transforms.features.spec import Feature, FeatureSpec
 INPUTS = 'inputs.json'
 SHAPES = ('matrix', 'table', 'tensors')
 MATRIX_DTYPES = ('float32', 'float64')
-# 'image': an image model's column of URIs or bytes (models.bundle.image_features), never a model input.
-COLUMN_DTYPES = ('float64', 'float32', 'string', 'image')
+# 'image': an image model's column of URIs or bytes (models.bundle.image_features), never a model input;
+# 'text': a text model's column of texts, kept as read, blanks too (the text step rejects those itself).
+COLUMN_DTYPES = ('float64', 'float32', 'string', 'image', 'text')
 TENSOR_DTYPES = ('float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'bool', 'string')
 EXAMPLES = {
     'matrix': '{"shape": "matrix", "dtype": "float64"}',
@@ -65,7 +66,7 @@ class Column:
 
   @property
   def arrow_type(self) -> pa.DataType:
-    return pa.string() if self.dtype in ('string', 'image') else pa.from_numpy_dtype(np.dtype(self.dtype))
+    return pa.string() if self.dtype in ('string', 'image', 'text') else pa.from_numpy_dtype(np.dtype(self.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,7 @@ class _Column(Feature):
 
   def __init__(self, column: Column):  # pylint: disable=super-init-not-called  # no steps to settle
     object.__setattr__(self, 'name', column.name)
-    object.__setattr__(self, 'dtype', column.dtype if column.dtype in ('string', 'image') else 'float')
+    object.__setattr__(self, 'dtype', column.dtype if column.dtype in ('string', 'image', 'text') else 'float')
     object.__setattr__(self, 'steps', ())
     object.__setattr__(self, 'nullable', column.nullable)
 

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from models.bundle import FRAMEWORK_BATCH_ROWS, IMAGE_COLUMN, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS
+from models.bundle import FRAMEWORK_BATCH_ROWS, IMAGE_COLUMN, SAVED_MODEL, SAVED_MODEL_BATCH_ROWS, TEXT_COLUMN
 from pipelines.destinations import kind_of
 from transforms.bigquery.tables import WRITE_METHODS, is_table
 from transforms.postgres.tables import PUBLISH_MODES
@@ -137,6 +137,11 @@ class BatchInferenceOptions(PipelineOptions):
         help=f'For an image model reading a table: the column holding each image, its URI (gs:// or a path) or '
         f'its bytes. Default: {IMAGE_COLUMN!r}, as a glob of image files and BigQuery object tables name it. A '
         'column of URIs is also the key unless --key_column names another; a table of bytes needs --key_column.')
+    parser.add_argument(
+        '--text_column', default=None,
+        help=f'For a text model (text.json in its bundle): the column holding each text. Default: {TEXT_COLUMN!r}. '
+        'Rows are keyed by --key_column, or like any table by their file and position; an empty or whitespace-only '
+        'text, or one over text.json\'s max_bytes, is a dead letter; a text over max_tokens is cut and counted.')
     parser.add_argument(
         '--model', default=None,
         help='Model bundle directory, local or gs:// (a SavedModel, or the ONNX, PyTorch, XGBoost or scikit-learn '

@@ -22,6 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.handlers.base import MatrixModelHandler, NoGpuError
 from models.inputs import MATRIX, InputContract
+from transforms.text.outputs import finish
+from transforms.text.spec import TextSpec
 
 from models.handlers.tensorflow import SavedModelHandler
 
@@ -72,16 +74,43 @@ def read_bytes(path: str) -> bytes:
 
 
 def load_predictor(fmt: str, path: str, outputs, device: str = 'auto', options: Optional[dict[str, Any]] = None,
-                   inputs: InputContract = MATRIX, threads: Optional[int] = None):
+                   inputs: InputContract = MATRIX, threads: Optional[int] = None, text: Optional[TextSpec] = None):
   """Loads the model at `path` in format `fmt` as a predictor on `device` (auto, cpu or gpu), fed as `inputs`
-  says, its own thread pool `threads` wide (None: the framework's default)."""
+  says, its own thread pool `threads` wide (None: the framework's default); a text model's output
+  post-processed as its text.json says (`TextPredictor`)."""
   if fmt == SAVED_MODEL:
     from models.handlers.tensorflow import SavedModelPredictor
     return SavedModelPredictor(path, outputs.signature, outputs.output_key, device, inputs=inputs, threads=threads)
   predictor = _module(get_format(fmt)).Predictor(path, outputs, device=device, inputs=inputs, threads=threads,
                                                  **(options or {}))
   logging.info('loaded the %s %s on %s', get_format(fmt).label, path, predictor.device)
-  return predictor
+  return predictor if text is None else TextPredictor(predictor, text, outputs, get_format(fmt).label)
+
+
+class TextPredictor:
+  """A text model's predictor: the model's raw output for a call (logits, or last_hidden_state) made the
+  answer outputs.json describes by text.json's softmax or pooling, given the call's attention mask.
+
+  A wrapper rather than a step after RunInference: the mask is in the batch the model takes, and
+  the row-by-row retry and the non-finite check then see the same rows the writer does.
+  """
+
+  def __init__(self, predictor, spec: TextSpec, outputs, label: str):
+    self._predictor = predictor
+    self._spec = spec
+    self._outputs = outputs
+    self._label = label
+
+  # Widths the model check cannot read from a text model; it calls the model on two texts instead.
+  input_width = output_width = None
+
+  @property
+  def device(self) -> str:
+    return self._predictor.device
+
+  def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    raw = self._predictor.model_output(features)
+    return as_rows(finish(raw, features[self._spec.name('attention_mask')], self._spec), self._outputs, self._label)
 
 
 def require_gpu(fmt: str) -> None:
@@ -105,22 +134,26 @@ class BundleModelHandler(MatrixModelHandler):
     outputs: the bundle's outputs (a classifier's class count, a regressor's score).
     options: the format's load options from metadata.json (e.g. skops's trusted types).
     inputs: the bundle's input contract: what each batch holds.
+    text: a text model's text.json: its calls batched by tokens, its output pooled or softmaxed.
     min_batch_rows, max_batch_rows, share_across_processes, device, threads, worker_processes: see
       `MatrixModelHandler`.
   """
 
   def __init__(self, model_uri: str, *, fmt: str, outputs, options: Optional[dict[str, Any]] = None,
-               inputs: InputContract = MATRIX, **settings: Any):
+               inputs: InputContract = MATRIX, text: Optional[TextSpec] = None, **settings: Any):
+    if text is not None:
+      settings['max_batch_tokens'] = text.tokens_per_batch
     super().__init__(model_uri, **settings)
     self._format = get_format(fmt)
     self._outputs = outputs
     self._options = dict(options or {})
     self._inputs = inputs
+    self._text = text
 
   def load_model(self):
     try:
       return load_predictor(self._format.name, self._model_uri, self._outputs, self._device, self._options,
-                            inputs=self._inputs, threads=self.threads())
+                            inputs=self._inputs, threads=self.threads(), text=self._text)
     except (NoGpuError, ImportError):
       raise  # already say what to fix
     except Exception as e:  # pylint: disable=broad-except  # frameworks raise many types for a corrupt model
@@ -133,7 +166,7 @@ def handler_for(bundle, **settings) -> MatrixModelHandler:
     return SavedModelHandler(bundle.saved_model_path, signature=bundle.outputs.signature,
                              output_key=bundle.outputs.output_key, inputs=bundle.inputs, **settings)
   return BundleModelHandler(bundle.model_path, fmt=bundle.format, outputs=bundle.outputs,
-                            options=bundle.load_options, inputs=bundle.inputs, **settings)
+                            options=bundle.load_options, inputs=bundle.inputs, text=bundle.text, **settings)
 
 
 def as_rows(values: np.ndarray, outputs, label: str) -> np.ndarray:

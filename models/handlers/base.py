@@ -160,7 +160,7 @@ def _non_finite_rows(outputs: np.ndarray, errors: dict[int, str]) -> dict[int, s
   finite = np.isfinite(outputs).all(axis=1) if outputs.size else np.ones(len(outputs), dtype=bool)
   if finite.all():
     return {}
-  return {int(i): f'ValueError: the model returned non-finite values {outputs[i].tolist()} for this row'
+  return {int(i): f'ValueError: the model returned non-finite values {_shown(outputs[i])} for this row'
           for i in np.flatnonzero(~finite) if int(i) not in errors}
 
 
@@ -174,9 +174,27 @@ def same_shape(batch: Sequence[ModelInput]) -> list[list[int]]:
   return list(groups.values())
 
 
+def _shown(values: np.ndarray, most: int = 8) -> str:
+  """A row of outputs for a dead letter's reason: all of a few scores; of an embedding's hundreds, where the
+  non-finite ones are and the first few."""
+  if len(values) <= most:
+    return str(values.tolist())
+  bad = np.flatnonzero(~np.isfinite(values))
+  return (f'at {len(bad)} of {len(values)} positions ({", ".join(map(str, bad[:most].tolist()))}'
+          f'{", ..." if len(bad) > most else ""}), first values {values[:most].tolist()} ...')
+
+
 def num_rows(element: Any) -> int:
   """Rows in a batch of model input, or in a keyed `(key, batch)` element."""
   return input_rows(element[1] if isinstance(element, tuple) else element)
+
+
+def padded_tokens(element: Any) -> int:
+  """What a batch of token tensors costs the model, rows × tokens (its first tensor's first two
+  dimensions), of a batch or a keyed `(key, batch)` element."""
+  tensors = element[1] if isinstance(element, tuple) else element
+  shape = next(iter(tensors.values())).shape
+  return int(shape[0] * (shape[1] if len(shape) > 1 else 1))
 
 
 class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
@@ -198,12 +216,17 @@ class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
     threads: the model's own thread pool (`model_threads`); None sizes it to the
       cores each of `worker_processes` owns.
     worker_processes: worker processes sharing a machine's cores; None: one per core.
+    max_batch_tokens: for a text model, batch by padded tokens (rows × tokens) instead of rows, at most
+      this many per model call: elements of the same length are packed only while they fit.
   """
 
   def __init__(self, model_uri: str, *, min_batch_rows: int = 1, max_batch_rows: int = 8192,
                share_across_processes: bool = True, device: str = 'auto', threads: Optional[int] = None,
-               worker_processes: Optional[int] = None):
-    super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
+               worker_processes: Optional[int] = None, max_batch_tokens: Optional[int] = None):
+    if max_batch_tokens is None:
+      super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
+    else:  # each element is already a model call's worth of tokens (transforms.text.tokens)
+      super().__init__(min_batch_size=1, max_batch_size=max_batch_tokens, element_size_fn=padded_tokens)
     self._model_uri = model_uri
     self._share_across_processes = share_across_processes
     self._device = device

@@ -116,6 +116,10 @@ class Predictor:
     return list(self._types) if self._named else None
 
   def predict(self, features) -> np.ndarray:
+    return as_rows(self.model_output(features), self._outputs, 'ONNX model')
+
+  def model_output(self, features) -> np.ndarray:
+    """The graph's output as it returns it, of any rank (a text encoder's [rows, tokens, dim])."""
     if isinstance(features, pa.RecordBatch):  # a table: one [rows, 1] tensor per column, in the graph's type
       feeds = {name: self._column(features.column(name), name) for name in self._types}
     elif isinstance(features, dict):
@@ -123,7 +127,7 @@ class Predictor:
     else:
       feeds = {self._input: np.ascontiguousarray(features, dtype=self._dtype)}
     out, = self._session.run([self._output], feeds)
-    return as_rows(out, self._outputs, 'ONNX model')
+    return out
 
   def _column(self, values: pa.Array, name: str) -> np.ndarray:
     x = numpy_column(values, self._types[name])

@@ -110,6 +110,11 @@ class Predictor:
     return (x.to(self._dtype) if x.is_floating_point() else x).to(self._device)
 
   def predict(self, features) -> np.ndarray:
+    return as_rows(self.model_output(features), self._outputs, 'PyTorch model')
+
+  def model_output(self, features) -> np.ndarray:
+    """The model's output as it returns it, of any rank (a text encoder's [rows, tokens, dim]); of a
+    Hugging Face model's output object, its first tensor (logits, or last_hidden_state)."""
     torch = self._torch
     with torch.inference_mode():
       if isinstance(features, (dict, pa.RecordBatch)):
@@ -123,14 +128,14 @@ class Predictor:
         out = out[0]
       if not isinstance(out, torch.Tensor):
         raise ValueError(f'the PyTorch model returned {type(out).__name__}; expected one tensor')
-      return as_rows(out.float().cpu().numpy(), self._outputs, 'PyTorch model')
+      return out.float().cpu().numpy()
 
 
 def _export_arguments(program) -> tuple[bool, list[str]]:
   """Whether a torch.export program takes one dict of tensors, and the names of its tensor arguments."""
-  args = program.call_spec.in_spec.children_specs[0]
-  if args.num_children == 1 and args.children_specs[0].type is dict:
-    return True, [str(k) for k in args.children_specs[0].context]
+  args = program.call_spec.in_spec.child(0)
+  if args.num_children == 1 and args.child(0).type is dict:
+    return True, [str(k) for k in args.child(0).context]
   return False, list(program.graph_signature.user_inputs)
 
 

@@ -54,6 +54,15 @@ it predicts finite values for sample rows, and (with `--expected`) it
 reproduces your outputs. A bundle that fails a check is removed and the command
 exits 2.
 
+An image model (PyTorch, ONNX or TensorFlow) takes `--images images.json` in
+place of --features: how each image becomes its tensor (docs/guides/images.md).
+`--expected` then holds one row per sample image, its path or URI in a `uri`
+column (or its bytes; --image_column names another), with the outputs your
+code produced for it. The import decodes each image with the job's own code, so
+parity here is parity in a run; when the bundle disagrees, it names the setting
+that differs (layout NCHW/NHWC, mean/std, 0-255 against 0-1, RGB against BGR,
+the resize policy).
+
 Examples:
   # every value given in features.json; proven on rows your own code predicted
   python -m models.importer --model=my_model/ --features=features.json \\
@@ -62,6 +71,9 @@ Examples:
   # an ONNX model, statistics fitted on a training sample, then proven the same way
   python -m models.importer --model=model.onnx ... --data=training_sample.jsonl \\
       --expected=my_predictions.jsonl
+  # an image classifier, proven on sample images your own code predicted
+  python -m models.importer --model=model.pt2 --images=images.json --outputs=outputs.json \\
+      --name=digits --version=1 --output=gs://BUCKET/models/digits-1 --expected=predictions.jsonl
   # no outputs of your own at hand: at least beat guessing on labelled rows
   python -m models.importer ... --data=training_sample.jsonl --expected=holdout.csv \\
       --expected_label=weather --min_accuracy=0.8
@@ -82,9 +94,11 @@ from apache_beam.io.filesystems import FileSystems
 from models import registry
 
 from models.importer import diagnosis
+from models.importer import image_parity
+from models.importer import images as image_import
 
 from models.importer import parity
-from models.bundle import SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
+from models.bundle import IMAGE_COLUMN, SAVED_MODEL, BundleError, ModelBundle, Outputs, write_bundle
 from models.handlers import FORMATS, get_format, load_predictor, read_bytes
 from models.importer.samples import read_validated
 from models.importer import model_inputs
@@ -93,6 +107,7 @@ from models.inputs import InputContract, InputError
 from transforms.rows.data_profile import profile_in_memory
 from transforms.features.spec import FeatureSpec, fit_in_memory
 from transforms.features.preprocessing import OneHot, Vocabulary
+from transforms.images.spec import IMAGES
 
 # Sample rows the imported model must predict finite values for.
 SMOKE_ROWS = 256
@@ -255,10 +270,12 @@ def import_model(*, model: str, features: Optional[str], outputs: str, name: str
                  expected: Optional[str] = None, expected_format: Optional[str] = None,
                  expected_label: Optional[str] = None, min_accuracy: Optional[float] = None,
                  tolerance: parity.Tolerance = parity.Tolerance(), metrics: Sequence[str] = (),
-                 model_flag: str = '--model') -> ModelBundle:
+                 model_flag: str = '--model', images: Optional[str] = None,
+                 image_column: str = IMAGE_COLUMN) -> ModelBundle:
   """Builds, writes and checks a bundle; removes it again if a check fails.
 
-  `model_flag` is how errors name MODEL (`--saved_model` for the original command's flag).
+  `model_flag` is how errors name MODEL (`--saved_model` for the original command's flag). `images` is an
+  image model's images.json, and `image_column` the column of `expected` that holds each image (URI or bytes).
   """
   fmt = model_format or infer_model_format(model)
   try:
@@ -283,6 +300,13 @@ def import_model(*, model: str, features: Optional[str], outputs: str, name: str
     except ValueError as e:
       raise BundleError(f'{model_flag} {model}: {e}') from None
     options = _load_options(fmt, model_bytes, trusted_types, trust_all_listed)
+  if images:
+    return _import_images(
+        fmt=fmt, model=model, model_bytes=model_bytes, model_file=model_file, options=options, out=out,
+        images=images, image_column=image_column, inputs=inputs, features=features, data=data, name=name,
+        version=version, output=output, training_metrics=training_metrics, expected=expected,
+        expected_format=expected_format, expected_label=expected_label, min_accuracy=min_accuracy,
+        tolerance=tolerance)
   sample = None
   if fmt == 'sklearn' and not inputs:  # types the columns of a model fitted on a DataFrame
     sample = model_inputs.first_rows(expected, expected_format)
@@ -321,16 +345,7 @@ def import_model(*, model: str, features: Optional[str], outputs: str, name: str
   elif min_accuracy is not None or expected_label:
     raise BundleError('--expected_label and --min_accuracy need --expected, the file that holds the rows')
 
-  if FileSystems.exists(FileSystems.join(output, 'metadata.json')):
-    raise BundleError(f'--output {output} already holds a bundle; choose a new directory per version')
-  if fmt == SAVED_MODEL:
-    copy_tree(model, FileSystems.join(output, SAVED_MODEL))
-  else:
-    with FileSystems.create(FileSystems.join(output, model_file)) as f:
-      f.write(model_bytes)
-  extra: dict[str, Any] = {} if fmt == SAVED_MODEL else {'format': fmt, 'model_file': model_file}
-  if options:
-    extra['load_options'] = options
+  extra = _write_model(fmt, model, model_bytes, model_file, options, output)
   try:
     bundle = write_bundle(output, features=spec if contract.shape == 'matrix' else None, outputs=out, name=name,
                           version=version, training_metrics=training_metrics, training_statistics=statistics,
@@ -341,6 +356,57 @@ def import_model(*, model: str, features: Optional[str], outputs: str, name: str
     if rows is not None:
       agreement = prove(bundle, rows, tolerance, min_accuracy=min_accuracy, count_batches=valid,
                         fitted_on_data=from_data)
+      print(f'--expected {expected}: {agreement.summary}')
+  except Exception:
+    FileSystems.delete([output])
+    raise
+  return bundle
+
+
+def _write_model(fmt: str, model: str, model_bytes: bytes, model_file: str, options: dict[str, Any],
+                 output: str) -> dict[str, Any]:
+  """Copies the model into the new bundle; metadata.json's entries that name it."""
+  if FileSystems.exists(FileSystems.join(output, 'metadata.json')):
+    raise BundleError(f'--output {output} already holds a bundle; choose a new directory per version')
+  if fmt == SAVED_MODEL:
+    copy_tree(model, FileSystems.join(output, SAVED_MODEL))
+  else:
+    with FileSystems.create(FileSystems.join(output, model_file)) as f:
+      f.write(model_bytes)
+  extra: dict[str, Any] = {} if fmt == SAVED_MODEL else {'format': fmt, 'model_file': model_file}
+  if options:
+    extra['load_options'] = options
+  return extra
+
+
+def _import_images(*, fmt: str, model: str, model_bytes: bytes, model_file: str, options: dict[str, Any],
+                   out: Outputs, images: str, image_column: str, inputs: Optional[str], features: Optional[str],
+                   data: Optional[str], name: str, version: str, output: str, training_metrics: dict[str, float],
+                   expected: Optional[str], expected_format: Optional[str], expected_label: Optional[str],
+                   min_accuracy: Optional[float], tolerance: parity.Tolerance) -> ModelBundle:
+  """`import_model` for an image model: images.json in place of features, the expected images decoded as a run
+  decodes them (models/importer/images.py)."""
+  if features or data:
+    raise BundleError(f'--images: an image model takes no {"--features" if features else "--data"}; images.json '
+                      'says how each image becomes its tensor')
+  spec = image_import.read_spec(images)
+  contract = image_import.contract(spec, _read_json(inputs, '--inputs') if inputs else None)
+  if fmt == 'onnx':
+    image_import.check_onnx_input(model_bytes, spec)
+  print(f'model input: {contract.describe()}, made from each image by {images}: {json.dumps(spec.to_dict())}')
+  rows = None
+  if expected:
+    rows = image_import.read_expected(expected, spec, out, column=image_column, file_format=expected_format,
+                                      label=expected_label)
+  elif min_accuracy is not None or expected_label:
+    raise BundleError('--expected_label and --min_accuracy need --expected, the file that holds the images')
+  extra = _write_model(fmt, model, model_bytes, model_file, options, output)
+  try:
+    bundle = write_bundle(output, features=None, outputs=out, name=name, version=version,
+                          training_metrics=training_metrics, inputs=contract, images=spec, imported_from=model, **extra)
+    image_parity.check_signature(bundle)
+    if rows is not None:
+      agreement = image_parity.prove(bundle, rows, tolerance, min_accuracy=min_accuracy, write=write_as_a_run_would)
       print(f'--expected {expected}: {agreement.summary}')
   except Exception:
     FileSystems.delete([output])
@@ -376,6 +442,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--inputs', default=None,
                       help='inputs.json: what the model takes, a matrix, a table of named columns or named tensors '
                       '(docs/guides/own-model.md). Default: read from the model.')
+  parser.add_argument('--images', default=None,
+                      help='images.json, for a model that takes images: how each image becomes its tensor (decode, '
+                      'DICOM window, resize, mean/std, layout, dtype; docs/guides/images.md). inputs.json follows '
+                      'from it; --expected then names each sample image by its URI.')
+  parser.add_argument('--image_column', default=IMAGE_COLUMN,
+                      help='With --images: the column of --expected holding each image, its URI (text) or its bytes. '
+                      'Default: %(default)s.')
   parser.add_argument('--metric', action='append', default=[], metavar='NAME=VALUE',
                       help='A training metric to keep in the bundle (metadata.json training_metrics) and show in each '
                       'run report, e.g. --metric auc=0.822; repeatable.')
@@ -426,14 +499,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           expected=args.expected, expected_format=args.expected_format,
                           expected_label=args.expected_label, min_accuracy=args.min_accuracy,
                           tolerance=parity.Tolerance(args.expected_atol, args.expected_rtol),
-                          model_flag='--saved_model' if args.saved_model else '--model')
+                          model_flag='--saved_model' if args.saved_model else '--model', images=args.images,
+                          image_column=args.image_column)
   except (BundleError, ValueError) as e:
     print(f'error: {e}\nno bundle written to {args.output}', file=sys.stderr)
     return 2
-  inputs = ', '.join(bundle.features.output_names)
+  inputs = (f'images by {IMAGES}' if bundle.images is not None else
+            f'{len(bundle.features.output_names)} model inputs ({", ".join(bundle.features.output_names)})')
   print(f'wrote bundle {bundle.name} v{bundle.version} to {args.output}: {get_format(bundle.format).label}, '
-        f'{bundle.outputs.kind}, taking {bundle.inputs.describe()}, '
-        f'{len(bundle.features.output_names)} model inputs ({inputs}); checked'
+        f'{bundle.outputs.kind}, taking {bundle.inputs.describe()}, {inputs}; checked'
         + (' and smoke-tested on the sample' if args.data else '')
         + (', and it reproduces --expected' if args.expected else ''))
   if not args.expected:

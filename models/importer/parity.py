@@ -88,6 +88,10 @@ def _contract(outputs: Outputs) -> str:
 def read_expected(path: str, spec: FeatureSpec, outputs: Outputs, *, file_format: Optional[str] = None,
                   label: Optional[str] = None) -> ExpectedRows:
   """Reads and validates `--expected` as the pipeline reads input; raises unless it holds an expected output."""
+  if outputs.kind == 'embedding':
+    raise BundleError(f'--expected checks a classifier\'s or a regressor\'s outputs; an embedding model '
+                      f'({outputs.describe()}) has none to compare: import it without --expected (--data still '
+                      'checks that it returns finite values of the right width)')
   sample = read_validated(path, spec, flag='--expected', file_format=file_format)
   valid, rejected = sample.valid_rows(), sample.rejected
   names = valid.schema.names

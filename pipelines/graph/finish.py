@@ -271,7 +271,8 @@ class _FinishFn(beam.DoFn):
       summary = _summary(plan, counts, rows_written=None, report=True, comparison=comparison, verdict=verdict,
                          duplicates=duplicates)
       write_report(plan.record_folder, summary, profile, training_statistics=plan.bundle.training_statistics,
-                   model=plan.bundle.metadata, sections=report_sections(comparison, verdict))
+                   model=plan.bundle.metadata, sections=report_sections(comparison, verdict),
+                   outputs=plan.bundle.outputs.describe())
 
   def _clean_up(self) -> None:
     """Shows the published files (`Destination.show`), then deletes older attempts' folders, and what this

@@ -5,7 +5,7 @@
 - `DeduplicateKeys`: with `--key_column`, every key counted before a row goes on,
   and the rows of a repeated key handled as `--on_duplicate_key` says;
 - `Features` and `predictor`: the model's feature step (an image model's: read,
-  decode and resize each image) and predict step, or both models' with
+  decode and resize each image; a text model's: tokenise, batched by tokens) and predict step, or both models' with
   `--challenger`; only the predict step asks for a GPU;
 - `WritePredictions`: the predictions to their destination, with the keys
   scored beside them (`--only_unscored`), and the rows the destination refused;
@@ -33,6 +33,7 @@ from transforms.destination import WRITTEN
 from transforms.files.scored_keys import KEYS_BASE, KEYS_SCHEMA, SKIPPED, ReadScoredKeys, SkipScored, scored_keys
 from transforms.files.write import WriteBatches
 from transforms.images.prepare import PrepareImages
+from transforms.text.prepare import PrepareText
 from transforms.rows.data_profile import ProfileRun
 from transforms.rows.dead_letters import DEAD_LETTERS
 from transforms.rows.duplicate_keys import HandleDuplicateKeys
@@ -85,7 +86,8 @@ class DeduplicateKeys(beam.PTransform):
 class Features(beam.PTransform):
   """Validated rows → `{'inputs': (rows, model input), DEAD_LETTERS: rows it could not prepare}`: the
   model's feature steps or its table's columns, as its inputs.json says; both models' matrices with a
-  challenger; or, for an image model, each row's image read, decoded and made its tensor (images.json)."""
+  challenger; for an image model, each row's image read, decoded and made its tensor (images.json); or, for
+  a text model, each row's text tokenised, sorted by length and cut into model calls by tokens (text.json)."""
   plan: JobPlan
 
   def __post_init__(self):
@@ -95,6 +97,10 @@ class Features(beam.PTransform):
     bundle = self.plan.bundle
     if bundle.images is not None:
       return batches | 'Images' >> PrepareImages(bundle.images, bundle.image_column, self.plan.model.max_batch_rows)
+    if bundle.text is not None:
+      column = bundle.text_column
+      return batches | 'Text' >> PrepareText(bundle.text, bundle.tokenizer_path, column, self.plan.model.max_batch_rows,
+                                             keep_column=column in (self.plan.key_column, *self.plan.passthrough))
     if self.plan.challenger is None:
       inputs = batches | 'Inputs' >> ApplyModelInputs(bundle.features, bundle.inputs)
     else:

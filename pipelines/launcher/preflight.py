@@ -16,7 +16,7 @@ from typing import Optional
 import pyarrow as pa
 
 from models import registry
-from models.bundle import IMAGE_COLUMN, BundleError, ModelBundle
+from models.bundle import IMAGE_COLUMN, TEXT_COLUMN, BundleError, ModelBundle
 from pipelines.destinations import kind_of
 from pipelines.options import BatchInferenceOptions
 from transforms.files import checks
@@ -64,6 +64,12 @@ def _image_bundle(opts, bundle: ModelBundle) -> ModelBundle:
   return bundle.with_image_column(column)
 
 
+def _text_bundle(opts, bundle: ModelBundle) -> ModelBundle:
+  """A text model's bundle reading the texts from --text_column. Keyed by --key_column, or like any table
+  by each row's source and position: a text is no key."""
+  return bundle.with_text_column(opts.text_column or TEXT_COLUMN)
+
+
 def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
           offline: bool = False, check_model: bool = True) -> PreflightReport:
   """Runs the flag, bundle and file checks; raises `PreflightError` listing all problems found.
@@ -99,6 +105,8 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     bundle = None
   if bundle is not None and bundle.images is not None:
     bundle = _image_bundle(opts, bundle)
+  if bundle is not None and bundle.text is not None:
+    bundle = _text_bundle(opts, bundle)
   notes, files, peeked, writable, schema = [], 0, 0, [], None
   if opts.reads_image_files(bundle):  # one listing call to the first match: a full listing runs on the workers
     schema = image_source.SCHEMA

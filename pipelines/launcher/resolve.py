@@ -39,6 +39,7 @@ from transforms.destination import CheckFailed, Destination, OutputRows, RunSett
 from transforms.files import publish
 from transforms.files.read import FileInput
 from transforms.images.prepare import IMAGE_BATCH_ROWS
+from transforms.text.prepare import TEXT_BATCH_ROWS
 from transforms.images.source import LISTED_ROWS, ImageFiles
 from transforms.files.scored_keys import Incremental
 from transforms.rows import dead_letters as dl
@@ -234,6 +235,9 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   if bundle.images is not None:  # rows name images: many per read batch, a model call's worth per chunk decoded
     opts.read_batch_size = opts.read_batch_size or LISTED_ROWS
     opts.max_batch_rows = opts.max_batch_rows or IMAGE_BATCH_ROWS
+  if bundle.text is not None:  # a few sort windows per read batch; model calls are cut by tokens, rows a cap
+    opts.read_batch_size = opts.read_batch_size or 4 * bundle.text.sort_window
+    opts.max_batch_rows = opts.max_batch_rows or TEXT_BATCH_ROWS
   opts.fill_batch_sizes(batch_rows(*(b.format for b in models)))
   attempt = publish.new_attempt()
   key = opts.key_column or DEFAULT_KEY

@@ -157,7 +157,7 @@ def _write(path: str, data: bytes) -> None:
 
 def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
                  training_statistics: Optional[dict[str, Any]], model: dict[str, Any],
-                 sections: Sequence[Section] = ()) -> str:
+                 sections: Sequence[Section] = (), outputs: str = '') -> str:
   """Writes report.html under `out_dir`; returns its path.
 
   Args:
@@ -167,11 +167,13 @@ def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
     training_statistics: the bundle's training profile; None for older bundles.
     model: the bundle's metadata (name, version, created, training metrics).
     sections: more parts of the page (the gate, a challenger's comparison), each with its charts.
+    outputs: what the model returns, in words (`models.bundle.Outputs.describe`).
   """
   drift = drift_rows(profile['input'], training_statistics)
   drawn = {'outcome': outcome_chart(summary),
-           'throughput': throughput_chart(profile['predictions']['per_second']),
-           'predictions': predictions_chart(profile['predictions'])}
+           'throughput': throughput_chart(profile['predictions']['per_second'])}
+  if profile['predictions']['classes'] or profile['predictions']['scores']:  # an embedding or a ranking has neither
+    drawn['predictions'] = predictions_chart(profile['predictions'])
   if profile['predictions']['confidence']:
     drawn['confidence'] = confidence_chart(profile['predictions']['confidence'])
   names = [r['feature'] for r in drift]
@@ -181,7 +183,7 @@ def write_report(out_dir: str, summary: RunSummary, profile: dict[str, Any], *,
   if strings:
     drawn['oov'] = rate_chart('Unseen (out-of-vocabulary) categories', [r['feature'] for r in strings],
                               [r['oov_rate'] for r in strings], [r['training_oov_rate'] for r in strings])
-  page = _html(summary, profile, drift, drawn, training_statistics, model, sections)
+  page = _html(summary, profile, drift, drawn, training_statistics, model, sections, outputs)
   path = FileSystems.join(out_dir, REPORT_FILE)
   _write(path, page.encode('utf-8'))
   return path
@@ -230,7 +232,8 @@ def model_numbers(summary: RunSummary, profile: dict[str, Any], model: dict[str,
 
 
 def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, Any]], drawn: dict[str, str],
-          training: Optional[dict[str, Any]], model: dict[str, Any], sections: Sequence[Section]) -> str:
+          training: Optional[dict[str, Any]], model: dict[str, Any], sections: Sequence[Section],
+          outputs: str = '') -> str:
   e = html.escape
   img = lambda name, alt: embed(name, drawn[name], alt)
   state = next((s.state for s in sections if s.state), summary.state)
@@ -268,6 +271,12 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
   challenger = (f'<tr><td>challenger</td><td>{e(str(summary.challenger.get("name")))} '
                 f'v{e(str(summary.challenger.get("version")))} ({e(str(summary.challenger.get("path")))})</td></tr>'
                 if summary.challenger else '')
+  returns = f'<tr><td>outputs</td><td>{e(outputs)}</td></tr>' if outputs else ''
+  if 'predictions' in drawn:
+    predicted = img('predictions', 'distribution of predictions')
+  else:
+    predicted = (f'<p id="no-prediction-chart">The model returns {e(outputs or "no class or score")}: no class or '
+                 'score distribution to draw.</p>')
   made = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(state)}: run {e(summary.run_id)}</title><style>{_STYLE}</style>
@@ -281,7 +290,7 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
 <tr><td>{'champion' if summary.challenger else 'model'}</td>
 <td>{e(str(model.get('name')))} v{e(str(model.get('version')))}
  (created {e(str(model.get('created', '?')))})</td></tr>
-{challenger}<tr><td>input</td><td>{e(summary.input)} ({summary.files_read:,} files)</td></tr>
+{returns}{challenger}<tr><td>input</td><td>{e(summary.input)} ({summary.files_read:,} files)</td></tr>
 <tr><td>output</td><td>{e(summary.output)}</td></tr>
 <tr><td>dead letters</td><td>{e(summary.dead_letter)}</td></tr>
 </table>
@@ -296,7 +305,7 @@ def _html(summary: RunSummary, profile: dict[str, Any], drift: list[dict[str, An
 <h2>Throughput</h2>
 {img('throughput', 'rows predicted per second over the run')}
 <h2>Predictions</h2>
-{img('predictions', 'distribution of predictions')}
+{predicted}
 {img('confidence', 'model confidence') if 'confidence' in drawn else ''}
 <h2>Input compared with training</h2>
 <p>{verdict}</p>

@@ -67,11 +67,11 @@ def test_dockerfile__model_frameworks_match_the_setup_py_extras_the_gpu_needs():
   with open(os.path.join(REPO, 'setup.py'), encoding='utf-8') as f:
     setup = f.read()
   extras = {}
-  for name in ('onnx-gpu', 'torch', 'xgboost', 'sklearn', 'images'):
+  for name in ('onnx-gpu', 'torch', 'xgboost', 'sklearn', 'images', 'text'):
     listed, = re.findall(rf"^    '{name}': \[([^\]]*)\],$", setup, flags=re.MULTILINE)
     extras.update(dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", listed)))
-  in_image = dict(re.findall(r'\b(onnxruntime-gpu|torch|xgboost|scikit-learn|skops|simplejpeg|pillow|pydicom)==(\S+)', _dockerfile()))
-  assert in_image == extras and len(extras) == 8
+  in_image = dict(re.findall(r'\b(onnxruntime-gpu|torch|xgboost|scikit-learn|skops|simplejpeg|pillow|pydicom|tokenizers)==(\S+)', _dockerfile()))
+  assert in_image == extras and len(extras) == 9
 
 
 def test_dockerfile__launcher_runs_the_entry_point_and_workers_boot_beam():

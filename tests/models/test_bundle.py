@@ -95,7 +95,15 @@ def test_load__an_invalid_spec_says_why(bundle_copy):
 
 
 @pytest.mark.parametrize('outputs, message', [
-    ({'kind': 'clustering'}, "kind must be one of classification, regression, ranking, got 'clustering'"),
+    ({'kind': 'clustering'}, "kind must be one of classification, regression, ranking, embedding, got 'clustering'"),
+    ({'kind': 'embedding'}, r'"dimension" is how many floats an embedding model returns per row'),
+    ({'kind': 'embedding', 'dimension': 0}, 'dimension 0'),
+    ({'kind': 'embedding', 'dimension': 12.5}, 'dimension 12.5'),
+    ({'kind': 'embedding', 'dimension': True}, 'dimension True'),
+    ({'kind': 'regression', 'dimension': 8}, "got kind 'regression', dimension 8"),
+    ({'kind': 'classification', 'classes': ['a', 'b'], 'top_k': 3}, r'2 <= K <= its 2 classes; .* top_k 3'),
+    ({'kind': 'classification', 'classes': ['a', 'b', 'c'], 'top_k': 1}, 'top_k 1'),
+    ({'kind': 'regression', 'top_k': 2}, "for a classifier only.*got kind 'regression'"),
     ({'kind': 'ranking'}, 'a ranking needs its catalogue as "items"'),
     ({'kind': 'ranking', 'items': ['a', 'b', 'a']}, 'got 3 items, 2 distinct'),
     ({'kind': 'classification', 'classes': ['only']}, 'two or more distinct class names'),
@@ -160,3 +168,12 @@ def test_check_signature__a_corrupt_saved_model_cannot_be_loaded(bundle_copy):
   bundle = ModelBundle.load(bundle_copy)  # load reads only the JSON parts
   with pytest.raises(BundleError, match='cannot load the SavedModel'):
     bundle.check_signature()
+
+
+def test_outputs__an_embedding_is_as_wide_as_its_dimension_and_round_trips():
+  outputs = Outputs('embedding', dimension=768)
+  assert outputs.width == 768 and outputs.describe() == 'embedding, 768 dimensions'
+  assert Outputs(**outputs.to_dict()) == outputs and outputs.to_dict()['dimension'] == 768
+  top = Outputs('classification', ('a', 'b', 'c'), top_k=2)
+  assert top.width == 3 and Outputs(**top.to_dict()) == top
+  assert 'top_k' not in Outputs('classification', ('a', 'b')).to_dict()

@@ -244,3 +244,15 @@ def test_challenger__reordering_the_riskiest_shows_in_the_top_overlap_though_cla
   assert 'champion heavy-champion v1' in body and 'challenger heavy-challenger v2' in body
   assert f'heavy {heavy["champion_mean"]:.4g} {heavy["challenger_mean"]:.4g}' in body
   assert f'{overlap:.1%}' in body
+
+
+def test_check_comparable__an_embedding_bundle_is_refused_saying_why(penguin_bundle):
+  import dataclasses
+  from models.bundle import Outputs
+  from models.challenger import check_comparable
+  embedding = dataclasses.replace(penguin_bundle, path='/models/embed', outputs=Outputs('embedding', dimension=8))
+  for champion, challenger in ((penguin_bundle, embedding), (embedding, embedding)):
+    with pytest.raises(ValueError, match=r'--challenger .*an embedding model \(embedding, 8 dimensions\) has no class '
+                                         r'or score to compare row by row'):
+      check_comparable(champion, challenger)
+  check_comparable(penguin_bundle, penguin_bundle)  # two classifiers of the same classes compare

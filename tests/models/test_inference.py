@@ -89,6 +89,41 @@ def test_prediction_columns__dictionary_columns_leave_out_keys_scores_and_number
       'model_name', 'model_version', 'run_id', 'predicted_at']
 
 
+def test_prediction_columns__an_embedding_is_one_list_column_of_each_rows_floats():
+  columns = _columns(Outputs('embedding', dimension=3))
+  rows, _ = _pair(['a', 'b'], np.zeros((2, 2)))
+  values = np.array([[0.5, -1.25, 3e-8], [7.0, 0.0, -2.5]], np.float32)
+  out = columns.format(rows, values)
+  assert out.schema == columns.schema
+  assert out.schema.names == ['row_id', 'note', 'embedding', 'model_name', 'model_version', 'run_id', 'predicted_at']
+  assert out.schema.field('embedding').type == pa.list_(pa.float32())
+  np.testing.assert_array_equal(np.array(out.column('embedding').to_pylist(), np.float32), values)
+  assert columns.score_names == [] and 'embedding' in columns.descriptions
+  # A database table's column says the length (pgvector's vector(n)); the values are the same.
+  table = columns.table_rows(out)
+  assert table.schema == columns.table_schema and columns.table_schema.field('embedding').type == pa.list_(
+      pa.float32(), 3)
+  assert table.column('embedding').to_pylist() == out.column('embedding').to_pylist()
+
+
+def test_prediction_columns__top_k_classes_best_first_beside_every_probability():
+  classes = ('a', 'b', 'c', 'd', 'e')
+  columns = _columns(Outputs('classification', classes, top_k=3))
+  scores = np.random.default_rng(0).dirichlet(np.ones(5), size=200).astype(np.float32)
+  scores[0] = [0.3, 0.3, 0.1, 0.2, 0.1]  # a tie: the first class, as predicted_class's argmax takes it
+  rows, _ = _pair([f'k{i}' for i in range(200)], np.zeros((200, 2)))
+  out = columns.format(rows, scores)
+  assert out.schema.names[2:6] == ['predicted_class', 'predicted_probability', 'top_classes', 'top_probabilities']
+  assert out.schema.field('top_classes').type == pa.list_(pa.string())
+  assert out.schema.field('top_probabilities').type == pa.list_(pa.float32())
+  order = np.argsort(-scores, axis=1, kind='stable')[:, :3]
+  assert out.column('top_classes').to_pylist() == [[classes[j] for j in row] for row in order]
+  np.testing.assert_array_equal(np.array(out.column('top_probabilities').to_pylist(), np.float32),
+                                np.take_along_axis(scores, order, axis=1))
+  assert [t[0] for t in out.column('top_classes').to_pylist()] == out.column('predicted_class').to_pylist()
+  assert out.column('probability_e').to_numpy().tolist() == scores[:, 4].tolist()
+
+
 def test_predict__the_penguin_bundle_predicts_what_the_model_predicts_outside_beam(penguin_bundle):
   with open(train.EXAMPLE_DATA, 'rb') as f:
     batches = [b for b in read_file(f, 'penguins.csv', 'csv', batch_size=100) if not isinstance(b, Rejected)]

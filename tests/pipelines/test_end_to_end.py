@@ -108,3 +108,81 @@ def test_text_output_formats_hold_the_same_predictions(tmp_path, penguin_bundle,
     rows = pa.concat_tables([pcsv.read_csv(f) for f in files]).to_pylist()
   assert len(rows) == summary.rows_predicted == 342
   assert {r['predicted_class'] for r in rows} == set(train.CLASSES)
+
+
+DIMENSION = 6
+
+
+@pytest.fixture(scope='module')
+def embedding_bundle(tmp_path_factory, penguin_bundle):
+  """A PyTorch model that embeds the penguin features in DIMENSION floats (no softmax: any real values), imported
+  with the penguin feature spec and outputs.json {"kind": "embedding", "dimension": DIMENSION}."""
+  torch = pytest.importorskip('torch')
+  from models.bundle import ModelBundle
+  from testing import frameworks
+  directory = tmp_path_factory.mktemp('embedding')
+  torch.manual_seed(0)
+  width = len(penguin_bundle.features.output_names)
+  net = torch.nn.Sequential(torch.nn.Linear(width, 16), torch.nn.Tanh(), torch.nn.Linear(16, DIMENSION)).eval()
+  model = frameworks.export_torch(net, torch.zeros(4, width), str(directory / 'embed.pt2'))
+  assert frameworks.import_bundle(model, penguin_bundle.features.to_dict(), {'kind': 'embedding', 'dimension': DIMENSION},
+                                  str(directory / 'bundle'), name='penguin-embedding', version='1') == 0
+  return ModelBundle.load(str(directory / 'bundle')), net
+
+
+def _embedded_outside_beam(bundle, net) -> dict[str, np.ndarray]:
+  import torch
+  table = pcsv.read_csv(train.EXAMPLE_DATA, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+  batch = table.combine_chunks().to_batches()[0]
+  batch = batch.append_column('__source', pa.array([train.EXAMPLE_DATA] * batch.num_rows))
+  batch = batch.append_column('__row', pa.array(np.arange(2, batch.num_rows + 2), pa.int64()))
+  valid, _ = validate(batch, bundle.features)
+  with torch.no_grad():
+    values = net(torch.from_numpy(bundle.features.transform(valid))).numpy()
+  return dict(zip(valid.column('__key').to_pylist(), values))
+
+
+def test_embedding__parquet_list_of_float32_and_jsonl_arrays_equal_the_models_own(tmp_path, embedding_bundle):
+  bundle, net = embedding_bundle
+  expected = _embedded_outside_beam(bundle, net)
+  summary = _run(tmp_path / 'parquet', bundle)
+  table = _predictions(summary)
+  assert table.schema.field('embedding').type == pa.list_(pa.float32())
+  assert not any(n.startswith(('probability_', 'predicted_')) or n == 'score' for n in table.schema.names
+                 if n != 'predicted_at')
+  assert table.num_rows == len(expected) == 342
+  got = np.array(table.column('embedding').to_pylist(), np.float32)
+  np.testing.assert_allclose(got, [expected[k] for k in table.column('row_id').to_pylist()], rtol=1e-5, atol=1e-6)
+  report, = glob.glob(str(tmp_path / 'parquet' / '**' / 'report.html'), recursive=True)
+  page = open(report, encoding='utf-8').read()
+  assert f'embedding, {DIMENSION} dimensions: no class or score distribution to draw' in page
+
+  summary = _run(tmp_path / 'jsonl', bundle, '--output_format=jsonl')
+  rows = [json.loads(line) for f in glob.glob(os.path.join(summary.output, 'predictions-*.jsonl')) for line in open(f)]
+  assert len(rows) == 342 and {len(r['embedding']) for r in rows} == {DIMENSION}
+  for row in rows:
+    np.testing.assert_allclose(row['embedding'], expected[row['row_id']], rtol=1e-5, atol=1e-6)
+
+
+def test_embedding__csv_output_is_refused_before_the_job_starts(tmp_path, embedding_bundle, capsys):
+  code = run_job.main([f'--input={train.EXAMPLE_DATA}', f'--model={embedding_bundle[0].path}',
+                       f'--output={tmp_path / "out"}', '--output_format=csv', '--preflight_only'])
+  assert code == 2
+  assert 'hold lists (embedding: ' in capsys.readouterr().err
+
+
+def test_classifier_top_k__lists_each_rows_best_classes_beside_its_probabilities(tmp_path, penguin_bundle):
+  import shutil
+  from models.bundle import ModelBundle
+  bundle_path = tmp_path / 'top2'
+  shutil.copytree(penguin_bundle.path, bundle_path)
+  outputs = json.loads((bundle_path / 'outputs.json').read_text())
+  (bundle_path / 'outputs.json').write_text(json.dumps({**outputs, 'top_k': 2}))
+  table = _predictions(_run(tmp_path, ModelBundle.load(str(bundle_path))))
+  assert table.schema.field('top_classes').type == pa.list_(pa.string())
+  assert table.schema.field('top_probabilities').type == pa.list_(pa.float32())
+  for row in table.to_pylist():
+    probabilities = {c: row[f'probability_{c}'] for c in train.CLASSES}
+    best = sorted(train.CLASSES, key=lambda c: -probabilities[c])[:2]
+    assert row['top_classes'] == best and row['top_classes'][0] == row['predicted_class']
+    assert row['top_probabilities'] == [probabilities[c] for c in best]

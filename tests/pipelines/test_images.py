@@ -2,6 +2,7 @@
 through the job, against the model's own answers on images prepared as a user prepares them with Pillow."""
 
 import io
+import json
 import os
 
 import numpy as np
@@ -9,12 +10,17 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+import torch
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from models.bundle import Outputs, write_bundle
+from models.inputs import InputContract, Tensor
 from pipelines import run as run_job
 from testing import images as ti
+from transforms.images.prepare import load
 from transforms.images.spec import ImageSpec, Resize
+from transforms.images.tensors import to_tensor
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLASSES = ('cat', 'dog', 'fish')
@@ -131,3 +137,56 @@ def test_gs_glob__images_on_cloud_storage_are_listed_read_and_predicted(tmp_path
                         '--max_rejected_fraction=0.1'])
   assert (result.rows_read, result.rows_predicted, result.rows_rejected) == (25, 24, 1)
   assert set(_predictions(result.output)) == {f'{gcs_prefix}/scans/{os.path.basename(p)}' for p in local}
+
+
+@pytest.mark.slow
+def test_bigquery_object_table__uris_on_cloud_storage_keyed_by_uri_with_passthrough(
+    tmp_path, gcs_prefix, bq_client, bq_dataset, stretch_bundle):
+  from google.cloud import bigquery
+  from testing.cloud_fixtures import BUCKET
+  bundle, model = stretch_bundle
+  uris = []
+  for i, (h, w) in enumerate(SIZES * 3):
+    uris.append(f'{gcs_prefix}/studies/s{i % 4}/img-{i:03d}.jpg')
+    with FileSystems.create(uris[-1]) as f:
+      f.write(ti.encode(ti.natural_image(h, w, seed=40 + i)))
+  table = f'{bq_dataset}.scans'
+  bq_client.create_table(bigquery.Table(table, schema=[bigquery.SchemaField('uri', 'STRING', mode='REQUIRED'),
+                                                       bigquery.SchemaField('study', 'STRING')]))
+  assert bq_client.insert_rows_json(table, [{'uri': u, 'study': u.split('/')[-2]} for u in uris]) == []
+  result = run_job.run([f'--input=bq://{table}', f'--model={bundle.path}', f'--output={tmp_path}/out',
+                        '--key_column=uri', '--passthrough_columns=study', f'--temp_location=gs://{BUCKET}/tmp',
+                        '--project=test-project'])
+  assert (result.rows_read, result.rows_predicted, result.rows_rejected) == (12, 12, 0)
+  rows = _predictions(result.output)
+  assert {k: r['study'] for k, r in rows.items()} == {u: u.split('/')[-2] for u in uris}
+  with FileSystems.open(uris[5]) as f:
+    expected = ti.predict_torch(model, _as_a_user_prepares(f.read()))[0]
+  assert np.abs(np.array([rows[uris[5]][f'probability_{c}'] for c in CLASSES]) - expected).max() < 2e-3
+
+
+def test_image_embeddings_and_top_k__written_as_lists_row_for_row(tmp_path):
+  spec = ImageSpec(resize=Resize('crop', (32, 32)), layout='NCHW')
+  torch.manual_seed(7)
+  encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten()).eval()
+  (tmp_path / 'emb').mkdir()
+  ti.export_torch(encoder, str(tmp_path / 'emb' / 'model.pt2'), np.zeros((1, 3, 32, 32), np.float32))
+  inputs = InputContract('tensors', tensors=(Tensor('image', 'float32', (None, 3, 32, 32)),))
+  embedder = write_bundle(str(tmp_path / 'emb'), features=None, outputs=Outputs('embedding', dimension=8),
+                          name='emb', version='1', inputs=inputs, images=spec, format='torch', model_file='model.pt2')
+  classifier, model = ti.torch_image_bundle(str(tmp_path / 'cls'), spec, (None, 3, 32, 32), CLASSES)
+  outputs = json.loads((tmp_path / 'cls' / 'outputs.json').read_text())
+  (tmp_path / 'cls' / 'outputs.json').write_text(json.dumps({**outputs, 'top_k': 2}))
+  paths = ti.write_images(str(tmp_path / 'in'), SIZES, 12)
+
+  embedded = _predictions(run_job.run([f'--input={tmp_path}/in/*.jpg', f'--model={embedder.path}',
+                                       f'--output={tmp_path}/out-emb']).output)
+  ranked = _predictions(run_job.run([f'--input={tmp_path}/in/*.jpg', f'--model={classifier.path}',
+                                     f'--output={tmp_path}/out-cls']).output)
+  for path in paths:
+    x = to_tensor([load(path, spec)], spec)
+    assert np.allclose(embedded[path]['embedding'], ti.predict_torch(encoder, x)[0], atol=1e-5)
+    scores = ti.predict_torch(model, x)[0]
+    assert ranked[path]['top_classes'] == [CLASSES[i] for i in np.argsort(-scores)[:2]]
+    assert np.allclose(ranked[path]['top_probabilities'], np.sort(scores)[::-1][:2], atol=1e-5)

@@ -199,6 +199,8 @@ def check_output_table(bq: bigquery.Client, table: TableRef, schema: dict) -> No
       problems.append(f'no column {field["name"]}')
     elif _standard(have.field_type) != field['type']:
       problems.append(f'{field["name"]} is {have.field_type}, the job writes {field["type"]}')
+    elif (have.mode == 'REPEATED') != (field.get('mode') == 'REPEATED'):  # a list (an embedding) against one value
+      problems.append(f'{field["name"]} is {have.mode or "NULLABLE"}, the job writes {field.get("mode") or "NULLABLE"}')
   problems += [f'{name} is REQUIRED but the job does not write it' for name, f in existing.items()
                if f.mode == 'REQUIRED' and name not in {x['name'] for x in schema['fields']}]
   if problems:

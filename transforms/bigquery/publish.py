@@ -68,9 +68,13 @@ def _expiring(table: TableRef, expires_hours: int, schema: Optional[Mapping[str,
 
 def _load(bq: bigquery.Client, uris: Sequence[str], table: TableRef, schema: Mapping[str, Any],
           disposition: str) -> int:
+  # List inference reads a Parquet LIST (a ranking's top items, an embedding) as a REPEATED column, as the
+  # schema says; without it BigQuery takes the list's wrapper for a RECORD and refuses the schema.
+  parquet = bigquery.ParquetOptions()
+  parquet.enable_list_inference = True
   config = bigquery.LoadJobConfig(
       source_format=bigquery.SourceFormat.PARQUET, schema=_fields(schema), write_disposition=disposition,
-      create_disposition=bigquery.CreateDisposition.CREATE_NEVER)
+      create_disposition=bigquery.CreateDisposition.CREATE_NEVER, parquet_options=parquet)
   job = bq.load_table_from_uri(list(uris), table.dotted, job_config=config)
   job.result()
   return int(job.output_rows or 0)

@@ -62,8 +62,9 @@ class FileOutput(Destination):
   def __post_init__(self):
     lists = [f.name for f in self.schema if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)]
     if self.file_format == 'csv' and lists:
-      raise ValueError(f'the predictions hold lists ({", ".join(lists)}: a ranking\'s items and scores, or a list '
-                       'column passed through), which CSV cannot hold: use --output_format=parquet or jsonl')
+      raise ValueError(f'the predictions hold lists ({", ".join(lists)}: a ranking\'s items and scores, an '
+                       'embedding, a classifier\'s top classes, or a list column passed through), which CSV cannot '
+                       'hold: use --output_format=parquet or jsonl')
 
   @classmethod
   def claims(cls, uri: str) -> bool:

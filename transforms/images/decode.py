@@ -38,7 +38,7 @@ def is_dicom(data: bytes) -> bool:
 def decode(data: bytes, spec: ImageSpec) -> np.ndarray:
   """The image as [height, width, channels] in the spec's colour, upright, resized; raises ImageError."""
   if is_dicom(data):
-    return resize(_to_color(dicom.decode(data, spec.window, spec.max_pixels), spec.color), spec)
+    return resize(_to_color(dicom.decode(data, spec.window, spec.max_pixels), spec.decoded_color), spec)
   if data[:3] == _JPEG:
     try:
       return resize(_decode_jpeg(data, spec), spec)
@@ -68,7 +68,7 @@ def _decode_jpeg(data: bytes, spec: ImageSpec) -> np.ndarray:
     raise _NotForSimplejpeg()
   _check_pixels(height, width, spec)
   try:
-    array = simplejpeg.decode_jpeg(data, colorspace='GRAY' if spec.color == 'L' else 'RGB', strict=True)
+    array = simplejpeg.decode_jpeg(data, colorspace='GRAY' if spec.decoded_color == 'L' else 'RGB', strict=True)
   except ValueError as e:
     raise ImageError(CORRUPT_IMAGE, f'corrupt or truncated JPEG: {e}') from None
   if array.ndim == 2:
@@ -110,7 +110,7 @@ def _decode_pillow(data: bytes, spec: ImageSpec) -> np.ndarray:
         image = ImageOps.exif_transpose(image)
     except Exception as e:  # pylint: disable=broad-except  # truncated data, bad CRC, broken stream
       raise ImageError(CORRUPT_IMAGE, f'corrupt or truncated {image.format or "image"}: {e}') from None
-  return _pillow_array(image, spec.color)
+  return _pillow_array(image, spec.decoded_color)
 
 
 def _pillow_array(image: Image.Image, color: str) -> np.ndarray:

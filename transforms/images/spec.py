@@ -8,7 +8,7 @@
      "layout": "NCHW", "dtype": "float32"}
 
 Each image is decoded, turned upright (EXIF orientation), brought to `color` (RGB: 3
-channels; L: 1), resized by the policy, and its values scaled to [0, 1] whatever its bit
+channels; BGR: the same, reversed, as OpenCV reads them; L: 1), resized by the policy, and its values scaled to [0, 1] whatever its bit
 depth (8-bit ÷ 255, 16-bit ÷ 65535). A DICOM image goes through its modality LUT
 (RescaleSlope and RescaleIntercept: Hounsfield units for CT) and then the window: the one
 given here, the file's own (`"window": "file"`), or none (`"window": null`, the values
@@ -29,7 +29,7 @@ import dataclasses
 from typing import Any, Optional, Union
 
 IMAGES = 'images.json'
-COLORS = {'RGB': 3, 'L': 1}
+COLORS = {'RGB': 3, 'BGR': 3, 'L': 1}
 POLICIES = ('stretch', 'crop', 'pad', 'none')
 LAYOUTS = ('NHWC', 'NCHW')
 DTYPES = ('float32', 'float16', 'uint8')
@@ -119,6 +119,12 @@ class ImageSpec:
   @property
   def channels(self) -> int:
     return COLORS[self.color]
+
+  @property
+  def decoded_color(self) -> str:
+    """The colour images decode to: RGB or L. BGR (OpenCV's order, which many models were trained on) is
+    RGB with its channels reversed per batch (`transforms.images.tensors`)."""
+    return 'L' if self.color == 'L' else 'RGB'
 
   def tensor_shape(self) -> tuple[Optional[int], ...]:
     """The tensor's shape this spec produces: [null, H, W, C] or [null, C, H, W] (H, W null for `none`)."""

@@ -27,6 +27,8 @@ def shape_groups(images: Sequence[np.ndarray]) -> list[list[int]]:
 def to_tensor(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarray:
   """One tensor of images of one shape and value type, as the spec says (module docstring)."""
   stacked = np.stack(images)  # [n, h, w, c]
+  if spec.color == 'BGR':
+    stacked = stacked[..., ::-1]
   top = _TOP.get(stacked.dtype)
   if spec.dtype == 'uint8':
     if stacked.dtype == np.uint16:

@@ -44,6 +44,7 @@ from typing import Optional, Sequence
 import pyarrow as pa
 
 from transforms.destination import TableCounts
+from transforms.postgres.arrays import has_pgvector
 from transforms.postgres.tables import STAGING_PREFIX, PgTarget, accepts, connect, connection_problem, pg_type, quote
 
 # The privileges the job needs on an existing serving table, each checked on its own.
@@ -66,10 +67,14 @@ def _exists(cursor, schema: str, table: str) -> bool:
 
 
 def _columns(cursor, target: PgTarget) -> dict[str, tuple[str, bool, bool]]:
-  """{column: (data_type, nullable, has_default)} of the serving table."""
-  cursor.execute('SELECT column_name, data_type, is_nullable = %s, column_default IS NOT NULL '
-                 'FROM information_schema.columns WHERE table_schema = %s AND table_name = %s',
-                 ('YES', target.schema, target.table))
+  """{column: (data_type, nullable, has_default)} of the serving table; an array's or an extension's type by its
+  full name (real[], vector(768)), where information_schema says only ARRAY or USER-DEFINED."""
+  cursor.execute("SELECT c.column_name, CASE WHEN c.data_type IN ('ARRAY', 'USER-DEFINED') "
+                 'THEN format_type(a.atttypid, a.atttypmod) ELSE c.data_type END, c.is_nullable = %s, '
+                 'c.column_default IS NOT NULL FROM information_schema.columns c JOIN pg_attribute a '
+                 'ON a.attrelid = to_regclass(%s) AND a.attname = c.column_name '
+                 'WHERE c.table_schema = %s AND c.table_name = %s',
+                 ('YES', f'"{target.schema}"."{target.table}"', target.schema, target.table))
   return {name: (kind, nullable, default) for name, kind, nullable, default in cursor.fetchall()}
 
 
@@ -142,7 +147,9 @@ def create_tables(target: PgTarget, schema: pa.Schema, key: Sequence[str], *, ru
   keys (launcher, before workers); the staging tables' comments say when they were made."""
   staging, refused = target.staging_table(run_id, attempt), target.refused_table(run_id, attempt)
   with connect(target, password_secret=password_secret) as conn, conn.cursor() as cursor:
-    columns = [f'{quote(conn, f.name)} {pg_type(f.type)}{"" if f.nullable else " NOT NULL"}' for f in schema]
+    pgvector = has_pgvector(cursor)
+    columns = [f'{quote(conn, f.name)} {pg_type(f.type, pgvector=pgvector)}{"" if f.nullable else " NOT NULL"}'
+               for f in schema]
     columns.append(f'PRIMARY KEY ({", ".join(quote(conn, k) for k in key)})')
     serving = quote(conn, target.schema, target.table)
     created_serving = not _exists(cursor, target.schema, target.table)

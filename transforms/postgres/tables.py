@@ -29,6 +29,7 @@ from typing import Any, Iterator, Optional
 
 import pyarrow as pa
 
+from transforms.postgres import arrays
 
 SCHEMES = ('postgresql://', 'postgres://', 'cloudsql://')
 PUBLISH_MODES = ('upsert', 'replace')
@@ -66,8 +67,16 @@ def is_database(uri: Optional[str]) -> bool:
   return bool(uri) and uri.startswith(SCHEMES)
 
 
-def pg_type(kind: pa.DataType) -> str:
-  """The PostgreSQL column type the job creates for an Arrow type."""
+def pg_type(kind: pa.DataType, *, pgvector: bool = False) -> str:
+  """The PostgreSQL column type the job creates for an Arrow type.
+
+  A list is an array of its element's type; an embedding (a fixed-size float
+  list) is pgvector's `vector(n)` where the database has the extension
+  (`pgvector`, asked at preflight and table creation by `arrays.has_pgvector`).
+  """
+  if arrays.is_list(kind):
+    dimensions = arrays.vector_dimensions(kind)
+    return f'vector({dimensions})' if pgvector and dimensions else pg_type(kind.value_type) + '[]'
   if pa.types.is_timestamp(kind):
     return 'timestamp with time zone' if kind.tz else 'timestamp without time zone'
   if kind in _PG_TYPE:
@@ -76,7 +85,13 @@ def pg_type(kind: pa.DataType) -> str:
 
 
 def accepts(column_type: str, kind: pa.DataType) -> bool:
-  """Whether an existing column of `column_type` (information_schema's data_type) takes `kind`."""
+  """Whether an existing column of `column_type` takes `kind`: information_schema's data_type, or for an array or
+  another extension's type its full name (real[], vector(768)), as `transforms.postgres.publish` reads it."""
+  if arrays.is_list(kind):
+    dimensions = arrays.vector_dimensions(kind)
+    if dimensions and column_type == f'vector({dimensions})':
+      return True
+    return column_type.endswith('[]') and accepts(column_type[:-2], kind.value_type)
   return column_type in _ACCEPTS.get(pg_type(kind), set())
 
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 from apache_beam.transforms.window import GlobalWindows
 
+from transforms.postgres import arrays
 from transforms.postgres.tables import PgTarget, connect, quote
 from transforms.rows import counters
 from transforms.rows import dead_letters as dl
@@ -264,6 +265,7 @@ class _CopyToStagingFn(beam.DoFn):
     self._password_secret = password_secret
     self._layout = layout  # RecordBatch -> the table's rows (e.g. one row per rank)
     self._connections = connections
+    self._vectors: frozenset[str] = frozenset()  # the staging table's pgvector columns, asked in setup
     self._stack: Optional[contextlib.ExitStack] = None
     self._copiers: list[_Copier] = []
     self._idle: Optional[queue.Queue] = None
@@ -276,6 +278,8 @@ class _CopyToStagingFn(beam.DoFn):
     first = self._connect()
     self._copiers = [_Copier(first)] + [_Copier(self._connect())
                                         for _ in range(copy_connections(first, self._connections) - 1)]
+    with first.cursor() as cursor:
+      self._vectors = arrays.vector_columns(cursor, *self._staging)
     self._idle = queue.Queue()
     for copier in self._copiers:
       self._idle.put(copier)
@@ -303,7 +307,7 @@ class _CopyToStagingFn(beam.DoFn):
     yield rows.num_rows - unwritten
 
   def process(self, batch: pa.RecordBatch):
-    rows = self._layout(batch)
+    rows = arrays.array_text(self._layout(batch), self._vectors)  # lists as the text their columns parse
     self._pending.append((batch, rows, self._pool.submit(self._copy, rows)))
     while len(self._pending) > 2 * len(self._copiers) or (self._pending and self._pending[0][2].done()):
       done, laid_out, future = self._pending.popleft()

@@ -53,8 +53,13 @@ TOO_MANY_PIXELS = 'too_many_pixels'
 UNSUPPORTED_IMAGE = 'unsupported_image'
 UNREADABLE_FILE = 'unreadable_file'
 IMAGE_CODES = (NOT_AN_IMAGE, CORRUPT_IMAGE, TOO_MANY_PIXELS, UNSUPPORTED_IMAGE, UNREADABLE_FILE)
+# A text row whose text is empty or only whitespace, or longer in bytes than text.json's max_bytes
+# (transforms/text). A text longer than the model's max_tokens is cut and counted, not rejected.
+EMPTY_TEXT = 'empty_text'
+TEXT_TOO_LONG = 'text_too_long'
+TEXT_CODES = (EMPTY_TEXT, TEXT_TOO_LONG)
 REASON_CODES = (UNPARSABLE, MISSING_KEY, MISSING_VALUE, INVALID_TYPE, NON_FINITE, MODEL_ERROR, DUPLICATE_KEY,
-                SUPERSEDED, WRITE_ERROR, *IMAGE_CODES)
+                SUPERSEDED, WRITE_ERROR, *IMAGE_CODES, *TEXT_CODES)
 # The share of rejected rows a run may have unless --max_rejected_fraction says otherwise: a nightly run
 # that loses more than one row in twenty is a broken night, not a good one with some noise.
 MAX_REJECTED_FRACTION = 0.05
@@ -81,7 +86,7 @@ DESCRIPTIONS = {
     'key': 'Key of the rejected row, when it had one.',
     'source': 'Where the row came from: a file or bq://PROJECT.DATASET.TABLE.',
     'row': 'Position of the row in its file (1-based line or record number); empty for tables.',
-    'stage': 'The step that rejected the row: read, validate, deduplicate (a repeated key), decode (an image), predict, or write (a row '
+    'stage': 'The step that rejected the row: read, validate, deduplicate (a repeated key), decode (an image), tokenize (a text), predict, or write (a row '
              'the table or database refused).',
     'reason_code': 'Stable code of the rejection, to count and filter on.',
     'reason': 'What was wrong, for a person to act on.',

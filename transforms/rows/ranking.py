@@ -26,7 +26,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
   """Indices of each row's k highest scores, best first: (rows, min(k, items))."""
   k = min(k, scores.shape[1])
   if k < scores.shape[1]:
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)  # ties then keep index order, as argmax
   else:
     part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
   order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind='stable')

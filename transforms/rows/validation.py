@@ -70,7 +70,8 @@ def text_counts(values: pa.Array) -> Optional[dict[str, int]]:
 
 
 def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-  """Casts values to `dtype` ('float', 'string', or 'image': a URI as text, or an image's bytes as they are).
+  """Casts values to `dtype` ('float', 'string', 'image': a URI as text, or an image's bytes as they are; or
+  'text': a text model's text, blanks kept).
 
   Returns:
     The typed column (nulls where missing or invalid), a mask of values of the
@@ -86,7 +87,9 @@ def coerce_column(values: pa.Array, dtype: str) -> tuple[pa.Array, np.ndarray, n
   if dtype == 'image' and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
     empty = pc.equal(pc.binary_length(values), 0)
     return pc.if_else(empty, pa.scalar(None, kind), values), no, no  # no bytes: missing, like a blank string
-  if dtype in ('string', 'image'):
+  if dtype == 'text' and pa.types.is_string(kind):
+    return values, no, no  # a blank text is the text step's to reject (empty_text), not a missing value
+  if dtype in ('string', 'image', 'text'):
     if pa.types.is_string(kind):
       return _blank_to_null(values), no, no
     if pa.types.is_floating(kind):  # NaN is missing here too, not the text 'nan'

@@ -79,6 +79,11 @@ def test_read_expected__a_label_is_for_classifiers(tmp_path):
     _expected(tmp_path, [{'x': 1, 'score': 1.0}], Outputs('regression'), label='score')
 
 
+def test_read_expected__an_embedding_has_nothing_to_compare_and_says_to_import_without_it(tmp_path):
+  with pytest.raises(BundleError, match=r'an embedding model \(embedding, 4 dimensions\) has none to compare'):
+    _expected(tmp_path, [{'x': 1, 'embedding': [0.0, 1.0, 2.0, 3.0]}], Outputs('embedding', dimension=4))
+
+
 def test_expected_rows__head_keeps_rows_and_their_expected_values_together(tmp_path):
   rows = _expected(tmp_path, [{'x': i, 'probability_yes': i / 10, 'predicted_class': 'no'} for i in range(5)])
   head = rows.head(2)

@@ -226,3 +226,14 @@ print(time.perf_counter() - start, 'matplotlib' in sys.modules)
   assert out[1] == 'False', 'the report imported matplotlib'
   assert float(out[0]) < 0.2
   assert set(chart_sizes((tmp_path / 'report.html').read_text())) == {f'chart-{name}' for name in CHARTS}
+
+
+def test_write_report__an_embedding_says_what_it_returns_and_draws_no_class_or_score_chart(tmp_path):
+  profile = _profile(3.0)
+  profile['predictions'].update(classes=[], scores=[], confidence=[])  # what the profile holds for an embedding
+  page = open(write_report(str(tmp_path), _summary(), profile, training_statistics=None,
+                           model={'name': 'm', 'version': '2'}, outputs='embedding, 768 dimensions'),
+              encoding='utf-8').read()
+  assert '<tr><td>outputs</td><td>embedding, 768 dimensions</td></tr>' in page
+  assert 'The model returns embedding, 768 dimensions: no class or score distribution to draw.' in page
+  assert 'chart-predictions' not in chart_sizes(page) and 'chart-confidence' not in chart_sizes(page)

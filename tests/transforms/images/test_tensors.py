@@ -28,3 +28,10 @@ def test_shape_groups__keep_first_seen_order_and_split_by_size_and_depth():
   images = [np.zeros((4, 4, 3), np.uint8), np.zeros((8, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8),
             np.zeros((4, 4, 3), np.uint16)]
   assert shape_groups(images) == [[0, 2], [1], [3]]
+
+
+def test_bgr__reverses_the_channels_and_the_mean_follows_the_models_order():
+  image = np.zeros((1, 1, 3), np.uint8)
+  image[0, 0] = (255, 0, 51)  # decoded as RGB
+  out = to_tensor([image], ImageSpec(color='BGR', mean=(0.1, 0.0, 0.0)))
+  assert np.allclose(out[0, 0, 0], [0.2 - 0.1, 0.0, 1.0])
