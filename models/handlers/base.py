@@ -81,7 +81,7 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def model_threads(requested: Optional[int], processes: Optional[int] = None) -> int:
+def model_threads(requested: Optional[int], processes: Optional[int] = None, *, spare_core: bool = True) -> int:
   """Threads for the model's own pool: `--model_threads`, or the cores each worker process owns.
 
   A framework's pool sized to the whole machine (OpenMP's and onnxruntime's default) fights the
@@ -91,11 +91,15 @@ def model_threads(requested: Optional[int], processes: Optional[int] = None) -> 
   as on Dataflow. A process that owns several cores keeps one for the job's own reading, features
   and writing, which run beside the model: on 2 shared cores the churn Pipeline's run went from
   1.13× its raw loop with two threads to 1.42× with one (docs/performance.md).
+  An image or text model (`spare_core` False) takes every core its process owns: its convolutions or
+  attention dwarf the job's own work, and the decoding or tokenising beside it runs on threads outside
+  the GIL that wait while the model computes; on 2 cores a ResNet-18 over JPEGs went from 0.69× a
+  DataLoader loop with one thread to 0.92× with two (docs/performance.md, Images).
   """
   if requested:
     return requested
   owned = available_cores() // (processes or available_cores())
-  return max(1, owned - 1 if owned > 1 else owned)
+  return max(1, owned - 1 if owned > 1 and spare_core else owned)
 
 
 # A model's input types, as frameworks name them, and the table column type that feeds each.
@@ -216,13 +220,15 @@ class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
     threads: the model's own thread pool (`model_threads`); None sizes it to the
       cores each of `worker_processes` owns.
     worker_processes: worker processes sharing a machine's cores; None: one per core.
+    spare_core: keep one of a process's cores from the model for the job's own work (`model_threads`).
     max_batch_tokens: for a text model, batch by padded tokens (rows × tokens) instead of rows, at most
       this many per model call: elements of the same length are packed only while they fit.
   """
 
   def __init__(self, model_uri: str, *, min_batch_rows: int = 1, max_batch_rows: int = 8192,
                share_across_processes: bool = True, device: str = 'auto', threads: Optional[int] = None,
-               worker_processes: Optional[int] = None, max_batch_tokens: Optional[int] = None):
+               worker_processes: Optional[int] = None, spare_core: bool = True,
+               max_batch_tokens: Optional[int] = None):
     if max_batch_tokens is None:
       super().__init__(min_batch_size=min_batch_rows, max_batch_size=max_batch_rows, element_size_fn=num_rows)
     else:  # each element is already a model call's worth of tokens (transforms.text.tokens)
@@ -232,10 +238,11 @@ class MatrixModelHandler(ModelHandler[ModelInput, PredictionResult, Any]):
     self._device = device
     self._threads = threads
     self._worker_processes = worker_processes
+    self._spare_core = spare_core
 
   def threads(self) -> int:
     """The model's threads where it loads (on the worker: its cores are what count)."""
-    threads = model_threads(self._threads, self._worker_processes)
+    threads = model_threads(self._threads, self._worker_processes, spare_core=self._spare_core)
     logging.info('the model runs %d thread(s) (%s)', threads,
                  '--model_threads' if self._threads else f'{available_cores()} cores, '
                  f'{self._worker_processes or "one per core"} worker process(es)',

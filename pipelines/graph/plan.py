@@ -39,12 +39,13 @@ class ModelSettings:
   inference_accelerator: Optional[str] = None  # a Dataflow resource hint for the predict step alone
   threads: Optional[int] = None  # --model_threads; None: the cores each of `worker_processes` owns
   worker_processes: Optional[int] = None  # sharing a machine's cores; None: one per core
+  spare_core: bool = True  # the model leaves a core to the job's own work; not for image and text models
 
   @property
   def handler_arguments(self) -> dict[str, Any]:
     return dict(min_batch_rows=self.min_batch_rows, max_batch_rows=self.max_batch_rows,
                 share_across_processes=self.share_across_processes, device=self.device, threads=self.threads,
-                worker_processes=self.worker_processes)
+                worker_processes=self.worker_processes, spare_core=self.spare_core)
 
 
 @dataclasses.dataclass(frozen=True)

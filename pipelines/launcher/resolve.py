@@ -281,7 +281,8 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
                  passthrough=tuple(opts.passthrough),
                  model=ModelSettings(opts.min_batch_rows, opts.max_batch_rows, opts.share_model(), opts.device,
                                      opts.inference_accelerator, threads=opts.model_threads,
-                                     worker_processes=opts.worker_processes()),
+                                     worker_processes=opts.worker_processes(),
+                                     spare_core=bundle.images is None and bundle.text is None),
                  challenger=challenger, segment_column=opts.segment_column, gate=thresholds, report=opts.report,
                  max_rejected_fraction=opts.max_rejected_fraction, incremental=incremental,
                  duplicates=DuplicatePolicy.parse(opts.on_duplicate_key) if opts.key_column else None)

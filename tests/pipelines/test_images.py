@@ -12,11 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from models.bundle import Outputs, write_bundle
 from models.inputs import InputContract, Tensor
 from pipelines import run as run_job
+from pipelines.launcher.resolve import resolve
 from testing import images as ti
 from transforms.images.prepare import load
 from transforms.images.spec import ImageSpec, Resize
@@ -190,3 +192,12 @@ def test_image_embeddings_and_top_k__written_as_lists_row_for_row(tmp_path):
     scores = ti.predict_torch(model, x)[0]
     assert ranked[path]['top_classes'] == [CLASSES[i] for i in np.argsort(-scores)[:2]]
     assert np.allclose(ranked[path]['top_probabilities'], np.sort(scores)[::-1][:2], atol=1e-5)
+
+
+def test_image_model__takes_every_core_its_process_owns(tmp_path, stretch_bundle):
+  bundle, _ = stretch_bundle
+  ti.write_images(str(tmp_path / 'in'), SIZES, 2)
+  plan, _ = resolve(PipelineOptions([f'--input={tmp_path}/in/*.jpg', f'--model={bundle.path}',
+                                     f'--output={tmp_path}/out']), check_only=True)
+  assert plan.model.spare_core is False and plan.model.handler_arguments['spare_core'] is False
+  assert (plan.read_batch_size, plan.model.max_batch_rows) == (1024, 64)

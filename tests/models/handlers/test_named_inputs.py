@@ -168,3 +168,6 @@ def test_model_threads__the_flag_wins_else_each_process_its_cores_less_one_for_t
   assert model_threads(3) == 3
   assert model_threads(None, None) == 1  # one process per core, as on Dataflow
   assert model_threads(None, 1) == max(1, available_cores() - 1)
+  # An image or text model takes every core its process owns: its decoding runs beside it, off the GIL.
+  assert model_threads(None, 1, spare_core=False) == available_cores()
+  assert model_threads(None, None, spare_core=False) == 1
