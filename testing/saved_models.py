@@ -58,3 +58,20 @@ def save_poisoned_softmax(path: str, *, width: int = 2, poison_at: float, output
   feature is >= `poison_at`, so a runner must retry its batch row by row to isolate that row."""
   return save_linear_model(path, np.eye(width), np.zeros(width), poison_at=poison_at, outputs=outputs,
                            poison_message=poison_message)
+
+
+def save_image_model(path: str, height: int, width: int, classes: int, *, seed: int = 0,
+                     input_name: str = 'image') -> tuple[str, np.ndarray]:
+  """A SavedModel over NHWC float32 images: the mean of each channel, times a seeded (3, classes) matrix,
+  softmaxed. Returns the path and the matrix, to compute the same in numpy."""
+  import tensorflow as tf
+  weights = np.random.default_rng(seed).normal(0, 3, (3, classes)).astype(np.float32)
+  module = tf.Module()
+  module.weights = tf.Variable(weights)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=input_name)])
+  def serve(image):
+    return {'probabilities': tf.nn.softmax(tf.matmul(tf.reduce_mean(image, axis=[1, 2]), module.weights))}
+
+  tf.saved_model.save(module, path, signatures={'serving_default': serve})
+  return path, weights

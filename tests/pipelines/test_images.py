@@ -20,6 +20,7 @@ from models.inputs import InputContract, Tensor
 from pipelines import run as run_job
 from pipelines.launcher.resolve import resolve
 from testing import images as ti
+from testing.saved_models import save_image_model
 from transforms.images.prepare import load
 from transforms.images.spec import ImageSpec, Resize
 from transforms.images.tensors import to_tensor
@@ -201,3 +202,18 @@ def test_image_model__takes_every_core_its_process_owns(tmp_path, stretch_bundle
                                      f'--output={tmp_path}/out']), check_only=True)
   assert plan.model.spare_core is False and plan.model.handler_arguments['spare_core'] is False
   assert (plan.read_batch_size, plan.model.max_batch_rows) == (1024, 64)
+
+
+def test_saved_model_image_classifier__nhwc_tensors_by_the_signatures_name(tmp_path):
+  spec = ImageSpec(resize=Resize('stretch', (24, 24)), layout='NHWC')
+  _, weights = save_image_model(str(tmp_path / 'bundle' / 'saved_model'), 24, 24, len(CLASSES))
+  bundle = write_bundle(str(tmp_path / 'bundle'), features=None, outputs=Outputs('classification', classes=CLASSES),
+                        name='tf-images', version='1', images=spec,
+                        inputs=InputContract('tensors', tensors=(Tensor('image', 'float32', (None, 24, 24, 3)),)))
+  paths = ti.write_images(str(tmp_path / 'in'), SIZES, 10, fmt='PNG')
+  rows = _predictions(run_job.run([f'--input={tmp_path}/in/*.png', f'--model={bundle.path}',
+                                   f'--output={tmp_path}/out']).output)
+  for path in paths:
+    logits = to_tensor([load(path, spec)], spec).mean(axis=(1, 2)) @ weights
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert np.allclose([rows[path][f'probability_{c}'] for c in CLASSES], expected[0], atol=1e-5)
