@@ -101,7 +101,6 @@ def dicom_bytes(pixels: np.ndarray, *, slope: float = 1.0, intercept: float = 0.
                 window: Optional[tuple[float, float]] = None, photometric: str = 'MONOCHROME2',
                 pixel_data: bool = True, transfer_syntax: Optional[str] = None) -> bytes:
   """A single-frame DICOM file of int16 or uint16 `pixels` with the given modality LUT and window."""
-  import pydicom
   from pydicom.dataset import FileDataset, FileMetaDataset
   from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
   meta = FileMetaDataset()
