@@ -1,6 +1,7 @@
 """Decoding one image: formats, colour, bit depth, orientation, resize policies, and every bad kind's reason."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from PIL import Image
 
 from testing.images import encode, natural_image
 from transforms.images.decode import ImageError, decode, resize
+from transforms.images.prepare import read_bytes
 from transforms.images.spec import ImageSpec, Resize
 
 KEEP = ImageSpec()  # RGB, no resize
@@ -110,3 +112,20 @@ def test_decompression_bomb__is_refused_from_the_header_before_decoding():
   with pytest.raises(ImageError) as raised:
     decode(encode(natural_image(64, 64, seed=8)), ImageSpec(max_pixels=1000))
   assert raised.value.code == 'too_many_pixels'
+
+
+def test_a_file_the_worker_may_not_read__is_unreadable_with_permission_denied(tmp_path):
+  secret = tmp_path / 'secret.jpg'
+  secret.write_bytes(encode(natural_image(8, 8, seed=1)))
+  secret.chmod(0)
+  root = os.geteuid() == 0
+  if root:  # root reads any file: act as an unprivileged user, as a worker without the grant would be
+    os.seteuid(65534)
+  try:
+    with pytest.raises(ImageError) as raised:
+      read_bytes(str(secret))
+  finally:
+    if root:
+      os.seteuid(0)
+  assert raised.value.code == 'unreadable_file' and 'permission denied' in str(raised.value)
+  assert str(secret) in str(raised.value)
