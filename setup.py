@@ -18,8 +18,8 @@ EXTRAS = {
     # through Pillow, DICOM through pydicom (its JPEG and JPEG 2000 pixels through Pillow too).
     'images': ['simplejpeg==1.9.0', 'pillow==12.3.0', 'pydicom==3.0.2'],
     # Text models (transforms/text/): the bundle's tokenizer.json through Hugging Face `tokenizers`
-    # (Rust, a batch encoded outside the GIL).
-    'text': ['tokenizers==0.23.3'],
+    # (Rust, a batch encoded outside the GIL); document files' PDFs through pypdf (pure Python).
+    'text': ['tokenizers==0.23.3', 'pypdf==7.1.1'],
 }
 EXTRAS['all'] = EXTRAS['onnx'] + EXTRAS['torch'] + EXTRAS['xgboost'] + EXTRAS['sklearn'] + EXTRAS['images'] + EXTRAS['text']
 

@@ -48,7 +48,10 @@ def load_text(path: str, inputs: InputContract, fmt: str) -> Optional[TextSpec]:
     raise TextSpecError(f'{where} names the tokenizer {spec.tokenizer}, which the bundle does not hold; save the '
                         'Hugging Face tokenizer there (tokenizer.save(path), its tokenizer.json)')
   try:
-    read_tokenizer(tokenizer, spec)
+    loaded = read_tokenizer(tokenizer, spec)
+    spec.chunking(loaded.num_special_tokens_to_add(False))  # document chunks fit the model with its special tokens
+  except TextSpecError as e:
+    raise TextSpecError(f'{path}/{e}') from None
   except ImportError as e:
     raise TextSpecError(f'{where}: a text model needs tokenizers ({e}); pip install ".[text]"') from None
   except ValueError as e:

@@ -21,6 +21,7 @@ from transforms.postgres.tables import PUBLISH_MODES
 from transforms.files.readers import FORMATS
 from transforms.files.write import OUTPUT_FORMATS
 from transforms.images.source import IMAGE_FORMAT, is_image_glob
+from transforms.text.document_files import DOCUMENT_FORMAT, is_document_glob
 from transforms.rows.dead_letters import MAX_REJECTED_FRACTION
 from transforms.rows.duplicate_keys import DuplicatePolicy
 
@@ -128,10 +129,12 @@ class BatchInferenceOptions(PipelineOptions):
         help='With a BigQuery input: the most Storage Read streams to read in parallel (each stream is read '
         'by one worker thread at a time). Default: 0, as many as BigQuery offers for the table.')
     parser.add_argument(
-        '--input_format', default=None, choices=FORMATS + (IMAGE_FORMAT,),
+        '--input_format', default=None, choices=FORMATS + (IMAGE_FORMAT, DOCUMENT_FORMAT),
         help='Format of the input files. Default: inferred from each file extension; for an image model '
         '(images.json in its bundle), a glob that names no table format (e.g. gs://bucket/scans/**.dcm) is '
-        f'read as image files, one row per file, keyed by its {IMAGE_COLUMN!r}.')
+        f'read as image files, one row per file, keyed by its {IMAGE_COLUMN!r}; for a text model, a glob that '
+        f'ends in .txt, .md, .html or .pdf (or any glob with --input_format={DOCUMENT_FORMAT}) is read as document '
+        'files cut into chunks, one row per chunk, keyed by document#chunk.')
     parser.add_argument(
         '--image_column', default=None,
         help=f'For an image model reading a table: the column holding each image, its URI (gs:// or a path) or '
@@ -468,6 +471,13 @@ class BatchInferenceOptions(PipelineOptions):
     if bundle is None or bundle.images is None or self.reads_bigquery or not self.input:
       return False
     return self.input_format == IMAGE_FORMAT or (self.input_format is None and is_image_glob(self.input))
+
+  def reads_document_files(self, bundle) -> bool:
+    """Whether --input is a glob of document files, cut into chunks (a text model's, naming documents by its
+    extension or by --input_format)."""
+    if bundle is None or bundle.text is None or self.reads_bigquery or not self.input:
+      return False
+    return self.input_format == DOCUMENT_FORMAT or (self.input_format is None and is_document_glob(self.input))
 
   def fill_batch_sizes(self, rows: int) -> None:
     """Gives --read_batch_size and --max_batch_rows, where left unset, the model format's `rows`

@@ -13,7 +13,7 @@ PACKAGES = ('deploy', 'pipelines', 'models', 'transforms')
 # Top first: a module imports from its own layer and the layers below it, never above.
 LAYERS = ('deploy', 'pipelines.run', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
           'pipelines.references', 'pipelines.options', 'pipelines.destinations', 'models',
-          'transforms.bigquery', 'transforms.postgres', 'transforms.files', 'transforms.images', 'transforms.text', 'transforms')
+          'transforms.bigquery', 'transforms.postgres', 'transforms.files', 'transforms.text', 'transforms.images', 'transforms')
 
 
 def _modules() -> dict[str, pathlib.Path]:

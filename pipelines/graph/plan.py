@@ -25,8 +25,9 @@ from transforms.files.read import FileInput
 from transforms.images.source import ImageFiles
 from transforms.rows import dead_letters as dead_letters_
 from transforms.rows import duplicate_keys
+from transforms.text.document_files import DocumentFiles
 
-Source = Union[FileInput, BigQueryInput, ImageFiles]
+Source = Union[FileInput, BigQueryInput, ImageFiles, DocumentFiles]
 
 
 @dataclasses.dataclass(frozen=True)

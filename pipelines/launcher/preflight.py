@@ -22,6 +22,7 @@ from pipelines.options import BatchInferenceOptions
 from transforms.files import checks
 from transforms.files.publish import check_run_id
 from transforms.images import source as image_source
+from transforms.text import document_files
 
 
 class PreflightError(ValueError):
@@ -66,7 +67,14 @@ def _image_bundle(opts, bundle: ModelBundle) -> ModelBundle:
 
 def _text_bundle(opts, bundle: ModelBundle) -> ModelBundle:
   """A text model's bundle reading the texts from --text_column. Keyed by --key_column, or like any table
-  by each row's source and position: a text is no key."""
+  by each row's source and position: a text is no key. Document files' chunks are keyed by document#chunk
+  and carry their document, chunk, page and offsets to the predictions."""
+  if opts.reads_document_files(bundle):
+    opts.key_column = opts.key_column or document_files.KEY
+    named = [c.strip() for c in (opts.passthrough_columns or '').split(',') if c.strip()]
+    added = [c for c in document_files.PROVENANCE if c not in named and c != opts.key_column]
+    opts.passthrough_columns = ','.join(named + added)
+    return bundle.with_text_column(document_files.TEXT)
   return bundle.with_text_column(opts.text_column or TEXT_COLUMN)
 
 
@@ -111,6 +119,9 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
   if opts.reads_image_files(bundle):  # one listing call to the first match: a full listing runs on the workers
     schema = image_source.SCHEMA
     problems += [] if offline else image_source.check_pattern(opts.input)
+  elif opts.reads_document_files(bundle):  # the same: the workers list, read and cut the documents
+    schema = document_files.SCHEMA
+    problems += [] if offline else document_files.check_pattern(opts.input)
   elif not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
     found, notes, files, peeked, schema = checks.check_input(opts, bundle.features if bundle else None)
     problems += found

@@ -41,6 +41,7 @@ from transforms.files.read import FileInput
 from transforms.images.prepare import IMAGE_BATCH_ROWS
 from transforms.text.prepare import TEXT_BATCH_ROWS
 from transforms.images.source import LISTED_ROWS, ImageFiles
+from transforms.text.document_files import DocumentFiles
 from transforms.files.scored_keys import Incremental
 from transforms.rows import dead_letters as dl
 from transforms.rows.duplicate_keys import DuplicatePolicy
@@ -289,10 +290,13 @@ def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool
   return plan, report
 
 
-def _file_input(opts: BatchInferenceOptions, bundle: ModelBundle) -> Union[FileInput, ImageFiles]:
-  """A glob of table files, or of an image model's image files (one row each)."""
+def _file_input(opts: BatchInferenceOptions, bundle: ModelBundle) -> Union[FileInput, ImageFiles, DocumentFiles]:
+  """A glob of table files, of an image model's image files (one row each), or of a text model's documents
+  (one row per chunk)."""
   if opts.reads_image_files(bundle):
     return ImageFiles(opts.input)
+  if opts.reads_document_files(bundle):
+    return DocumentFiles(opts.input, bundle.text, bundle.tokenizer_path)
   return FileInput(opts.input, opts.input_format, opts.key_column)
 
 

@@ -58,8 +58,20 @@ IMAGE_CODES = (NOT_AN_IMAGE, CORRUPT_IMAGE, TOO_MANY_PIXELS, UNSUPPORTED_IMAGE, 
 EMPTY_TEXT = 'empty_text'
 TEXT_TOO_LONG = 'text_too_long'
 TEXT_CODES = (EMPTY_TEXT, TEXT_TOO_LONG)
+# A document file that gives no text to cut into chunks (transforms/text/documents.py), one dead letter keyed
+# by its URI: not UTF-8, a PDF locked by a password, damaged, or without a text layer (OCR is not built),
+# no text at all, an extension read as no format, more bytes than text.json's max_document_bytes.
+INVALID_TEXT = 'invalid_text'
+ENCRYPTED_DOCUMENT = 'encrypted_document'
+CORRUPT_DOCUMENT = 'corrupt_document'
+NO_TEXT = 'no_text'
+EMPTY_DOCUMENT = 'empty_document'
+UNSUPPORTED_DOCUMENT = 'unsupported_document'
+DOCUMENT_TOO_LARGE = 'document_too_large'
+DOCUMENT_CODES = (INVALID_TEXT, ENCRYPTED_DOCUMENT, CORRUPT_DOCUMENT, NO_TEXT, EMPTY_DOCUMENT, UNSUPPORTED_DOCUMENT,
+                  DOCUMENT_TOO_LARGE)
 REASON_CODES = (UNPARSABLE, MISSING_KEY, MISSING_VALUE, INVALID_TYPE, NON_FINITE, MODEL_ERROR, DUPLICATE_KEY,
-                SUPERSEDED, WRITE_ERROR, *IMAGE_CODES, *TEXT_CODES)
+                SUPERSEDED, WRITE_ERROR, *IMAGE_CODES, *TEXT_CODES, *DOCUMENT_CODES)
 # The share of rejected rows a run may have unless --max_rejected_fraction says otherwise: a nightly run
 # that loses more than one row in twenty is a broken night, not a good one with some noise.
 MAX_REJECTED_FRACTION = 0.05

@@ -27,6 +27,12 @@ What the model returns becomes the answer outputs.json describes:
 - `"pooling": "mean"` or `"cls"`: an encoder's last_hidden_state [rows, tokens, dim] →
   one vector per text (the mean over its real tokens, by the attention mask, or its
   first token's), L2-normalised unless `"normalize": false`: the embedding.
+
+Document files (`transforms.text.documents`) are cut into chunks of `"chunk": {"tokens":
+256, "overlap": 32}` tokens (special tokens not counted; tokens + the tokenizer's special
+tokens fit max_tokens, checked when the bundle loads); without it, a chunk is as long as
+max_tokens allows and chunks do not overlap. A document over `max_document_bytes` is a
+dead letter (`document_too_large`), unread.
 """
 
 from __future__ import annotations
@@ -49,12 +55,29 @@ TOKENS_PER_BATCH = 16384
 # Rows sorted together by length before they are cut into model calls: enough that lengths cluster,
 # few enough that a window's texts and tensors stay small.
 SORT_WINDOW = 1024
+# A document file's bytes past which it is refused unread: 20 MB holds a long report's PDF with its figures;
+# past it the file is more likely a scan or a dump than a document to embed.
+MAX_DOCUMENT_BYTES = 20_000_000
 EXAMPLE = ('{"tokenizer": "tokenizer.json", "max_tokens": 128, "tensors": {"input_ids": "input_ids", '
            '"attention_mask": "attention_mask"}, "softmax": true}')
 
 
 class TextSpecError(ValueError):
   """text.json is malformed, or disagrees with the tensors it fills or the outputs it makes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunking:
+  """How a document is cut: chunks of `tokens` tokens, each sharing `overlap` tokens with the one before."""
+  tokens: int
+  overlap: int = 0
+
+  def __post_init__(self):
+    if not isinstance(self.tokens, int) or self.tokens < 1:
+      raise TextSpecError(f'{TEXT}: chunk.tokens is a chunk\'s length in tokens, a positive integer; got {self.tokens!r}')
+    if not isinstance(self.overlap, int) or not 0 <= self.overlap < self.tokens:
+      raise TextSpecError(f'{TEXT}: chunk.overlap is the tokens a chunk shares with the one before, 0 or more and '
+                          f'fewer than chunk.tokens ({self.tokens}); got {self.overlap!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +94,19 @@ class TextSpec:
   softmax: bool = False
   pooling: Optional[str] = None
   normalize: bool = True
+  chunk: Optional[Chunking] = None  # document files: see the module docstring
+  max_document_bytes: int = MAX_DOCUMENT_BYTES
 
   def __post_init__(self):
     tensors = self.tensors.items() if isinstance(self.tensors, dict) else self.tensors
     object.__setattr__(self, 'tensors', tuple((str(r), str(n)) for r, n in tensors))
+    if isinstance(self.chunk, dict):
+      unknown = sorted(set(self.chunk) - {'tokens', 'overlap'})
+      if unknown or 'tokens' not in self.chunk:
+        raise TextSpecError(f'{TEXT}: chunk is {{"tokens": N, "overlap": M}}; got {self.chunk!r}')
+      object.__setattr__(self, 'chunk', Chunking(**self.chunk))
+    elif self.chunk is not None and not isinstance(self.chunk, Chunking):
+      raise TextSpecError(f'{TEXT}: chunk is {{"tokens": N, "overlap": M}}; got {self.chunk!r}')
     roles = [r for r, _ in self.tensors]
     if not isinstance(self.max_tokens, int) or self.max_tokens < 2:
       raise TextSpecError(f'{TEXT}: max_tokens is the model\'s length in tokens, an integer of at least 2; '
@@ -94,7 +126,7 @@ class TextSpec:
     if not isinstance(self.tokens_per_batch, int) or self.tokens_per_batch < self.max_tokens:
       raise TextSpecError(f'{TEXT}: tokens_per_batch caps a model call\'s padded tokens and holds at least one '
                           f'text of max_tokens ({self.max_tokens}); got {self.tokens_per_batch!r}')
-    for name in ('sort_window', 'max_bytes'):
+    for name in ('sort_window', 'max_bytes', 'max_document_bytes'):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise TextSpecError(f'{TEXT}: {name} is a positive integer, got {value!r}')
@@ -139,12 +171,26 @@ class TextSpec:
   def to_dict(self) -> dict[str, Any]:
     out = {'tokenizer': self.tokenizer, 'max_tokens': self.max_tokens, 'truncation': self.truncation,
            'tensors': dict(self.tensors), 'dtype': self.dtype, 'tokens_per_batch': self.tokens_per_batch,
-           'sort_window': self.sort_window, 'max_bytes': self.max_bytes}
+           'sort_window': self.sort_window, 'max_bytes': self.max_bytes,
+           'max_document_bytes': self.max_document_bytes}
     if self.softmax:
       out['softmax'] = True
     if self.pooling is not None:
       out.update(pooling=self.pooling, normalize=self.normalize)
+    if self.chunk is not None:
+      out['chunk'] = dataclasses.asdict(self.chunk)
     return out
+
+  def chunking(self, special_tokens: int) -> Chunking:
+    """The chunks of a document, for a tokenizer that adds `special_tokens` to each text; TextSpecError when
+    text.json's chunk does not fit max_tokens with them."""
+    room = self.max_tokens - special_tokens
+    if self.chunk is None:
+      return Chunking(max(room, 1))
+    if self.chunk.tokens > room:
+      raise TextSpecError(f'{TEXT}: chunk.tokens {self.chunk.tokens} and the tokenizer\'s {special_tokens} special '
+                          f'tokens do not fit max_tokens {self.max_tokens}: make chunk.tokens at most {room}')
+    return self.chunk
 
   @classmethod
   def from_dict(cls, data: Any) -> 'TextSpec':
