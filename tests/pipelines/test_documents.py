@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pyarrow.dataset as pads
+import pytest
+from apache_beam.io.filesystems import FileSystems
 
 from models.bundle import Outputs
 from pipelines import run as run_job
@@ -83,3 +85,32 @@ def test_documents__every_chunk_embedded_keyed_by_document_chunk_page_bad_docume
   assert notes_rows[0]['start'] == 0 and notes_rows[-1]['end'] == len(notes.rstrip())
   assert all(notes[r['start']:r['end']].split()[0] in notes[notes_rows[i]['start']:notes_rows[i]['end']]
              for i, r in enumerate(notes_rows[1:]))  # each chunk starts inside the one before: they overlap
+
+
+@pytest.mark.slow
+def test_documents_on_cloud_storage__listed_read_and_chunked_from_a_gs_glob(tmp_path, gcs_prefix):
+  texts = tt.corpus(60, seed=5)
+  spec = TextSpec(max_tokens=MAX_TOKENS, pooling='mean', chunk={'tokens': 20, 'overlap': 4})
+  bundle, _ = tt.text_bundle(str(tmp_path / 'bundle'), spec, Outputs('embedding', dimension=32), texts)
+  names = {'a.txt': ' '.join(texts[:10]), 'b.md': ' '.join(texts[10:14]), 'c.pdf': td.pdf([' '.join(texts[14:18])])}
+  for name, data in names.items():
+    with FileSystems.create(f'{gcs_prefix}/docs/{name}') as f:
+      f.write(data if isinstance(data, bytes) else data.encode('utf-8'))
+  result = run_job.run([f'--input={gcs_prefix}/docs/*', '--input_format=documents', f'--model={bundle.path}',
+                        f'--output={tmp_path}/out'])
+  table = pads.dataset(result.output, format='parquet').to_table(columns=['document', 'chunk'])
+  assert result.rows_rejected == 0 and result.rows_read == result.rows_predicted == table.num_rows
+  assert set(table.column('document').to_pylist()) == {f'{gcs_prefix}/docs/{n}' for n in names}
+
+
+def test_table_only_flags__refused_for_document_files_in_one_clean_line(tmp_path, capsys):
+  texts = tt.corpus(40, seed=6)
+  bundle, _ = tt.text_bundle(str(tmp_path / 'bundle'), TextSpec(max_tokens=MAX_TOKENS, pooling='mean'),
+                             Outputs('embedding', dimension=32), texts)
+  _write(str(tmp_path), 'a.txt', ' '.join(texts[:5]))
+  code = run_job.main([f'--input={tmp_path}/*.txt', f'--model={bundle.path}', f'--output={tmp_path}/out',
+                       '--text_column=body', '--image_column=scan'])
+  err = capsys.readouterr().err
+  assert code != 0
+  assert "--text_column body names a column of a table; document files give each chunk's text" in err
+  assert '--image_column scan names the column of a table holding images' in err and 'takes no images' in err
