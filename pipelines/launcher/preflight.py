@@ -125,13 +125,13 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
     if opts.text_column:
       problems.append(f'--text_column {opts.text_column} names a column of a table; document files give each '
                       f'chunk\'s text as {document_files.TEXT!r}: remove --text_column')
+  elif not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
+    found, notes, files, peeked, schema = checks.check_input(opts, bundle.features if bundle else None)
+    problems += found
   if opts.image_column and (bundle is None or bundle.images is None or opts.reads_image_files(bundle)):
     problems.append(f'--image_column {opts.image_column} names the column of a table holding images, for an image '
                     'model; ' + ('a glob of image files gives each file\'s uri' if bundle is not None and
                                  bundle.images is not None else 'this model takes no images') + ': remove it')
-  elif not offline and not opts.reads_bigquery:  # tables are checked by pipelines.launcher.resolve
-    found, notes, files, peeked, schema = checks.check_input(opts, bundle.features if bundle else None)
-    problems += found
   folders = [opts.output, opts.dead_letter_target, opts.records_location()]
   folders = [d for d in dict.fromkeys(folders) if d and kind_of(d).holds_run_folders]
   for directory in [] if offline else folders:
