@@ -45,6 +45,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
@@ -200,7 +201,20 @@ def chosen_setting(options: PipelineOptions) -> tuple[prices.Machine, int, str]:
   return prices.machine(name, gpu), workers, '; '.join(notes)
 
 
-def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) -> tuple[list[str], int, int]:
+def _replicas(table: pa.Table, key_column: Optional[str]) -> pa.Table:
+  """The sample REPLICAS times over; with a key column, each copy's keys made its own (`KEY#r2`), so the
+  repeated sample is no run of duplicate keys, which the job would reject."""
+  if not key_column or key_column not in table.column_names:
+    return pa.concat_tables([table] * REPLICAS)
+  index = table.column_names.index(key_column)
+  keys = table.column(key_column).cast(pa.string())
+  copies = [table.set_column(index, key_column, keys if r == 0 else pc.binary_join_element_wise(
+      keys, pa.scalar(f'#r{r}'), '')) for r in range(REPLICAS)]
+  return pa.concat_tables(copies)
+
+
+def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str,
+            key_column: Optional[str] = None) -> tuple[list[str], int, int]:
   """Writes the first `rows` rows of the input as Parquet (also repeated REPLICAS times), each sample in
   as many files as the input has (at most REPLICAS): a run of several files costs more than one of a
   single file of the same rows (measured: about 1 s more for 400,000 rows in 4 files here), which
@@ -237,7 +251,7 @@ def _sample(pattern: str, file_format: Optional[str], rows: int, folder: str) ->
   table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]))
   paths, spread = [], min(len(files), REPLICAS)
   for name, part, parts in (('warm', table.slice(0, WARM_UP_ROWS), 1), ('small', table, spread),
-                            ('large', pa.concat_tables([table] * REPLICAS), spread)):
+                            ('large', _replicas(table, key_column), spread)):
     sample = os.path.join(folder, f'sample-{name}')
     os.makedirs(sample)
     step = -(-part.num_rows // parts)
@@ -318,6 +332,29 @@ def _model_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
   return (time.process_time() - start) / max(len(matrix), 1)
 
 
+def _text_seconds_per_row(bundle, sample: str, max_rows: int) -> float:
+  """CPU seconds per text of the model call alone, on the sample's texts tokenised and cut as the job cuts them."""
+  from transforms.text import tokens
+  from transforms.text.prepare import read_tokenizer, unusable
+  spec = bundle.text
+  texts = pq.read_table(os.path.dirname(sample), columns=[bundle.text_column]).column(0).combine_chunks()
+  empty, too_long = unusable(texts, spec.max_bytes)
+  kept = [t for t, bad in zip(texts.to_pylist(), empty | too_long) if not bad]
+  if not kept:
+    return 0.0
+  tokenizer = read_tokenizer(bundle.tokenizer_path, spec)
+  encoded = tokens.encode(tokenizer, kept)
+  calls = [tokens.pad(encoded, call, spec, tokens.pad_id(tokenizer))
+           for call in tokens.model_calls(encoded.lengths, spec.tokens_per_batch, max_rows)]
+  model = load_predictor(bundle.format, bundle.model_path, bundle.outputs, 'cpu', bundle.load_options, bundle.inputs,
+                         text=spec)
+  model.predict({name: t[:2] for name, t in calls[0].items()})  # traced once, outside the timing
+  start = time.process_time()
+  for call in calls:
+    model.predict(call)
+  return (time.process_time() - start) / len(kept)
+
+
 def process_seconds() -> float:
   """Seconds since this process started (its interpreter and imports included); 0 where /proc is missing."""
   try:
@@ -337,7 +374,7 @@ def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: st
   sample and the sample repeated REPLICAS times, REPEATS times each, interleaved. `cold_seconds`: what
   this process spent before the sample runs (imports, the first resolve), the start-up's first part."""
   images = opts.reads_image_files(bundle)
-  sample = _sample_images if images else lambda p, r, f: _sample(p, opts.input_format, r, f)
+  sample = _sample_images if images else lambda p, r, f: _sample(p, opts.input_format, r, f, opts.key_column)
   paths, input_rows, input_bytes = sample(opts.input, opts.estimate_rows, folder)
   walls, cpus, rows = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, {}
   runs = [0] + [1, 2] * REPEATS  # a warm-up, then the two sizes interleaved
@@ -354,8 +391,12 @@ def measure(argv: Sequence[str], opts: BatchInferenceOptions, bundle, folder: st
   last = summary.rows_predicted or 1
   publish_per_row = PUBLISH_SECONDS_PER_MILLION_ROWS.get(kind_of(opts.output).__name__, 0.0) / 1e6 \
       if opts.output else 0.0
-  decode, model = (_image_seconds_per_row(bundle, paths[1], opts.max_batch_rows) if images
-                   else (0.0, _model_seconds_per_row(bundle, paths[2], opts.max_batch_rows)))
+  if images:
+    decode, model = _image_seconds_per_row(bundle, paths[1], opts.max_batch_rows)
+  elif bundle.text is not None:
+    decode, model = 0.0, _text_seconds_per_row(bundle, paths[1], opts.max_batch_rows)
+  else:
+    decode, model = 0.0, _model_seconds_per_row(bundle, paths[2], opts.max_batch_rows)
   warm = Measured(sample_rows=rows[2], small_rows=rows[1], wall_seconds=(min(walls[1]), min(walls[2])),
                   cpu_seconds=(min(cpus[1]), min(cpus[2])), model_cpu_seconds_per_row=model,
                   input_rows=input_rows, input_bytes=input_bytes, output_bytes_per_row=output_bytes / last,

@@ -140,3 +140,31 @@ def test_estimate__of_an_image_glob_samples_files_and_says_how_many_cores_keep_a
   per_core = m['rows_per_cpu_second_without_model']
   assert m['cores_per_gpu'] == {str(r): max(1, math.ceil(r / per_core)) for r in estimate.GPU_IMAGES_PER_SECOND}
   assert 'GPU feeding     one core prepares ' in printed and 'cores to stay busy' in printed
+
+
+def test_estimate__with_a_key_column_the_repeated_sample_keeps_its_keys_distinct(tmp_path, penguin_bundle, capsys):
+  # The larger sample repeats the rows: with their keys as they are, every copy would be a duplicate key and the
+  # sample run would fail (or measure rejections, not predictions).
+  make_dataset(str(tmp_path / 'in'), 3000, rows_per_file=3000)
+  code = run_job.main([f'--input={tmp_path}/in/*.parquet', f'--model={penguin_bundle.path}', '--key_column=id',
+                       f'--output={tmp_path}/out', '--run_id=keyed', '--estimate', '--estimate_rows=500'])
+  assert code == 0, capsys.readouterr().err
+  m = json.loads((tmp_path / 'out' / '_estimates' / 'keyed' / 'estimate.json').read_text())['measured']
+  assert (m['small_rows'], m['sample_rows']) == (500, 500 * estimate.REPLICAS)
+  assert m['rows_per_cpu_second'] > 0
+
+
+def test_estimate__of_a_text_model_times_its_model_on_the_samples_tokenised_texts(tmp_path, capsys):
+  import pyarrow as pa
+  from models.bundle import Outputs
+  from testing import text as tt
+  from transforms.text.spec import TextSpec
+  texts = tt.corpus(200, seed=2)
+  bundle, _ = tt.text_bundle(str(tmp_path / 'bundle'), TextSpec(max_tokens=48, pooling='mean'),
+                             Outputs('embedding', dimension=32), texts)
+  pq.write_table(pa.table({'id': list(range(len(texts))), 'text': texts}), tmp_path / 'texts.parquet')
+  code = run_job.main([f'--input={tmp_path}/texts.parquet', f'--model={bundle.path}', '--key_column=id',
+                       f'--output={tmp_path}/out', '--run_id=txt', '--estimate', '--estimate_rows=80'])
+  assert code == 0, capsys.readouterr().err
+  m = json.loads((tmp_path / 'out' / '_estimates' / 'txt' / 'estimate.json').read_text())['measured']
+  assert (m['input_rows'], m['small_rows']) == (200, 80) and m['model_cpu_seconds_per_row'] > 0
