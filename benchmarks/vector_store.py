@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from models.inference import embedding_array
-from pipelines import vector_store as vs
+from pipelines.search import store as vs
 
 CLUSTERS = 1000
 
