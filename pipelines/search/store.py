@@ -24,6 +24,8 @@ PUBLISHED = 'published'
 # Below this many rows an exact scan answers within the lookup target (20,000 × 384 took 36 ms at the median on
 # two busy cores, so 10,000 about half that), returns the true nearest, and needs no index build.
 INDEX_MIN_ROWS = 10_000
+# Versions kept after a write: this night's and the night before's (rows and index each).
+KEEP_VERSIONS = 4
 # The distance the store ranks by: cosine, so it matches the job's normalised embeddings and any others.
 METRIC = 'cosine'
 
@@ -89,7 +91,11 @@ def write_store(table: pa.Table, uri: str, *, column: str = EMBEDDING, index_min
   dataset = write_rows(table, uri, column=column, storage_options=storage_options)
   if dataset.count_rows() >= index_min_rows:
     dataset = build_index(dataset, column=column, params=params)
-  return publish(dataset)
+  publish(dataset)
+  # Each night adds a version of the rows and one of their index; the night before stays for the readers
+  # still on it (a reader reopens the tag at least once a night), older ones go, or the store grows nightly.
+  dataset.cleanup_old_versions(retain_versions=KEEP_VERSIONS, error_if_tagged_old_versions=False)
+  return dataset
 
 
 def write_rows(table: pa.Table, uri: str, *, column: str = EMBEDDING, storage_options: Optional[dict] = None):

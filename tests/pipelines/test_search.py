@@ -82,6 +82,17 @@ def test_a_reader_keeps_its_version_while_the_next_is_published(tmp_path):
   assert set(store.nearest(store.open_store(uri), first[0], 80).column('night').to_pylist()) == {2}
 
 
+def test_nights_before_last_are_cleaned_up_last_nights_stays_for_its_readers(tmp_path):
+  uri = str(tmp_path / 'store')
+  readers = []
+  for night in range(1, 5):
+    store.write_store(pa.table({'night': [night] * 300, 'embedding': embedding_array(_vectors(300, night))}), uri,
+                      index_min_rows=300)  # two versions a night: rows, then index
+    readers.append(store.open_store(uri))
+  assert [v['version'] for v in readers[-1].versions()] == [5, 6, 7, 8]
+  assert set(store.nearest(readers[-2], _vectors(1, 9)[0], 300).column('night').to_pylist()) == {3}
+
+
 def test_bad_input__errors_name_what_is_wrong(tmp_path, capsys):
   with pytest.raises(store.StoreError, match="no 'embedding' column .*kind \"embedding\""):
     store.as_vectors(pa.table({'key': ['a'], 'score': [0.5]}))
