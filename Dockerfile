@@ -39,7 +39,7 @@ COPY models ./models
 # (the pins equal setup.py's extras `onnx-gpu`, `torch`, `xgboost`, `sklearn`, `images` and `text`; a test checks).
 RUN pip install --no-cache-dir --no-deps . \
     && pip install --no-cache-dir onnxruntime-gpu==1.32.0 torch==2.13.0 xgboost==3.2.0 scikit-learn==1.9.1 skops==0.16.0 \
-       simplejpeg==1.9.0 pillow==12.3.0 pydicom==3.0.2 tokenizers==0.23.3 pypdf==7.1.1 \
+       simplejpeg==1.9.0 pillow==12.3.0 pydicom==3.0.2 tokenizers==0.23.3 pypdf==7.1.1 pylance==14.0.3 \
     && pip check
 
 # The launcher runs this file; the package is installed, so no setup or requirements

@@ -18,8 +18,9 @@ EXTRAS = {
     # through Pillow, DICOM through pydicom (its JPEG and JPEG 2000 pixels through Pillow too).
     'images': ['simplejpeg==1.9.0', 'pillow==12.3.0', 'pydicom==3.0.2'],
     # Text models (transforms/text/): the bundle's tokenizer.json through Hugging Face `tokenizers`
-    # (Rust, a batch encoded outside the GIL); document files' PDFs through pypdf (pure Python).
-    'text': ['tokenizers==0.23.3', 'pypdf==7.1.1'],
+    # (Rust, a batch encoded outside the GIL); document files' PDFs through pypdf (pure Python); the
+    # embeddings' vector store (pipelines/search/) through Lance (pylance: Arrow files, an ANN index, versions).
+    'text': ['tokenizers==0.23.3', 'pypdf==7.1.1', 'pylance==14.0.3'],
 }
 EXTRAS['all'] = EXTRAS['onnx'] + EXTRAS['torch'] + EXTRAS['xgboost'] + EXTRAS['sklearn'] + EXTRAS['images'] + EXTRAS['text']
 

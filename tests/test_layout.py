@@ -11,7 +11,7 @@ from typing import Iterator
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ('deploy', 'pipelines', 'models', 'transforms')
 # Top first: a module imports from its own layer and the layers below it, never above.
-LAYERS = ('deploy', 'pipelines.run', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
+LAYERS = ('deploy', 'pipelines.run', 'pipelines.search', 'pipelines.launcher', 'pipelines.graph', 'pipelines.record',
           'pipelines.references', 'pipelines.options', 'pipelines.destinations', 'models',
           'transforms.bigquery', 'transforms.postgres', 'transforms.files', 'transforms.text', 'transforms.images', 'transforms')
 

@@ -70,8 +70,8 @@ def test_dockerfile__model_frameworks_match_the_setup_py_extras_the_gpu_needs():
   for name in ('onnx-gpu', 'torch', 'xgboost', 'sklearn', 'images', 'text'):
     listed, = re.findall(rf"^    '{name}': \[([^\]]*)\],$", setup, flags=re.MULTILINE)
     extras.update(dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", listed)))
-  in_image = dict(re.findall(r'\b(onnxruntime-gpu|torch|xgboost|scikit-learn|skops|simplejpeg|pillow|pydicom|tokenizers|pypdf)==(\S+)', _dockerfile()))
-  assert in_image == extras and len(extras) == 10
+  in_image = dict(re.findall(r'\b(onnxruntime-gpu|torch|xgboost|scikit-learn|skops|simplejpeg|pillow|pydicom|tokenizers|pypdf|pylance)==(\S+)', _dockerfile()))
+  assert in_image == extras and len(extras) == 11
 
 
 def test_dockerfile__launcher_runs_the_entry_point_and_workers_boot_beam():
