@@ -94,3 +94,29 @@ def test_bundle__text_json_that_disagrees_with_its_parts_fails_at_load_naming_th
   assert 'pooling makes an embedding' in load_with('text.json', {**text_json, 'softmax': False, 'pooling': 'mean'})
   (tmp_path / 'b' / 'tokenizer.json').write_text('{"not": "a tokenizer"}')
   assert 'not a Hugging Face tokenizers file' in load_with('text.json', text_json)
+
+
+TAGS = ('O', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER')
+
+
+def test_token_classifier__entities_row_for_row_as_transformers_tags_them(tmp_path, texts):
+  spec = TextSpec(max_tokens=MAX_TOKENS, tokens_per_batch=512, sort_window=128, aggregation='simple')
+  bundle, model = tt.text_bundle(str(tmp_path / 'bundle'), spec, Outputs('entities', labels=TAGS), texts)
+  pq.write_table(pa.table({'id': list(range(len(texts))), 'text': texts}), tmp_path / 'in.parquet')
+  result = run_job.run([f'--input={tmp_path}/in.parquet', f'--model={bundle.path}', f'--output={tmp_path}/out',
+                        '--key_column=id'])
+
+  assert (result.rows_read, result.rows_predicted, result.rows_rejected) == (300, 300, 0)
+  rows = _predictions(result.output, 'id')
+  assert 'text' not in rows[0]  # cut entities from, not passed through
+  expected = tt.reference_entities(model, bundle.tokenizer_path, texts, MAX_TOKENS, TAGS)
+  for i, want in enumerate(expected):
+    got = rows[i]['entities']
+    assert [{k: e[k] for k in ('text', 'label', 'start', 'end')} for e in got] == [
+        {k: e[k] for k in ('text', 'label', 'start', 'end')} for e in want], i
+    assert np.allclose([e['score'] for e in got], [e['score'] for e in want], atol=1e-4), i
+    assert all(e['text'] == texts[i][e['start']:e['end']] for e in got)
+  found = [e for want in expected for e in want]
+  # The test means something: many entities, of both types, some of several tokens (B- then I-).
+  assert len(found) > 100 and {e['label'] for e in found} == {'ORG', 'PER'}
+  assert sum(e['tokens'] > 1 for e in found) > 10
