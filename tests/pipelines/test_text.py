@@ -159,6 +159,8 @@ def test_entities__bundle_parts_that_cannot_make_entities_fail_at_load():
     TextSpec(max_tokens=8, softmax=True).check_outputs('entities')
   with pytest.raises(ValueError, match='not entities'):
     TextSpec(max_tokens=8, aggregation='simple').check_outputs('embedding')
+  with pytest.raises(ValueError, match='not __offsets__'):
+    TextSpec(max_tokens=8, tensors={'input_ids': '__offsets__', 'attention_mask': 'attention_mask'})
   with pytest.raises(ValueError, match='aggregation is how'):
     TextSpec(max_tokens=8, aggregation='first')
   with pytest.raises(ValueError, match=r'the model returned \[2, 5, 3\]'):

@@ -51,6 +51,9 @@ TRUNCATIONS = ('end', 'start')
 DTYPES = ('int64', 'int32')
 POOLINGS = ('mean', 'cls')
 AGGREGATIONS = ('simple',)
+# The name a token classifier's call carries its tokens' character spans under (`transforms.text.tokens`),
+# taken out before the model call: no model tensor may have it.
+OFFSETS = '__offsets__'
 # A text's bytes past which it is refused unread: a megabyte is a short book, far past any model's
 # context, and a bound on what one row may cost the tokenizer.
 MAX_BYTES = 1_000_000
@@ -125,8 +128,9 @@ class TextSpec:
       raise TextSpecError(f'{TEXT}: tensors maps input_ids, attention_mask and optionally token_type_ids to the '
                           f'model\'s names for them; got {dict(self.tensors)}')
     names = [n for _, n in self.tensors]
-    if len(set(names)) != len(names):
-      raise TextSpecError(f'{TEXT}: each tensor has its own name; got {dict(self.tensors)}')
+    if len(set(names)) != len(names) or OFFSETS in names:
+      raise TextSpecError(f'{TEXT}: each tensor has its own name, not {OFFSETS} (the job\'s own); got '
+                          f'{dict(self.tensors)}')
     if self.dtype not in DTYPES:
       raise TextSpecError(f'{TEXT}: dtype is one of {", ".join(DTYPES)}, got {self.dtype!r}')
     if not isinstance(self.tokens_per_batch, int) or self.tokens_per_batch < self.max_tokens:

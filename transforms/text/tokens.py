@@ -14,14 +14,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from transforms.text.spec import TextSpec
+from transforms.text.spec import OFFSETS, TextSpec
 
 # Pad tokens tried, in order, when the tokenizer file sets no padding of its own (BERT's, then RoBERTa's).
 PAD_TOKENS = ('[PAD]', '<pad>')
 # A token classifier's call also carries each token's character span in its text, [rows, tokens, 2], under
-# this name (no model's): the predictor takes it out before the model call (`models.handlers.TextPredictor`).
+# OFFSETS (no model's): the predictor takes it out before the model call (`models.handlers.TextPredictor`).
 # A special token's span, and padding's, is (-1, -1): no character of the text.
-OFFSETS = '__offsets__'
 
 
 def load_tokenizer(data: str, spec: TextSpec):
