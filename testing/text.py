@@ -105,7 +105,8 @@ def export(model, path: str, fmt: str, max_tokens: int, *, token_types: bool = F
 
 
 def text_bundle(path: str, spec, outputs, texts: Sequence[str], *, fmt: str = 'torch', seed: int = 5):
-  """A bundle of a small BERT (a classifier for a classification `outputs`, else an encoder) taking what
+  """A bundle of a small BERT (a classifier for a classification `outputs`, a token classifier for entities,
+  else an encoder) taking what
   `spec` (a TextSpec) fills, its tokenizer trained on `texts`: (the loaded bundle, the model)."""
   from models.bundle import write_bundle
   from models.inputs import InputContract, Tensor
