@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 from typing import Any, Optional
 
 import pyarrow as pa
@@ -51,7 +52,9 @@ SAVED_MODEL = 'saved_model'
 FEATURES = 'features.json'
 OUTPUTS = 'outputs.json'
 METADATA = 'metadata.json'
-OUTPUT_KINDS = ('classification', 'regression', 'ranking', 'embedding')
+OUTPUT_KINDS = ('classification', 'regression', 'ranking', 'embedding', 'entities')
+# A token classifier's tags: outside any entity, or the beginning or inside of one of a type (BIO).
+BIO_TAG = re.compile(r'O|[BI]-.+')
 
 # Rows per batch, read and per model call, unless --read_batch_size and --max_batch_rows say otherwise.
 # A SavedModel's was measured with benchmarks/sweep.py (1M rows, example model, DirectRunner, 2 shared
@@ -84,21 +87,25 @@ class Outputs:
   (or a binary scorer) returns a single `score` column; a ranker (a
   recommender) returns one score per item of its catalogue, in `items` order,
   and the job keeps the K best (`--top_k`); an embedding model returns
-  `dimension` floats per row, written as one fixed-length list column.
+  `dimension` floats per row, written as one fixed-length list column; a token classifier (a text model)
+  returns one of its BIO `labels` per token, and each row lists the entities its tags spell
+  (`transforms.text.entities`).
   """
-  kind: str  # 'classification' | 'regression' | 'ranking' | 'embedding'
+  kind: str  # 'classification' | 'regression' | 'ranking' | 'embedding' | 'entities'
   classes: tuple[str, ...] = ()
   items: tuple[str, ...] = ()
   signature: str = 'serving_default'
   output_key: Optional[str] = None
   dimension: Optional[int] = None  # an embedding's length
   top_k: Optional[int] = None  # a classifier's most probable classes listed per row
+  labels: tuple[str, ...] = ()  # a token classifier's BIO tags, in the order of its logits
 
   def __post_init__(self):
     # Class labels are text wherever they are written (predicted_class): [0, 1], scikit-learn's own
     # classes_, becomes ("0", "1").
     object.__setattr__(self, 'classes', tuple(str(c) for c in self.classes))
     object.__setattr__(self, 'items', tuple(str(i) for i in self.items))
+    object.__setattr__(self, 'labels', tuple(str(t) for t in self.labels))
     if self.kind not in OUTPUT_KINDS:
       raise BundleError(f"{OUTPUTS}: kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.kind!r}")
     if self.kind == 'ranking' and (len(self.items) < 1 or len(set(self.items)) != len(self.items)):
@@ -112,6 +119,13 @@ class Outputs:
       raise BundleError(f'{OUTPUTS}: "dimension" is how many floats an embedding model returns per row, a positive '
                         f'whole number given for kind "embedding" only; got kind {self.kind!r}, dimension '
                         f'{self.dimension!r}, e.g. {{"kind": "embedding", "dimension": 768}}')
+    if (self.kind == 'entities') != bool(self.labels) or self.labels and (
+        len(set(self.labels)) != len(self.labels) or len(self.labels) < 2
+        or not all(BIO_TAG.fullmatch(t) for t in self.labels)):
+      raise BundleError(f'{OUTPUTS}: "labels" are a token classifier\'s BIO tags in the order of its logits, two or '
+                        f'more distinct ones, each "O" or B-TYPE / I-TYPE, given for kind "entities" only; got kind '
+                        f'{self.kind!r}, labels {list(self.labels)}, e.g. {{"kind": "entities", "labels": ["O", '
+                        f'"B-ORG", "I-ORG", "B-PER", "I-PER"]}}')
     if self.top_k is not None and (self.kind != 'classification' or not _positive_int(self.top_k)
                                    or not 2 <= self.top_k <= len(self.classes)):
       raise BundleError(f'{OUTPUTS}: "top_k" lists each row\'s K most probable classes, for a classifier only, '
@@ -125,12 +139,16 @@ class Outputs:
       return len(self.items)
     if self.kind == 'embedding':
       return int(self.dimension)
+    if self.kind == 'entities':  # per token
+      return len(self.labels)
     return len(self.classes) if self.kind == 'classification' else 1
 
   def describe(self) -> str:
     """What the model returns, in a few words, for reports and logs."""
     if self.kind == 'embedding':
       return f'embedding, {self.dimension} dimensions'
+    if self.kind == 'entities':
+      return f'entities, {len(self.labels)} token tags'
     if self.kind == 'ranking':
       return f'ranking of {len(self.items)} items'
     if self.kind == 'classification':
@@ -139,7 +157,7 @@ class Outputs:
 
   def to_dict(self) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
-            if v is not None and not (k == 'items' and not v)}
+            if v is not None and not (k in ('items', 'labels') and not v)}
 
 
 def _positive_int(value: Any) -> bool:
@@ -316,7 +334,7 @@ class ModelBundle:
       raise BundleError(f'{self.path}: the {label} returns {width_out} values per row but {OUTPUTS} '
                         f'describes {self.outputs.width}')
     sample = zeros_input(self.inputs, expected_in) if self.text is None else text_bundle.text_sample(
-        self.tokenizer_path, self.text)
+        self.tokenizer_path, self.text, offsets=self.outputs.kind == 'entities')
     if self.format != SAVED_MODEL and sample is not None:
       try:
         scores = predictor.predict(sample)
@@ -325,7 +343,7 @@ class ModelBundle:
         raise BundleError(f'{self.path}: the {label} fails on 2 {what} of {self.inputs.describe()}'
                           + (f' × {expected_in} features (the width {FEATURES} produces)'
                              if self.inputs.shape == 'matrix' else '') + f': {e}') from None
-      if scores.shape != (2, self.outputs.width):
+      if self.outputs.kind != 'entities' and scores.shape != (2, self.outputs.width):  # a tagger's: TextPredictor's
         raise BundleError(f'{self.path}: the {label} returns {scores.shape[1:]} per row but {OUTPUTS} '
                           f'describes {self.outputs.width}')
 

@@ -44,6 +44,9 @@ def specs_agree(a: FeatureSpec, b: FeatureSpec) -> bool:
 def check_comparable(champion: ModelBundle, challenger: ModelBundle) -> None:
   """Raises ValueError unless both bundles predict the same kind of thing (the same classes)."""
   a, b = champion.outputs, challenger.outputs
+  if 'entities' in (a.kind, b.kind):
+    raise ValueError(f'--challenger {challenger.path}: a token classifier\'s entities have no class or score to '
+                     'compare row by row; run it without --challenger')
   if 'embedding' in (a.kind, b.kind):
     raise ValueError(f'--challenger {challenger.path}: an embedding model ({(a if a.kind == "embedding" else b).describe()}) '
                      'has no class or score to compare row by row (two embeddings\' dimensions need not mean the '

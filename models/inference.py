@@ -27,10 +27,13 @@ from transforms.rows import counters
 from transforms.rows import ranking
 from transforms.rows import dead_letters as dl
 from transforms.rows.dead_letters import DEAD_LETTERS, count_rejections
+from transforms.text import entities
 
 # The list columns of an embedding model, and of a classifier's top-K classes (outputs.json "top_k").
 EMBEDDING = 'embedding'
 TOP_CLASSES, TOP_PROBABILITIES = 'top_classes', 'top_probabilities'
+# A token classifier's column: the entities found in each row's text.
+ENTITIES = 'entities'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,7 @@ class PredictionColumns:
     top_k: for a ranking model, how many of the best items each row keeps.
     model_resource: the Vertex AI Model Registry version the model came from
       (projects/P/locations/L/models/M@VERSION), stamped on every row; None for a bundle path.
+    text_column: for a token classifier, the column of each row's text, which its entities are cut from.
   """
   outputs: Outputs
   key_name: str
@@ -57,6 +61,7 @@ class PredictionColumns:
   key_type: pa.DataType = pa.string()
   top_k: int = 10
   model_resource: Optional[str] = None
+  text_column: Optional[str] = None
 
   @property
   def descriptions(self) -> dict[str, str]:
@@ -80,6 +85,9 @@ class PredictionColumns:
       described[TOP_PROBABILITIES] = 'The probabilities of top_classes, in the same order.'
     if self.outputs.kind == 'embedding':
       described[EMBEDDING] = f'The model\'s embedding of the row: {self.outputs.dimension} floats.'
+    if self.outputs.kind == 'entities':
+      described[ENTITIES] = ('The entities in the row\'s text: their text, label, start and end character '
+                             '(end exclusive) and score (the mean of their tokens\' tag probabilities).')
     return described
 
   @property
@@ -94,7 +102,7 @@ class PredictionColumns:
   def score_names(self) -> list[str]:
     if self.outputs.kind == 'regression':
       return ['score']
-    if self.outputs.kind in ('ranking', 'embedding'):
+    if self.outputs.kind in ('ranking', 'embedding', 'entities'):
       return []
     return ['probability_' + re.sub(r'\W', '_', str(c)) for c in self.outputs.classes]
 
@@ -107,6 +115,8 @@ class PredictionColumns:
       fields += [pa.field(TOP_CLASSES, pa.list_(pa.string())), pa.field(TOP_PROBABILITIES, pa.list_(pa.float32()))]
     if self.outputs.kind == 'embedding':
       fields.append(pa.field(EMBEDDING, pa.list_(pa.float32())))
+    if self.outputs.kind == 'entities':
+      fields.append(pa.field(ENTITIES, entities.ENTITIES))
     if self.outputs.kind == 'ranking':
       fields += [pa.field(ranking.ITEMS, pa.list_(pa.string())), pa.field(ranking.SCORES, pa.list_(pa.float32()))]
     fields += [pa.field(name, pa.float32()) for name in self.score_names]
@@ -174,6 +184,8 @@ class PredictionColumns:
       arrays += list(ranking.ranking_arrays(scores, self.outputs.classes, self.outputs.top_k))
     if self.outputs.kind == 'embedding':
       arrays.append(embedding_array(scores))
+    elif self.outputs.kind == 'entities':
+      arrays.append(entities.entities_array(scores, self.outputs.labels, rows.column(self.text_column).to_pylist()))
     elif self.outputs.kind == 'ranking':
       arrays += list(ranking.ranking_arrays(scores, self.outputs.items, self.top_k))
     else:

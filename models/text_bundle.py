@@ -59,10 +59,12 @@ def load_text(path: str, inputs: InputContract, fmt: str) -> Optional[TextSpec]:
   return spec
 
 
-def text_sample(tokenizer_path: str, spec: TextSpec) -> dict[str, np.ndarray]:
-  """Two short texts as the job tokenises them: one model call, for the check that the model takes it."""
+def text_sample(tokenizer_path: str, spec: TextSpec, *, offsets: bool = False) -> dict[str, np.ndarray]:
+  """Two short texts as the job tokenises them: one model call, for the check that the model takes it (with
+  each token's character offsets for a token classifier)."""
   tokenizer = read_tokenizer(tokenizer_path, spec)
-  return tokens.pad(tokens.encode(tokenizer, ['a', 'a short text']), np.arange(2), spec, tokens.pad_id(tokenizer))
+  encoded = tokens.encode(tokenizer, ['a', 'a short text'], offsets=offsets)
+  return tokens.pad(encoded, np.arange(2), spec, tokens.pad_id(tokenizer))
 
 
 def text_features(column: str) -> FeatureSpec:

@@ -45,14 +45,21 @@ def train_tokenizer(texts: Sequence[str], path: str, *, vocab_size: int = 300) -
   return path
 
 
-def small_bert(vocab_size: int, max_tokens: int, *, classes: Optional[int] = None, seed: int = 5):
-  """A 2-layer BERT of fixed random weights: `BertForSequenceClassification` with `classes`, else `BertModel`."""
+def small_bert(vocab_size: int, max_tokens: int, *, classes: Optional[int] = None, tags: Optional[int] = None,
+               seed: int = 5):
+  """A 2-layer BERT of fixed random weights: `BertForSequenceClassification` with `classes`,
+  `BertForTokenClassification` with `tags`, else `BertModel`."""
   import torch
-  from transformers import BertConfig, BertForSequenceClassification, BertModel
+  from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
   config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=max_tokens, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, num_labels=classes or 2)
+                      attention_probs_dropout_prob=0.0, num_labels=classes or tags or 2)
   torch.manual_seed(seed)
+  if tags:
+    model = BertForTokenClassification(config)
+    with torch.no_grad():  # logits spread wide enough that each token's tag is clear, not a near tie
+      model.classifier.weight.mul_(20.0)
+    return model.eval()
   model = BertForSequenceClassification(config) if classes else BertModel(config, add_pooling_layer=False)
   return model.eval()
 
@@ -98,7 +105,8 @@ def export(model, path: str, fmt: str, max_tokens: int, *, token_types: bool = F
 
 
 def text_bundle(path: str, spec, outputs, texts: Sequence[str], *, fmt: str = 'torch', seed: int = 5):
-  """A bundle of a small BERT (a classifier for a classification `outputs`, else an encoder) taking what
+  """A bundle of a small BERT (a classifier for a classification `outputs`, a token classifier for entities,
+  else an encoder) taking what
   `spec` (a TextSpec) fills, its tokenizer trained on `texts`: (the loaded bundle, the model)."""
   from models.bundle import write_bundle
   from models.inputs import InputContract, Tensor
@@ -107,7 +115,7 @@ def text_bundle(path: str, spec, outputs, texts: Sequence[str], *, fmt: str = 't
   from tokenizers import Tokenizer
   vocab = Tokenizer.from_file(tokenizer).get_vocab_size()
   model = small_bert(vocab, spec.max_tokens, classes=outputs.width if outputs.kind == 'classification' else None,
-                     seed=seed)
+                     tags=len(outputs.labels) or None, seed=seed)
   model_file = 'model.pt2' if fmt == 'torch' else 'model.onnx'
   export(model, os.path.join(path, model_file), fmt, spec.max_tokens, token_types=bool(spec.name('token_type_ids')))
   inputs = InputContract('tensors', tensors=tuple(Tensor(n, spec.dtype, (None, None)) for n in spec.names))
@@ -136,3 +144,33 @@ def reference(model, tokenizer_path: str, texts: Sequence[str], max_tokens: int,
       vector = hidden.mean(0) if pooling == 'mean' else hidden[0]
       answers.append(torch.nn.functional.normalize(vector, dim=0).numpy())
   return np.stack(answers)
+
+
+def reference_entities(model, tokenizer_path: str, texts: Sequence[str], max_tokens: int,
+                       labels: Sequence[str]) -> list[list[dict]]:
+  """Each text's entities as a user's code finds them: transformers' forward pass over the text alone, each
+  token's most probable BIO tag, then runs of B-X, I-X, ... (special tokens skipped) joined into one entity
+  from its first token's first character to its last token's last, scored by the mean tag probability
+  (and, for tests to count, its `tokens`)."""
+  import torch
+  from tokenizers import Tokenizer
+  tokenizer = Tokenizer.from_file(tokenizer_path)
+  tokenizer.enable_truncation(max_length=max_tokens)
+  found = []
+  with torch.no_grad():
+    for text in texts:
+      encoding = tokenizer.encode(text)
+      ids = torch.tensor([encoding.ids])
+      probabilities = torch.softmax(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0], -1)
+      runs = []  # [label, [(start, end, probability), ...]]
+      for special, (start, end), p in zip(encoding.special_tokens_mask, encoding.offsets, probabilities):
+        if special:
+          continue
+        tag = labels[int(p.argmax())]
+        if tag.startswith('I-') and runs and runs[-1] is not None and runs[-1][0] == tag[2:]:
+          runs[-1][1].append((start, end, float(p.max())))
+        else:
+          runs.append([tag[2:], [(start, end, float(p.max()))]] if tag.startswith('B-') else None)
+      found.append([{'text': text[r[1][0][0]:r[1][-1][1]], 'label': r[0], 'start': r[1][0][0], 'end': r[1][-1][1],
+                     'score': float(np.mean([t[2] for t in r[1]])), 'tokens': len(r[1])} for r in runs if r is not None])
+  return found

@@ -22,7 +22,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.handlers.base import MatrixModelHandler, NoGpuError
 from models.inputs import MATRIX, InputContract
+from transforms.text.entities import token_tags
 from transforms.text.outputs import finish
+from transforms.text.tokens import OFFSETS
 from transforms.text.spec import TextSpec
 
 from models.handlers.tensorflow import SavedModelHandler
@@ -89,7 +91,8 @@ def load_predictor(fmt: str, path: str, outputs, device: str = 'auto', options: 
 
 class TextPredictor:
   """A text model's predictor: the model's raw output for a call (logits, or last_hidden_state) made the
-  answer outputs.json describes by text.json's softmax or pooling, given the call's attention mask.
+  answer outputs.json describes by text.json's softmax or pooling, given the call's attention mask; a token
+  classifier's logits made each token's tag, probability and character span (`transforms.text.entities`).
 
   A wrapper rather than a step after RunInference: the mask is in the batch the model takes, and
   the row-by-row retry and the non-finite check then see the same rows the writer does.
@@ -109,8 +112,13 @@ class TextPredictor:
     return self._predictor.device
 
   def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    features = dict(features)
+    offsets = features.pop(OFFSETS, None)  # the tokens' spans, for a token classifier; no model input
     raw = self._predictor.model_output(features)
-    return as_rows(finish(raw, features[self._spec.name('attention_mask')], self._spec), self._outputs, self._label)
+    mask = features[self._spec.name('attention_mask')]
+    if self._outputs.kind == 'entities':  # a row of tags per text, made entities when the rows are written
+      return token_tags(raw, mask, offsets, len(self._outputs.labels))
+    return as_rows(finish(raw, mask, self._spec), self._outputs, self._label)
 
 
 def require_gpu(fmt: str) -> None:

@@ -98,9 +98,10 @@ class Features(beam.PTransform):
     if bundle.images is not None:
       return batches | 'Images' >> PrepareImages(bundle.images, bundle.image_column, self.plan.model.max_batch_rows)
     if bundle.text is not None:
-      column = bundle.text_column
-      return batches | 'Text' >> PrepareText(bundle.text, bundle.tokenizer_path, column, self.plan.model.max_batch_rows,
-                                             keep_column=column in (self.plan.key_column, *self.plan.passthrough))
+      column, entities = bundle.text_column, bundle.outputs.kind == 'entities'  # entities are cut from the text
+      return batches | 'Text' >> PrepareText(
+          bundle.text, bundle.tokenizer_path, column, self.plan.model.max_batch_rows,
+          keep_column=entities or column in (self.plan.key_column, *self.plan.passthrough), offsets=entities)
     if self.plan.challenger is None:
       inputs = batches | 'Inputs' >> ApplyModelInputs(bundle.features, bundle.inputs)
     else:

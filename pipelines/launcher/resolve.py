@@ -205,7 +205,8 @@ def _checked_input(bq_input: Optional[bqp.BigQueryInput]) -> list[str]:
 def _columns(opts: BatchInferenceOptions, bundle: ModelBundle, key: str, passthrough: tuple[pa.Field, ...],
              key_type: pa.DataType) -> PredictionColumns:
   return PredictionColumns(bundle.outputs, key, passthrough, bundle.name, bundle.version, opts.run_id,
-                           key_type, top_k=opts.top_k, model_resource=bundle.registry_resource)
+                           key_type, top_k=opts.top_k, model_resource=bundle.registry_resource,
+                           text_column=bundle.text_column if bundle.outputs.kind == 'entities' else None)
 
 
 def resolve(options: PipelineOptions, *, check_only: bool = False, offline: bool = False,

@@ -95,7 +95,7 @@ def test_load__an_invalid_spec_says_why(bundle_copy):
 
 
 @pytest.mark.parametrize('outputs, message', [
-    ({'kind': 'clustering'}, "kind must be one of classification, regression, ranking, embedding, got 'clustering'"),
+    ({'kind': 'clustering'}, "kind must be one of classification, regression, ranking, embedding, entities, got 'clustering'"),
     ({'kind': 'embedding'}, r'"dimension" is how many floats an embedding model returns per row'),
     ({'kind': 'embedding', 'dimension': 0}, 'dimension 0'),
     ({'kind': 'embedding', 'dimension': 12.5}, 'dimension 12.5'),
@@ -108,7 +108,9 @@ def test_load__an_invalid_spec_says_why(bundle_copy):
     ({'kind': 'ranking', 'items': ['a', 'b', 'a']}, 'got 3 items, 2 distinct'),
     ({'kind': 'classification', 'classes': ['only']}, 'two or more distinct class names'),
     ({'kind': 'classification', 'classes': ['a', 'a']}, 'two or more distinct class names'),
-    ({'kind': 'regression', 'labels': ['x']}, "unexpected keyword argument 'labels'"),
+    ({'kind': 'regression', 'tags': ['x']}, "unexpected keyword argument 'tags'"),
+    ({'kind': 'regression', 'labels': ['O', 'B-X']}, 'for kind "entities" only'),
+    ({'kind': 'entities', 'labels': ['O', 'B-X', 'B-X']}, 'two or more distinct ones'),
     (['classification'], 'outputs.json'),
 ])
 def test_load__bad_outputs_json_says_why(bundle_copy, outputs, message):

@@ -12,6 +12,7 @@ import pytest
 from models.bundle import BundleError, ModelBundle, Outputs
 from pipelines import run as run_job
 from testing import text as tt
+from transforms.text.entities import aggregate, token_tags
 from transforms.text.spec import TextSpec
 
 CLASSES = ('negative', 'neutral', 'positive')
@@ -94,3 +95,73 @@ def test_bundle__text_json_that_disagrees_with_its_parts_fails_at_load_naming_th
   assert 'pooling makes an embedding' in load_with('text.json', {**text_json, 'softmax': False, 'pooling': 'mean'})
   (tmp_path / 'b' / 'tokenizer.json').write_text('{"not": "a tokenizer"}')
   assert 'not a Hugging Face tokenizers file' in load_with('text.json', text_json)
+
+
+TAGS = ('O', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER')
+
+
+@pytest.mark.parametrize('fmt', ['torch', 'onnx'])
+def test_token_classifier__entities_row_for_row_as_transformers_tags_them(tmp_path, texts, capsys, fmt):
+  spec = TextSpec(max_tokens=MAX_TOKENS, tokens_per_batch=512, sort_window=128, aggregation='simple')
+  bundle, model = tt.text_bundle(str(tmp_path / 'bundle'), spec, Outputs('entities', labels=TAGS), texts, fmt=fmt)
+  pq.write_table(pa.table({'id': list(range(len(texts))), 'text': texts}), tmp_path / 'in.parquet')
+  result = run_job.run([f'--input={tmp_path}/in.parquet', f'--model={bundle.path}', f'--output={tmp_path}/out',
+                        '--key_column=id'])
+
+  assert (result.rows_read, result.rows_predicted, result.rows_rejected) == (300, 300, 0)
+  rows = _predictions(result.output, 'id')
+  assert 'text' not in rows[0]  # cut entities from, not passed through
+  expected = tt.reference_entities(model, bundle.tokenizer_path, texts, MAX_TOKENS, TAGS)
+  for i, want in enumerate(expected):
+    got = rows[i]['entities']
+    assert [{k: e[k] for k in ('text', 'label', 'start', 'end')} for e in got] == [
+        {k: e[k] for k in ('text', 'label', 'start', 'end')} for e in want], i
+    assert np.allclose([e['score'] for e in got], [e['score'] for e in want], atol=1e-4), i
+    assert all(e['text'] == texts[i][e['start']:e['end']] for e in got)
+  found = [e for want in expected for e in want]
+  # The test means something: many entities, of both types, some of several tokens (B- then I-).
+  assert len(found) > 100 and {e['label'] for e in found} == {'ORG', 'PER'}
+  assert sum(e['tokens'] > 1 for e in found) > 10
+
+  if fmt == 'onnx':
+    return
+  # JSON Lines: an array of objects per row, the same entities; CSV and PostgreSQL refused before the job starts.
+  result = run_job.run([f'--input={tmp_path}/in.parquet', f'--model={bundle.path}', f'--output={tmp_path}/json',
+                        '--key_column=id', '--output_format=jsonl'])
+  lines = [json.loads(line) for f in sorted((tmp_path / 'json').rglob('predictions-*.jsonl')) for line in open(f)]
+  assert len(lines) == 300 and all(line['entities'] == rows[line['id']]['entities'] for line in lines)
+  for output, refusal in ((f'--output={tmp_path}/csv', 'which CSV cannot hold'),
+                          ('--output=postgresql://app@localhost:1/shop?table=entities', 'to PostgreSQL yet')):
+    code = run_job.main([f'--input={tmp_path}/in.parquet', f'--model={bundle.path}', output, '--key_column=id',
+                         '--preflight_only', f'--summary_location={tmp_path}/runs']
+                        + (['--output_format=csv'] if 'csv' in output else []))
+    assert code == 2 and refusal in capsys.readouterr().err
+
+
+def test_entities__simple_aggregation_b_starts_i_of_its_type_continues_anything_else_ends():
+  labels = ('O', 'B-ORG', 'I-ORG', 'B-PER', 'I-PER')
+  text = 'a b c d e f g h'
+  # tag, probability, start, end per token: B-ORG I-ORG | I-PER (stray: nothing) | B-PER B-PER (two) | O |
+  # I-ORG (stray) | B-ORG; a special token (-1) between the two B-PERs is skipped, not a break.
+  tags = np.array([[1, .9, 0, 1], [2, .5, 2, 3], [4, .9, 4, 5], [3, .8, 6, 7], [-1, 0, -1, -1], [3, .6, 8, 9],
+                   [0, .9, 10, 11], [2, .9, 12, 13], [1, .7, 14, 15]], np.float32)
+  got = aggregate(tags.reshape(-1), labels, text)
+  assert [(e['text'], e['label'], e['start'], e['end'], round(e['score'], 5)) for e in got] == [
+      ('a b', 'ORG', 0, 3, 0.7), ('d', 'PER', 6, 7, 0.8), ('e', 'PER', 8, 9, 0.6), ('h', 'ORG', 14, 15, 0.7)]
+
+
+def test_entities__bundle_parts_that_cannot_make_entities_fail_at_load():
+  with pytest.raises(BundleError, match='BIO tags'):
+    Outputs('entities', labels=('O', 'ORG'))
+  with pytest.raises(BundleError, match='BIO tags'):
+    Outputs('classification', classes=('a', 'b'), labels=('O', 'B-X'))
+  with pytest.raises(ValueError, match='drop softmax and pooling'):
+    TextSpec(max_tokens=8, softmax=True).check_outputs('entities')
+  with pytest.raises(ValueError, match='not entities'):
+    TextSpec(max_tokens=8, aggregation='simple').check_outputs('embedding')
+  with pytest.raises(ValueError, match='not __offsets__'):
+    TextSpec(max_tokens=8, tensors={'input_ids': '__offsets__', 'attention_mask': 'attention_mask'})
+  with pytest.raises(ValueError, match='aggregation is how'):
+    TextSpec(max_tokens=8, aggregation='first')
+  with pytest.raises(ValueError, match=r'the model returned \[2, 5, 3\]'):
+    token_tags(np.zeros((2, 5, 3)), np.ones((2, 5)), None, 5)

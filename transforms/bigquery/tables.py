@@ -114,15 +114,23 @@ def bigquery_type(kind: pa.DataType) -> str:
 def table_schema(schema: pa.Schema, descriptions: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
   """A BigQuery schema ({'fields': [...]}) for RecordBatches of `schema`."""
   descriptions = descriptions or {}
-  fields = []
-  for field in schema:
-    repeated = pa.types.is_list(field.type)  # a ranking's top_items and top_scores
-    entry = {'name': field.name, 'type': bigquery_type(field.type.value_type if repeated else field.type),
-             'mode': 'REPEATED' if repeated else 'NULLABLE' if field.nullable else 'REQUIRED'}
-    if field.name in descriptions:
-      entry['description'] = descriptions[field.name]
-    fields.append(entry)
+  fields = [bigquery_field(field) for field in schema]
+  for entry in fields:
+    if entry['name'] in descriptions:
+      entry['description'] = descriptions[entry['name']]
   return {'fields': fields}
+
+
+def bigquery_field(field: pa.Field) -> dict[str, Any]:
+  """A BigQuery field for an Arrow one: a list is REPEATED (a ranking's top_items), a struct a RECORD of its
+  fields (a token classifier's entities: a REPEATED RECORD)."""
+  repeated = pa.types.is_list(field.type)
+  kind = field.type.value_type if repeated else field.type
+  entry = {'name': field.name, 'type': 'RECORD' if pa.types.is_struct(kind) else bigquery_type(kind),
+           'mode': 'REPEATED' if repeated else 'NULLABLE' if field.nullable else 'REQUIRED'}
+  if pa.types.is_struct(kind):
+    entry['fields'] = [bigquery_field(kind.field(i)) for i in range(kind.num_fields)]
+  return entry
 
 
 def _json_value(value: Any) -> Any:

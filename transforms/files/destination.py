@@ -63,7 +63,7 @@ class FileOutput(Destination):
     lists = [f.name for f in self.schema if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)]
     if self.file_format == 'csv' and lists:
       raise ValueError(f'the predictions hold lists ({", ".join(lists)}: a ranking\'s items and scores, an '
-                       'embedding, a classifier\'s top classes, or a list column passed through), which CSV cannot '
+                       'embedding, a classifier\'s top classes, a token classifier\'s entities, or a list column passed through), which CSV cannot '
                        'hold: use --output_format=parquet or jsonl')
 
   @classmethod

@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.destination import (STALE_AFTER, CheckFailed, Destination, OutputRows, PublishedRun, RunSettings,
                                    TableCounts)
 from transforms.files import scored_keys
+from transforms.postgres import arrays
 from transforms.postgres import publish as pgpub
 from transforms.postgres.tables import PgTarget, is_database
 from transforms.postgres.write import WritePostgres
@@ -51,6 +52,11 @@ class PostgresTable(Destination):
   @classmethod
   def for_output(cls, uri: str, rows: OutputRows, settings: RunSettings) -> 'PostgresTable':
     PgTarget.parse(uri)  # a malformed URL says what is wrong now, on the launcher
+    records = [f.name for f in rows.schema if arrays.is_list(f.type) and pa.types.is_struct(f.type.value_type)]
+    if records:  # a child table, or jsonb, is not built yet
+      raise ValueError(f'the predictions hold lists of records ({", ".join(records)}: a token classifier\'s '
+                       'entities), which the job does not write to PostgreSQL yet: write them to files '
+                       '(--output_format=parquet or jsonl) or to BigQuery, where they are a REPEATED RECORD')
     return cls(uri, rows.serving_schema or rows.schema, settings.run_id, settings.attempt, key=rows.primary_key,
                key_name=rows.key_name or 'key', mode=settings.publish_mode, password_secret=settings.password_secret,
                layout=rows.serving_rows, min_input_fraction=settings.min_input_fraction,

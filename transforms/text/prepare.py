@@ -48,8 +48,10 @@ def unusable(texts: pa.Array, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
 class _PrepareTextFn(beam.DoFn):
   """Rows → `(rows, tensors)` per model call; rows whose text cannot be used → dead letters."""
 
-  def __init__(self, spec: TextSpec, tokenizer_path: str, column: str, max_rows: int, keep_column: bool):
+  def __init__(self, spec: TextSpec, tokenizer_path: str, column: str, max_rows: int, keep_column: bool,
+               offsets: bool):
     self._spec = spec
+    self._offsets = offsets
     self._path = tokenizer_path
     self._column = column
     self._max_rows = max_rows
@@ -79,7 +81,7 @@ class _PrepareTextFn(beam.DoFn):
       texts = rows.column(self._column)
     if not rows.num_rows:
       return
-    encoded = tokens.encode(self._tokenizer, texts.to_pylist())
+    encoded = tokens.encode(self._tokenizer, texts.to_pylist(), offsets=self._offsets)
     lengths = encoded.lengths
     self._texts.inc(rows.num_rows)
     self._tokens.inc(int(lengths.sum()))
@@ -117,7 +119,9 @@ class PrepareText(beam.PTransform):
     tokenizer_path: the bundle's tokenizer file, local or gs://.
     column: the column holding each row's text.
     max_rows: rows per model call at most (tokens_per_batch bounds them first for all but short texts).
-    keep_column: carry the text on with its row (it is the key or a passthrough column).
+    keep_column: carry the text on with its row (it is the key or a passthrough column, or a token
+      classifier's entities are cut from it).
+    offsets: give each call its tokens' character spans (`tokens.OFFSETS`), for a token classifier.
   """
 
   spec: TextSpec
@@ -125,13 +129,15 @@ class PrepareText(beam.PTransform):
   column: str
   max_rows: int = TEXT_BATCH_ROWS
   keep_column: bool = False
+  offsets: bool = False
 
   def __post_init__(self):
     super().__init__()
 
   def expand(self, batches: beam.PCollection[pa.RecordBatch]) -> dict[str, beam.PCollection]:
     prepared = batches | 'Tokenize' >> beam.ParDo(_PrepareTextFn(
-        self.spec, self.tokenizer_path, self.column, self.max_rows, self.keep_column)).with_outputs(
+        self.spec, self.tokenizer_path, self.column, self.max_rows, self.keep_column,
+        self.offsets)).with_outputs(
             DEAD_LETTERS, main='inputs')
     return {'inputs': prepared['inputs'], DEAD_LETTERS: prepared[DEAD_LETTERS]}
 

@@ -26,7 +26,11 @@ What the model returns becomes the answer outputs.json describes:
 - `"softmax": true`: a sequence classifier's logits [rows, classes] → probabilities;
 - `"pooling": "mean"` or `"cls"`: an encoder's last_hidden_state [rows, tokens, dim] →
   one vector per text (the mean over its real tokens, by the attention mask, or its
-  first token's), L2-normalised unless `"normalize": false`: the embedding.
+  first token's), L2-normalised unless `"normalize": false`: the embedding;
+- outputs.json kind `"entities"`: a token classifier's logits [rows, tokens, labels] →
+  each text's entities, by `"aggregation": "simple"` (the default, and the only policy
+  so far; `transforms.text.entities`). Neither softmax nor pooling: the tags' softmax is
+  part of it.
 
 Document files (`transforms.text.documents`) are cut into chunks of `"chunk": {"tokens":
 256, "overlap": 32}` tokens (special tokens not counted; tokens + the tokenizer's special
@@ -46,6 +50,10 @@ ROLES = ('input_ids', 'attention_mask', 'token_type_ids')
 TRUNCATIONS = ('end', 'start')
 DTYPES = ('int64', 'int32')
 POOLINGS = ('mean', 'cls')
+AGGREGATIONS = ('simple',)
+# The name a token classifier's call carries its tokens' character spans under (`transforms.text.tokens`),
+# taken out before the model call: no model tensor may have it.
+OFFSETS = '__offsets__'
 # A text's bytes past which it is refused unread: a megabyte is a short book, far past any model's
 # context, and a bound on what one row may cost the tokenizer.
 MAX_BYTES = 1_000_000
@@ -94,6 +102,7 @@ class TextSpec:
   softmax: bool = False
   pooling: Optional[str] = None
   normalize: bool = True
+  aggregation: Optional[str] = None  # a token classifier's: how its tags become entities ('simple' when None)
   chunk: Optional[Chunking] = None  # document files: see the module docstring
   max_document_bytes: int = MAX_DOCUMENT_BYTES
 
@@ -119,8 +128,9 @@ class TextSpec:
       raise TextSpecError(f'{TEXT}: tensors maps input_ids, attention_mask and optionally token_type_ids to the '
                           f'model\'s names for them; got {dict(self.tensors)}')
     names = [n for _, n in self.tensors]
-    if len(set(names)) != len(names):
-      raise TextSpecError(f'{TEXT}: each tensor has its own name; got {dict(self.tensors)}')
+    if len(set(names)) != len(names) or OFFSETS in names:
+      raise TextSpecError(f'{TEXT}: each tensor has its own name, not {OFFSETS} (the job\'s own); got '
+                          f'{dict(self.tensors)}')
     if self.dtype not in DTYPES:
       raise TextSpecError(f'{TEXT}: dtype is one of {", ".join(DTYPES)}, got {self.dtype!r}')
     if not isinstance(self.tokens_per_batch, int) or self.tokens_per_batch < self.max_tokens:
@@ -133,6 +143,9 @@ class TextSpec:
     if self.pooling is not None and self.pooling not in POOLINGS:
       raise TextSpecError(f'{TEXT}: pooling is "mean" (over the attention mask) or "cls" (the first token), or '
                           f'absent for a model that returns one row per text; got {self.pooling!r}')
+    if self.aggregation is not None and self.aggregation not in AGGREGATIONS:
+      raise TextSpecError(f'{TEXT}: aggregation is how a token classifier\'s tags become entities: "simple" (a B- '
+                          f'tag starts one, I- of its type continues it); got {self.aggregation!r}')
     if self.softmax and self.pooling is not None:
       raise TextSpecError(f'{TEXT}: softmax turns a classifier\'s logits into probabilities; pooling makes an '
                           'encoder\'s embedding; a model is one or the other')
@@ -160,6 +173,12 @@ class TextSpec:
 
   def check_outputs(self, kind: str) -> None:
     """Raises TextSpecError when the post-processing cannot make outputs.json's `kind`."""
+    if kind == 'entities' and (self.softmax or self.pooling is not None):
+      raise TextSpecError(f'{TEXT}: a token classifier\'s logits [rows, tokens, labels] become entities (their '
+                          'softmax included); drop softmax and pooling')
+    if self.aggregation is not None and kind != 'entities':
+      raise TextSpecError(f'{TEXT}: aggregation makes entities of a token classifier\'s tags; outputs.json\'s kind '
+                          f'is {kind!r}, not entities')
     if self.softmax and kind != 'classification':
       raise TextSpecError(f'{TEXT}: softmax makes class probabilities; outputs.json\'s kind is {kind!r}, not '
                           'classification')
@@ -177,6 +196,8 @@ class TextSpec:
       out['softmax'] = True
     if self.pooling is not None:
       out.update(pooling=self.pooling, normalize=self.normalize)
+    if self.aggregation is not None:
+      out['aggregation'] = self.aggregation
     if self.chunk is not None:
       out['chunk'] = dataclasses.asdict(self.chunk)
     return out

@@ -10,14 +10,17 @@ come out reordered: each call carries its own rows, so nothing needs putting bac
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from transforms.text.spec import TextSpec
+from transforms.text.spec import OFFSETS, TextSpec
 
 # Pad tokens tried, in order, when the tokenizer file sets no padding of its own (BERT's, then RoBERTa's).
 PAD_TOKENS = ('[PAD]', '<pad>')
+# A token classifier's call also carries each token's character span in its text, [rows, tokens, 2], under
+# OFFSETS (no model's): the predictor takes it out before the model call (`models.handlers.TextPredictor`).
+# A special token's span, and padding's, is (-1, -1): no character of the text.
 
 
 def load_tokenizer(data: str, spec: TextSpec):
@@ -48,17 +51,27 @@ class Encoded:
   ids: list[list[int]]
   types: list[list[int]]
   truncated: np.ndarray  # bool, one per text
+  offsets: Optional[list[np.ndarray]] = None  # [tokens, 2] character spans per text, (-1, -1) for special ones
 
   @property
   def lengths(self) -> np.ndarray:
     return np.fromiter((len(i) for i in self.ids), np.int64, len(self.ids))
 
 
-def encode(tokenizer, texts: Sequence[str]) -> Encoded:
-  """Tokenises the texts in one `encode_batch` call (the Rust side spreads it over threads, outside the GIL)."""
+def encode(tokenizer, texts: Sequence[str], *, offsets: bool = False) -> Encoded:
+  """Tokenises the texts in one `encode_batch` call (the Rust side spreads it over threads, outside the GIL);
+  with `offsets`, keeps each token's character span in its text, for a token classifier's entities."""
   encodings = tokenizer.encode_batch(list(texts))
+  spans = [_spans(e) for e in encodings] if offsets else None
   return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings],
-                 np.fromiter((bool(e.overflowing) for e in encodings), bool, len(encodings)))
+                 np.fromiter((bool(e.overflowing) for e in encodings), bool, len(encodings)), spans)
+
+
+def _spans(encoding) -> np.ndarray:
+  """An encoding's [tokens, 2] character spans, (-1, -1) for its special tokens ([CLS], [SEP])."""
+  spans = np.asarray(encoding.offsets, np.int64).reshape(-1, 2)
+  spans[np.asarray(encoding.special_tokens_mask, bool)] = -1
+  return spans
 
 
 def model_calls(lengths: np.ndarray, tokens_per_batch: int, max_rows: int) -> list[np.ndarray]:
@@ -93,4 +106,9 @@ def pad(encoded: Encoded, rows: np.ndarray, spec: TextSpec, pad_token: int) -> d
   tensors = {spec.name('input_ids'): ids, spec.name('attention_mask'): mask}
   if types is not None:
     tensors[spec.name('token_type_ids')] = types
+  if encoded.offsets is not None:
+    spans = np.full((len(rows), longest, 2), -1, np.int64)
+    for r, i in enumerate(rows):
+      spans[r, :len(encoded.offsets[i])] = encoded.offsets[i]
+    tensors[OFFSETS] = spans
   return tensors

@@ -58,3 +58,23 @@ def test_preflight__an_existing_single_float_column_cannot_take_an_embedding(bq_
   want = table_schema(_columns(Outputs('embedding', dimension=4)).schema)
   with pytest.raises(ValueError, match='embedding is NULLABLE, the job writes REPEATED'):
     checks.check_output_table(bq_client, TableRef.parse(f'bq://{bq_dataset}.old'), want)
+
+
+
+def test_entities__a_repeated_record_column_of_each_entity_s_fields():
+  # Schema only: the BigQuery emulator answers 500 to any table with a field named `end` (a reserved word it
+  # does not quote), which BigQuery itself takes, so no round trip here.
+  columns = PredictionColumns(Outputs('entities', labels=('O', 'B-ORG', 'I-ORG', 'B-PER')), 'id', (), 'm', '1', 'r1',
+                              text_column='text')
+  texts = ['Acme Corp hired Ann', 'nothing here']
+  # Per token: tag (-1 none), probability, start, end; [CLS] Acme Corp hired Ann [SEP] / [CLS] nothing here [SEP].
+  tags = np.array([[-1, 0, -1, -1, 1, .9, 0, 4, 2, .7, 5, 9, 0, .8, 10, 15, 3, .6, 16, 19, -1, 0, -1, -1],
+                   [-1, 0, -1, -1, 0, .9, 0, 7, 0, .9, 8, 12, -1, 0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1]], np.float32)
+  batch = columns.format(pa.record_batch({dl.KEY: pa.array(['k0', 'k1']), 'text': pa.array(texts)}), tags)
+  field = next(f for f in table_schema(columns.schema, columns.descriptions)['fields'] if f['name'] == 'entities')
+  assert (field['type'], field['mode'], 'description' in field) == ('RECORD', 'REPEATED', True)
+  assert [(f['name'], f['type']) for f in field['fields']] == [
+      ('text', 'STRING'), ('label', 'STRING'), ('start', 'INT64'), ('end', 'INT64'), ('score', 'FLOAT64')]
+  got = [[{**e, 'score': round(e['score'], 5)} for e in row] for row in batch.column('entities').to_pylist()]
+  assert got == [[{'text': 'Acme Corp', 'label': 'ORG', 'start': 0, 'end': 9, 'score': 0.8},
+                  {'text': 'Ann', 'label': 'PER', 'start': 16, 'end': 19, 'score': 0.6}], []]
