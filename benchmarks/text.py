@@ -137,6 +137,7 @@ def run_once(variant: str, text_set: str, round_no: int, args, data: dict, model
             'returncode': m.returncode, 'rows': rows, 'rows_embedded': rows - missing if embedded else 0,
             'tokens': real, 'wall_s': round(m.wall_s, 3), 'rows_per_s': round(rows / m.wall_s, 2),
             'tokens_per_s': round(real / m.wall_s, 1), 'peak_rss_mb': round(m.peak_rss_mb, 1),
+            'first_output_s': None if m.first_prediction_s is None else round(m.first_prediction_s, 1),
             'padding_share': data['padding'][variant]}
   if not result['ok']:
     result['error'] = f'{missing} rows not embedded' if m.returncode == 0 else f'exit {m.returncode}: {_last_error(m.log)}'
@@ -162,7 +163,7 @@ def compare(runs: list[dict]) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--rows', type=int, default=2000, help='Texts in each set (the issue: 100000).')
+  parser.add_argument('--rows', type=int, default=1000, help='Texts in each set (the issue: 100000).')
   parser.add_argument('--sets', default=','.join(text_corpus.SETS), help=f'Comma-separated subset of {text_corpus.SETS}.')
   parser.add_argument('--variants', default=','.join(VARIANTS), help=f'Comma-separated subset of {VARIANTS}.')
   parser.add_argument('--repeats', type=int, default=2, help='Rounds of every variant; medians are reported.')
