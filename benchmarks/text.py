@@ -106,7 +106,8 @@ def padded_tokens(lengths: np.ndarray, variant: str, spec) -> int:
       total += sum(len(call) * int(window[call].max())
                    for call in tokens.model_calls(window, spec.tokens_per_batch, TEXT_BATCH_ROWS))
     return total
-  ordered = np.sort(lengths)[::-1] if variant == 'sentence-transformers' else lengths  # encode sorts by length
+  # encode sorts all the texts, longest first (by characters; tokens here, which follow them on these texts)
+  ordered = np.sort(lengths)[::-1] if variant == 'sentence-transformers' else lengths
   return sum(len(b) * int(b.max()) for b in np.array_split(ordered, range(64, len(ordered), 64)))
 
 
