@@ -28,6 +28,9 @@ Usage: ./launch.sh VERB [ARGS...]
                 With --images first: the image job on JPEGs through ResNet-18 and -50
                 against a PyTorch DataLoader loop, Beam's recipe and Ray Data
                 (python -m benchmarks.images ARGS; --small 50000 --large 2000 at scale).
+                With --text first: the text job embedding texts of mixed and uniform lengths
+                through a BERT encoder against a plain PyTorch loop, sentence-transformers
+                and Ray Data (python -m benchmarks.text ARGS; --rows 100000 at scale).
   train [ARGS]  Train the example penguin model (python -m models.examples.penguins.train).
   run [ARGS]    Run the job: python -m pipelines.run ARGS (see ./launch.sh run --help).
                 With --watch it keeps running and predicts each new input file once.
@@ -226,9 +229,14 @@ case "$verb" in
       install_extras
       "$PYTHON" -m benchmarks.side_venvs ray
       "$PYTHON" -m benchmarks.images "$@"
+    elif [ "${1:-}" = --text ]; then
+      shift
+      install_extras
+      "$PYTHON" -m benchmarks.side_venvs st ray
+      "$PYTHON" -m benchmarks.text "$@"
     else
       ensure_bundle
-      "$PYTHON" -m benchmarks.side_venvs
+      "$PYTHON" -m benchmarks.side_venvs ray tft
       "$PYTHON" -m benchmarks.run "$@"
     fi
     ;;

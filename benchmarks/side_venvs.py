@@ -1,4 +1,4 @@
-"""The benchmark-only virtualenvs: the project's pinned stack plus one tool on top (Ray, tf.Transform).
+"""The benchmark-only virtualenvs: the project's pinned stack plus one tool on top (Ray, tf.Transform, sentence-transformers).
 
 Each sees the project virtualenv's packages (a .pth file) and installs only its own
 requirements, so the tool never changes the stack. If the tool cannot be installed here,
@@ -21,6 +21,7 @@ from typing import Optional
 SIDE_VENVS = (
     ('build/bench/ray-venv', 'benchmarks/requirements-ray.txt'),
     ('build/bench/tft-venv', 'benchmarks/requirements-tft.txt'),
+    ('build/bench/st-venv', 'benchmarks/requirements-st.txt'),
 )
 
 
@@ -69,7 +70,7 @@ def ensure(path: str, requirements: str, stack_requirements: str = 'requirements
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-  """Makes every side virtualenv, or those whose tool is named (`ray`, `tft`)."""
+  """Makes every side virtualenv, or those whose tool is named (`ray`, `tft`, `st`)."""
   names = sys.argv[1:] if argv is None else argv
   for path, requirements in SIDE_VENVS:
     if not names or any(path.endswith(f'/{name}-venv') for name in names):

@@ -46,13 +46,14 @@ def train_tokenizer(texts: Sequence[str], path: str, *, vocab_size: int = 300) -
 
 
 def small_bert(vocab_size: int, max_tokens: int, *, classes: Optional[int] = None, tags: Optional[int] = None,
-               seed: int = 5):
-  """A 2-layer BERT of fixed random weights: `BertForSequenceClassification` with `classes`,
-  `BertForTokenClassification` with `tags`, else `BertModel`."""
+               seed: int = 5, layers: int = 2, hidden: int = 32, heads: int = 2):
+  """A BERT of fixed random weights (2 layers of 32 wide unless asked): `BertForSequenceClassification` with
+  `classes`, `BertForTokenClassification` with `tags`, else `BertModel`."""
   import torch
   from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertModel
-  config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=max_tokens, hidden_dropout_prob=0.0,
+  config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                      intermediate_size=2 * hidden if hidden == 32 else 4 * hidden,
+                      max_position_embeddings=max_tokens, hidden_dropout_prob=0.0,
                       attention_probs_dropout_prob=0.0, num_labels=classes or tags or 2)
   torch.manual_seed(seed)
   if tags:
@@ -104,18 +105,19 @@ def export(model, path: str, fmt: str, max_tokens: int, *, token_types: bool = F
   return path
 
 
-def text_bundle(path: str, spec, outputs, texts: Sequence[str], *, fmt: str = 'torch', seed: int = 5):
+def text_bundle(path: str, spec, outputs, texts: Sequence[str], *, fmt: str = 'torch', seed: int = 5,
+                vocab_size: int = 300, **shape):
   """A bundle of a small BERT (a classifier for a classification `outputs`, a token classifier for entities,
-  else an encoder) taking what
-  `spec` (a TextSpec) fills, its tokenizer trained on `texts`: (the loaded bundle, the model)."""
+  else an encoder) taking what `spec` (a TextSpec) fills, its tokenizer trained on `texts`: (the loaded
+  bundle, the model). `shape` (layers, hidden, heads) goes to `small_bert`."""
   from models.bundle import write_bundle
   from models.inputs import InputContract, Tensor
   os.makedirs(path, exist_ok=True)
-  tokenizer = train_tokenizer(texts, os.path.join(path, spec.tokenizer))
+  tokenizer = train_tokenizer(texts, os.path.join(path, spec.tokenizer), vocab_size=vocab_size)
   from tokenizers import Tokenizer
   vocab = Tokenizer.from_file(tokenizer).get_vocab_size()
   model = small_bert(vocab, spec.max_tokens, classes=outputs.width if outputs.kind == 'classification' else None,
-                     tags=len(outputs.labels) or None, seed=seed)
+                     tags=len(outputs.labels) or None, seed=seed, **shape)
   model_file = 'model.pt2' if fmt == 'torch' else 'model.onnx'
   export(model, os.path.join(path, model_file), fmt, spec.max_tokens, token_types=bool(spec.name('token_type_ids')))
   inputs = InputContract('tensors', tensors=tuple(Tensor(n, spec.dtype, (None, None)) for n in spec.names))
