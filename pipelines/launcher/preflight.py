@@ -21,6 +21,7 @@ from pipelines.destinations import kind_of
 from pipelines.options import BatchInferenceOptions
 from transforms.files import checks
 from transforms.files.publish import check_run_id
+from transforms.images import listing
 from transforms.images import source as image_source
 from transforms.text import document_files
 
@@ -118,10 +119,10 @@ def check(opts: BatchInferenceOptions, bundle: Optional[ModelBundle] = None, *,
   notes, files, peeked, writable, schema = [], 0, 0, [], None
   if opts.reads_image_files(bundle):  # one listing call to the first match: a full listing runs on the workers
     schema = image_source.SCHEMA
-    problems += [] if offline else image_source.check_pattern(opts.input)
+    problems += [] if offline else listing.input_problems(opts.input)
   elif opts.reads_document_files(bundle):  # the same: the workers list, read and cut the documents
     schema = document_files.SCHEMA
-    problems += [] if offline else document_files.check_pattern(opts.input)
+    problems += [] if offline else listing.input_problems(opts.input)
     if opts.text_column:
       problems.append(f'--text_column {opts.text_column} names a column of a table; document files give each '
                       f'chunk\'s text as {document_files.TEXT!r}: remove --text_column')

@@ -215,6 +215,18 @@ def check_pattern(pattern: str, extensions: Optional[frozenset[str]] = IMAGE_EXT
                        '(* stays in one folder, ** crosses folders) and the extensions')
 
 
+def input_problems(pattern: str) -> list[str]:
+  """--input's problems as preflight lists them, for a glob whose every file is a row (images, documents):
+  `check_pattern` over every extension, its listing calls stopping at the first match."""
+  try:
+    check_pattern(pattern, extensions=None)
+  except NoMatchesError as e:
+    return [f'--input {e}']
+  except Exception as e:  # pylint: disable=broad-except  # each file system raises its own
+    return [f'--input {pattern}: cannot list files: {type(e).__name__}: {e}']
+  return []
+
+
 def _batches(files: Iterable[tuple[str, int]], rows: int) -> Iterator[pa.RecordBatch]:
   chunk: list[tuple[str, int]] = []
   for item in files:

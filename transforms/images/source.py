@@ -31,17 +31,6 @@ def is_image_glob(pattern: str) -> bool:
   return not pattern.lower().rstrip('*').endswith(TABLE_EXTENSIONS)
 
 
-def check_pattern(pattern: str) -> list[str]:
-  """Problems of an image glob, from listing calls that stop at the first match (never a full listing)."""
-  try:
-    listing.check_pattern(pattern, extensions=None)
-  except listing.NoMatchesError as e:
-    return [f'--input {e}']
-  except Exception as e:  # pylint: disable=broad-except  # each file system raises its own
-    return [f'--input {pattern}: cannot list files: {type(e).__name__}: {e}']
-  return []
-
-
 def _with_meta(batch: pa.RecordBatch) -> pa.RecordBatch:
   """The listing's rows with the columns every source adds: the file as its source, no row number."""
   return pa.RecordBatch.from_arrays(

@@ -48,17 +48,6 @@ def is_document_glob(pattern: str) -> bool:
   return listing.extension_of(pattern.rstrip('*')) in documents.EXTENSIONS
 
 
-def check_pattern(pattern: str) -> list[str]:
-  """Problems of a document glob, from listing calls that stop at the first match."""
-  try:
-    listing.check_pattern(pattern, extensions=None)
-  except listing.NoMatchesError as e:
-    return [f'--input {e}']
-  except Exception as e:  # pylint: disable=broad-except  # each file system raises its own
-    return [f'--input {pattern}: cannot list files: {type(e).__name__}: {e}']
-  return []
-
-
 class _ReadDocumentsFn(beam.DoFn):
   """Listed files → RecordBatches of chunk rows; documents that give none → dead letters."""
 
