@@ -97,7 +97,7 @@ def read_predictions(output: str) -> dict[str, str]:
 
 def run_once(variant: str, depth: int, round_no: int, args, data: str, manifest: dict, bundle: str) -> dict:
   """One measured run; returns its result row, with `classes` (file → top class) for the agreement check."""
-  from benchmarks.measure import run_measured
+  from benchmarks.measure import last_error, run_measured
   output = os.path.join(args.work, 'out', f'{variant}-resnet{depth}')
   shutil.rmtree(output, ignore_errors=True)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get('PYTHONPATH')) if p))
@@ -121,17 +121,11 @@ def run_once(variant: str, depth: int, round_no: int, args, data: str, manifest:
   print(json.dumps(result), flush=True)
   if not ok:
     result['error'] = error or (f'{len(missing)} images not predicted, e.g. {missing[:3]}' if m.returncode == 0
-                                else f'exit {m.returncode}: {_last_error(m.log)}')
+                                else f'exit {m.returncode}: {last_error(m.log)}')
     print(f'{name} failed: {result["error"]}; log tail:\n{m.log[-1500:]}', file=sys.stderr, flush=True)
   result['classes'] = classes
   shutil.rmtree(output, ignore_errors=True)
   return result
-
-
-def _last_error(log: str) -> str:
-  lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith('log:')]
-  errors = [line for line in lines if any(w in line for w in ('Error', 'error', 'cannot', 'failed'))]
-  return (errors or lines or ['no output'])[-1][:300]
 
 
 def measure_decoding(data: str, args) -> list[dict]:

@@ -67,6 +67,13 @@ def _first_parquet(directory: str) -> bool:
   return False
 
 
+def last_error(log: str) -> str:
+  """The line of a failed run's output that most likely says why (its last error line), for a results table."""
+  lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith('log:')]
+  errors = [line for line in lines if any(w in line for w in ('Error', 'error', 'cannot', 'failed'))]
+  return (errors or lines or ['no output'])[-1][:300]
+
+
 def run_measured(command: Sequence[str], *, output_dir: str, log_path: str, env: Optional[dict] = None,
                  timeout_s: float = 3600) -> Measurement:
   """Runs `command` to completion, sampling its process tree every SAMPLE_SECONDS."""

@@ -40,7 +40,6 @@ from typing import Optional
 import numpy as np
 
 from benchmarks import text_corpus, text_report
-from benchmarks.images import _last_error
 
 VARIANTS = ('plain-loop', 'sentence-transformers', 'ray-data', 'ours')
 RUN_ID = 'bench'
@@ -123,7 +122,7 @@ def token_lengths(data: str, bundle: str) -> np.ndarray:
 
 def run_once(variant: str, text_set: str, round_no: int, args, data: dict, model: dict) -> dict:
   """One measured run; returns its result row, with `sample` (id → embedding) for the comparison."""
-  from benchmarks.measure import run_measured
+  from benchmarks.measure import last_error, run_measured
   output = os.path.join(args.work, 'out', f'{variant}-{text_set}')
   shutil.rmtree(output, ignore_errors=True)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get('PYTHONPATH')) if p))
@@ -141,7 +140,7 @@ def run_once(variant: str, text_set: str, round_no: int, args, data: dict, model
             'first_output_s': None if m.first_prediction_s is None else round(m.first_prediction_s, 1),
             'padding_share': data['padding'][variant]}
   if not result['ok']:
-    result['error'] = f'{missing} rows not embedded' if m.returncode == 0 else f'exit {m.returncode}: {_last_error(m.log)}'
+    result['error'] = f'{missing} rows not embedded' if m.returncode == 0 else f'exit {m.returncode}: {last_error(m.log)}'
     print(f'{variant}/{text_set} failed: {result["error"]}; log tail:\n{m.log[-1500:]}', file=sys.stderr, flush=True)
   result['sample'] = {i: np.asarray(embedded[i], np.float32) for i in data['sample'] if i in embedded}
   shutil.rmtree(output, ignore_errors=True)
